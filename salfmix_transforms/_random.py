@@ -1,0 +1,61 @@
+"""Random draws that honour an optional ``torch.Generator``.
+
+Every random choice in the package goes through these helpers, so one generator (passed to a transform's
+constructor or call) makes a whole batch reproducible. Without a generator they use PyTorch's global RNG,
+so ``torch.manual_seed`` is enough to reproduce a run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["beta", "rand", "randint_between", "resolve_generator"]
+
+
+def resolve_generator(
+    call_generator: torch.Generator | None, default_generator: torch.Generator | None
+) -> torch.Generator | None:
+    """The generator passed to the call wins over the one given to the constructor."""
+    return call_generator if call_generator is not None else default_generator
+
+
+def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    # A generator draws on its own device; without one we draw where the data lives (no host round trip).
+    return generator.device if generator is not None else device
+
+
+def rand(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Uniform [0, 1) float32 numbers of ``shape`` on ``device``."""
+    device = torch.device(device)
+    values = torch.rand(shape, generator=generator, device=_draw_device(generator, device))
+    return values.to(device, non_blocking=True)
+
+
+def randint_between(
+    low: torch.Tensor, high: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One integer drawn uniformly from the closed range [low[i], high[i]] for every i (vectorized).
+
+    ``low`` and ``high`` are integer tensors of the same shape with ``low <= high``.
+    """
+    span = (high - low + 1).to(torch.float64)
+    u = rand(tuple(low.shape), generator, low.device).to(torch.float64)
+    offset = torch.minimum((u * span).floor(), span - 1).to(low.dtype)
+    return low + offset
+
+
+def beta(
+    alpha: float, size: int, generator: torch.Generator | None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``size`` draws from Beta(alpha, alpha) as a float64 tensor on ``device``.
+
+    PyTorch's Beta sampler cannot take a generator, so the draws come from a NumPy generator seeded from the
+    torch generator (or the global torch RNG): the same torch state gives the same lambdas.
+    """
+    seed_device = generator.device if generator is not None else torch.device("cpu")
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=seed_device).item())
+    draws = np.random.default_rng(seed).beta(alpha, alpha, size=size)
+    return torch.from_numpy(draws).to(device)
