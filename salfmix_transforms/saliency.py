@@ -1,0 +1,198 @@
+"""Gradient saliency of SalfMix (Choi et al., Sensors 2021, eq. (2)-(3)).
+
+The saliency of an image is the gradient of the classification loss with respect to the input pixels,
+
+* eq. (2): ``g = d CE(f(x), y) / d x``, a tensor of the image's shape (C, H, W);
+* eq. (3): ``M = max_c |g_c|``, the largest absolute gradient over the colour channels, an (H, W) map.
+
+:func:`gradient_saliency` computes ``M`` for a whole batch with one forward and one backward pass, and leaves
+the model exactly as it found it (:func:`preserved_model_state`): training flags, buffers (BatchNorm running
+statistics), parameters and their ``.grad``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ._validation import check_images, check_target
+
+__all__ = ["gradient_saliency", "preserved_model_state"]
+
+_MODES = ("train", "eval")
+
+
+def _optimized_module_type() -> type | None:
+    # ``torch.compile`` wraps a module in ``torch._dynamo.eval_frame.OptimizedModule``. Dynamo is a heavy
+    # import that ``import torch`` does not do; if it is not loaded yet, no compiled module can exist.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    return getattr(eval_frame, "OptimizedModule", None)
+
+
+def _wrapper_chain(model: nn.Module) -> list[nn.Module]:
+    """``model`` and the modules it wraps, outermost first: DDP ``.module`` and compiled ``._orig_mod``."""
+    optimized = _optimized_module_type()
+    chain = [model]
+    while True:
+        module = chain[-1]
+        if isinstance(module, DistributedDataParallel):
+            chain.append(module.module)
+        elif optimized is not None and isinstance(module, optimized):
+            chain.append(module._orig_mod)
+        else:
+            return chain
+
+
+def _state_module(model: nn.Module) -> nn.Module:
+    """The plain module that owns the parameters, buffers and training flags (all wrappers removed)."""
+    return _wrapper_chain(model)[-1]
+
+
+def _forward_module(model: nn.Module) -> nn.Module:
+    """The module to call for the saliency pass: the one just below the innermost DDP wrapper.
+
+    Calling a ``DistributedDataParallel`` would broadcast buffers and arm the reducer for a backward that
+    never comes (we only differentiate with respect to the input), so every DDP wrapper is stepped over. A
+    compiled module below the last DDP is kept (its forward stays compiled); a compiled DDP
+    (``torch.compile(DDP(m))``) cannot be called without DDP, so its inner module runs eagerly.
+    """
+    chain = _wrapper_chain(model)
+    last_ddp = max((i for i, m in enumerate(chain) if isinstance(m, DistributedDataParallel)), default=-1)
+    return chain[last_ddp + 1]
+
+
+@contextlib.contextmanager
+def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Context manager that puts back every module's training flag and every buffer on exit.
+
+    On entry it records, for ``model`` and every submodule, its own ``training`` flag (a mixed pattern such
+    as ``model.train()`` with one frozen submodule in ``eval()`` comes back as it was) and a copy of every
+    buffer, persistent or not (BatchNorm ``running_mean``, ``running_var``, ``num_batches_tracked``...). On
+    exit, normal or by an exception, the flags are set back module by module (never through ``.train()``,
+    which would overwrite the children's flags) and the buffers are copied back *in place*: the same tensor
+    objects keep the same values, so a ``torch.compile``d model sees no new tensors and does not recompile
+    (toggling ``track_running_stats`` instead would change what the compiled graph guards on). A buffer
+    that the block replaced by a new tensor is put back as the original object.
+
+    Wrappers are looked through: a ``DistributedDataParallel`` (``.module``) or a ``torch.compile``d module
+    (``OptimizedModule``, ``._orig_mod``) is restored through the module it wraps.
+
+    Parameters and their ``.grad`` are not recorded: the block must not change them (it costs a copy of the
+    whole model otherwise). :func:`gradient_saliency` never does.
+
+    Yields:
+        the plain module that owns the state (wrappers removed).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    root = _state_module(model)
+    flags = [(module, module.training) for module in root.modules()]
+    saved_buffers: list[tuple[nn.Module, str, torch.Tensor | None, torch.Tensor | None]] = []
+    copies: dict[int, torch.Tensor] = {}  # one copy per tensor, even if several modules share it
+    with torch.no_grad():
+        for module in root.modules():
+            for name, buffer in module._buffers.items():
+                if buffer is not None and id(buffer) not in copies:
+                    copies[id(buffer)] = buffer.clone()
+                saved_buffers.append((module, name, buffer, None if buffer is None else copies[id(buffer)]))
+    try:
+        yield root
+    finally:
+        with torch.no_grad():
+            for module, name, buffer, copy in saved_buffers:
+                if module._buffers.get(name) is not buffer:
+                    module._buffers[name] = buffer
+                # An inference tensor cannot be written (nor changed) outside inference mode.
+                if buffer is not None and not buffer.is_inference():
+                    buffer.copy_(copy)
+        for module, flag in flags:
+            module.training = flag
+
+
+def gradient_saliency(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, mode: str = "train"
+) -> torch.Tensor:
+    """Saliency map of every image: the largest absolute input gradient over channels (eq. (2)-(3)).
+
+    ``M[b] = max_c | d CE(f(x), y) / d x[b, c] |`` (eq. (2) for the gradient, eq. (3) for the channel max).
+
+    Args:
+        model: the classifier ``f`` returning logits (B, K). A ``DistributedDataParallel`` is unwrapped to
+            its ``.module`` (no buffer broadcast, no gradient all-reduce, no reducer state), a
+            ``torch.compile``d model is called as it is (compiled forward) and restored through
+            ``._orig_mod``.
+        x: images (B, C, H, W), floating point, any memory format (channels_last works).
+        target: class indices (B,) (integer) or soft targets (B, K) (float, cross-entropy with
+            probabilities, as timm's ``SoftTargetCrossEntropy``).
+        mode: ``"train"`` (default) or ``"eval"``, the behaviour of the model during the pass, see below.
+
+    Returns:
+        a float32 tensor (B, H, W), contiguous, on ``x``'s device, detached (no graph is kept alive).
+
+    Loss. Choice: ``reduction="sum"``, so ``M[b]`` is the gradient of sample ``b``'s own loss term (the paper
+    does not say; a mean would only scale every map by ``1/B``, which leaves the argmax/argmin cells that
+    SalfMix picks unchanged, but makes the values depend on the batch size). The loss is computed in float32
+    (``logits.float()``), so the pass also works under ``torch.autocast`` (fp16/bf16 on CUDA, bf16 on CPU);
+    the map is returned in float32 whatever the dtype of ``x``.
+
+    Only the input gradient is computed (``torch.autograd.grad`` with respect to a detached copy of ``x``,
+    under ``torch.enable_grad()``, so it also works when called inside ``torch.no_grad()``): no parameter's
+    ``.grad`` is created or changed. Calling it inside ``torch.inference_mode()`` is not possible (no
+    autograd there) and raises ``RuntimeError``.
+
+    Mode. Choice: ``mode="train"`` runs every module in training mode, i.e. BatchNorm normalises with the
+    statistics of the batch and dropout is active, as in the training step that the saliency is computed
+    for, so the map is the gradient of the very loss the step is about to see. In training mode BatchNorm
+    couples the samples of the batch: ``M[b]`` then also depends on the other images (it is the gradient of
+    the batch loss restricted to image ``b``). ``mode="eval"`` runs every module in eval mode (running
+    statistics, no dropout): each map depends on its own image only and is deterministic, at the price of
+    using statistics that lag behind the weights early in training. In both modes every module's own
+    ``training`` flag and every buffer (BatchNorm running statistics, ``num_batches_tracked``) are put back
+    afterwards (:func:`preserved_model_state`), so the saliency pass leaves no trace in the model. Note that
+    active dropout in ``"train"`` mode draws from PyTorch's global RNG.
+
+    Non-finite values. The gradient is returned as it is: a NaN/inf gradient (a diverging model, an fp16
+    overflow) gives a NaN/inf map. Choice: no clean-up here; the SalfMix cell picker treats a non-finite or
+    constant map by falling back to random cells.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x = check_images(x)
+    target = check_target(target, x.shape[0])
+    if not isinstance(mode, str) or mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "gradient_saliency needs autograd and cannot run inside torch.inference_mode(); "
+            "call it outside (torch.no_grad() is fine)"
+        )
+
+    forward_module = _forward_module(model)
+    with preserved_model_state(model) as root, torch.enable_grad():
+        root.train(mode == "train")
+        # An inference tensor (made under inference_mode) cannot take part in autograd: copy it first.
+        x_in = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
+        logits = forward_module(x_in)
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"model must return a tensor of logits (B, K), got {type(logits).__name__}")
+        if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"model must return logits of shape (B, K) = ({x.shape[0]}, K), got {tuple(logits.shape)}"
+            )
+        # Width of soft targets, range of indices (an out-of-range index would be a CUDA device assert).
+        check_target(target, x.shape[0], logits.shape[1])
+        labels = target.to(device=logits.device, dtype=torch.float32 if target.dim() == 2 else torch.long)
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        del logits
+        if not loss.requires_grad:
+            raise RuntimeError("model output does not depend on x through autograd: no gradient saliency")
+        (grad,) = torch.autograd.grad(loss, x_in, allow_unused=True)
+        if grad is None:
+            raise RuntimeError("model output does not depend on x through autograd: no gradient saliency")
+    return grad.abs().amax(dim=1).to(torch.float32).contiguous()
