@@ -1,0 +1,168 @@
+"""Cutout (DeVries & Taylor, 2017) and the "Cutout with saliency" ablation of SalfMix (paper Table 9).
+
+* :class:`Cutout`: a box centred at a uniformly random pixel, clipped at the borders, is filled with a
+  constant. No model is needed.
+* :class:`SaliencyCutout`: the least salient patch ``P_l`` of Algorithm 1 (placed exactly as SalfMix places
+  it) is filled with a constant instead of receiving the most salient patch.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from ._base import BatchTransform
+from ._random import rand, randint_between
+from ._validation import check_grid, check_probability, check_ratio
+from .patches import box_mask, fill_patches, patch_size
+from .salfmix import SalfMix
+
+__all__ = ["Cutout", "SaliencyCutout"]
+
+
+def _check_fill(value: object, name: str = "fill") -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+class Cutout(BatchTransform):
+    """Cutout: fill one box per image with ``fill`` (DeVries & Taylor, "Improved Regularization of
+    Convolutional Neural Networks with Cutout", 2017); a baseline of the SalfMix paper.
+
+    Per sample, with probability ``prob``: the box has ``ph = floor(H * mask_ratio)`` rows and
+    ``pw = floor(W * mask_ratio)`` columns (at least one each), its centre ``(cy, cx)`` is a uniformly random
+    pixel of the image, it covers rows ``[cy - ph // 2, cy - ph // 2 + ph)`` and the corresponding columns,
+    and it is clipped at the image borders (so a box near a border is smaller). The label is unchanged.
+
+    Choice: the size is a ratio of the image side, ``mask_ratio=0.5`` being the 16-pixel box of CIFAR
+    (32x32); an odd side keeps all of its ``ph`` pixels (the reference code's ``+-length // 2`` would drop
+    one).
+
+    Args:
+        mask_ratio: box side as a fraction of the image side, in (0, 1].
+        prob: probability that a sample is cut out.
+        fill: the value written into the box.
+        num_classes, label_smoothing, warmup_epochs, generator: see
+            :class:`~salfmix_transforms._base.BatchTransform`.
+    """
+
+    def __init__(
+        self,
+        mask_ratio: float = 0.5,
+        prob: float = 1.0,
+        *,
+        fill: float = 0.0,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        warmup_epochs: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
+            warmup_epochs=warmup_epochs,
+            generator=generator,
+        )
+        self.mask_ratio = check_ratio(mask_ratio, "mask_ratio")
+        self.prob = check_probability(prob, "prob")
+        self.fill = _check_fill(fill)
+
+    def boxes(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        device: torch.device | str,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(top, left, bottom, right, applied)``, each (B,): clipped half-open boxes, ``prob`` draw."""
+        device = torch.device(device)
+        box_h, box_w = patch_size(height, width, self.mask_ratio)
+        zeros = torch.zeros(batch, dtype=torch.long, device=device)
+        centre_y = randint_between(zeros, torch.full_like(zeros, height - 1), generator)
+        centre_x = randint_between(zeros, torch.full_like(zeros, width - 1), generator)
+        top = centre_y - box_h // 2
+        left = centre_x - box_w // 2
+        bottom = (top + box_h).clamp(max=height)
+        right = (left + box_w).clamp(max=width)
+        applied = rand((batch,), generator, device) < self.prob
+        return top.clamp(min=0), left.clamp(min=0), bottom, right, applied
+
+    def _apply(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        model: torch.nn.Module | None,
+        saliency: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, _, height, width = x.shape
+        top, left, bottom, right, applied = self.boxes(batch, height, width, x.device, generator)
+        mask = box_mask(top, left, bottom, right, height, width) & applied.view(-1, 1, 1, 1)
+        out = x.clone()
+        out.masked_fill_(mask, self.fill)
+        return out, self._output_target(target)
+
+
+class SaliencyCutout(SalfMix):
+    """Cutout with saliency (paper Table 9): fill the least salient patch ``P_l`` with ``fill``.
+
+    ``R_l`` and ``P_l`` are chosen exactly as in SalfMix (Algorithm 1, lines 1-5: pooled saliency, argmin
+    cell, patch of ``floor(H * r) x floor(W * r)`` placed at random around the cell); line 6 is replaced by
+    dropping ``P_l``. Like :class:`~salfmix_transforms.salfmix.SalfMix` it needs ``model=`` or
+    ``saliency=``. The label is unchanged.
+
+    Choice: the defaults (``grid=4``, ``ratio=0.3``) are SalfMix's, so that the ablation differs from SalfMix
+    only in what is written into ``P_l``; ``P_m`` is still drawn (and ignored) so that the same generator
+    state gives the same ``P_l`` as SalfMix.
+
+    Args:
+        fill: the value written into ``P_l``. The other arguments are those of SalfMix.
+    """
+
+    def __init__(
+        self,
+        grid: int = 4,
+        ratio: float = 0.3,
+        prob: float = 1.0,
+        *,
+        fill: float = 0.0,
+        pool: bool = True,
+        saliency_mode: str = "train",
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        warmup_epochs: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            grid,
+            ratio,
+            prob,
+            pool=pool,
+            saliency_mode=saliency_mode,
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
+            warmup_epochs=warmup_epochs,
+            generator=generator,
+        )
+        self.fill = _check_fill(fill)
+
+    def _apply(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        model: torch.nn.Module | None,
+        saliency: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        check_grid(self.grid, height=x.shape[2], width=x.shape[3])
+        saliency = self._saliency(x, target, model, saliency)
+        plan = self._make_plan(saliency, (x.shape[0], x.shape[2], x.shape[3]), x.device, generator)
+        out = fill_patches(
+            x, plan.dst_top, plan.dst_left, plan.patch_height, plan.patch_width, self.fill, plan.applied
+        )
+        return out, self._output_target(target)

@@ -1,0 +1,229 @@
+"""SalfMix (Choi et al., Sensors 2021, Algorithm 1) and its "without saliency" ablation (Table 10).
+
+SalfMix mixes an image with itself: the most salient patch ``P_m`` is copied over the least salient patch
+``P_l`` of the same image, and the label is kept. The saliency map is either given (``saliency=``) or
+computed from the model being trained (``model=``, the gradient saliency of eq. (2)-(3)).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._base import BatchTransform
+from ._random import rand
+from ._validation import check_grid, check_probability, check_ratio, check_saliency
+from .patches import (
+    SelfMixPlan,
+    cell_size,
+    copy_patches,
+    patch_size,
+    pick_cells,
+    place_patches,
+    pool_saliency,
+    random_cells,
+)
+
+__all__ = ["RandomSelfMix", "SalfMix"]
+
+_SALIENCY_MODES = ("train", "eval")
+
+
+class SalfMix(BatchTransform):
+    """SalfMix: copy the most salient patch over the least salient one in each image (Algorithm 1).
+
+    Call as ``x, target = salfmix(x, target, model=model)`` (saliency from the model's input gradient) or
+    ``x, target = salfmix(x, target, saliency=maps)`` with precomputed maps (B, H, W).
+
+    Per sample (Algorithm 1):
+
+    1. pool the saliency map with kernel = stride = ``(H // n, W // n)`` (line 1);
+    2. ``R_m`` = argmax cell, ``R_l`` = argmin cell of the pooled map (line 2);
+    3. patch side ``o = floor(W * r)`` (line 3);
+    4. place ``P_m`` around ``R_m`` and ``P_l`` around ``R_l`` uniformly at random among the positions that
+       contain the whole cell and lie inside the image (lines 4-5);
+    5. copy the pixels of ``P_m`` over ``P_l`` (line 6), reading from the unmodified image; the label is
+       unchanged.
+
+    Choices (the paper is silent): non-square images use a patch of ``floor(H * r) x floor(W * r)`` and a
+    kernel of ``(H // n, W // n)``; a patch is at least one pixel; a patch smaller than a cell lies
+    uniformly inside the cell; ties between cells are broken uniformly at random, and a constant map or a
+    map with NaN/inf gets uniformly random cells; ``prob`` is drawn independently per sample.
+
+    Args:
+        grid: ``n``, the number of cells per side of the pooled grid (``n <= min(H, W)``).
+        ratio: ``r`` in (0, 1], the patch side as a fraction of the image side.
+        prob: probability that a sample is transformed.
+        pool: ``False`` is the "no pooling" ablation: every cell is one pixel (argmax/argmin of the raw map).
+        saliency_mode: ``"train"`` or ``"eval"``, the model mode while the saliency is computed (passed to
+            :func:`salfmix_transforms.saliency.gradient_saliency`).
+        num_classes, label_smoothing, warmup_epochs, generator: see
+            :class:`~salfmix_transforms._base.BatchTransform`.
+    """
+
+    def __init__(
+        self,
+        grid: int = 4,
+        ratio: float = 0.3,
+        prob: float = 1.0,
+        *,
+        pool: bool = True,
+        saliency_mode: str = "train",
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        warmup_epochs: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
+            warmup_epochs=warmup_epochs,
+            generator=generator,
+        )
+        self.grid = check_grid(grid)
+        self.ratio = check_ratio(ratio)
+        self.prob = check_probability(prob, "prob")
+        if not isinstance(pool, bool):
+            raise TypeError(f"pool must be a bool, got {type(pool).__name__}")
+        self.pool = pool
+        if not isinstance(saliency_mode, str) or saliency_mode not in _SALIENCY_MODES:
+            raise ValueError(f"saliency_mode must be one of {_SALIENCY_MODES}, got {saliency_mode!r}")
+        self.saliency_mode = saliency_mode
+
+    # -- geometry -------------------------------------------------------------------------------------
+
+    def _cell_size(self, height: int, width: int) -> tuple[int, int]:
+        kernel = cell_size(height, width, self.grid)  # also checks that the grid fits the image
+        return kernel if self.pool else (1, 1)
+
+    def _select_cells(
+        self,
+        saliency: torch.Tensor | None,
+        batch: int,
+        grid_shape: tuple[int, int],
+        cell: tuple[int, int],
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """``R_m`` and ``R_l`` as ``((rows, cols), (rows, cols))``; Algorithm 1, lines 1-2."""
+        pooled = pool_saliency(saliency, *cell)
+        return pick_cells(pooled, True, generator), pick_cells(pooled, False, generator)
+
+    def _make_plan(
+        self,
+        saliency: torch.Tensor | None,
+        shape: tuple[int, int, int],
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> SelfMixPlan:
+        batch, height, width = shape
+        check_grid(self.grid, height=height, width=width)
+        cell_h, cell_w = self._cell_size(height, width)
+        patch_h, patch_w = patch_size(height, width, self.ratio)
+        grid_shape = (height // cell_h, width // cell_w)
+        (max_r, max_c), (min_r, min_c) = self._select_cells(
+            saliency, batch, grid_shape, (cell_h, cell_w), device, generator
+        )
+        src_top, src_left = place_patches(
+            max_r, max_c, cell_h, cell_w, patch_h, patch_w, height, width, generator
+        )
+        dst_top, dst_left = place_patches(
+            min_r, min_c, cell_h, cell_w, patch_h, patch_w, height, width, generator
+        )
+        applied = rand((batch,), generator, device) < self.prob
+        return SelfMixPlan(
+            src_top=src_top,
+            src_left=src_left,
+            dst_top=dst_top,
+            dst_left=dst_left,
+            patch_height=patch_h,
+            patch_width=patch_w,
+            max_cell=torch.stack((max_r, max_c), dim=1),
+            min_cell=torch.stack((min_r, min_c), dim=1),
+            cell_height=cell_h,
+            cell_width=cell_w,
+            applied=applied,
+        )
+
+    def plan(self, saliency: torch.Tensor, generator: torch.Generator | None = None) -> SelfMixPlan:
+        """Decide ``R_m``, ``R_l``, ``P_m``, ``P_l`` and which samples are transformed, for maps (B, H, W).
+
+        Algorithm 1, lines 1-5; ``applied = rand(B) < prob``. ``generator`` wins over the constructor's.
+        """
+        if not isinstance(saliency, torch.Tensor):
+            raise TypeError(
+                f"saliency must be a torch.Tensor of shape (B, H, W), got {type(saliency).__name__}"
+            )
+        if saliency.dim() != 3 or min(saliency.shape) < 1:
+            raise ValueError(f"saliency must have shape (B, H, W), got {tuple(saliency.shape)}")
+        generator = self._resolve_generator(generator)
+        return self._make_plan(saliency, tuple(saliency.shape), saliency.device, generator)
+
+    # -- call -----------------------------------------------------------------------------------------
+
+    def _saliency(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        model: torch.nn.Module | None,
+        saliency: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The given map (checked against ``x``) or the model's gradient saliency (eq. (2)-(3))."""
+        if saliency is not None:
+            return check_saliency(saliency, x).to(x.device)
+        if model is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a saliency map: pass model= (the network being trained) or "
+                "saliency= (precomputed maps of shape (B, H, W))"
+            )
+        from .saliency import gradient_saliency
+
+        return gradient_saliency(model, x, target, mode=self.saliency_mode)
+
+    def _apply(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        model: torch.nn.Module | None,
+        saliency: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        check_grid(self.grid, height=x.shape[2], width=x.shape[3])
+        saliency = self._saliency(x, target, model, saliency)
+        plan = self._make_plan(saliency, (x.shape[0], x.shape[2], x.shape[3]), x.device, generator)
+        return copy_patches(x, plan), self._output_target(target)
+
+
+class RandomSelfMix(SalfMix):
+    """SalfMix without saliency (the ablation of Table 10): ``R_m`` and ``R_l`` are uniformly random cells.
+
+    Everything else is Algorithm 1 (patch size, placement around the cells, copy, unchanged label). No model
+    is needed: ``model=`` and ``saliency=`` are ignored at call time, and :meth:`plan` uses only the shape
+    and device of the map it is given.
+
+    Choice: ``R_m`` and ``R_l`` are drawn independently, so they may coincide. With ``pool=False`` the
+    cells are single pixels.
+    """
+
+    def _select_cells(
+        self,
+        saliency: torch.Tensor | None,
+        batch: int,
+        grid_shape: tuple[int, int],
+        cell: tuple[int, int],
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        return (
+            random_cells(batch, *grid_shape, generator, device),
+            random_cells(batch, *grid_shape, generator, device),
+        )
+
+    def _saliency(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        model: torch.nn.Module | None,
+        saliency: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        return None
