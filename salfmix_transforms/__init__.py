@@ -9,8 +9,8 @@ See ``docs/ARCHITECTURE.md`` for the module map (one module per idea of the pape
 
 from .cutout import Cutout, SaliencyCutout
 from .patches import SelfMixPlan
-from .saliency import gradient_saliency, preserved_model_state
 from .salfmix import RandomSelfMix, SalfMix
+from .saliency import gradient_saliency, preserved_model_state
 from .targets import mix_targets, one_hot, to_soft_targets
 
 __version__ = "0.1.0"
@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Cutout",
     "RandomSelfMix",
-    "SaliencyCutout",
     "SalfMix",
+    "SaliencyCutout",
     "SelfMixPlan",
     "__version__",
     "gradient_saliency",

@@ -52,7 +52,7 @@ class BatchTransform:
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Tell the transform which epoch (0-based) is starting; it is the identity while ``epoch < warmup_epochs``."""
+        """Set the starting epoch (0-based); the transform is the identity while ``epoch < warmup_epochs``."""
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
         self.epoch = epoch

@@ -34,9 +34,7 @@ def rand(
     return values.to(device, non_blocking=True)
 
 
-def randint_between(
-    low: torch.Tensor, high: torch.Tensor, generator: torch.Generator | None
-) -> torch.Tensor:
+def randint_between(low: torch.Tensor, high: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One integer drawn uniformly from the closed range [low[i], high[i]] for every i (vectorized).
 
     ``low`` and ``high`` are integer tensors of the same shape with ``low <= high``.

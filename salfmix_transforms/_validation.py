@@ -42,7 +42,7 @@ def check_target(
 ) -> torch.Tensor:
     """Class indices of shape (B,) (integer dtype) or soft targets of shape (B, K) (floating dtype).
 
-    With ``num_classes`` given, indices must lie in [0, num_classes) and soft targets must have K == num_classes.
+    With ``num_classes`` given, indices must lie in [0, num_classes) and soft targets need K == num_classes.
     """
     if not isinstance(target, torch.Tensor):
         raise TypeError(
@@ -71,9 +71,7 @@ def check_target(
         if target.shape[0] != batch_size:
             raise ValueError(f"{name} has {target.shape[0]} rows for a batch of {batch_size} images")
         if num_classes is not None and target.shape[1] != num_classes:
-            raise ValueError(
-                f"{name} has {target.shape[1]} columns, expected num_classes={num_classes}"
-            )
+            raise ValueError(f"{name} has {target.shape[1]} columns, expected num_classes={num_classes}")
         return target
     raise ValueError(
         f"{name} must be class indices (B,) or soft targets (B, K), got shape {tuple(target.shape)}"
