@@ -8,20 +8,29 @@ See ``docs/ARCHITECTURE.md`` for the module map (one module per idea of the pape
 """
 
 from .cutout import Cutout, SaliencyCutout
+from .hybrid import HybridMix
+from .mixing import CutMix, Mixup, ResizeMix, SaliencyMix
 from .patches import SelfMixPlan
 from .salfmix import RandomSelfMix, SalfMix
 from .saliency import gradient_saliency, preserved_model_state
+from .static_saliency import fine_grained_saliency
 from .targets import mix_targets, one_hot, to_soft_targets
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CutMix",
     "Cutout",
+    "HybridMix",
+    "Mixup",
     "RandomSelfMix",
+    "ResizeMix",
     "SalfMix",
     "SaliencyCutout",
+    "SaliencyMix",
     "SelfMixPlan",
     "__version__",
+    "fine_grained_saliency",
     "gradient_saliency",
     "mix_targets",
     "one_hot",

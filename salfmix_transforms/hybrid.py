@@ -1,0 +1,239 @@
+"""HybridMix (Choi et al., Sensors 2021, Algorithm 2, Table 2): SalfMix, then a two-image mix.
+
+Algorithm 2 trains with, for every batch after the warm-up epoch:
+
+* line 10: the saliency maps of the (un-mixed) batch, from the model being trained and the original labels;
+* line 11: SalfMix on every image of the batch (Algorithm 1), labels unchanged;
+* line 12: a two-image mix (Mixup, CutMix or SaliencyMix; here also ResizeMix) of the self-mixed batch,
+  with the mixed labels.
+
+During the warm-up epochs (Algorithm 2 skips SalfMix in the first epoch, when the model's saliency is still
+meaningless) only the two-image mix runs. :class:`HybridMix` mirrors ``timm.data.Mixup``'s constructor and
+call, so it drops into a timm training script in place of ``Mixup``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._base import BatchTransform
+from ._validation import check_non_negative, check_probability
+from .mixing import (
+    CutMix,
+    Mixup,
+    ResizeMix,
+    SaliencyMix,
+    TwoImageMix,
+    _same_format,
+    check_minmax,
+    check_mode,
+    check_scope,
+    infer_num_classes,
+    mix_pairs,
+)
+from .salfmix import SalfMix
+from .targets import to_soft_targets
+
+__all__ = ["HybridMix"]
+
+
+class HybridMix(BatchTransform):
+    """SalfMix on the whole batch, then a two-image mix chosen like timm's ``Mixup`` (Algorithm 2).
+
+    Call as ``x, target = hybrid(x, target, model=model)``; the target comes back as soft targets
+    (B, num_classes). Call :meth:`set_epoch` at the start of every epoch (the warm-up of Algorithm 2).
+
+    Order (Algorithm 2, lines 10-12): SalfMix is applied to every image of the batch first, with the saliency
+    of the model on the *un-mixed* batch and the original labels (or the maps given as ``saliency=``), so both
+    images of every pair are self-mixed; then each sample is mixed with its flipped partner
+    (``B - 1 - i``) by the two-image method, with timm's ``mode``, ``prob`` and ``label_smoothing``.
+
+    Choice of the two-image method, per batch ('batch') or per pair / sample ('pair', 'elem'), among the
+    enabled ones (``mixup_alpha > 0``, ``cutmix_alpha > 0`` or ``cutmix_minmax``, ``saliencymix_alpha > 0``,
+    ``resizemix_scope``): as timm, Mixup is chosen with probability ``1 - switch_prob`` and a box method with
+    ``switch_prob`` when Mixup and a box method are both enabled. Choice: several box methods (CutMix,
+    SaliencyMix, ResizeMix) share ``switch_prob`` equally; without Mixup the box methods are equally likely.
+
+    ``saliency=`` at call time is SalfMix's map (instead of the model's gradient saliency); SaliencyMix
+    computes its own static saliency on the self-mixed batch, the images it actually mixes.
+
+    With SalfMix off (``salfmix_prob=0``, or during the warm-up) the result is exactly the plain two-image
+    method's (:class:`~salfmix_transforms.mixing.Mixup`, ...) for the same generator state; with
+    ``mixup_enabled = False`` (timm's switch for ``--mixup-off-epoch``) only SalfMix runs.
+
+    Args (timm ``Mixup``'s names and defaults first):
+        mixup_alpha: Mixup's Beta parameter; Mixup is enabled if > 0.
+        cutmix_alpha: CutMix's Beta parameter; CutMix is enabled if > 0.
+        cutmix_minmax: timm's CutMix box side ratios ``(low, high)``; enables CutMix with alpha 1 (as timm).
+        prob: probability of the two-image mix per batch / pair / sample.
+        switch_prob: probability of a box method instead of Mixup when both are enabled.
+        mode: ``'batch'``, ``'pair'`` or ``'elem'``.
+        correct_lam: correct ``lam`` to the clipped box area (CutMix, SaliencyMix).
+        label_smoothing: smoothing of the one-hot rows before mixing.
+        num_classes: number of classes of the soft targets.
+        saliencymix_alpha: SaliencyMix's Beta parameter; SaliencyMix is enabled if > 0.
+        resizemix_scope: ``None`` (ResizeMix off) or ResizeMix's scale range ``(low, high)``.
+        salfmix_prob: probability that SalfMix transforms a sample; 0 turns SalfMix off.
+        salfmix_grid, salfmix_ratio, salfmix_pool, saliency_mode: SalfMix's ``grid`` (n), ``ratio`` (r),
+            ``pool`` and ``saliency_mode`` (:class:`~salfmix_transforms.salfmix.SalfMix`).
+        warmup_epochs: epochs without SalfMix at the start (Algorithm 2: 1); the two-image mix still runs.
+        generator: default ``torch.Generator`` for every random choice (a call's ``generator=`` wins).
+
+    Raises:
+        ValueError: at construction if neither SalfMix nor any two-image method is enabled; at call time if
+            SalfMix is active and neither ``model=`` nor ``saliency=`` is given.
+    """
+
+    def __init__(
+        self,
+        mixup_alpha: float = 1.0,
+        cutmix_alpha: float = 0.0,
+        cutmix_minmax: tuple[float, float] | None = None,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        mode: str = "batch",
+        correct_lam: bool = True,
+        label_smoothing: float = 0.1,
+        num_classes: int | None = 1000,
+        *,
+        saliencymix_alpha: float = 0.0,
+        resizemix_scope: tuple[float, float] | None = None,
+        salfmix_prob: float = 1.0,
+        salfmix_grid: int = 4,
+        salfmix_ratio: float = 0.3,
+        salfmix_pool: bool = True,
+        saliency_mode: str = "train",
+        warmup_epochs: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
+            warmup_epochs=warmup_epochs,
+            generator=generator,
+        )
+        self.mixup_alpha = check_non_negative(mixup_alpha, "mixup_alpha")
+        self.cutmix_alpha = check_non_negative(cutmix_alpha, "cutmix_alpha")
+        self.saliencymix_alpha = check_non_negative(saliencymix_alpha, "saliencymix_alpha")
+        self.cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
+        if self.cutmix_minmax is not None:
+            self.cutmix_alpha = 1.0  # as timm: minmax forces CutMix on with alpha 1
+        self.resizemix_scope = (
+            None if resizemix_scope is None else check_scope(resizemix_scope, "resizemix_scope")
+        )
+        self.mix_prob = check_probability(prob, "prob")
+        self.switch_prob = check_probability(switch_prob, "switch_prob")
+        self.mode = check_mode(mode)
+        if not isinstance(correct_lam, bool):
+            raise TypeError(f"correct_lam must be a bool, got {type(correct_lam).__name__}")
+        self.correct_lam = correct_lam
+        self.salfmix_prob = check_probability(salfmix_prob, "salfmix_prob")
+        self.salfmix = SalfMix(
+            salfmix_grid, salfmix_ratio, self.salfmix_prob, pool=salfmix_pool, saliency_mode=saliency_mode
+        )
+        self.mixup_enabled = True  # timm's switch: False turns the two-image mix off (SalfMix stays)
+
+        self._methods: list[TwoImageMix] = []
+        if self.mixup_alpha > 0:
+            self._methods.append(Mixup(self.mixup_alpha))
+        if self.cutmix_alpha > 0:
+            self._methods.append(
+                CutMix(self.cutmix_alpha, minmax=self.cutmix_minmax, correct_lam=correct_lam)
+            )
+        if self.saliencymix_alpha > 0:
+            self._methods.append(SaliencyMix(self.saliencymix_alpha, correct_lam=correct_lam))
+        if self.resizemix_scope is not None:
+            self._methods.append(ResizeMix(self.resizemix_scope))
+        if not self._methods and self.salfmix_prob == 0:
+            raise ValueError(
+                "HybridMix has nothing to do: set salfmix_prob > 0 or enable a two-image method "
+                "(mixup_alpha, cutmix_alpha, cutmix_minmax, saliencymix_alpha or resizemix_scope)"
+            )
+        boxes = len(self._methods) - (self.mixup_alpha > 0)
+        if self.mixup_alpha > 0 and boxes > 0:
+            self._weights = [1.0 - self.switch_prob] + [self.switch_prob / boxes] * boxes
+        else:
+            self._weights = [1.0] * len(self._methods)
+
+    # -- presets of Table 2 -----------------------------------------------------------------------------
+
+    @classmethod
+    def _preset(cls, method: dict[str, Any], kwargs: dict[str, Any]) -> HybridMix:
+        params: dict[str, Any] = {
+            "mixup_alpha": 0.0,
+            "cutmix_alpha": 0.0,
+            "saliencymix_alpha": 0.0,
+            "resizemix_scope": None,
+            "label_smoothing": 0.0,
+        }
+        params.update(method)
+        params.update(kwargs)
+        return cls(**params)
+
+    @classmethod
+    def v1(cls, **kwargs: Any) -> HybridMix:
+        """HybridMix v1 of Table 2: SalfMix + Mixup (alpha 1).
+
+        Choice: no label smoothing (the paper trains with plain cross-entropy on the mixed labels) and
+        SalfMix's defaults (n = 4, r = 0.3, pooling, warm-up of one epoch); ``kwargs`` override anything,
+        e.g. ``num_classes``.
+        """
+        return cls._preset({"mixup_alpha": 1.0}, kwargs)
+
+    @classmethod
+    def v2(cls, **kwargs: Any) -> HybridMix:
+        """HybridMix v2 of Table 2: SalfMix + SaliencyMix (alpha 1); same choices as :meth:`v1`."""
+        return cls._preset({"saliencymix_alpha": 1.0}, kwargs)
+
+    @classmethod
+    def v3(cls, **kwargs: Any) -> HybridMix:
+        """HybridMix v3 of Table 2: SalfMix + CutMix (alpha 1); same choices as :meth:`v1`."""
+        return cls._preset({"cutmix_alpha": 1.0}, kwargs)
+
+    # -- call -------------------------------------------------------------------------------------------
+
+    @property
+    def in_warmup(self) -> bool:
+        # The warm-up of Algorithm 2 only turns SalfMix off (see ``salfmix_active``); the transform as a
+        # whole is never the identity.
+        return False
+
+    @property
+    def salfmix_active(self) -> bool:
+        """Whether SalfMix runs on the next call: ``salfmix_prob > 0`` and past the warm-up epochs."""
+        return self.salfmix_prob > 0 and self.epoch >= self.warmup_epochs
+
+    @property
+    def two_image_active(self) -> bool:
+        """Whether a two-image mix runs on the next call (some method enabled and ``mixup_enabled``)."""
+        return self.mixup_enabled and bool(self._methods)
+
+    def _apply(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        model: torch.nn.Module | None,
+        saliency: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        soft = to_soft_targets(target, infer_num_classes(target, self.num_classes), self.label_smoothing)
+        mixed = x
+        if self.salfmix_active:
+            if model is None and saliency is None:
+                raise ValueError(
+                    "model must be given: HybridMix applies SalfMix (salfmix_prob="
+                    f"{self.salfmix_prob}, epoch {self.epoch} >= warmup_epochs={self.warmup_epochs}), "
+                    "whose saliency comes from the model being trained; pass model=... (or saliency= maps "
+                    "of shape (B, H, W)), or set salfmix_prob=0"
+                )
+            # Algorithm 2, lines 10-11: saliency of the un-mixed batch with the original labels, SalfMix.
+            mixed, _ = self.salfmix(x, target, model=model, saliency=saliency, generator=generator)
+        if self.two_image_active:
+            # Algorithm 2, line 12: the two-image mix of the self-mixed batch.
+            return mix_pairs(mixed, soft, self._methods, self._weights, self.mode, self.mix_prob, generator)
+        if mixed is x:
+            mixed = x.clone()
+        return _same_format(mixed, x), soft

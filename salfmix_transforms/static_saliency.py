@@ -1,0 +1,182 @@
+"""Fine-grained static saliency (Montabone & Soto 2010), batched in torch: the map SaliencyMix uses.
+
+SaliencyMix (Uddin et al., ICLR 2021) centres its box on the peak of OpenCV contrib's
+``cv2.saliency.StaticSaliencyFineGrained`` map of the source image. That detector implements the
+centre-surround intensity channel of S. Montabone and A. Soto, "Human detection using a mobile platform and
+novel features derived from a visual saliency mechanism", Image and Vision Computing 28(3), 2010. The steps
+(``modules/saliency/src/staticSaliencyFineGrained.cpp``, ``calcIntensityChannel``) are:
+
+1. grayscale: ``cvtColor(BGR2GRAY)``, ``Y = 0.299 R + 0.587 G + 0.114 B``;
+2. two 3x3 Gaussian blurs (``GaussianBlur(gray, gray, Size(3, 3), 0, 0)`` twice: kernel
+   ``[1/4, 1/2, 1/4]`` in each direction, border ``BORDER_REFLECT_101``);
+3. one integral image ``I`` of size (H+1, W+1);
+4. for each neighbourhood ``n`` in ``(12, 24, 48, 28, 56, 112)`` and every pixel ``(y, x)``
+   (``getMean``): the corners ``P1 = (y - n + 1, x - n + 1)`` and ``P2 = (y + n + 1, x + n + 1)`` are
+   clipped to the integral image (``[0, H]`` x ``[0, W]``), the box sum ``S`` of rows ``[P1.y, P2.y)`` and
+   columns ``[P1.x, P2.x)`` (which contains the pixel) is read from ``I``, and the surround mean excludes the
+   centre pixel ``g``: ``m = (S - g) / (area - 1)``. Then ``on_n = max(g - m, 0)`` and
+   ``off_n = max(m - g, 0)`` (``getIntensityScaled``);
+5. ``mixScales``: ``on = sum_n on_n`` divided by its maximum over the image, likewise ``off``;
+6. ``mixOnOff``: ``saliency = (on + off) / max(max(on), max(off))``.
+
+:func:`fine_grained_saliency` does all of this for a whole batch at once on the input's device: the box sums
+of every pixel come from the cumulative-sum integral image by gathering its rows and columns at the clipped
+corners (four gathers per scale, no loop over pixels or images, no copy to the host).
+
+Where float arithmetic differs from OpenCV's ``uint8`` pipeline (the result is OpenCV's map divided by 255,
+up to these differences):
+
+* OpenCV rounds the gray image and each blurred image to ``uint8`` (fixed-point ``BGR2GRAY`` weights
+  4899/9617/1868 / 2**14, fixed-point blur); here everything stays in floating point;
+* OpenCV truncates every ``on_n``/``off_n`` and both normalized maps to ``uint8`` (``(uchar)`` casts, i.e.
+  ``floor``); here nothing is truncated;
+* OpenCV's last step computes ``(uchar)(255 * (on + off) / max)``, which overflows (C++ undefined behaviour,
+  a wrap-around modulo 256 in practice) where a pixel is both "on" at some scales and "off" at others and
+  ``on + off > max``; here the value is kept, so the map lies in ``[0, 2]`` instead of wrapping;
+* a constant image (all differences 0) makes OpenCV divide 0 by 0; here its map is all zeros;
+* a 1x1 image has an empty surround (OpenCV divides by 0); here its surround mean is the pixel itself (0).
+
+A property of the algorithm (OpenCV's too) worth knowing: ``on`` and ``off`` are each normalized to a maximum
+of 1, so the map has (at least) two maxima of value 1 when no pixel is both "on" and "off": the most "on"
+pixel (a bright blob) and the most "off" pixel (for a single bright blob on a plain background, a background
+pixel near the blob, often towards the border where the clipped neighbourhood is small). An ``argmax`` then
+picks the first of them in row-major order, which is what SaliencyMix's reference code does.
+
+Because every difference is taken between a pixel and a mean of its neighbours and each map is normalized
+by its maximum, the result does not change when the gray image is scaled by a positive factor or shifted:
+images in ``[0, 1]``, ``[0, 255]`` or mean/std-normalized with one statistic for all channels give the same
+map. Per-channel normalization changes the relative weight of the channels (a small effect; pass the
+un-normalized images to match OpenCV closely).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._validation import check_images
+
+__all__ = ["NEIGHBOURHOODS", "fine_grained_saliency", "gaussian_blur_3x3", "rgb_to_gray"]
+
+#: The six neighbourhood half-sizes of OpenCV's ``calcIntensityChannel`` (3*4, 3*4*2, 3*4*2*2, 7*4, ...).
+NEIGHBOURHOODS: tuple[int, ...] = (12, 24, 48, 28, 56, 112)
+
+# cvtColor(COLOR_BGR2GRAY) weights, written for RGB channel order (R, G, B).
+_GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Half and bfloat16 are too coarse for sums over 224 x 224 pixels: compute in float32 (float64 stays).
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """Images (B, C, H, W) with C = 3 (RGB) or C = 1 to gray maps (B, H, W) in float32 (float64 stays).
+
+    Choice: the channels are read as R, G, B (the package's convention), so the weights 0.299, 0.587, 0.114
+    of ``BGR2GRAY`` go to channels 0, 1, 2: the gray image OpenCV computes for the same picture stored in
+    its BGR order. (SaliencyMix's reference code hands RGB tensors to OpenCV, which then weights R by 0.114;
+    we do not reproduce that.) A single channel is used as it is.
+    """
+    x = x.detach().to(_compute_dtype(x.dtype))
+    if x.shape[1] == 1:
+        return x[:, 0]
+    if x.shape[1] != 3:
+        raise ValueError(
+            f"x must have 1 (gray) or 3 (RGB) channels for the fine-grained saliency, got {x.shape[1]}"
+        )
+    r, g, b = _GRAY_WEIGHTS
+    return r * x[:, 0] + g * x[:, 1] + b * x[:, 2]
+
+
+def _reflect101_neighbours(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the previous and next pixel along an axis with OpenCV's ``BORDER_REFLECT_101``.
+
+    ``gfedcb|abcdefgh|gfedcba``: the neighbour of the first pixel before it is the second pixel. An axis of
+    length 1 reflects onto itself (OpenCV's ``borderInterpolate`` gives index 0).
+    """
+    index = torch.arange(size, device=device)
+    if size == 1:
+        return index, index
+    previous = torch.where(index == 0, 1, index - 1)
+    following = torch.where(index == size - 1, size - 2, index + 1)
+    return previous, following
+
+
+def gaussian_blur_3x3(gray: torch.Tensor) -> torch.Tensor:
+    """OpenCV's ``GaussianBlur(src, dst, Size(3, 3), 0, 0)`` on maps (B, H, W), in floating point.
+
+    With ``sigma = 0`` and a 3-tap kernel OpenCV uses its fixed small kernel ``[1/4, 1/2, 1/4]`` (separable),
+    with border ``BORDER_REFLECT_101``.
+    """
+    height, width = gray.shape[-2:]
+    up, down = _reflect101_neighbours(height, gray.device)
+    left, right = _reflect101_neighbours(width, gray.device)
+    gray = 0.25 * gray.index_select(-2, up) + 0.5 * gray + 0.25 * gray.index_select(-2, down)
+    return 0.25 * gray.index_select(-1, left) + 0.5 * gray + 0.25 * gray.index_select(-1, right)
+
+
+def _integral_image(gray: torch.Tensor) -> torch.Tensor:
+    """``I[b, y, x] = sum(gray[b, :y, :x])``, shape (B, H+1, W+1) (OpenCV's ``integral``)."""
+    summed = gray.cumsum(dim=-2).cumsum(dim=-1)
+    return torch.nn.functional.pad(summed, (1, 0, 1, 0))
+
+
+def _clipped_corners(
+    size: int, neighbourhood: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``P1 = clip(i - n + 1, 0, size)`` and ``P2 = clip(i + n + 1, 0, size)`` for every pixel index ``i``."""
+    index = torch.arange(size, device=device)
+    return (index - neighbourhood + 1).clamp(0, size), (index + neighbourhood + 1).clamp(0, size)
+
+
+def _centre_surround(
+    integral: torch.Tensor, gray: torch.Tensor, neighbourhood: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(on_n, off_n)`` (B, H, W) for one neighbourhood (OpenCV's ``getMean``, ``getIntensityScaled``)."""
+    height, width = gray.shape[-2:]
+    top, bottom = _clipped_corners(height, neighbourhood, gray.device)
+    left, right = _clipped_corners(width, neighbourhood, gray.device)
+    rows_top = integral.index_select(-2, top)
+    rows_bottom = integral.index_select(-2, bottom)
+    box_sum = (
+        rows_bottom.index_select(-1, right)
+        + rows_top.index_select(-1, left)
+        - rows_bottom.index_select(-1, left)
+        - rows_top.index_select(-1, right)
+    )
+    surround = ((bottom - top).view(-1, 1) * (right - left).view(1, -1) - 1).to(gray.dtype)
+    mean = torch.where(surround > 0, (box_sum - gray) / surround.clamp(min=1), gray)
+    return (gray - mean).clamp(min=0), (mean - gray).clamp(min=0)
+
+
+def _normalize_by_max(maps: torch.Tensor) -> torch.Tensor:
+    """Divide each map (B, H, W) by its maximum; an all-zero map stays zero."""
+    peak = maps.amax(dim=(-2, -1), keepdim=True)
+    return torch.where(peak > 0, maps / peak.clamp(min=torch.finfo(maps.dtype).tiny), 0.0)
+
+
+def fine_grained_saliency(x: torch.Tensor) -> torch.Tensor:
+    """Montabone & Soto fine-grained static saliency of a batch (B, C, H, W) -> (B, H, W).
+
+    The algorithm of OpenCV contrib's ``StaticSaliencyFineGrained`` (steps 1-6 of the module docstring),
+    vectorized over the batch and the pixels on ``x``'s device. ``C`` is 3 (RGB) or 1 (gray). The result is
+    float32 (float64 for float64 input), in ``[0, 2]`` (OpenCV's ``uint8`` map / 255 where OpenCV does not
+    overflow), and carries no gradient. See the module docstring for the differences from OpenCV's integer
+    arithmetic.
+    """
+    x = check_images(x)
+    gray = gaussian_blur_3x3(gaussian_blur_3x3(rgb_to_gray(x)))
+    # Every quantity below is a difference between a pixel and a mean of pixels, so removing each image's
+    # mean changes nothing but keeps the cumulative sums small (float32 accuracy on large images).
+    gray = gray - gray.mean(dim=(-2, -1), keepdim=True)
+    integral = _integral_image(gray)
+    on = torch.zeros_like(gray)
+    off = torch.zeros_like(gray)
+    for neighbourhood in NEIGHBOURHOODS:  # six scales (mixScales), not a loop over samples
+        on_n, off_n = _centre_surround(integral, gray, neighbourhood)
+        on += on_n
+        off += off_n
+    on, off = _normalize_by_max(on), _normalize_by_max(off)
+    # mixOnOff: (on + off) / max(max(on), max(off)).
+    peak = torch.maximum(on.amax(dim=(-2, -1), keepdim=True), off.amax(dim=(-2, -1), keepdim=True))
+    return torch.where(peak > 0, (on + off) / peak.clamp(min=torch.finfo(on.dtype).tiny), 0.0)
