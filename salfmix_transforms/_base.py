@@ -102,5 +102,9 @@ class BatchTransform:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k not in ("generator", "epoch"))
+        fields = ", ".join(
+            f"{k}={v!r}"
+            for k, v in vars(self).items()
+            if k not in ("generator", "epoch") and not k.startswith("_")
+        )
         return f"{type(self).__name__}({fields})"
