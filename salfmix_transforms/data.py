@@ -1,0 +1,407 @@
+"""Data sets for the training script: an embedded default, ImageFolder trees, CIFAR-10/100, Tiny-ImageNet.
+
+:func:`build_datasets` returns ``(train_ds, val_ds, num_classes, img_size)``; every sample is
+``(image tensor (3, S, S) normalised, class index)``. Nothing is ever downloaded.
+
+================  ==============================================================================
+name              what ``data_dir`` holds
+================  ==============================================================================
+``digits``        nothing (no ``data_dir``): scikit-learn's 1,797 real 8x8 hand-written digits,
+                  shipped inside scikit-learn, upscaled to 32x32 RGB, split 80/20 with a fixed seed.
+                  The default, so that a training run needs no data on disk.
+``folder``        ``<train_split>/<class>/*.png|jpg...`` and ``<val_split>/<class>/...`` (read with
+                  timm's ``create_dataset``). The validation folder is the given split name, or, when
+                  that does not exist and the name is a usual one, the first of ``val``, ``valid``,
+                  ``validation``, ``eval``, ``evaluation``, ``test`` that does.
+``cifar10``       torchvision's ``cifar-10-batches-py`` (the directory or its parent), already extracted.
+``cifar100``      torchvision's ``cifar-100-python`` (the directory or its parent), already extracted.
+``tinyimagenet``  ``tiny-imagenet-200``: ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG`` with
+                  ``val/val_annotations.txt`` (``val/<wnid>/...`` folders are read too).
+================  ==============================================================================
+
+With ``name=None`` the kind is guessed from ``data_dir`` (no directory: ``digits``). Training images get the
+CIFAR recipe (random crop with zero padding of ``img_size // 8`` pixels, i.e. 4 at 32x32, then a horizontal
+flip; no flip for digits), validation images are only resized when needed; both are normalised with the
+data set's channel statistics.
+
+Every problem with the data (missing directory, unknown name, empty split, class mismatch) raises
+:class:`DatasetError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["DATASETS", "DatasetError", "TensorImageDataset", "TinyImageNet", "build_datasets"]
+
+DATASETS = ("digits", "folder", "cifar10", "cifar100", "tinyimagenet")
+
+# Accepted spellings (timm's "torch/cifar10", "" for folders, ...) -> canonical name.
+_ALIASES = {
+    "": "folder",
+    "folder": "folder",
+    "imagefolder": "folder",
+    "image_folder": "folder",
+    "torch/folder": "folder",
+    "torch/image_folder": "folder",
+    "digits": "digits",
+    "sklearn/digits": "digits",
+    "cifar10": "cifar10",
+    "cifar-10": "cifar10",
+    "torch/cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "cifar-100": "cifar100",
+    "torch/cifar100": "cifar100",
+    "tinyimagenet": "tinyimagenet",
+    "tiny-imagenet": "tinyimagenet",
+    "tiny-imagenet-200": "tinyimagenet",
+    "tiny_imagenet": "tinyimagenet",
+}
+
+_CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
+}
+_EVAL_SPLITS = ("val", "valid", "validation", "eval", "evaluation", "test")
+_TRAIN_SPLITS = ("train", "training")
+_IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+_DIGITS_SEED = 0
+_DIGITS_VAL_FRACTION = 0.2
+
+
+class DatasetError(ValueError):
+    """A data set cannot be built from what was given (the message says why, on one line)."""
+
+
+# --- data sets ------------------------------------------------------------------------------------------
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory as a float tensor (N, C, H, W) in [0, 1] with integer labels (N,)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None) -> None:
+        if images.shape[0] != labels.shape[0]:
+            raise DatasetError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        img = self.images[index]
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.labels[index])
+
+
+class TinyImageNet(Dataset):
+    """Tiny-ImageNet-200 as distributed: ``train/<wnid>/images/*.JPEG`` and ``val/val_annotations.txt``.
+
+    Classes are the sorted ``wnids.txt`` entries when that file exists, else the sorted ``train`` folders.
+    ``split`` is ``"train"`` or ``"val"``; a ``val`` folder already sorted into ``val/<wnid>/`` works too.
+    """
+
+    def __init__(self, root: str, split: str = "train", transform: Callable | None = None) -> None:
+        self.root = root
+        self.transform = transform
+        self.classes = self._find_classes(root)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        if split in _TRAIN_SPLITS:
+            self.samples = self._train_samples(os.path.join(root, "train"))
+        elif split in _EVAL_SPLITS:
+            self.samples = self._val_samples(os.path.join(root, "val"))
+        else:
+            raise DatasetError(f"tinyimagenet split must be 'train' or 'val', got {split!r}")
+        if not self.samples:
+            raise DatasetError(f"no images found for split {split!r} of Tiny-ImageNet in {root}")
+
+    @staticmethod
+    def _find_classes(root: str) -> list[str]:
+        wnids = os.path.join(root, "wnids.txt")
+        if os.path.isfile(wnids):
+            with open(wnids) as f:
+                return sorted(line.strip() for line in f if line.strip())
+        train = os.path.join(root, "train")
+        if not os.path.isdir(train):
+            raise DatasetError(f"{root} has neither wnids.txt nor a train/ folder (Tiny-ImageNet layout)")
+        return sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
+
+    def _train_samples(self, train_dir: str) -> list[tuple[str, int]]:
+        samples = []
+        for wnid in self.classes:
+            class_dir = os.path.join(train_dir, wnid, "images")
+            if not os.path.isdir(class_dir):
+                class_dir = os.path.join(train_dir, wnid)
+            if not os.path.isdir(class_dir):
+                continue
+            samples += [
+                (os.path.join(class_dir, f), self.class_to_idx[wnid]) for f in _image_files(class_dir)
+            ]
+        return samples
+
+    def _val_samples(self, val_dir: str) -> list[tuple[str, int]]:
+        annotations = os.path.join(val_dir, "val_annotations.txt")
+        if os.path.isfile(annotations):
+            samples = []
+            with open(annotations) as f:
+                for line in f:
+                    parts = line.split("\t")
+                    if len(parts) < 2:
+                        continue
+                    name, wnid = parts[0].strip(), parts[1].strip()
+                    if wnid not in self.class_to_idx:
+                        raise DatasetError(f"{annotations}: class {wnid!r} of {name} is not a training class")
+                    samples.append((os.path.join(val_dir, "images", name), self.class_to_idx[wnid]))
+            return sorted(samples)
+        samples = []
+        for wnid in self.classes:  # val/<wnid>/[images/]*.JPEG
+            for class_dir in (os.path.join(val_dir, wnid, "images"), os.path.join(val_dir, wnid)):
+                if os.path.isdir(class_dir):
+                    samples += [
+                        (os.path.join(class_dir, f), self.class_to_idx[wnid]) for f in _image_files(class_dir)
+                    ]
+                    break
+        return samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        path, label = self.samples[index]
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, label
+
+
+def _image_files(directory: str) -> list[str]:
+    return sorted(f for f in os.listdir(directory) if f.lower().endswith(_IMG_EXTENSIONS))
+
+
+# --- transforms -----------------------------------------------------------------------------------------
+
+
+def _pil_transforms(
+    img_size: int, native_size: int | None, mean: Sequence[float], std: Sequence[float], flip: bool = True
+) -> tuple[Callable, Callable]:
+    """CIFAR recipe for PIL images: (resize,) random crop with padding, flip, to tensor, normalise."""
+    from torchvision import transforms as T
+
+    resize = [] if native_size == img_size else [T.Resize(img_size), T.CenterCrop(img_size)]
+    train = [*resize, T.RandomCrop(img_size, padding=max(1, img_size // 8))]
+    if flip:
+        train.append(T.RandomHorizontalFlip())
+    tail = [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(train + tail), T.Compose(resize + tail)
+
+
+def _tensor_transforms(
+    img_size: int, mean: Sequence[float], std: Sequence[float]
+) -> tuple[Callable, Callable]:
+    """Random crop with padding and normalisation for in-memory float tensors (digits: no flip)."""
+    from torchvision import transforms as T
+
+    normalize = T.Normalize(mean, std)
+    train = T.Compose([T.RandomCrop(img_size, padding=max(1, img_size // 8)), normalize])
+    return train, normalize
+
+
+# --- builders -------------------------------------------------------------------------------------------
+
+
+def _check_dir(path: str | None, what: str) -> str:
+    if not path:
+        raise DatasetError(f"{what} needs a data directory (--data-dir)")
+    if not os.path.exists(path):
+        raise DatasetError(f"data directory {path!r} does not exist")
+    if not os.path.isdir(path):
+        raise DatasetError(f"data directory {path!r} is not a directory")
+    return path
+
+
+def _resolve_split(root: str, split: str, kind: str) -> str:
+    path = os.path.join(root, split)
+    if os.path.isdir(path):
+        return path
+    synonyms = _TRAIN_SPLITS if split in _TRAIN_SPLITS else _EVAL_SPLITS if split in _EVAL_SPLITS else ()
+    for name in synonyms:
+        if os.path.isdir(os.path.join(root, name)):
+            return os.path.join(root, name)
+    found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    raise DatasetError(f"no {kind} split {split!r} in {root} (sub-directories: {', '.join(found) or 'none'})")
+
+
+def _guess_name(data_dir: str | None) -> str:
+    if data_dir is None:
+        return "digits"
+    _check_dir(data_dir, "the data set")
+    for name, sub in _CIFAR_DIRS.items():
+        if os.path.basename(os.path.normpath(data_dir)) == sub or os.path.isdir(os.path.join(data_dir, sub)):
+            return name
+    for root in (data_dir, os.path.join(data_dir, "tiny-imagenet-200")):
+        if os.path.isfile(os.path.join(root, "wnids.txt")) or os.path.isfile(
+            os.path.join(root, "val", "val_annotations.txt")
+        ):
+            return "tinyimagenet"
+    return "folder"
+
+
+def canonical_name(name: str | None, data_dir: str | None = None) -> str:
+    """The canonical name of ``name`` (an alias such as ``torch/cifar10``), or the guess from ``data_dir``."""
+    if name is None or name.lower() == "auto":
+        return _guess_name(data_dir)
+    key = name.lower()
+    if key not in _ALIASES:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return _ALIASES[key]
+
+
+def _build_digits(img_size: int | None, data_dir: str | None) -> tuple[Dataset, Dataset, int, int]:
+    if data_dir is not None:
+        raise DatasetError("the digits data set is embedded: do not pass a data directory with it")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    size = img_size or 32
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
+    images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    images = images.clamp_(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.as_tensor(digits.target, dtype=torch.int64)
+    train_idx, val_idx = train_test_split(
+        torch.arange(len(labels)).numpy(),
+        test_size=_DIGITS_VAL_FRACTION,
+        random_state=_DIGITS_SEED,
+        stratify=labels.numpy(),
+    )
+    train_images = images[torch.as_tensor(train_idx)]
+    mean = [float(train_images.mean())] * 3
+    std = [float(train_images.std())] * 3
+    train_tf, val_tf = _tensor_transforms(size, mean, std)
+    train_ds = TensorImageDataset(train_images, labels[torch.as_tensor(train_idx)], train_tf)
+    val_ds = TensorImageDataset(images[torch.as_tensor(val_idx)], labels[torch.as_tensor(val_idx)], val_tf)
+    return train_ds, val_ds, 10, size
+
+
+def _first_image_size(dataset: Any) -> int:
+    from PIL import Image
+
+    path = dataset.reader.samples[0][0]
+    with Image.open(path) as img:
+        width, height = img.size
+    if width != height:
+        raise DatasetError(f"images are {width}x{height}; pass --img-size for non-square images")
+    return width
+
+
+def _build_folder(
+    data_dir: str, train_split: str, val_split: str, img_size: int | None
+) -> tuple[Dataset, Dataset, int, int]:
+    from timm.data import create_dataset
+    from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    root = _check_dir(data_dir, "an image folder")
+    train_root = _resolve_split(root, train_split, "training")
+    val_root = _resolve_split(root, val_split, "validation")
+    train_ds = create_dataset("", root=train_root, split=train_split, search_split=False, is_training=True)
+    class_to_idx = dict(train_ds.reader.class_to_idx)
+    if len(train_ds) == 0 or not class_to_idx:
+        raise DatasetError(f"no images found in {train_root} (expected <class>/<image> files)")
+    val_ds = create_dataset("", root=val_root, split=val_split, search_split=False, class_map=class_to_idx)
+    if len(val_ds) == 0:
+        raise DatasetError(f"no images of the training classes found in {val_root}")
+    native = _first_image_size(train_ds)
+    size = img_size or native
+    train_ds.transform, val_ds.transform = _pil_transforms(
+        size, native, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    )
+    return train_ds, val_ds, len(class_to_idx), size
+
+
+def _build_cifar(
+    name: str, data_dir: str, train_split: str, val_split: str, img_size: int | None
+) -> tuple[Dataset, Dataset, int, int]:
+    from timm.data import create_dataset
+
+    root = _check_dir(data_dir, name)
+    sub = _CIFAR_DIRS[name]
+    if os.path.basename(os.path.normpath(root)) == sub:
+        root = os.path.dirname(os.path.normpath(root))
+    if not os.path.isdir(os.path.join(root, sub)):
+        raise DatasetError(f"{name}: no extracted {sub}/ in {data_dir} (nothing is downloaded)")
+    for split in (train_split, val_split):
+        if split not in _TRAIN_SPLITS + _EVAL_SPLITS:
+            raise DatasetError(
+                f"{name} split must be 'train' or one of {', '.join(_EVAL_SPLITS)}, got {split!r}"
+            )
+    try:
+        # timm's create_dataset wraps torchvision's CIFAR10/CIFAR100 for "torch/..." names.
+        train_ds = create_dataset(f"torch/{name}", root=root, split="train", download=False)
+        val_ds = create_dataset(f"torch/{name}", root=root, split="validation", download=False)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
+        raise DatasetError(f"{name}: cannot read {os.path.join(root, sub)}: {e}") from e
+    size = img_size or 32
+    mean, std = _STATS[name]
+    train_ds.transform, val_ds.transform = _pil_transforms(size, 32, mean, std)
+    return train_ds, val_ds, len(train_ds.classes), size
+
+
+def _build_tinyimagenet(
+    data_dir: str, train_split: str, val_split: str, img_size: int | None
+) -> tuple[Dataset, Dataset, int, int]:
+    root = _check_dir(data_dir, "tinyimagenet")
+    if os.path.basename(os.path.normpath(root)) != "tiny-imagenet-200" and os.path.isdir(
+        os.path.join(root, "tiny-imagenet-200")
+    ):
+        root = os.path.join(root, "tiny-imagenet-200")
+    train_ds = TinyImageNet(root, train_split)
+    val_ds = TinyImageNet(root, val_split)
+    size = img_size or 64
+    mean, std = _STATS["tinyimagenet"]
+    train_ds.transform, val_ds.transform = _pil_transforms(size, 64, mean, std)
+    return train_ds, val_ds, len(train_ds.classes), size
+
+
+def build_datasets(
+    name: str | None = None,
+    data_dir: str | None = None,
+    *,
+    train_split: str = "train",
+    val_split: str = "validation",
+    img_size: int | None = None,
+) -> tuple[Dataset, Dataset, int, int]:
+    """Training and validation sets: ``(train_ds, val_ds, num_classes, img_size)``.
+
+    Args:
+        name: one of :data:`DATASETS` (or an alias: ``torch/cifar10``, ``imagefolder``, ``tiny-imagenet``,
+            ...); ``None`` or ``"auto"`` guesses it from ``data_dir`` (``digits`` without one).
+        data_dir: the data set's directory (see the module docstring for the layouts).
+        train_split, val_split: split names (folder names for ``folder``).
+        img_size: side of the square images the model sees; ``None`` keeps the data set's own size
+            (32 for CIFAR and digits, 64 for Tiny-ImageNet, the first image's for folders).
+
+    Raises:
+        DatasetError: the directory is missing, the name unknown, a split empty, ...
+    """
+    if img_size is not None and (isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1):
+        raise DatasetError(f"img_size must be an int >= 1, got {img_size!r}")
+    kind = canonical_name(name, data_dir)
+    if kind == "digits":
+        return _build_digits(img_size, data_dir)
+    if kind == "folder":
+        return _build_folder(data_dir, train_split, val_split, img_size)
+    if kind in _CIFAR_DIRS:
+        return _build_cifar(kind, data_dir, train_split, val_split, img_size)
+    return _build_tinyimagenet(data_dir, train_split, val_split, img_size)

@@ -1,0 +1,1235 @@
+#!/usr/bin/env python3
+"""timm-style image classification training with SalfMix / HybridMix (Choi et al., Sensors 2021).
+
+Built from timm's parts (``create_model``, ``create_dataset``, ``create_optimizer_v2``,
+``create_scheduler_v2``, ``SoftTargetCrossEntropy``, ``CheckpointSaver``, ``ModelEmaV3``, ``NativeScaler``,
+``update_summary``, ``init_distributed_device``, ``random_seed``); flags that timm's ``train.py`` also has
+keep its names and meaning. The batch transform of the package runs on the training device, after the batch
+has been moved there: ``x, y = transform(x, y, model=model)``; every transform gets ``num_classes``, so
+targets are always soft and the loss is ``SoftTargetCrossEntropy``.
+
+Examples::
+
+    python train_timm.py                                   # embedded digits, CPU-sized PreActResNet-18
+    python train_timm.py --method salfmix                  # the same with SalfMix
+    python train_timm.py --data-dir /work/shared/data/cifar10-5k --val-split test --method hybridmix-v3
+    python train_timm.py --preset cifar --dataset cifar100 --data-dir ~/data --method salfmix   # paper setup
+    torchrun --nproc_per_node 2 train_timm.py --method salfmix              # DDP (gloo on CPU)
+    python train_timm.py --resume output/train/<run>/last.pth.tar            # continue a run
+
+Outputs (rank 0 only) in ``--output/--experiment``: ``summary.csv`` (one row per epoch: train loss, epoch
+time, augmentation time, eval loss, top-1/top-5 error, lr), ``last.pth.tar`` and ranked checkpoints, and
+``results.json`` (best top-1 error and its epoch). Bad input (missing data, unknown model or method, a grid
+that does not fit the images, a checkpoint of another model) ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DEFAULTS",
+    "METHODS",
+    "PRESETS",
+    "UsageError",
+    "build_batch_transform",
+    "build_parser",
+    "main",
+    "parse_args",
+]
+
+_logger = logging.getLogger("train_timm")
+
+# What `python train_timm.py` without flags does: a run that finishes in a few minutes on a laptop CPU.
+DEFAULTS: dict[str, Any] = dict(
+    model="preactresnet18",
+    width=0.25,  # preactresnet* only; other timm models get --width only when it is given
+    epochs=10,
+    batch_size=64,
+    opt="momentum",  # timm's name for SGD with classical (non-Nesterov) momentum, as the paper
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=1e-4,
+    sched="cosine",
+    decay_milestones=[90, 180, 270],  # timm's default (used with --sched multistep)
+    decay_rate=0.1,
+)
+
+# Paper setup (Choi et al. 2021, Section 4.1): PreActResNet, SGD lr 0.05 momentum 0.9 wd 1e-4, 300 epochs,
+# lr x0.1 at epochs 150 and 225, batch 64 (CIFAR) / 128 (Tiny-ImageNet), SalfMix grid 4 / 8, r = 0.3.
+# timm's multistep scheduler applies milestone m from 0-based epoch m - 1 (its historical convention);
+# milestones 151 / 226 give what PyTorch's MultiStepLR([150, 225]) gives: 150 epochs at 0.05, 75 at 0.005,
+# 75 at 0.0005 (0-based epochs 0-149, 150-224, 225-299).
+_PAPER_MILESTONES = [151, 226]
+PRESETS: dict[str, dict[str, Any]] = {
+    "cifar": dict(
+        model="preactresnet18",
+        width=1.0,
+        opt="momentum",
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-4,
+        epochs=300,
+        sched="multistep",
+        decay_milestones=list(_PAPER_MILESTONES),
+        decay_rate=0.1,
+        batch_size=64,
+        salfmix_grid=4,
+        salfmix_ratio=0.3,
+    ),
+    "tinyimagenet": dict(
+        model="preactresnet18",
+        width=1.0,
+        opt="momentum",
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-4,
+        epochs=300,
+        sched="multistep",
+        decay_milestones=list(_PAPER_MILESTONES),
+        decay_rate=0.1,
+        batch_size=128,
+        salfmix_grid=8,
+        salfmix_ratio=0.3,
+    ),
+}
+
+# --method NAME: shortcuts for the rows of the paper's tables (they set flag defaults; explicit flags win).
+METHODS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "cutout": dict(cutout=True),
+    "cutout-sal": dict(saliency_cutout=True),
+    "salfmix": dict(salfmix=True),
+    "salfmix-nosal": dict(random_selfmix=True),
+    "mixup": dict(mixup=1.0),
+    "saliencymix": dict(saliencymix=1.0),
+    "cutmix": dict(cutmix=1.0),
+    "resizemix": dict(resizemix=True),
+    "hybridmix-v1": dict(salfmix=True, hybrid="mixup"),
+    "hybridmix-v2": dict(salfmix=True, hybrid="saliencymix"),
+    "hybridmix-v3": dict(salfmix=True, hybrid="cutmix"),
+}
+
+HYBRID_PARTNERS = ("none", "mixup", "saliencymix", "cutmix", "resizemix")
+_PAPER_ALPHA = 1.0  # Beta(1, 1) for Mixup / CutMix / SaliencyMix when a method is switched on without alpha
+_PREACT_MODELS = ("preactresnet18", "preactresnet50", "preactresnet101")
+
+
+class UsageError(Exception):
+    """Bad command-line input; ``main`` prints it as one line on stderr and returns 2."""
+
+
+class CheckpointError(UsageError):
+    """A checkpoint that cannot be resumed (missing, unreadable, or of another model)."""
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message, and no SystemExit
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0.0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser, with :data:`DEFAULTS` (``--preset`` and ``--method`` change defaults, see parse_args)."""
+    p = _Parser(
+        prog="train_timm.py",
+        description="timm-style training with SalfMix / HybridMix batch transforms (Choi et al. 2021).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", default=None, help="data set directory (none: the embedded digits data set)")
+    g.add_argument(
+        "--dataset",
+        default=None,
+        help="digits | folder | cifar10 | cifar100 | tinyimagenet (timm aliases such as torch/cifar10 work); "
+        "default: guessed from --data-dir",
+    )
+    g.add_argument("--train-split", default="train", help="training split (sub-folder for folder data sets)")
+    g.add_argument(
+        "--val-split", default="validation", help="validation split (val/valid/test... are searched)"
+    )
+    g.add_argument(
+        "--num-classes", type=_positive_int, default=None, help="classifier size (default: data set's)"
+    )
+    g.add_argument("--img-size", type=_positive_int, default=None, help="image side (default: data set's)")
+    g.add_argument(
+        "-j", "--workers", type=_non_negative_int, default=2, help="data loader processes per rank"
+    )
+
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model", default=DEFAULTS["model"], help="timm model name (preactresnet18/50/101 included)"
+    )
+    g.add_argument(
+        "--width",
+        type=_positive_float,
+        default=None,
+        help=f"width multiplier of preactresnet* (default {DEFAULTS['width']}; --preset: 1.0)",
+    )
+    g.add_argument("--drop", type=_probability, default=0.0, help="dropout before the classifier")
+    g.add_argument("--model-ema", action="store_true", help="keep an EMA of the weights (timm ModelEmaV3)")
+    g.add_argument("--model-ema-decay", type=_probability, default=0.9998, help="EMA decay")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument(
+        "-b", "--batch-size", type=_positive_int, default=DEFAULTS["batch_size"], help="batch per rank"
+    )
+    g.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"], help="epochs to train")
+    g.add_argument(
+        "--opt", default=DEFAULTS["opt"], help="timm optimizer (momentum = SGD, sgd = Nesterov SGD)"
+    )
+    g.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"], help="learning rate")
+    g.add_argument("--momentum", type=_probability, default=DEFAULTS["momentum"], help="SGD momentum")
+    g.add_argument(
+        "--weight-decay", type=_non_negative_float, default=DEFAULTS["weight_decay"], help="weight decay"
+    )
+    g.add_argument(
+        "--sched", default=DEFAULTS["sched"], help="timm scheduler: cosine, step, multistep, ..., none"
+    )
+    g.add_argument(
+        "--decay-milestones",
+        type=_non_negative_int,
+        nargs="+",
+        default=DEFAULTS["decay_milestones"],
+        help="epochs of the lr decays (multistep)",
+    )
+    g.add_argument(
+        "--decay-epochs", type=_positive_float, default=90.0, help="epoch interval of lr decay (step)"
+    )
+    g.add_argument(
+        "--decay-rate", type=_non_negative_float, default=DEFAULTS["decay_rate"], help="lr decay factor"
+    )
+    g.add_argument("--warmup-epochs", type=_non_negative_int, default=0, help="lr warm-up epochs")
+    g.add_argument("--warmup-lr", type=_non_negative_float, default=1e-5, help="lr at the start of warm-up")
+    g.add_argument("--min-lr", type=_non_negative_float, default=0.0, help="lower lr bound (cosine)")
+    g.add_argument("--smoothing", type=_probability, default=0.0, help="label smoothing")
+
+    g = p.add_argument_group("two-image mixing (timm names)")
+    g.add_argument("--mixup", type=_non_negative_float, default=0.0, help="Mixup alpha, on when > 0")
+    g.add_argument("--cutmix", type=_non_negative_float, default=0.0, help="CutMix alpha, on when > 0")
+    g.add_argument(
+        "--cutmix-minmax", type=_probability, nargs=2, default=None, help="CutMix box side ratio bounds"
+    )
+    g.add_argument(
+        "--saliencymix", type=_non_negative_float, default=0.0, help="SaliencyMix alpha, on when > 0"
+    )
+    g.add_argument("--resizemix", action="store_true", help="ResizeMix")
+    g.add_argument(
+        "--resizemix-scope",
+        type=_probability,
+        nargs=2,
+        default=None,
+        help="ResizeMix scale range (paper 0.1 0.8)",
+    )
+    g.add_argument(
+        "--mixup-prob", type=_probability, default=1.0, help="probability of mixing a batch/pair/elem"
+    )
+    g.add_argument("--mixup-switch-prob", type=_probability, default=0.5, help="Mixup <-> CutMix switch prob")
+    g.add_argument(
+        "--mixup-mode", default="batch", choices=("batch", "pair", "elem"), help="mixing granularity"
+    )
+    g.add_argument(
+        "--mixup-off-epoch", type=_non_negative_int, default=0, help="stop two-image mixing here (0: never)"
+    )
+
+    g = p.add_argument_group("single-image methods and HybridMix (this package)")
+    g.add_argument("--salfmix", action="store_true", help="SalfMix (Algorithm 1)")
+    g.add_argument(
+        "--random-selfmix", action="store_true", help="SalfMix without saliency (Table 10 ablation)"
+    )
+    g.add_argument("--cutout", action="store_true", help="Cutout")
+    g.add_argument("--cutout-ratio", type=_probability, default=0.5, help="Cutout box side / image side")
+    g.add_argument("--saliency-cutout", action="store_true", help="drop the least salient patch (Table 9)")
+    g.add_argument(
+        "--salfmix-prob", type=_probability, default=None, help="probability of SalfMix per sample"
+    )
+    g.add_argument(
+        "--salfmix-grid", type=_positive_int, default=4, help="pooling grid n (paper: 4 CIFAR, 8 Tiny)"
+    )
+    g.add_argument("--salfmix-ratio", type=_probability, default=0.3, help="patch side ratio r")
+    g.add_argument("--salfmix-no-pool", action="store_true", help="no pooling of the saliency map (ablation)")
+    g.add_argument(
+        "--salfmix-warmup-epochs",
+        type=_non_negative_int,
+        default=None,
+        help="epochs without SalfMix at the start",
+    )
+    g.add_argument("--saliency-mode", default=None, choices=("train", "eval"), help="model mode for saliency")
+    g.add_argument(
+        "--hybrid",
+        default="none",
+        choices=HYBRID_PARTNERS,
+        help="HybridMix: SalfMix plus this two-image method",
+    )
+    g.add_argument("--method", default=None, choices=tuple(METHODS), help="shortcut for a paper table row")
+    g.add_argument("--preset", default=None, choices=tuple(PRESETS), help="the paper's hyper-parameters")
+
+    g = p.add_argument_group("runtime")
+    g.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1"
+    )
+    g.add_argument(
+        "--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 + GradScaler on CUDA)"
+    )
+    g.add_argument(
+        "--amp-dtype", default=None, choices=("float16", "bfloat16"), help="override the AMP dtype"
+    )
+    g.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    g.add_argument(
+        "--torchcompile", nargs="?", const="inductor", default=None, help="torch.compile backend (inductor)"
+    )
+    g.add_argument("--seed", type=int, default=42, help="random seed (rank is added)")
+    g.add_argument("--output", default="", help="output root (default ./output/train)")
+    g.add_argument("--experiment", default="", help="run folder name (default: date-model-method)")
+    g.add_argument("--resume", default="", help="checkpoint to continue (last.pth.tar)")
+    g.add_argument("--checkpoint-hist", type=_positive_int, default=10, help="ranked checkpoints to keep")
+    g.add_argument("--log-interval", type=_positive_int, default=50, help="batches between log lines")
+    g.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; ``--preset`` then ``--method`` set defaults that explicit flags override.
+
+    Raises:
+        UsageError: a flag is unknown or malformed.
+    """
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    defaults: dict[str, Any] = {}
+    if args.preset:
+        defaults.update(PRESETS[args.preset])
+    if args.method:
+        defaults.update(METHODS[args.method])
+    if defaults:
+        parser.set_defaults(**defaults)
+        args = parser.parse_args(argv)
+    if args.width is None and args.model in _PREACT_MODELS:
+        args.width = DEFAULTS["width"]
+    if args.amp_dtype is not None and not args.amp:
+        args.amp = True
+    return args
+
+
+def method_name(args: argparse.Namespace) -> str:
+    """A short name of the augmentation the flags select (``--method`` when given)."""
+    if args.method:
+        return args.method
+    parts = []
+    for flag, name in (
+        ("cutout", "cutout"),
+        ("saliency_cutout", "cutout-sal"),
+        ("salfmix", "salfmix"),
+        ("random_selfmix", "salfmix-nosal"),
+    ):
+        if getattr(args, flag):
+            parts.append(name)
+    if args.hybrid != "none":
+        parts.append(f"hybrid-{args.hybrid}")
+    for flag in ("mixup", "cutmix", "saliencymix"):
+        if getattr(args, flag) > 0:
+            parts.append(flag)
+    if args.resizemix:
+        parts.append("resizemix")
+    return "+".join(parts) or "baseline"
+
+
+# --- batch transform ----------------------------------------------------------------------------------
+
+
+def build_batch_transform(args: argparse.Namespace, num_classes: int) -> Any:
+    """The package's batch transform selected by the flags, or ``None`` for the baseline.
+
+    ======================================  ==============================================================
+    flags                                   transform
+    ======================================  ==============================================================
+    (none)                                  ``None``: one-hot (smoothed) targets only
+    ``--cutout``                            ``Cutout(mask_ratio=--cutout-ratio)``
+    ``--saliency-cutout``                   ``SaliencyCutout(grid, ratio)``
+    ``--salfmix``                           ``SalfMix(grid, ratio, prob)``
+    ``--random-selfmix``                    ``RandomSelfMix(grid, ratio, prob)``
+    one of --mixup/--cutmix/--saliencymix/  ``Mixup`` / ``CutMix`` / ``SaliencyMix`` / ``ResizeMix``
+    --resizemix
+    --mixup and --cutmix                    ``HybridMix`` without SalfMix (timm's Mixup/CutMix switch)
+    ``--hybrid X`` or --salfmix with a      ``HybridMix``: SalfMix then X (alpha 1 unless given)
+    two-image method
+    ======================================  ==============================================================
+
+    Every transform gets ``num_classes`` and ``label_smoothing=--smoothing`` (soft targets out).
+    ``--salfmix-prob`` and ``--salfmix-warmup-epochs`` go to the SalfMix-based methods only (elsewhere they
+    are an error); unset, the class defaults hold (HybridMix: one warm-up epoch, Algorithm 2).
+
+    Raises:
+        ValueError: methods that cannot be combined, or arguments the transform rejects.
+    """
+    from salfmix_transforms.cutout import Cutout, SaliencyCutout
+    from salfmix_transforms.mixing import CutMix, Mixup, ResizeMix, SaliencyMix
+    from salfmix_transforms.salfmix import RandomSelfMix, SalfMix
+
+    common: dict[str, Any] = dict(num_classes=num_classes, label_smoothing=args.smoothing)
+    single = [
+        flag for flag in ("cutout", "saliency_cutout", "salfmix", "random_selfmix") if getattr(args, flag)
+    ]
+    two = [flag for flag in ("mixup", "cutmix", "saliencymix") if getattr(args, flag) > 0]
+    if args.cutmix_minmax and "cutmix" not in two:
+        two.insert(1 if "mixup" in two else 0, "cutmix")  # as timm: --cutmix-minmax switches CutMix on
+    if args.resizemix:
+        two.append("resizemix")
+    if len(single) > 1:
+        raise ValueError(
+            "choose one single-image method: " + " and ".join(_flag(f) for f in single) + " were given"
+        )
+
+    if not uses_grid(args):
+        given = [f for f in ("salfmix_prob", "salfmix_warmup_epochs") if getattr(args, f) is not None]
+        if given:
+            raise ValueError(f"{_flag(given[0])} needs a SalfMix-based method (--salfmix, --hybrid, ...)")
+
+    salfmix_kw: dict[str, Any] = dict(
+        grid=args.salfmix_grid, ratio=args.salfmix_ratio, pool=not args.salfmix_no_pool
+    )
+    if args.saliency_mode is not None:
+        salfmix_kw["saliency_mode"] = args.saliency_mode
+    warmup = {} if args.salfmix_warmup_epochs is None else dict(warmup_epochs=args.salfmix_warmup_epochs)
+    mix_kw: dict[str, Any] = dict(prob=args.mixup_prob, mode=args.mixup_mode)
+
+    hybrid = args.hybrid != "none" or (bool(two) and bool(single)) or {"mixup", "cutmix"} <= set(two)
+    if hybrid:
+        if single and single != ["salfmix"]:
+            raise ValueError(f"HybridMix combines SalfMix with a two-image method, not {_flag(single[0])}")
+        return _build_hybrid(args, two, common, warmup)
+
+    if single:
+        name = single[0]
+        prob = {} if args.salfmix_prob is None else dict(prob=args.salfmix_prob)
+        if name == "cutout":
+            return Cutout(mask_ratio=args.cutout_ratio, **common)
+        cls = {"saliency_cutout": SaliencyCutout, "salfmix": SalfMix, "random_selfmix": RandomSelfMix}[name]
+        return cls(**salfmix_kw, **prob, **common, **warmup)
+    if len(two) > 1:
+        raise ValueError(
+            "choose one two-image method (or --mixup with --cutmix): "
+            + " and ".join(_flag(f) for f in two)
+            + " were given"
+        )
+    if two:
+        name = two[0]
+        if name == "mixup":
+            return Mixup(args.mixup, **mix_kw, **common)
+        if name == "cutmix":
+            minmax = tuple(args.cutmix_minmax) if args.cutmix_minmax else None
+            return CutMix(args.cutmix or _PAPER_ALPHA, minmax=minmax, **mix_kw, **common)
+        if name == "saliencymix":
+            return SaliencyMix(args.saliencymix, **mix_kw, **common)
+        scope = {} if args.resizemix_scope is None else dict(scope=tuple(args.resizemix_scope))
+        return ResizeMix(**scope, **mix_kw, **common)
+    return None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _build_hybrid(
+    args: argparse.Namespace, two: list[str], common: dict[str, Any], warmup: dict[str, Any]
+) -> Any:
+    from salfmix_transforms.hybrid import HybridMix
+
+    partner = args.hybrid
+    if partner != "none":
+        others = [t for t in two if t != partner]
+        if others:
+            raise ValueError(f"--hybrid {partner} cannot be combined with {_flag(others[0])}")
+        two = [partner]
+    alphas = dict(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, saliencymix_alpha=args.saliencymix)
+    kw: dict[str, Any] = {}
+    for name in ("mixup", "cutmix", "saliencymix"):
+        if name in two:
+            kw[f"{name}_alpha"] = alphas[f"{name}_alpha"] or _PAPER_ALPHA
+        else:
+            kw[f"{name}_alpha"] = 0.0
+    if "resizemix" in two:
+        kw["resizemix_scope"] = tuple(args.resizemix_scope) if args.resizemix_scope else (0.1, 0.8)
+    if args.cutmix_minmax:
+        kw["cutmix_minmax"] = tuple(args.cutmix_minmax)
+    with_salfmix = args.salfmix or args.hybrid != "none"
+    if with_salfmix:
+        if args.salfmix_prob is not None:
+            kw["salfmix_prob"] = args.salfmix_prob
+    else:
+        kw["salfmix_prob"] = 0.0
+    kw.update(
+        salfmix_grid=args.salfmix_grid,
+        salfmix_ratio=args.salfmix_ratio,
+        salfmix_pool=not args.salfmix_no_pool,
+        prob=args.mixup_prob,
+        switch_prob=args.mixup_switch_prob,
+        mode=args.mixup_mode,
+    )
+    if args.saliency_mode is not None:
+        kw["saliency_mode"] = args.saliency_mode
+    return HybridMix(**kw, **common, **warmup)
+
+
+def uses_grid(args: argparse.Namespace) -> bool:
+    """Whether the selected augmentation pools a saliency grid (``--salfmix-grid`` must fit the image)."""
+    return bool(args.salfmix or args.random_selfmix or args.saliency_cutout or args.hybrid != "none")
+
+
+def _disable_mixing(transform: Any) -> Any:
+    """``--mixup-off-epoch``: switch off the two-image part (timm's ``mixup_enabled = False``)."""
+    from salfmix_transforms.mixing import TwoImageMix
+
+    if hasattr(transform, "mixup_enabled"):
+        transform.mixup_enabled = False
+        return transform
+    if isinstance(transform, TwoImageMix):
+        return None  # nothing but the mixing: the identity with soft targets from here on
+    return transform
+
+
+# --- distributed helpers ------------------------------------------------------------------------------
+
+
+class _ShardSampler(torch.utils.data.Sampler):
+    """Every ``world``-th sample from ``rank``, no padding, so summed eval metrics count each image once."""
+
+    def __init__(self, size: int, rank: int, world: int) -> None:
+        self.indices = list(range(rank, size, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _all_reduce_sum(values: list[float], args: argparse.Namespace, device: torch.device) -> list[float]:
+    if not args.distributed:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()  # noqa: NPY002  (timm's random_seed seeds the legacy global RNG)
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))  # noqa: NPY002
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(Exception):
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather_rng_states(args: argparse.Namespace) -> list[dict[str, Any]]:
+    state = _rng_state()
+    if not args.distributed:
+        return [state]
+    gathered: list[Any] = [None] * args.world_size
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
+
+
+class _TrainState:
+    """What ``CheckpointSaver`` stores besides the optimizer: timm's task checkpoint hook (duck-typed).
+
+    ``state_dict`` (the model), ``state_dict_ema`` and ``train_state``: scheduler state, every rank's RNG
+    states (captured at the end of the epoch, so a resumed run draws what the uninterrupted run would have),
+    the update counter and the augmentation seconds so far.
+    """
+
+    def __init__(self, model: torch.nn.Module, model_ema: Any, lr_scheduler: Any) -> None:
+        self.model = model
+        self.model_ema = model_ema
+        self.lr_scheduler = lr_scheduler
+        self.rng_states: list[dict[str, Any]] = []
+        self.num_updates = 0
+        self.method = ""
+
+    def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Any = None) -> dict[str, Any]:
+        from timm.utils import get_state_dict, unwrap_model
+
+        unwrap_fn = unwrap_fn or unwrap_model
+        if ema:
+            return (
+                {}
+                if self.model_ema is None
+                else {"state_dict_ema": get_state_dict(self.model_ema, unwrap_fn)}
+            )
+        return {
+            "state_dict": get_state_dict(self.model, unwrap_fn),
+            "train_state": {
+                "scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+                "rng": self.rng_states,
+                "num_updates": self.num_updates,
+                "method": self.method,
+            },
+        }
+
+
+# --- setup --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    args: argparse.Namespace
+    device: torch.device
+    model: torch.nn.Module  # possibly DDP / compiled
+    model_ema: Any
+    train_loader: Any
+    val_loader: Any
+    train_sampler: Any
+    transform: Any
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    loss_scaler: Any
+    amp_dtype: torch.dtype | None
+    num_classes: int
+    img_size: int
+    num_epochs: int
+    start_epoch: int
+    output_dir: str
+    saver: Any
+    state: _TrainState
+    num_params: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_primary(args: argparse.Namespace) -> bool:
+    return getattr(args, "rank", 0) == 0
+
+
+def _resolve_amp(args: argparse.Namespace, device: torch.device) -> torch.dtype | None:
+    if not args.amp:
+        return None
+    if args.amp_dtype is not None:
+        dtype = getattr(torch, args.amp_dtype)
+    else:
+        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    if device.type == "cpu" and dtype == torch.float16:
+        raise UsageError("--amp-dtype float16 needs CUDA; CPU autocast uses bfloat16")
+    return dtype
+
+
+def _create_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
+    import timm
+
+    import salfmix_transforms.models  # noqa: F401  (registers preactresnet18/50/101)
+
+    if not timm.is_model(args.model):
+        raise UsageError(
+            f"unknown model {args.model!r} (see timm.list_models(); preactresnet18/50/101 are added)"
+        )
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, drop_rate=args.drop)
+    if args.width is not None:
+        kwargs["width"] = args.width
+    try:
+        return timm.create_model(args.model, pretrained=False, **kwargs)
+    except TypeError as e:
+        if "width" in str(e):
+            raise UsageError(f"model {args.model!r} takes no --width (only preactresnet* do)") from e
+        raise
+
+
+def _output_dir(args: argparse.Namespace) -> str:
+    from timm.utils import get_outdir
+
+    if args.resume and not args.output and not args.experiment:
+        return os.path.dirname(os.path.abspath(args.resume))  # continue in the run's own folder
+    root = args.output or os.path.join(".", "output", "train")
+    name = args.experiment or "-".join(
+        [datetime.datetime.now().strftime("%Y%m%d-%H%M%S"), args.model, method_name(args)]
+    )
+    if args.resume and os.path.isdir(os.path.join(root, name)):
+        return os.path.join(root, name)
+    return get_outdir(root, name, inc=True)
+
+
+def _load_resume_metadata(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    from timm.utils import load_checkpoint_metadata
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        ckpt = load_checkpoint_metadata(path)
+    except Exception as e:  # unreadable / not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {_one_line(e)}") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+        raise CheckpointError(f"{path!r} is not a training checkpoint of this script (no state_dict / epoch)")
+    arch = ckpt.get("arch")
+    if arch and arch != args.model:
+        raise CheckpointError(f"checkpoint {path!r} is of model {arch!r}, not --model {args.model!r}")
+    saved_args = ckpt.get("args")
+    saved_width = getattr(saved_args, "width", None)
+    if saved_width is not None and args.width is not None and float(saved_width) != float(args.width):
+        raise CheckpointError(f"checkpoint {path!r} has --width {saved_width}, not {args.width}")
+    return ckpt
+
+
+def build_optimizer_and_scheduler(
+    args: argparse.Namespace, model: torch.nn.Module, updates_per_epoch: int
+) -> tuple[torch.optim.Optimizer, Any, int]:
+    """timm's ``create_optimizer_v2`` and ``create_scheduler_v2`` from the flags: (optimizer, scheduler or
+    ``None``, number of epochs including any cool-down). The scheduler steps once per epoch."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    optimizer = create_optimizer_v2(
+        model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum
+    )
+    lr_scheduler, num_epochs = create_scheduler_v2(
+        optimizer,
+        sched="none" if args.sched in ("none", "") else args.sched,
+        num_epochs=args.epochs,
+        decay_epochs=args.decay_epochs,
+        decay_milestones=args.decay_milestones,
+        decay_rate=args.decay_rate,
+        min_lr=args.min_lr,
+        warmup_lr=args.warmup_lr,
+        warmup_epochs=args.warmup_epochs,
+        updates_per_epoch=updates_per_epoch,
+    )
+    return optimizer, lr_scheduler, num_epochs
+
+
+def _check_device(name: str) -> None:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise UsageError(f"--device {name!r} is not a device: {_one_line(e)}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} asked for, but CUDA is not available")
+
+
+def _setup(args: argparse.Namespace) -> _Run:
+    from timm.models import load_checkpoint, resume_checkpoint
+    from timm.utils import CheckpointSaver, ModelEmaV3, NativeScaler, init_distributed_device, random_seed
+
+    from salfmix_transforms._validation import check_grid
+    from salfmix_transforms.data import build_datasets, canonical_name
+
+    _check_device(args.device)
+    device = init_distributed_device(args)
+    random_seed(args.seed, args.rank)
+    amp_dtype = _resolve_amp(args, device)
+
+    train_ds, val_ds, data_classes, img_size = build_datasets(
+        args.dataset,
+        args.data_dir,
+        train_split=args.train_split,
+        val_split=args.val_split,
+        img_size=args.img_size,
+    )
+    num_classes = args.num_classes or data_classes
+    if num_classes < data_classes:
+        raise UsageError(f"--num-classes {num_classes} is smaller than the data set's {data_classes} classes")
+    if uses_grid(args):
+        try:
+            check_grid(args.salfmix_grid, "grid", img_size, img_size)
+        except ValueError as e:
+            raise UsageError(
+                f"--salfmix-grid {args.salfmix_grid} does not fit {img_size}x{img_size} images "
+                f"(the pooling grid needs n <= {img_size}; paper: 4 at 32x32, 8 at 64x64)"
+            ) from e
+    transform = build_batch_transform(args, num_classes)
+
+    resume_ckpt = _load_resume_metadata(args.resume, args) if args.resume else None
+
+    model = _create_model(args, num_classes)
+    num_params = sum(p.numel() for p in model.parameters())
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    loss_scaler = NativeScaler(device=device.type) if amp_dtype == torch.float16 else None
+
+    # Data loaders (torch's: timm's create_loader applies ImageNet-style transforms; ours are CIFAR-style).
+    train_sampler = None
+    val_sampler = None
+    if args.distributed:
+        train_sampler = torch.utils.data.DistributedSampler(
+            train_ds, shuffle=True, seed=args.seed, drop_last=True
+        )
+        val_sampler = _ShardSampler(len(val_ds), args.rank, args.world_size)
+    per_rank = len(train_ds) // args.world_size
+    if per_rank < args.batch_size:
+        raise UsageError(
+            f"--batch-size {args.batch_size} is larger than the {per_rank} training images per process"
+        )
+    # Workers are restarted every epoch (not persistent) and seeded from the main RNG, which checkpoints
+    # restore: a resumed run draws the same crops, flips and orders as an uninterrupted one.
+    loader_kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda")
+    train_loader = torch.utils.data.DataLoader(
+        train_ds,
+        batch_size=args.batch_size,
+        shuffle=train_sampler is None,
+        sampler=train_sampler,
+        drop_last=True,
+        **loader_kw,
+    )
+    val_loader = torch.utils.data.DataLoader(
+        val_ds, batch_size=2 * args.batch_size, shuffle=False, sampler=val_sampler, **loader_kw
+    )
+
+    optimizer, lr_scheduler, num_epochs = build_optimizer_and_scheduler(args, model, len(train_loader))
+
+    start_epoch = 0
+    num_updates = 0
+    rng_states: list[dict[str, Any]] = []
+    if resume_ckpt is not None:
+        try:
+            start_epoch = resume_checkpoint(
+                model, args.resume, optimizer=optimizer, loss_scaler=loss_scaler, log_info=_is_primary(args)
+            )
+        except (RuntimeError, KeyError, ValueError) as e:  # state dict of another shape / optimizer
+            raise CheckpointError(
+                f"checkpoint {args.resume!r} does not fit this model: {_one_line(e)}"
+            ) from e
+        train_state = resume_ckpt.get("train_state") or {}
+        if lr_scheduler is not None and train_state.get("scheduler"):
+            lr_scheduler.load_state_dict(dict(train_state["scheduler"]))
+        num_updates = int(train_state.get("num_updates", 0))
+        rng_states = list(train_state.get("rng") or [])
+        start_epoch = int(start_epoch or 0)
+
+    model_ema = None
+    if args.model_ema:
+        model_ema = ModelEmaV3(model, decay=args.model_ema_decay)
+        if resume_ckpt is not None:
+            if "state_dict_ema" not in resume_ckpt:
+                raise CheckpointError(f"checkpoint {args.resume!r} has no EMA weights; drop --model-ema")
+            load_checkpoint(model_ema.module, args.resume, use_ema=True)
+
+    if args.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if args.torchcompile:
+        model = torch.compile(model, backend=args.torchcompile)
+
+    if lr_scheduler is not None and start_epoch > 0:
+        lr_scheduler.step(start_epoch)
+
+    output_dir = ""
+    saver = None
+    state = _TrainState(model, model_ema, lr_scheduler)
+    state.num_updates = num_updates
+    state.method = method_name(args)
+    if _is_primary(args):
+        output_dir = _output_dir(args)
+        saver = CheckpointSaver(
+            model=model,
+            optimizer=optimizer,
+            args=_checkpoint_args(args),
+            model_ema=model_ema,
+            amp_scaler=loss_scaler,
+            checkpoint_dir=output_dir,
+            recovery_dir=output_dir,
+            decreasing=True,  # the metric is the top-1 error
+            max_history=args.checkpoint_hist,
+            task=state,
+        )
+        if resume_ckpt is not None and os.path.abspath(os.path.dirname(args.resume)) == os.path.abspath(
+            output_dir
+        ):
+            saver.load_state_dict_from_checkpoint(args.resume)
+        with open(os.path.join(output_dir, "args.json"), "w") as f:
+            json.dump(vars(_checkpoint_args(args)), f, indent=2, sort_keys=True)
+    if rng_states:
+        if len(rng_states) == args.world_size:
+            _set_rng_state(rng_states[args.rank])
+        else:
+            _logger.warning("checkpoint RNG states are for %d processes; re-seeding", len(rng_states))
+            random_seed(args.seed + start_epoch, args.rank)
+
+    return _Run(
+        args=args,
+        device=device,
+        model=model,
+        model_ema=model_ema,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        train_sampler=train_sampler,
+        transform=transform,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        loss_scaler=loss_scaler,
+        amp_dtype=amp_dtype,
+        num_classes=num_classes,
+        img_size=img_size,
+        num_epochs=num_epochs,
+        start_epoch=start_epoch,
+        output_dir=output_dir,
+        saver=saver,
+        state=state,
+        num_params=num_params,
+        extra=dict(
+            train_size=len(train_ds),
+            val_size=len(val_ds),
+            dataset=canonical_name(args.dataset, args.data_dir),
+        ),
+    )
+
+
+def _checkpoint_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The flags as plain values (what ``weights_only`` checkpoint loading accepts)."""
+    plain = {
+        k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, tuple, type(None)))
+    }
+    return argparse.Namespace(**copy.deepcopy(plain))
+
+
+# --- training -----------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(run: _Run) -> contextlib.AbstractContextManager:
+    if run.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=run.device.type, dtype=run.amp_dtype)
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and _is_primary(args) and sys.stdout.isatty()
+
+
+def train_one_epoch(run: _Run, epoch: int, transform: Any, loss_fn: torch.nn.Module) -> dict[str, float]:
+    from tqdm import tqdm
+
+    from salfmix_transforms.targets import to_soft_targets
+
+    args, device, model = run.args, run.device, run.model
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    aug_time = 0.0
+    epoch_start = time.perf_counter()
+    num_batches = len(run.train_loader)
+    bar = tqdm(
+        run.train_loader,
+        total=num_batches,
+        desc=f"epoch {epoch + 1}/{run.num_epochs}",
+        disable=not _show_progress(args),
+        leave=False,
+        dynamic_ncols=True,
+        file=sys.stdout,
+    )
+    for batch_idx, (x, y) in enumerate(bar):
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        _sync(device)
+        t0 = time.perf_counter()
+        if transform is not None:
+            x, y = transform(x, y, model=model)
+        else:
+            y = to_soft_targets(y, run.num_classes, args.smoothing)
+        _sync(device)
+        aug_time += time.perf_counter() - t0
+
+        with _autocast(run):
+            output = model(x)
+            loss = loss_fn(output, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {batch_idx}")
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.loss_scaler is not None:
+            run.loss_scaler(loss, run.optimizer, parameters=model.parameters())
+        else:
+            loss.backward()
+            run.optimizer.step()
+        run.state.num_updates += 1
+        if run.model_ema is not None:
+            run.model_ema.update(model, step=run.state.num_updates)
+        if run.lr_scheduler is not None:
+            run.lr_scheduler.step_update(num_updates=run.state.num_updates)
+
+        loss_sum += loss.detach().double() * x.shape[0]
+        seen += x.shape[0]
+        if bar.disable:
+            if _is_primary(args) and (batch_idx + 1) % args.log_interval == 0:
+                _logger.info(
+                    "  epoch %d [%d/%d] loss %.4f", epoch + 1, batch_idx + 1, num_batches, loss.item()
+                )
+        elif batch_idx % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    _sync(device)
+    total_loss, total_seen = _all_reduce_sum([float(loss_sum), float(seen)], args, device)
+    return {
+        "loss": total_loss / max(1.0, total_seen),
+        "epoch_time": time.perf_counter() - epoch_start,
+        "aug_time": aug_time,
+    }
+
+
+@torch.no_grad()
+def validate(run: _Run, model: torch.nn.Module) -> dict[str, float]:
+    """Loss and top-1 / top-5 error (in %) over the whole validation set (summed over ranks)."""
+    from timm.utils import accuracy
+
+    args, device = run.args, run.device
+    model.eval()
+    k5 = min(5, run.num_classes)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, count
+    for x, y in run.val_loader:
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(run):
+            output = model(x)
+        output = output.float()
+        acc1, acc5 = accuracy(output, y, topk=(1, k5))
+        n = x.shape[0]
+        sums += torch.stack(
+            [
+                F.cross_entropy(output, y, reduction="sum").double(),
+                acc1.double() * n / 100,
+                acc5.double() * n / 100,
+                torch.tensor(float(n), dtype=torch.float64, device=device),
+            ]
+        )
+    loss, c1, c5, count = _all_reduce_sum(sums.tolist(), args, device)
+    count = max(count, 1.0)
+    return {"loss": loss / count, "top1_err": 100.0 * (1 - c1 / count), "top5_err": 100.0 * (1 - c5 / count)}
+
+
+def _eval_model(model: torch.nn.Module) -> torch.nn.Module:
+    # DDP's forward would broadcast buffers; ranks see different numbers of eval batches, so bypass it.
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _train(run: _Run) -> dict[str, Any]:
+    from timm.loss import SoftTargetCrossEntropy
+    from timm.utils import distribute_bn, trim_summary, update_summary
+
+    args = run.args
+    primary = _is_primary(args)
+    loss_fn = SoftTargetCrossEntropy().to(run.device)
+    summary_path = os.path.join(run.output_dir, "summary.csv") if primary else ""
+    if primary:
+        trim_summary(summary_path, run.start_epoch)
+        _logger.info(
+            "model %s (%.2f M parameters, width %s), %d classes, %dx%d images, %d train / %d val, "
+            "augmentation %s: %r, device %s%s, output %s",
+            args.model,
+            run.num_params / 1e6,
+            args.width,
+            run.num_classes,
+            run.img_size,
+            run.img_size,
+            run.extra["train_size"],
+            run.extra["val_size"],
+            method_name(args),
+            run.transform,
+            run.device,
+            f" x{args.world_size} (DDP)" if args.distributed else "",
+            run.output_dir,
+        )
+    transform = run.transform
+    total_train = total_aug = 0.0
+    last_eval: dict[str, float] = {}
+    best_metric, best_epoch = (None, None)
+    if run.saver is not None and run.saver.best_metric is not None:
+        best_metric, best_epoch = run.saver.best_metric, run.saver.best_epoch
+    for epoch in range(run.start_epoch, run.num_epochs):
+        if run.train_sampler is not None:
+            run.train_sampler.set_epoch(epoch)
+        if transform is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+            transform = _disable_mixing(transform)
+        if transform is not None:
+            transform.set_epoch(epoch)
+        train_metrics = train_one_epoch(run, epoch, transform, loss_fn)
+        if args.distributed:
+            distribute_bn(run.model, args.world_size, reduce=True)
+        eval_metrics = validate(run, _eval_model(run.model))
+        if run.model_ema is not None:
+            ema_metrics = validate(run, run.model_ema.module)
+            eval_metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
+        lrs = [group["lr"] for group in run.optimizer.param_groups]
+        lr = sum(lrs) / len(lrs)
+        if run.lr_scheduler is not None:
+            run.lr_scheduler.step(epoch + 1, eval_metrics["top1_err"])
+        total_train += train_metrics["epoch_time"]
+        total_aug += train_metrics["aug_time"]
+        last_eval = eval_metrics
+        run.state.rng_states = _gather_rng_states(args)  # collective: every rank
+        if primary:
+            update_summary(epoch, train_metrics, eval_metrics, summary_path, lr=lr)
+            best_metric, best_epoch = run.saver.save_checkpoint(epoch, metric=eval_metrics["top1_err"])
+            _logger.info(
+                "epoch %d/%d  train loss %.4f  eval loss %.4f  top-1 err %.2f%%  top-5 err %.2f%%  lr %.5f  "
+                "time %.1fs (augmentation %.1fs)",
+                epoch + 1,
+                run.num_epochs,
+                train_metrics["loss"],
+                eval_metrics["loss"],
+                eval_metrics["top1_err"],
+                eval_metrics["top5_err"],
+                lr,
+                train_metrics["epoch_time"],
+                train_metrics["aug_time"],
+            )
+    results = {
+        "model": args.model,
+        "width": args.width,
+        "method": method_name(args),
+        "transform": repr(run.transform),
+        "dataset": run.extra["dataset"],
+        "data_dir": args.data_dir,
+        "num_classes": run.num_classes,
+        "img_size": run.img_size,
+        "num_params": run.num_params,
+        "epochs": run.num_epochs,
+        "start_epoch": run.start_epoch,
+        "world_size": args.world_size,
+        "best_top1_err": best_metric,
+        "best_epoch": best_epoch,
+        "final_top1_err": last_eval.get("top1_err"),
+        "final_top5_err": last_eval.get("top5_err"),
+        "train_time_s": total_train,
+        "aug_time_s": total_aug,
+        "output_dir": run.output_dir,
+    }
+    if primary:
+        with open(os.path.join(run.output_dir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        _logger.info(
+            "best top-1 error %s at epoch %s; results in %s",
+            "n/a" if best_metric is None else f"{best_metric:.2f}%",
+            best_epoch,
+            os.path.join(run.output_dir, "results.json"),
+        )
+    return results
+
+
+# --- entry point --------------------------------------------------------------------------------------
+
+_handler: logging.Handler | None = None
+
+
+def _setup_logging(primary: bool) -> None:
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler(sys.stdout)  # progress and results on stdout; errors alone on stderr
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(_handler)
+    root.setLevel(logging.INFO if primary else logging.WARNING)
+    logging.getLogger("timm").setLevel(logging.WARNING)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _fail(message: str) -> int:
+    print(f"train_timm.py: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train as the flags say; 0 on success, 2 (one line on stderr) on bad input."""
+    from salfmix_transforms.data import DatasetError
+
+    try:
+        args = parse_args(argv)
+    except UsageError as e:
+        return _fail(_one_line(e))
+    args.distributed, args.world_size, args.rank, args.local_rank = False, 1, 0, 0
+    _setup_logging(primary=int(os.environ.get("RANK", "0")) == 0)
+    try:
+        try:
+            run = _setup(args)
+        except (UsageError, DatasetError, ValueError) as e:
+            return _fail(_one_line(e))
+        _train(run)
+        return 0
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
