@@ -7,7 +7,7 @@ Every transform is called like ``timm.data.Mixup``::
 See ``docs/ARCHITECTURE.md`` for the module map (one module per idea of the paper).
 """
 
-from . import models  # registers preactresnet18/50/101 in timm's model registry
+from . import models  # noqa: F401  (registers preactresnet18/50/101 in timm's model registry)
 from .cutout import Cutout, SaliencyCutout
 from .hybrid import HybridMix
 from .mixing import CutMix, Mixup, ResizeMix, SaliencyMix
