@@ -1,0 +1,496 @@
+"""Accuracy benchmark: the paper's rows trained with ``train_timm.py``, one subprocess per (method, seed).
+
+Rows (the methods the paper compares on CIFAR with PreActResNet-18): baseline, Cutout, Cutout on the least
+salient patch, SalfMix without saliency, SalfMix, Mixup, CutMix, SaliencyMix, HybridMix v1/v2/v3. Every
+finished run appends one JSON line to the protocol's results file; a run already in that file with the same
+settings is skipped, so the benchmark can be stopped at any time and started again with the same command.
+After each run (and at the end) the markdown table of top-1 error (mean ± sample std over seeds) is written
+next to the results file and printed.
+
+Protocols:
+
+``cpu-mini``
+    the real CIFAR-10 subset in ``../shared/data/cifar10-5k`` (ImageFolder ``train/``, ``test/``; 5,085 /
+    1,017 images, relative to the project root), PreActResNet-18 at width x0.25, 100 epochs, seeds 0 and 1,
+    train_timm.py's other defaults (SGD momentum 0.9, lr 0.05, wd 1e-4, cosine, batch 64), one data-loader
+    process and ``OMP_NUM_THREADS=1`` per run. Sized for a 2-core CPU (see BENCHMARKS.md for the timing);
+    ``--jobs 2`` runs two trainings at once on two free cores. Skipped with a message when the data is absent.
+``paper``
+    the paper's CIFAR setting (train_timm.py's ``--preset cifar``: 300 epochs, lr x0.1 at 150 and 225,
+    batch 64, full-width PreActResNet-18) on ``--device cuda``; ``--data-dir`` must point to torchvision's
+    extracted ``cifar-10-batches-py`` or ``cifar-100-python`` (nothing is downloaded).
+
+Examples::
+
+    python benchmarks/accuracy.py --protocol cpu-mini --dry-run          # the planned commands
+    python benchmarks/accuracy.py --protocol cpu-mini --jobs 2           # everything (hours), resumable
+    python benchmarks/accuracy.py --protocol cpu-mini --max-runs 2       # at most two new runs
+    python benchmarks/accuracy.py --protocol cpu-mini --rows baseline salfmix --seeds 0
+    python benchmarks/accuracy.py --protocol paper --data-dir /data/cifar-100-python --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = ROOT / "train_timm.py"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+RUNS_DIR = RESULTS_DIR / "runs"  # per-run output folders (git-ignored: ``runs/``)
+
+# (train_timm.py --method, row label, where the paper reports it). The paper's table numbers are
+# given as references only (see PAPER_TOP1_ERROR).
+ROWS: list[tuple[str, str, str]] = [
+    ("baseline", "Baseline", "Tables 4-5"),
+    ("cutout", "Cutout", "Table 9"),
+    ("cutout-sal", "Cutout, least-salient patch", "Table 9"),
+    ("salfmix-nosal", "SalfMix without saliency", "Table 10"),
+    ("salfmix", "SalfMix", "Tables 4-5, 9"),
+    ("mixup", "Mixup", "Tables 4-5"),
+    ("cutmix", "CutMix", "Tables 4-5"),
+    ("saliencymix", "SaliencyMix", "Tables 4-5"),
+    ("hybridmix-v1", "HybridMix v1 (+ Mixup)", "Tables 4-5"),
+    ("hybridmix-v2", "HybridMix v2 (+ SaliencyMix)", "Tables 4-5"),
+    ("hybridmix-v3", "HybridMix v3 (+ CutMix)", "Tables 4-5"),
+]
+METHODS = [method for method, _, _ in ROWS]
+
+# The paper's PreActResNet-18 top-1 errors (%) on CIFAR-10 / CIFAR-100, as {method: (cifar10, cifar100)},
+# each with its table. Deliberately empty: no accessible copy of the paper's result tables could be found
+# while this script was written (the stored pages of Choi et al., Sensors 21(24) 8444, 2021, only expose its
+# text up to the experimental settings), and numbers are never filled in from memory. Add them here, with
+# the table they come from, once checked against the paper; until then the table says "see paper Table N".
+PAPER_TOP1_ERROR: dict[str, tuple[float, float]] = {}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    data_dir: Path | None
+    epochs: int
+    width: float
+    seeds: tuple[int, ...]
+    args: tuple[str, ...] = ()  # extra train_timm.py arguments
+    val_split: str | None = None
+    threads: int | None = None  # OMP_NUM_THREADS of each training process
+
+
+PROTOCOLS = {
+    "cpu-mini": Protocol(
+        name="cpu-mini",
+        description="CIFAR-10 subset (5,085 train / 1,017 test, 32x32), PreActResNet-18 width x0.25, CPU",
+        data_dir=(ROOT / ".." / "shared" / "data" / "cifar10-5k"),
+        epochs=100,
+        width=0.25,
+        seeds=(0, 1),
+        # train_timm.py's defaults otherwise: SGD momentum 0.9, lr 0.05, wd 1e-4, cosine, batch 64.
+        # One loader process and one OpenMP thread per run (--threads): on 2 shared cores, two loader
+        # processes plus two OpenMP threads made an epoch ~10x slower (oversubscription).
+        args=("-j", "1", "--checkpoint-hist", "1"),
+        val_split="test",
+        threads=1,
+    ),
+    "paper": Protocol(
+        name="paper",
+        description="the paper's CIFAR setting (--preset cifar), full-width PreActResNet-18, 300 epochs, GPU",
+        data_dir=None,
+        epochs=300,
+        width=1.0,
+        seeds=(0, 1, 2),
+        args=("--preset", "cifar", "--device", "cuda", "-j", "4", "--checkpoint-hist", "1"),
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# runs and results
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    protocol: str
+    method: str
+    seed: int
+    settings: dict
+    command: list[str]
+    output: Path  # train_timm.py's run folder (--output/--experiment); must not exist before a fresh start
+
+    @property
+    def log(self) -> Path:
+        return self.output.with_name(self.output.name + ".log")
+
+    @property
+    def settings_id(self) -> str:
+        return settings_id(self.settings)
+
+
+def settings_id(settings: dict) -> str:
+    """Short hash of what decides a run's result besides method and seed (data, epochs, width, extras)."""
+    blob = json.dumps(settings, sort_keys=True).encode()
+    return hashlib.sha1(blob).hexdigest()[:10]
+
+
+def protocol_settings(args: argparse.Namespace) -> dict:
+    return {
+        "data": Path(args.data_dir).name if args.data_dir else None,
+        "epochs": args.epochs,
+        "width": args.width,
+        "extra": list(args.train_args),
+    }
+
+
+def plan_runs(args: argparse.Namespace) -> list[Run]:
+    """Every (method, seed) of the request, seed-major so that a partial run covers all rows early."""
+    settings = protocol_settings(args)
+    runs = []
+    for seed in args.seeds:
+        for method in args.rows:
+            experiment = f"{args.protocol}-{method}-s{seed}-{settings_id(settings)}"
+            output_root = Path(args.runs_dir)
+            command = [
+                sys.executable,
+                str(TRAIN_SCRIPT),
+                "--method",
+                method,
+                "--epochs",
+                str(args.epochs),
+                "--width",
+                f"{args.width:g}",
+                "--seed",
+                str(seed),
+                "--output",
+                str(output_root),
+                "--experiment",
+                experiment,
+                "--no-progress",
+            ]
+            if args.data_dir:
+                command += ["--data-dir", str(args.data_dir)]
+            if args.val_split:
+                command += ["--val-split", args.val_split]
+            command += list(args.train_args)
+            runs.append(Run(args.protocol, method, seed, settings, command, output_root / experiment))
+    return runs
+
+
+def load_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            print(f"[accuracy] {path}:{number}: unreadable line skipped", file=sys.stderr)
+    return records
+
+
+def completed(records: list[dict], run: Run) -> dict | None:
+    for record in records:
+        if (
+            record.get("protocol") == run.protocol
+            and record.get("method") == run.method
+            and record.get("seed") == run.seed
+            and record.get("settings_id") == run.settings_id
+        ):
+            return record
+    return None
+
+
+def append_result(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _number(data: dict, key: str) -> float | None:
+    value = data.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def read_run_result(output: Path) -> dict:
+    """The numbers of a finished run from its results JSON (``train_timm.py``'s final summary)."""
+    candidates = [output / "results.json"] if (output / "results.json").is_file() else []
+    for path in candidates:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        best = _number(data, "best_top1_err")
+        if best is None:
+            continue
+        best_epoch = _number(data, "best_epoch")
+        return {
+            "best_top1_err": best,
+            "best_epoch": None if best_epoch is None else int(best_epoch),
+            "final_top1_err": _number(data, "final_top1_err"),
+            "train_time_s": _number(data, "train_time_s"),
+            "aug_time_s": _number(data, "aug_time_s"),
+            "results_file": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+        }
+    raise RuntimeError(f"no results.json with a best top-1 error in {output}")
+
+
+def _command_for(run: Run) -> list[str]:
+    """The run's command, continuing an interrupted run from its last checkpoint when there is one.
+
+    train_timm.py picks a new folder (``name-1``) when ``--experiment`` exists and no ``--resume`` is given,
+    so a folder left by an interrupted run is either resumed (it has ``last.pth.tar``) or moved aside.
+    """
+    if not run.output.exists():
+        return run.command
+    checkpoint = run.output / "last.pth.tar"
+    if checkpoint.is_file():
+        return [*run.command, "--resume", str(checkpoint)]
+    stale = run.output.with_name(f"{run.output.name}.incomplete-{int(time.time())}")
+    run.output.rename(stale)
+    return run.command
+
+
+def execute(run: Run, args: argparse.Namespace) -> dict:
+    """Train one (method, seed); return its results record (raises on failure)."""
+    run.output.parent.mkdir(parents=True, exist_ok=True)
+    command = _command_for(run)
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+        env["MKL_NUM_THREADS"] = str(args.threads)
+    start = time.perf_counter()
+    with run.log.open("a") as handle:
+        handle.write("$ " + shlex.join(command) + "\n")
+        handle.flush()
+        process = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if process.returncode != 0:
+        tail = "\n".join(run.log.read_text().splitlines()[-15:])
+        raise RuntimeError(f"train_timm.py exited with {process.returncode} (log: {run.log}):\n{tail}")
+    record = {
+        "protocol": run.protocol,
+        "method": run.method,
+        "seed": run.seed,
+        "settings": run.settings,
+        "settings_id": run.settings_id,
+        "seconds": round(seconds, 1),
+        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": f"{platform.node()} ({os.cpu_count()} CPUs)",
+        "command": shlex.join(command),
+        "threads": args.threads,
+    }
+    record.update(read_run_result(run.output))
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------------
+# table
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f}"
+
+
+def results_table(records: list[dict], args: argparse.Namespace) -> str:
+    settings = protocol_settings(args)
+    wanted = settings_id(settings)
+    mine = [r for r in records if r.get("protocol") == args.protocol and r.get("settings_id") == wanted]
+    others = len([r for r in records if r.get("protocol") == args.protocol]) - len(mine)
+    rows = []
+    for method, label, table in ROWS:
+        runs = sorted((r for r in mine if r.get("method") == method), key=lambda r: r["seed"])
+        best = [r["best_top1_err"] for r in runs]
+        final = [r["final_top1_err"] for r in runs if r.get("final_top1_err") is not None]
+        minutes = [r["seconds"] / 60 for r in runs]
+        if method in PAPER_TOP1_ERROR:
+            c10, c100 = PAPER_TOP1_ERROR[method]
+            paper = f"{c10:.2f} / {c100:.2f}"
+        else:
+            paper = f"see paper {table}"
+        rows.append(
+            [
+                f"{label} (`{method}`)",
+                str(len(runs)),
+                _mean_std(best),
+                _mean_std(final) if len(final) == len(runs) else "—",
+                ", ".join(f"{r['best_top1_err']:.2f}" for r in runs) or "—",
+                f"{statistics.fmean(minutes):.0f}" if minutes else "—",
+                paper,
+            ]
+        )
+    header = [
+        "method",
+        "runs",
+        "best top-1 err % (mean ± std)",
+        "final top-1 err %",
+        "per seed (best)",
+        "min/run",
+        "paper (CIFAR-10 / CIFAR-100)",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "| --- | ---: | ---: | ---: | --- | ---: | --- |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    protocol = PROTOCOLS[args.protocol]
+    intro = [
+        f"### Accuracy, protocol `{args.protocol}`",
+        "",
+        f"{protocol.description}. Settings: data `{settings['data']}`, {settings['epochs']} epochs, "
+        f"width x{settings['width']:g}, extra arguments `{' '.join(settings['extra']) or 'none'}` "
+        f"(settings id `{wanted}`). Top-1 error on the held-out split: best over epochs (the convention of "
+        "the CutMix/SalfMix papers) and at the last epoch; mean ± sample standard deviation over seeds.",
+    ]
+    if others:
+        intro += [
+            "",
+            f"({others} result(s) of this protocol with other settings are in the file, not shown.)",
+        ]
+    return "\n".join([*intro, "", *lines]) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cpu-mini")
+    parser.add_argument("--rows", nargs="+", choices=METHODS, metavar="METHOD", help="subset of the rows")
+    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the protocol's)")
+    parser.add_argument("--epochs", type=int, help="override the protocol's epochs")
+    parser.add_argument("--width", type=float, help="override the protocol's width multiplier")
+    parser.add_argument("--data-dir", help="override the protocol's data directory")
+    parser.add_argument("--val-split", help="override the protocol's validation split name")
+    parser.add_argument(
+        "--max-runs", type=int, help="start at most N new runs, then write the table and stop"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the planned commands, run nothing")
+    parser.add_argument(
+        "--results", type=Path, help="JSON-lines results file (default: results/<protocol>.jsonl)"
+    )
+    parser.add_argument("--table", type=Path, help="markdown table file (default: results/<protocol>.md)")
+    parser.add_argument(
+        "--runs-dir", type=Path, help="where run folders go (default: results/runs/<protocol>)"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="OMP_NUM_THREADS of each training process (default: the protocol's)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="training processes at once (e.g. 2 on 2 free cores, 1 thread each)",
+    )
+    parser.epilog = "Arguments after a lone `--` are passed to train_timm.py unchanged."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    args = parser.parse_args(argv)
+    protocol = PROTOCOLS[args.protocol]
+    args.train_args = [*protocol.args, *extra]
+    args.rows = args.rows or METHODS
+    args.seeds = args.seeds if args.seeds is not None else list(protocol.seeds)
+    args.epochs = args.epochs or protocol.epochs
+    args.width = args.width or protocol.width
+    args.val_split = args.val_split or protocol.val_split
+    args.threads = args.threads if args.threads is not None else protocol.threads
+    if args.data_dir is None and protocol.data_dir is not None:
+        args.data_dir = str(protocol.data_dir.resolve())
+    args.results = args.results or RESULTS_DIR / f"{args.protocol}.jsonl"
+    args.table = args.table or args.results.with_suffix(".md")
+    args.runs_dir = args.runs_dir or RUNS_DIR / args.protocol
+    if args.max_runs is not None and args.max_runs < 0:
+        parser.error("--max-runs must be >= 0")
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.data_dir is None:
+        print(
+            f"[accuracy] protocol {args.protocol!r} needs --data-dir (CIFAR-10/100 extracted)",
+            file=sys.stderr,
+        )
+        return 2
+    if not Path(args.data_dir).is_dir():
+        print(f"[accuracy] skipped: data directory {args.data_dir} is absent", file=sys.stderr)
+        return 0
+    records = load_results(args.results)
+    runs = plan_runs(args)
+    pending = [run for run in runs if completed(records, run) is None]
+    print(
+        f"[accuracy] protocol {args.protocol}: {len(runs)} runs requested, "
+        f"{len(runs) - len(pending)} already in {args.results}, {len(pending)} to do"
+        + (f" (at most {args.max_runs} now)" if args.max_runs else ""),
+        file=sys.stderr,
+    )
+    if args.dry_run:
+        for run in runs:
+            state = "done" if completed(records, run) else "todo"
+            env = f"OMP_NUM_THREADS={args.threads} " if args.threads else ""
+            print(f"[{state}] {run.method} seed {run.seed}: {env}{shlex.join(run.command)}")
+        return 0
+    if args.max_runs is not None:
+        pending = pending[: args.max_runs]
+    failures = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {}
+        for number, run in enumerate(pending, 1):
+            futures[pool.submit(execute, run, args)] = run
+            print(f"[accuracy] queued {number}/{len(pending)}: {run.method} seed {run.seed}", file=sys.stderr)
+        for future in concurrent.futures.as_completed(futures):
+            run = futures[future]
+            try:
+                record = future.result()
+            except (RuntimeError, OSError) as exc:
+                failures += 1
+                print(f"[accuracy] {run.method} seed {run.seed} FAILED: {exc}", file=sys.stderr)
+                continue
+            append_result(args.results, record)  # only this thread writes the results and the table
+            records.append(record)
+            args.table.parent.mkdir(parents=True, exist_ok=True)
+            args.table.write_text(results_table(records, args))
+            print(
+                f"[accuracy] {run.method} seed {run.seed}: best top-1 error {record['best_top1_err']:.2f}% "
+                f"({record['seconds'] / 60:.1f} min)",
+                file=sys.stderr,
+            )
+    table = results_table(records, args)
+    args.table.parent.mkdir(parents=True, exist_ok=True)
+    args.table.write_text(table)
+    print(table)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

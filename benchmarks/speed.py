@@ -1,0 +1,831 @@
+"""Speed of the package's transforms, side by side with timm, torchvision and kornia, in one process.
+
+Three sections, each printed as a markdown table of median times and of ratios measured in the same run:
+
+1. **Mixing cost given the images** (no model): our ``CutMix`` / ``Mixup`` / ``SaliencyMix`` / ``ResizeMix``
+   (``batch`` and ``elem`` modes) and ``SalfMix`` (saliency map precomputed) against ``timm.data.Mixup``
+   (``batch`` and ``elem`` modes), ``torchvision.transforms.v2.CutMix`` / ``MixUp`` and kornia's
+   ``RandomCutMixV2`` / ``RandomMixUpV2``.
+2. **Saliency cost**: one training step (forward, backward, SGD step) of PreActResNet-18, plain against
+   SalfMix and HybridMix v3 (both compute the gradient saliency of the model being trained).
+3. **Fine-grained static saliency**: the batched torch version against a per-image loop of the same
+   function (and OpenCV's ``cv2.saliency`` when it is importable).
+
+Method: every candidate of a table cell group is timed round-robin (one repeat of each in turn, ``repeats``
+times), so that a change of machine load hits all of them alike; a repeat runs the call ``number`` times
+(calibrated so that a repeat lasts a few milliseconds) and the table shows the median over repeats. CUDA is
+synchronized around every repeat. Ratios are always between times of the same run.
+
+    python benchmarks/speed.py                 # full run (several minutes on 2 CPU cores)
+    python benchmarks/speed.py --quick         # all three sections, small settings, < 1 minute
+    python benchmarks/speed.py --out speed.md  # also write the markdown to a file
+
+The exit status is 1 when one of the package's own transforms failed (its cell shows ``error``); a missing
+optional library (kornia, OpenCV's contrib saliency module) only gives ``n/a``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing the package
+    sys.path.insert(0, str(ROOT))
+
+NUM_CLASSES = 10
+
+# ---------------------------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    """Median seconds per call of every candidate of a group, and why a candidate has no time."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # name -> "error: ..." or "n/a: ..."
+
+    def get(self, name: str) -> float | None:
+        return self.seconds.get(name)
+
+    def cell(self, name: str, unit: str) -> str:
+        if name in self.seconds:
+            return fmt_time(self.seconds[name], unit)
+        return self.errors.get(name, "n/a").split(":")[0]
+
+
+class NotAvailable(Exception):
+    """An optional competitor cannot run here (library missing): reported as ``n/a``, not as an error."""
+
+
+def time_group(
+    fns: dict[str, Callable[[], Callable[[], object]]],
+    *,
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    min_repeat_s: float,
+) -> Timing:
+    """Median time per call of each candidate, measured round-robin.
+
+    ``fns`` maps a name to a *factory* returning the zero-argument callable to time (setup work such as
+    building a model or a transform happens in the factory, outside the timed region). A factory or a
+    warm-up call that raises marks that candidate ``error`` (or ``n/a`` for :class:`NotAvailable`) and the
+    others go on.
+    """
+    result = Timing()
+    calls: dict[str, Callable[[], object]] = {}
+    numbers: dict[str, int] = {}
+    for name, factory in fns.items():
+        try:
+            fn = factory()
+            for _ in range(max(1, warmup)):
+                fn()
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            once = max(time.perf_counter() - start, 1e-7)
+        except NotAvailable as exc:
+            result.errors[name] = f"n/a: {exc}"
+            continue
+        except Exception as exc:
+            result.errors[name] = f"error: {type(exc).__name__}: {exc}"
+            print(f"[speed] {name} failed:\n{traceback.format_exc()}", file=sys.stderr)
+            continue
+        calls[name] = fn
+        numbers[name] = max(1, min(1000, math.ceil(min_repeat_s / once)))
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            number = numbers[name]
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            _sync(device)
+            samples[name].append((time.perf_counter() - start) / number)
+    result.seconds = {name: statistics.median(values) for name, values in samples.items()}
+    return result
+
+
+def fmt_time(seconds: float, unit: str) -> str:
+    scale = {"us": 1e6, "ms": 1e3, "s": 1.0}[unit]
+    value = seconds * scale
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def fmt_ratio(numerator: float | None, denominator: float | None) -> str:
+    if numerator is None or denominator is None or denominator <= 0:
+        return "n/a"
+    ratio = numerator / denominator
+    return f"{ratio:.1f}x" if ratio >= 10 else f"{ratio:.2f}x"
+
+
+def prose(text: str) -> str:
+    """A paragraph written as an indented triple-quoted string, on one line."""
+    return " ".join(text.split())
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    align = align or ["---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# section 1: mixing cost given the images
+# ---------------------------------------------------------------------------------------------------------
+
+# (row label, library, kind, mode): kind "box" methods are compared with timm's CutMix in the same mode,
+# kind "blend" with timm's Mixup; "elem" stands for per-sample parameters (kornia draws them per sample).
+MIX_ROWS: list[tuple[str, str, str, str]] = [
+    ("CutMix", "ours", "box", "batch"),
+    ("CutMix", "ours", "box", "elem"),
+    ("Mixup", "ours", "blend", "batch"),
+    ("Mixup", "ours", "blend", "elem"),
+    ("SaliencyMix", "ours", "box", "batch"),
+    ("SaliencyMix (per_sample=False)", "ours", "box", "batch"),
+    ("SaliencyMix", "ours", "box", "elem"),
+    ("SaliencyMix (saliency given)", "ours", "box", "elem"),
+    ("ResizeMix", "ours", "box", "batch"),
+    ("ResizeMix", "ours", "box", "elem"),
+    ("SalfMix (saliency given)", "ours", "box", "elem"),
+    ("RandomSelfMix (no saliency)", "ours", "box", "elem"),
+    ("Mixup(cutmix_alpha=1)", "timm", "box", "batch"),
+    ("Mixup(cutmix_alpha=1)", "timm", "box", "elem"),
+    ("Mixup(mixup_alpha=1)", "timm", "blend", "batch"),
+    ("Mixup(mixup_alpha=1)", "timm", "blend", "elem"),
+    ("v2.CutMix", "torchvision", "box", "batch"),
+    ("v2.MixUp", "torchvision", "blend", "batch"),
+    ("RandomCutMixV2", "kornia", "box", "elem"),
+    ("RandomMixUpV2", "kornia", "blend", "elem"),
+    ("floor: x.clone()", "torch", "box", "elem"),
+    ("floor: x.flip(0).lerp_(x, w)", "torch", "blend", "elem"),
+]
+
+# Lower bounds for an out-of-place transform on this machine: a copy of the batch (a box method writes at
+# least that much) and one fused blend pass with per-sample weights (what any per-sample Mixup must do).
+FLOOR_ROWS = {
+    "box": ("floor: x.clone()", "torch", "box", "elem"),
+    "blend": ("floor: x.flip(0).lerp_(x, w)", "torch", "blend", "elem"),
+}
+
+TIMM_REFERENCE = {
+    ("box", "batch"): ("Mixup(cutmix_alpha=1)", "timm", "box", "batch"),
+    ("box", "elem"): ("Mixup(cutmix_alpha=1)", "timm", "box", "elem"),
+    ("blend", "batch"): ("Mixup(mixup_alpha=1)", "timm", "blend", "batch"),
+    ("blend", "elem"): ("Mixup(mixup_alpha=1)", "timm", "blend", "elem"),
+}
+
+
+def row_key(row: tuple[str, str, str, str]) -> str:
+    label, library, _, mode = row
+    return f"{library}:{label}:{mode}"
+
+
+def _ours_mixing(name: str, mode: str, **kwargs: object) -> object:
+    from salfmix_transforms import mixing
+
+    cls = getattr(mixing, name)
+    return cls(mode=mode, num_classes=NUM_CLASSES, **kwargs)
+
+
+def mixing_factories(
+    x: torch.Tensor, target: torch.Tensor, saliency: torch.Tensor
+) -> dict[str, Callable[[], Callable[[], object]]]:
+    """One factory per row of :data:`MIX_ROWS`; each returns the call that is timed."""
+
+    def ours(name: str, mode: str, saliency: torch.Tensor | None = None, **init_kwargs: object):
+        def factory() -> Callable[[], object]:
+            transform = _ours_mixing(name, mode, **init_kwargs)
+            if saliency is None:
+                return lambda: transform(x, target)
+            return lambda: transform(x, target, saliency=saliency)
+
+        return factory
+
+    def salfmix(random: bool) -> Callable[[], object]:
+        from salfmix_transforms.salfmix import RandomSelfMix, SalfMix
+
+        transform = RandomSelfMix() if random else SalfMix()
+        return lambda: transform(x, target, saliency=saliency)
+
+    def timm_mixup(kind: str, mode: str) -> Callable[[], Callable[[], object]]:
+        def factory() -> Callable[[], object]:
+            from timm.data import Mixup
+
+            alphas = {"mixup_alpha": 0.0, "cutmix_alpha": 1.0} if kind == "box" else {"mixup_alpha": 1.0}
+            # timm mixes in place: timed as used in training, on the batch itself (no defensive copy).
+            mixer = Mixup(**alphas, mode=mode, label_smoothing=0.0, num_classes=NUM_CLASSES)
+            xt = x.clone()
+            return lambda: mixer(xt, target)
+
+        return factory
+
+    def torchvision_mix(kind: str) -> Callable[[], object]:
+        from torchvision.transforms import v2
+
+        mixer = (v2.CutMix if kind == "box" else v2.MixUp)(alpha=1.0, num_classes=NUM_CLASSES)
+        return lambda: mixer(x, target)
+
+    def floor(kind: str) -> Callable[[], object]:
+        if kind == "box":
+            return lambda: x.clone()
+        weight = torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
+        return lambda: x.flip(0).lerp_(x, weight)
+
+    def kornia_mix(kind: str) -> Callable[[], object]:
+        try:
+            from kornia.augmentation import RandomCutMixV2, RandomMixUpV2
+        except ImportError as exc:
+            raise NotAvailable("kornia not installed") from exc
+        if kind == "box":
+            mixer = RandomCutMixV2(data_keys=["input", "class"], use_correct_lambda=True)
+        else:
+            mixer = RandomMixUpV2(data_keys=["input", "class"])
+        return lambda: mixer(x, target)
+
+    factories: dict[str, Callable[[], Callable[[], object]]] = {}
+    for row in MIX_ROWS:
+        label, library, kind, mode = row
+        key = row_key(row)
+        if library == "ours":
+            if label.startswith("SalfMix"):
+                factories[key] = lambda: salfmix(False)
+            elif label.startswith("RandomSelfMix"):
+                factories[key] = lambda: salfmix(True)
+            elif label == "SaliencyMix (saliency given)":
+                factories[key] = ours("SaliencyMix", mode, saliency=saliency)
+            elif label == "SaliencyMix (per_sample=False)":
+                factories[key] = ours("SaliencyMix", mode, per_sample=False)
+            else:
+                factories[key] = ours(label, mode)
+        elif library == "timm":
+            factories[key] = timm_mixup(kind, mode)
+        elif library == "torchvision":
+            factories[key] = lambda kind=kind: torchvision_mix(kind)
+        elif library == "torch":
+            factories[key] = lambda kind=kind: floor(kind)
+        else:
+            factories[key] = lambda kind=kind: kornia_mix(kind)
+    return factories
+
+
+def section_mixing(args: argparse.Namespace, device: torch.device) -> tuple[str, list[str]]:
+    configs = [(batch, size) for size in args.sizes for batch in args.batches]
+    timings: dict[tuple[int, int], Timing] = {}
+    for batch, size in configs:
+        gen = torch.Generator().manual_seed(args.seed)
+        x = torch.rand(batch, 3, size, size, generator=gen).to(device)
+        target = torch.randint(0, NUM_CLASSES, (batch,), generator=gen).to(device)
+        saliency = torch.rand(batch, size, size, generator=gen).to(device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            timings[(batch, size)] = time_group(
+                mixing_factories(x, target, saliency),
+                device=device,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                min_repeat_s=args.min_repeat_s,
+            )
+        print(f"[speed] mixing: batch {batch} at {size}x{size} done", file=sys.stderr)
+
+    header = ["method", "library", "mode"]
+    for batch, size in configs:
+        header += [f"B={batch} {size}px (us)", f"B={batch} {size}px / timm"]
+    rows = []
+    for row in MIX_ROWS:
+        label, library, kind, mode = row
+        ref = row_key(TIMM_REFERENCE[(kind, mode)])
+        cells = [label, library, mode]
+        for config in configs:
+            timing = timings[config]
+            cells.append(timing.cell(row_key(row), "us"))
+            cells.append(fmt_ratio(timing.get(row_key(row)), timing.get(ref)))
+        rows.append(cells)
+    table = markdown_table(header, rows, ["---", "---", "---"] + ["---:"] * (len(header) - 3))
+
+    # The two targets, at the largest batch of the run.
+    big = max(args.batches)
+    target_rows = []
+    for size in args.sizes:
+        timing = timings[(big, size)]
+        for label, kind in (
+            ("CutMix", "box"),
+            ("Mixup", "blend"),
+            ("SaliencyMix", "box"),
+            ("ResizeMix", "box"),
+        ):
+            ours_key = row_key((label, "ours", kind, "elem"))
+            timm_key = row_key(TIMM_REFERENCE[(kind, "elem")])
+            ours_t, timm_t = timing.get(ours_key), timing.get(timm_key)
+            speedup = None if ours_t is None or timm_t is None else timm_t / ours_t
+            floor_t = timing.get(row_key(FLOOR_ROWS[kind]))
+            ceiling = None if floor_t is None or timm_t is None else timm_t / floor_t
+            target_rows.append(
+                [
+                    f"{label} elem vs timm {TIMM_REFERENCE[(kind, 'elem')][0]} elem",
+                    f"B={big} {size}px",
+                    timing.cell(ours_key, "us"),
+                    timing.cell(timm_key, "us"),
+                    "n/a" if speedup is None else f"{speedup:.2g}x faster",
+                    ">= 10x faster",
+                    "n/a" if speedup is None else ("met" if speedup >= 10 else "NOT met"),
+                    "n/a" if ceiling is None else f"{ceiling:.1f}x",
+                ]
+            )
+        salf_key = row_key(("SalfMix (saliency given)", "ours", "box", "elem"))
+        timm_key = row_key(TIMM_REFERENCE[("box", "batch")])
+        salf_t, timm_t = timing.get(salf_key), timing.get(timm_key)
+        ratio = None if salf_t is None or timm_t is None else salf_t / timm_t
+        target_rows.append(
+            [
+                "SalfMix patch step vs timm CutMix batch",
+                f"B={big} {size}px",
+                timing.cell(salf_key, "us"),
+                timing.cell(timm_key, "us"),
+                "n/a" if ratio is None else f"{ratio:.2f}x the time",
+                "<= 1.5x the time",
+                "n/a" if ratio is None else ("met" if ratio <= 1.5 else "NOT met"),
+                "",
+            ]
+        )
+    targets = markdown_table(
+        ["target", "batch", "ours (us)", "timm (us)", "measured", "goal", "status", "ceiling"],
+        target_rows,
+        ["---", "---", "---:", "---:", "---:", "---", "---", "---:"],
+    )
+    errors = [
+        f"{key} (B={b} {s}px): {msg}"
+        for (b, s), timing in timings.items()
+        for key, msg in timing.errors.items()
+        if key.startswith("ours:") and msg.startswith("error")
+    ]
+    notes = sorted(
+        {
+            f"{key}: {msg}"
+            for timing in timings.values()
+            for key, msg in timing.errors.items()
+            if not (key.startswith("ours:") and msg.startswith("error"))
+        }
+    )
+    text = [
+        "## 1. Mixing cost given the images (no model)",
+        "",
+        prose(
+            """
+            Median time per call in microseconds; `/ timm` is the time divided by timm's `Mixup` of the same
+            kind (CutMix-like rows against `Mixup(cutmix_alpha=1)`, blend rows against `Mixup(mixup_alpha=1)`)
+            in the same mode (`batch`: one draw per batch; `elem`: one draw per sample), so below 1 is faster
+            than timm. Our transforms return a new tensor and soft targets (B, 10); timm's `Mixup` mixes the
+            batch **in place** (timed as used in training: on the batch itself, no copy; its `elem` mode
+            copies the batch and loops over the samples in Python) and returns soft targets; torchvision v2
+            returns a new tensor and soft targets (batch mode: one box/lambda per batch, partner =
+            `roll(1)`); kornia's `RandomCutMixV2` / `RandomMixUpV2` draw per sample and return `(label,
+            partner label, lambda)` triplets instead of soft targets. `SaliencyMix` computes the fine-grained
+            static saliency of the images itself unless a map is given (`per_sample=False`: one map per
+            batch, as SaliencyMix's reference code); `SalfMix (saliency given)` is the patch step of
+            Algorithm 1 with a precomputed map (B, H, W).
+            """
+        ),
+        "",
+        table,
+        "",
+        f"**Targets** (batch {big}):",
+        "",
+        targets,
+        "",
+        prose(
+            """
+            `ceiling`: timm's time divided by the `floor` row of the same kind (a plain copy of the batch for
+            box methods, one fused `lerp_` pass for blends), i.e. the largest speed-up any out-of-place
+            implementation could show here: below 10x, the 10x target is out of reach on this machine
+            whatever the implementation, because timm's per-sample loop works on cache-resident single
+            images while a batched kernel streams the whole batch through memory.
+            """
+        ),
+    ]
+    if notes:
+        text += ["", "Not timed: " + "; ".join(notes)]
+    return "\n".join(text), errors
+
+
+# ---------------------------------------------------------------------------------------------------------
+# section 2: saliency cost in a training step
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepVariant:
+    label: str
+    saliency_mode: str = "train"
+    bf16: bool = False
+    channels_last: bool = False
+
+
+STEP_VARIANTS = [
+    StepVariant("fp32, saliency_mode=train"),
+    StepVariant("fp32, saliency_mode=eval", saliency_mode="eval"),
+    StepVariant("bf16 autocast, saliency_mode=train", bf16=True),
+    StepVariant("channels_last, saliency_mode=train", channels_last=True),
+]
+
+
+def _make_model(width: float, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    import timm
+
+    import salfmix_transforms.models  # noqa: F401  (registers preactresnet18 in timm)
+
+    kwargs = {} if width == 1.0 else {"width": width}
+    model = timm.create_model("preactresnet18", num_classes=NUM_CLASSES, **kwargs).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.train()
+
+
+def step_factories(
+    variant: StepVariant, args: argparse.Namespace, device: torch.device
+) -> dict[str, Callable[[], Callable[[], object]]]:
+    gen = torch.Generator().manual_seed(args.seed)
+    batch, size = args.step_batch, args.step_size
+    x = torch.rand(batch, 3, size, size, generator=gen).to(device)
+    if variant.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = torch.randint(0, NUM_CLASSES, (batch,), generator=gen).to(device)
+    state: dict[str, object] = {}
+
+    def model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        # One model shared by the candidates of a variant: same weights, same memory format.
+        if "model" not in state:
+            torch.manual_seed(args.seed)
+            model = _make_model(args.width, device, variant.channels_last)
+            # A small learning rate keeps the weights sane over hundreds of timed steps.
+            state["model"] = model
+            state["opt"] = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+        return state["model"], state["opt"]  # type: ignore[return-value]
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if variant.bf16:
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(
+        model: torch.nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor
+    ) -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast():
+            loss = F.cross_entropy(model(xb), yb)  # class indices or soft targets (B, K)
+        loss.backward()
+        opt.step()
+
+    def plain() -> Callable[[], object]:
+        model, opt = model_and_optimizer()
+        return lambda: train_step(model, opt, x, target)
+
+    def with_transform(build: Callable[[], object]) -> Callable[[], Callable[[], object]]:
+        def factory() -> Callable[[], object]:
+            model, opt = model_and_optimizer()
+            transform = build()
+
+            def step() -> None:
+                with autocast():
+                    xb, yb = transform(x, target, model=model)
+                train_step(model, opt, xb, yb)
+
+            return step
+
+        return factory
+
+    def salfmix() -> object:
+        from salfmix_transforms.salfmix import SalfMix
+
+        return SalfMix(saliency_mode=variant.saliency_mode)
+
+    def hybrid_v3() -> object:
+        from salfmix_transforms.hybrid import HybridMix
+
+        transform = HybridMix.v3(num_classes=NUM_CLASSES, saliency_mode=variant.saliency_mode)
+        transform.set_epoch(1)  # past the warm-up epoch of Algorithm 2
+        return transform
+
+    def saliency_only() -> Callable[[], object]:
+        from salfmix_transforms.saliency import gradient_saliency
+
+        model, _ = model_and_optimizer()
+
+        def call() -> None:
+            with autocast():
+                gradient_saliency(model, x, target, mode=variant.saliency_mode)
+
+        return call
+
+    return {
+        "plain": plain,
+        "salfmix": with_transform(salfmix),
+        "hybrid": with_transform(hybrid_v3),
+        "saliency": saliency_only,
+    }
+
+
+def section_steps(args: argparse.Namespace, device: torch.device) -> tuple[str, list[str]]:
+    rows = []
+    errors = []
+    for variant in STEP_VARIANTS:
+        timing = time_group(
+            step_factories(variant, args, device),
+            device=device,
+            repeats=args.step_repeats,
+            warmup=args.warmup,
+            min_repeat_s=0.0,  # one step per repeat: a step is long enough to time on its own
+        )
+        plain = timing.get("plain")
+        rows.append(
+            [
+                variant.label,
+                timing.cell("plain", "ms"),
+                timing.cell("salfmix", "ms"),
+                fmt_ratio(timing.get("salfmix"), plain),
+                timing.cell("hybrid", "ms"),
+                fmt_ratio(timing.get("hybrid"), plain),
+                timing.cell("saliency", "ms"),
+                fmt_ratio(timing.get("saliency"), plain),
+            ]
+        )
+        errors += [f"{variant.label} / {k}: {m}" for k, m in timing.errors.items() if m.startswith("error")]
+        print(f"[speed] step: {variant.label} done", file=sys.stderr)
+    width = "full width" if args.width == 1.0 else f"width x{args.width:g}"
+    table = markdown_table(
+        [
+            "variant",
+            "plain step (ms)",
+            "SalfMix step (ms)",
+            "SalfMix / plain",
+            "HybridMix v3 step (ms)",
+            "HybridMix v3 / plain",
+            "saliency only (ms)",
+            "saliency / plain",
+        ],
+        rows,
+    )
+    text = [
+        "## 2. Saliency cost in a training step",
+        "",
+        f"PreActResNet-18 ({width}), batch {args.step_batch} at {args.step_size}x{args.step_size}, "
+        f"{NUM_CLASSES} classes, SGD with momentum; median of {args.step_repeats} steps per candidate "
+        "(round-robin). "
+        + prose(
+            """
+            A step is forward + cross-entropy + backward + `optimizer.step()`; the SalfMix / HybridMix v3
+            step adds the transform called with `model=` (gradient saliency: one extra forward and an
+            input-only backward, then the patch copy). Floor of the ratio: about 1.67x (a plain step costs
+            about three forwards, the saliency about two more); target <= 1.8x on CPU. `saliency only` is
+            `gradient_saliency(model, x, target)` alone. bf16 rows run the transform and the step under
+            `torch.autocast(bfloat16)` and compare with a plain bf16 step; channels_last rows use a
+            channels_last model and batch on both sides. HybridMix v3 is timed after `set_epoch(1)` (past
+            its warm-up epoch).
+            """
+        ),
+        "",
+        table,
+    ]
+    return "\n".join(text), errors
+
+
+# ---------------------------------------------------------------------------------------------------------
+# section 3: fine-grained static saliency
+# ---------------------------------------------------------------------------------------------------------
+
+
+def saliency_factories(x: torch.Tensor) -> dict[str, Callable[[], Callable[[], object]]]:
+    def batched() -> Callable[[], object]:
+        from salfmix_transforms.static_saliency import fine_grained_saliency
+
+        return lambda: fine_grained_saliency(x)
+
+    def loop() -> Callable[[], object]:
+        from salfmix_transforms.static_saliency import fine_grained_saliency
+
+        return lambda: torch.cat([fine_grained_saliency(x[i : i + 1]) for i in range(x.shape[0])])
+
+    def opencv() -> Callable[[], object]:
+        try:
+            import cv2
+        except ImportError as exc:
+            raise NotAvailable("OpenCV not installed") from exc
+        if not hasattr(cv2, "saliency"):
+            raise NotAvailable("cv2.saliency missing (needs opencv-contrib-python)")
+        detector = cv2.saliency.StaticSaliencyFineGrained_create()
+
+        def call() -> list[object]:
+            # As SaliencyMix's reference code does: tensor -> HWC numpy, one image at a time.
+            images = x.detach().cpu().permute(0, 2, 3, 1).numpy()
+            return [detector.computeSaliency(image)[1] for image in images]
+
+        return call
+
+    return {"batched": batched, "loop": loop, "opencv": opencv}
+
+
+def section_static(args: argparse.Namespace, device: torch.device) -> tuple[str, list[str]]:
+    rows = []
+    errors = []
+    notes = set()
+    for size in args.sizes:
+        gen = torch.Generator().manual_seed(args.seed)
+        x = torch.rand(args.static_batch, 3, size, size, generator=gen).to(device)
+        timing = time_group(
+            saliency_factories(x),
+            device=device,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            min_repeat_s=args.min_repeat_s,
+        )
+        batched = timing.get("batched")
+        rows.append(
+            [
+                f"B={args.static_batch} {size}px",
+                timing.cell("batched", "ms"),
+                timing.cell("loop", "ms"),
+                fmt_ratio(timing.get("loop"), batched),
+                timing.cell("opencv", "ms"),
+                fmt_ratio(timing.get("opencv"), batched),
+            ]
+        )
+        errors += [f"{size}px / {k}: {m}" for k, m in timing.errors.items() if m.startswith("error")]
+        notes |= {f"{k}: {m}" for k, m in timing.errors.items() if m.startswith("n/a")}
+        print(f"[speed] static saliency: {size}x{size} done", file=sys.stderr)
+    table = markdown_table(
+        [
+            "batch",
+            "batched torch (ms)",
+            "per-image loop (ms)",
+            "loop / batched",
+            "cv2.saliency loop (ms)",
+            "cv2 / batched",
+        ],
+        rows,
+    )
+    text = [
+        "## 3. Fine-grained static saliency",
+        "",
+        prose(
+            """
+            `fine_grained_saliency(x)` on the whole batch against a Python loop calling it on one image at a
+            time (same function, same device), and OpenCV's `StaticSaliencyFineGrained` one image at a time
+            on the CPU (what SaliencyMix's reference code does) when `cv2.saliency` is importable. Ratios
+            above 1 mean the batched call is faster.
+            """
+        ),
+        "",
+        table,
+    ]
+    if notes:
+        text += ["", "Not timed: " + "; ".join(sorted(notes))]
+    return "\n".join(text), errors
+
+
+# ---------------------------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(device: torch.device) -> str:
+    import timm
+    import torchvision
+
+    try:
+        import kornia
+
+        kornia_version = kornia.__version__
+    except ImportError:
+        kornia_version = "not installed"
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{_cpu_name()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads"
+    return (
+        f"Device `{device}` ({where}); torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"timm {timm.__version__}, kornia {kornia_version}; Python {platform.python_version()}; "
+        f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}."
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="all sections with small settings (< 1 minute)")
+    parser.add_argument("--sections", default="1,2,3", help="comma-separated subset of 1,2,3")
+    parser.add_argument("--batches", type=int, nargs="+", help="section 1 batch sizes (default 64 256)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", help="image sides for sections 1 and 3 (default 32 64)"
+    )
+    parser.add_argument("--repeats", type=int, help="timed repeats per candidate, sections 1 and 3")
+    parser.add_argument("--step-repeats", type=int, help="timed training steps per candidate, section 2")
+    parser.add_argument("--step-batch", type=int, help="section 2 batch (default 64 on CPU, 256 on CUDA)")
+    parser.add_argument("--step-size", type=int, default=32, help="section 2 image side")
+    parser.add_argument("--width", type=float, help="section 2 PreActResNet-18 width multiplier (default 1)")
+    parser.add_argument("--static-batch", type=int, help="section 3 batch (default 128)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate before timing")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also write the markdown to this file")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    quick = args.quick
+
+    def default(name: str, full: object, small: object) -> None:
+        if getattr(args, name) is None:
+            setattr(args, name, small if quick else full)
+
+    default("batches", [64, 256], [64])
+    default("sizes", [32, 64], [32])
+    default("repeats", 15, 3)
+    default("step_repeats", 10, 3)
+    default("step_batch", 256 if cuda else 64, 16)
+    default("width", 1.0, 0.25)
+    default("static_batch", 128, 16)
+    if args.threads is None and quick and device.type == "cpu":
+        # One thread: on a shared machine, OpenMP threads waiting for a busy core make the timings erratic.
+        args.threads = 1
+    args.min_repeat_s = 0.005 if quick else 0.02
+    args.sections = sorted({int(s) for s in args.sections.split(",") if s.strip()})
+    if not set(args.sections) <= {1, 2, 3}:
+        parser.error(f"--sections must be a subset of 1,2,3, got {args.sections}")
+    if any(b < 2 or b % 2 for b in args.batches):
+        parser.error("--batches must be even numbers >= 2 (timm's Mixup needs an even batch)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    parts = [
+        "# Speed benchmarks" + (" (--quick)" if args.quick else ""),
+        "",
+        machine_line(device),
+        "",
+        "Command: `python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
+    ]
+    errors: list[str] = []
+    sections = {1: section_mixing, 2: section_steps, 3: section_static}
+    for number in args.sections:
+        text, section_errors = sections[number](args, device)
+        parts += ["", text]
+        errors += section_errors
+    parts += ["", f"Total benchmark time: {time.perf_counter() - started:.0f} s."]
+    if errors:
+        parts += ["", "**Errors** (the package's own transforms failed):", ""]
+        parts += [f"- {e}" for e in errors]
+    markdown = "\n".join(parts) + "\n"
+    print(markdown)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(markdown)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
