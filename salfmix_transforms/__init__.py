@@ -19,6 +19,18 @@ from .targets import mix_targets, one_hot, to_soft_targets
 
 __version__ = "0.1.0"
 
+# The per-sample pipeline transforms import torchvision's v2 API (and albumentations): loaded lazily.
+_PIPELINE = ("SalfMixA", "SalfMixV2", "salfmix_image")
+
+
+def __getattr__(name: str) -> object:
+    if name in _PIPELINE:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "CutMix",
     "Cutout",
@@ -27,6 +39,8 @@ __all__ = [
     "RandomSelfMix",
     "ResizeMix",
     "SalfMix",
+    "SalfMixA",
+    "SalfMixV2",
     "SaliencyCutout",
     "SaliencyMix",
     "SelfMixPlan",
@@ -36,5 +50,6 @@ __all__ = [
     "mix_targets",
     "one_hot",
     "preserved_model_state",
+    "salfmix_image",
     "to_soft_targets",
 ]

@@ -1,0 +1,323 @@
+"""Per-sample SalfMix for data loaders, with a saliency map that comes from outside (cached or precomputed).
+
+Two front ends, one implementation:
+
+* :class:`SalfMixA`, an albumentations transform: ``SalfMixA(p=1.0)(image=img, saliency=map)`` with a
+  NumPy image (H, W, C) or (H, W) of any dtype and a map (H, W); serializable with ``A.to_dict`` /
+  ``A.from_dict``;
+* :class:`SalfMixV2`, a torchvision ``transforms.v2`` transform that reads the map from the sample dict:
+  ``SalfMixV2(p=1.0)({"image": tv_tensors.Image(img), "saliency": map, "label": 3})``.
+
+Both decide *where* the patches go with :meth:`salfmix_transforms.SalfMix.plan` (Algorithm 1, lines 1-5) on
+a batch of one and move the pixels with :func:`salfmix_transforms.patches.copy_patches` (line 6), so the
+same map and the same ``torch.Generator`` state give the same pixels as the batch transform
+``SalfMix()(x[None], target, saliency=map[None], generator=g)``. Pixels are only copied, never
+re-computed, so the image's dtype (``uint8`` included) and values are kept exactly.
+
+Choices: masks (albumentations ``mask``/``masks``, torchvision ``tv_tensors.Mask``) get the same patch copy
+as the image, so a segmentation label stays aligned with its pixels; bounding boxes and key points are
+returned unchanged (self-mixing moves no object); the saliency map itself is returned unchanged (it is the
+input of the decision, not an image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+from torchvision.transforms.v2._utils import is_pure_tensor
+
+from ._validation import check_generator, check_probability
+from .patches import SelfMixPlan, copy_patches
+from .salfmix import SalfMix
+
+try:  # optional: only SalfMixA needs it (pip install "salfmix-transforms[albumentations]")
+    import albumentations as A
+except ImportError:  # pragma: no cover - exercised where albumentations is not installed
+    A = None
+
+__all__ = ["SalfMixA", "SalfMixV2", "salfmix_image"]
+
+
+# -- shared core ---------------------------------------------------------------------------------------
+
+
+def _check_key(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{name} must be a non-empty str, got {value!r}")
+    return value
+
+
+def _saliency_tensor(saliency: object, height: int, width: int, name: str) -> torch.Tensor:
+    """A per-sample map as a (1, H, W) tensor; (H, W), (H, W, 1) and (1, H, W) are accepted."""
+    if isinstance(saliency, np.ndarray):
+        if not (np.issubdtype(saliency.dtype, np.floating) or np.issubdtype(saliency.dtype, np.integer)):
+            raise TypeError(f"{name} must hold real numbers, got dtype {saliency.dtype}")
+        saliency = torch.from_numpy(np.ascontiguousarray(saliency))
+    elif not isinstance(saliency, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a numpy array or torch.Tensor of shape (H, W), got {type(saliency).__name__}"
+        )
+    shape = tuple(saliency.shape)
+    if shape == (height, width, 1):
+        saliency = saliency[..., 0]
+    elif shape == (1, height, width):
+        saliency = saliency[0]
+    if tuple(saliency.shape) != (height, width):
+        raise ValueError(f"{name} must have shape (H, W) = {(height, width)} matching the image, got {shape}")
+    if saliency.is_complex() or saliency.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers, got dtype {saliency.dtype}")
+    return torch.as_tensor(saliency).detach().unsqueeze(0)
+
+
+def _copy_chw(image: torch.Tensor, plan: SelfMixPlan) -> torch.Tensor:
+    """Algorithm 1, line 6 on one image (C, H, W) or (H, W): the batch code on a batch of one."""
+    if image.dim() == 2:
+        return copy_patches(image[None, None], plan)[0, 0]
+    return copy_patches(image.unsqueeze(0), plan)[0]
+
+
+def _copy_hwc(image: np.ndarray, plan: SelfMixPlan) -> np.ndarray:
+    """Algorithm 1, line 6 on one NumPy image (H, W, C) or (H, W); dtype and layout kept."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image))
+    if tensor.dim() == 3:
+        tensor = tensor.permute(2, 0, 1)
+    out = _copy_chw(tensor, plan)
+    if out.dim() == 3:
+        out = out.permute(1, 2, 0)
+    return np.ascontiguousarray(out.numpy())
+
+
+def salfmix_image(
+    image: np.ndarray | torch.Tensor,
+    saliency: np.ndarray | torch.Tensor,
+    *,
+    grid: int = 4,
+    ratio: float = 0.3,
+    pool: bool = True,
+    channels_last: bool | None = None,
+    generator: torch.Generator | None = None,
+) -> np.ndarray | torch.Tensor:
+    """SalfMix on one image (always applied): the function behind :class:`SalfMixA` and :class:`SalfMixV2`.
+
+    Args:
+        image: a NumPy array (H, W, C) or (H, W), or a tensor (C, H, W) or (H, W); any dtype.
+        saliency: its map (H, W).
+        channels_last: layout of a 3-D ``image``; ``None`` means HWC for NumPy arrays, CHW for tensors.
+        generator: the ``torch.Generator`` of every random choice (the global RNG when ``None``).
+
+    Returns:
+        A new image of the same type, shape and dtype.
+    """
+    if channels_last is None:
+        channels_last = isinstance(image, np.ndarray)
+    if isinstance(image, np.ndarray):
+        tensor = torch.from_numpy(np.ascontiguousarray(image))
+    elif isinstance(image, torch.Tensor):
+        tensor = image
+    else:
+        raise TypeError(f"image must be a numpy array or torch.Tensor, got {type(image).__name__}")
+    if tensor.dim() not in (2, 3):
+        raise ValueError(
+            f"image must be one image (H, W, C), (C, H, W) or (H, W), got shape {tuple(tensor.shape)}"
+        )
+    if tensor.dim() == 3 and channels_last:
+        tensor = tensor.permute(2, 0, 1)
+    height, width = tensor.shape[-2:]
+    plan = SalfMix(grid, ratio, 1.0, pool=pool).plan(
+        _saliency_tensor(saliency, height, width, "saliency"), check_generator(generator)
+    )
+    out = _copy_chw(tensor, plan)
+    if out.dim() == 3 and channels_last:
+        out = out.permute(1, 2, 0)
+    return np.ascontiguousarray(out.numpy()) if isinstance(image, np.ndarray) else out
+
+
+# -- albumentations ------------------------------------------------------------------------------------
+
+
+class _AlbumentationsMissing:
+    """Stands in for ``A.DualTransform`` when albumentations is not installed (SalfMixV2 still works)."""
+
+
+class SalfMixA(A.DualTransform if A is not None else _AlbumentationsMissing):
+    """SalfMix as an albumentations 2.x transform, with the saliency map passed as an extra target.
+
+    Example::
+
+        t = SalfMixA(grid=4, ratio=0.3, p=0.5)
+        out = t(image=img, saliency=smap)["image"]          # img (H, W, C) any dtype, smap (H, W)
+        pipe = A.Compose([A.HorizontalFlip(), SalfMixA(p=0.5)], additional_targets={"saliency": "mask"})
+        out = pipe(image=img, saliency=smap)                 # the flip moves the map with the image
+
+    Declaring the map as a ``mask`` target in ``A.Compose`` makes geometric transforms placed *before*
+    SalfMixA move it with the image; SalfMixA itself returns it unchanged.
+
+    Args:
+        grid, ratio, pool: as in :class:`salfmix_transforms.SalfMix` (``n``, ``r``, pooling).
+        p: probability of applying the transform (albumentations' own draw).
+        saliency_key: name of the target that holds the map (H, W).
+        generator: a ``torch.Generator`` for the patch choices; without it, a seed is drawn from the
+            transform's albumentations RNG (mixed with ``torch.initial_seed()``, which differs between
+            DataLoader workers), so ``A.Compose(..., seed=...)`` / ``set_random_seed`` with a fixed torch seed
+            make runs reproducible. Not serialized. A generator given here is copied into every DataLoader
+            worker, which then draw the same patches: leave it ``None`` with several workers.
+    """
+
+    def __init__(
+        self,
+        grid: int = 4,
+        ratio: float = 0.3,
+        pool: bool = True,
+        saliency_key: str = "saliency",
+        p: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if A is None:
+            raise ImportError(
+                'SalfMixA needs albumentations: pip install "salfmix-transforms[albumentations]"'
+            )
+        p = check_probability(p, "p")
+        super().__init__(p=p)
+        self._salfmix = SalfMix(grid, ratio, 1.0, pool=pool)
+        self.grid = self._salfmix.grid
+        self.ratio = self._salfmix.ratio
+        self.pool = self._salfmix.pool
+        self.saliency_key = _check_key(saliency_key, "saliency_key")
+        self.generator = check_generator(generator)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("grid", "ratio", "pool", "saliency_key")
+
+    @property
+    def targets_as_params(self) -> list[str]:
+        return [self.saliency_key]
+
+    def add_targets(self, additional_targets: dict[str, str]) -> None:
+        # The map is read, never transformed: keep it out of the per-target functions even when A.Compose
+        # declares it as a mask (so that the geometric transforms before us move it).
+        super().add_targets({k: v for k, v in additional_targets.items() if k != self.saliency_key})
+
+    def _torch_generator(self) -> torch.Generator:
+        if self.generator is not None:
+            return self.generator
+        # albumentations' own RNG (seeded by A.Compose(seed=...)), mixed with torch.initial_seed(), which a
+        # DataLoader sets differently in every worker: workers holding copies of the same RNG state do not
+        # draw the same patches.
+        seed = (int(self.random_generator.integers(0, 2**62)) + torch.initial_seed()) % (2**63)
+        return torch.Generator().manual_seed(seed)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        saliency = _saliency_tensor(data[self.saliency_key], height, width, self.saliency_key)
+        return {"plan": self._salfmix.plan(saliency, self._torch_generator())}
+
+    def apply(self, img: np.ndarray, plan: SelfMixPlan, **params: Any) -> np.ndarray:
+        return _copy_hwc(img, plan)
+
+    def apply_to_mask(self, mask: np.ndarray, plan: SelfMixPlan, **params: Any) -> np.ndarray:
+        return _copy_hwc(mask, plan)
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
+        return bboxes
+
+    def apply_to_keypoints(self, keypoints: np.ndarray, **params: Any) -> np.ndarray:
+        return keypoints
+
+
+# -- torchvision v2 ------------------------------------------------------------------------------------
+
+
+class SalfMixV2(v2.Transform):
+    """SalfMix as a torchvision ``transforms.v2`` transform; the map is read from the sample dict.
+
+    Example::
+
+        t = SalfMixV2(grid=4, ratio=0.3, p=0.5)
+        sample = {"image": tv_tensors.Image(img), "saliency": smap, "label": 3}   # img (C, H, W), smap (H, W)
+        out = t(sample)
+
+    Every ``tv_tensors.Image`` (or, when there is none, the first plain tensor, torchvision's rule) and every
+    ``PIL.Image`` and ``tv_tensors.Mask`` of the sample gets the same patch copy; everything else, the map
+    included, comes back unchanged.
+
+    Args:
+        grid, ratio, pool: as in :class:`salfmix_transforms.SalfMix` (``n``, ``r``, pooling).
+        p: probability of applying the transform. It is SalfMix's ``prob``, drawn from the same generator
+            after the patch choices, so ``SalfMixV2(p=p)`` gives the pixels of ``SalfMix(prob=p)`` on a batch
+            of one for the same generator state.
+        saliency_key: key of the sample dict that holds the map (H, W) (or (1, H, W)).
+        generator: a ``torch.Generator`` for every random choice; PyTorch's global RNG when ``None``
+            (``torch.manual_seed`` reproduces a run, and a DataLoader seeds it differently in every worker). A
+            generator given here is copied into every worker, which then draw the same patches: leave it
+            ``None`` with several workers.
+    """
+
+    def __init__(
+        self,
+        grid: int = 4,
+        ratio: float = 0.3,
+        p: float = 0.5,
+        *,
+        pool: bool = True,
+        saliency_key: str = "saliency",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self._salfmix = SalfMix(grid, ratio, check_probability(p, "p"), pool=pool)
+        self.grid = self._salfmix.grid
+        self.ratio = self._salfmix.ratio
+        self.p = self._salfmix.prob
+        self.pool = self._salfmix.pool
+        self.saliency_key = _check_key(saliency_key, "saliency_key")
+        self.generator = check_generator(generator)
+
+    def _image_size(self, flat_inputs: list[Any], needs_transform: list[bool]) -> tuple[int, int]:
+        for inpt, needed in zip(flat_inputs, needs_transform):
+            if needed and isinstance(inpt, PIL.Image.Image):
+                return inpt.height, inpt.width
+            if needed and isinstance(inpt, torch.Tensor) and not isinstance(inpt, tv_tensors.Mask):
+                if inpt.dim() != 3:
+                    raise ValueError(f"image must be one image (C, H, W), got shape {tuple(inpt.shape)}")
+                return int(inpt.shape[-2]), int(inpt.shape[-1])
+        raise ValueError(
+            "SalfMixV2 found no image in the sample: pass a tv_tensors.Image, a PIL image or a "
+            "(C, H, W) tensor"
+        )
+
+    def forward(self, *inputs: Any) -> Any:
+        sample = inputs if len(inputs) > 1 else inputs[0]
+        if not isinstance(sample, Mapping) or self.saliency_key not in sample:
+            raise ValueError(
+                f"SalfMixV2 reads the saliency map from the sample: pass a dict with the key "
+                f"{self.saliency_key!r}, e.g. {{'image': tv_tensors.Image(img), {self.saliency_key!r}: map}}"
+            )
+        rest = {key: value for key, value in sample.items() if key != self.saliency_key}
+        flat_inputs, spec = tree_flatten(rest)
+        needs_transform = self._needs_transform_list(flat_inputs)
+        height, width = self._image_size(flat_inputs, needs_transform)
+        saliency = _saliency_tensor(sample[self.saliency_key], height, width, self.saliency_key)
+        params = {"plan": self._salfmix.plan(saliency, self.generator)}
+        flat_outputs = [
+            self.transform(inpt, params) if needed else inpt
+            for inpt, needed in zip(flat_inputs, needs_transform)
+        ]
+        out = tree_unflatten(flat_outputs, spec)
+        return {key: sample[key] if key == self.saliency_key else out[key] for key in sample}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        plan = params["plan"]
+        if isinstance(inpt, PIL.Image.Image):
+            return TF.to_pil_image(_copy_chw(TF.pil_to_tensor(inpt), plan), mode=inpt.mode)
+        if isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
+            return tv_tensors.wrap(_copy_chw(inpt.as_subclass(torch.Tensor), plan), like=inpt)
+        if is_pure_tensor(inpt):
+            return _copy_chw(inpt, plan)
+        return inpt  # bounding boxes, key points, videos: unchanged
