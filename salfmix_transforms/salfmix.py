@@ -17,7 +17,7 @@ from .patches import (
     cell_size,
     copy_patches,
     patch_size,
-    pick_cells,
+    pick_extreme_cells,
     place_patches,
     pool_saliency,
     random_cells,
@@ -106,7 +106,7 @@ class SalfMix(BatchTransform):
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """``R_m`` and ``R_l`` as ``((rows, cols), (rows, cols))``; Algorithm 1, lines 1-2."""
         pooled = pool_saliency(saliency, *cell)
-        return pick_cells(pooled, True, generator), pick_cells(pooled, False, generator)
+        return pick_extreme_cells(pooled, generator)
 
     def _make_plan(
         self,

@@ -52,6 +52,7 @@ un-normalized images to match OpenCV closely).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ._validation import check_images
 
@@ -88,18 +89,21 @@ def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
     return r * x[:, 0] + g * x[:, 1] + b * x[:, 2]
 
 
-def _reflect101_neighbours(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the previous and next pixel along an axis with OpenCV's ``BORDER_REFLECT_101``.
+def _reflect101_shifts(gray: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The previous and next pixel of every pixel along ``dim`` (-2 or -1), with ``BORDER_REFLECT_101``.
 
-    ``gfedcb|abcdefgh|gfedcba``: the neighbour of the first pixel before it is the second pixel. An axis of
-    length 1 reflects onto itself (OpenCV's ``borderInterpolate`` gives index 0).
+    ``gfedcb|abcdefgh|gfedcba``: the neighbour of the first pixel before it is the second pixel (PyTorch's
+    ``"reflect"`` padding). An axis of length 1 reflects onto itself (OpenCV's ``borderInterpolate`` gives
+    index 0). Implemented with one reflect padding and two shifted views (no gather: ``index_select`` along
+    the last dimension is slow on CPU).
     """
-    index = torch.arange(size, device=device)
-    if size == 1:
-        return index, index
-    previous = torch.where(index == 0, 1, index - 1)
-    following = torch.where(index == size - 1, size - 2, index + 1)
-    return previous, following
+    if gray.shape[dim] == 1:
+        return gray, gray
+    height, width = gray.shape[-2:]
+    pad = (0, 0, 1, 1) if dim == -2 else (1, 1, 0, 0)
+    padded = F.pad(gray.reshape(-1, 1, height, width), pad, mode="reflect")
+    padded = padded.view(*gray.shape[:-2], *padded.shape[-2:])
+    return padded.narrow(dim, 0, gray.shape[dim]), padded.narrow(dim, 2, gray.shape[dim])
 
 
 def gaussian_blur_3x3(gray: torch.Tensor) -> torch.Tensor:
@@ -108,17 +112,16 @@ def gaussian_blur_3x3(gray: torch.Tensor) -> torch.Tensor:
     With ``sigma = 0`` and a 3-tap kernel OpenCV uses its fixed small kernel ``[1/4, 1/2, 1/4]`` (separable),
     with border ``BORDER_REFLECT_101``.
     """
-    height, width = gray.shape[-2:]
-    up, down = _reflect101_neighbours(height, gray.device)
-    left, right = _reflect101_neighbours(width, gray.device)
-    gray = 0.25 * gray.index_select(-2, up) + 0.5 * gray + 0.25 * gray.index_select(-2, down)
-    return 0.25 * gray.index_select(-1, left) + 0.5 * gray + 0.25 * gray.index_select(-1, right)
+    up, down = _reflect101_shifts(gray, -2)
+    gray = 0.25 * up + 0.5 * gray + 0.25 * down
+    left, right = _reflect101_shifts(gray, -1)
+    return 0.25 * left + 0.5 * gray + 0.25 * right
 
 
 def _integral_image(gray: torch.Tensor) -> torch.Tensor:
     """``I[b, y, x] = sum(gray[b, :y, :x])``, shape (B, H+1, W+1) (OpenCV's ``integral``)."""
     summed = gray.cumsum(dim=-2).cumsum(dim=-1)
-    return torch.nn.functional.pad(summed, (1, 0, 1, 0))
+    return F.pad(summed, (1, 0, 1, 0))
 
 
 def _clipped_corners(
@@ -129,22 +132,62 @@ def _clipped_corners(
     return (index - neighbourhood + 1).clamp(0, size), (index + neighbourhood + 1).clamp(0, size)
 
 
+def _corner_slices(size: int, neighbourhood: int, pad: int) -> tuple[slice | int, slice | int]:
+    """Where the clipped corners ``P1``, ``P2`` of every pixel lie along one axis of the padded integral.
+
+    The integral image is edge-replicated by ``pad`` entries before and after along the axis (see
+    :func:`_padded_integral`), so the clipped index ``clip(i + k, 0, size)`` of pixel ``i`` is entry
+    ``i + k + pad`` of the padded axis wherever that stays inside the padding: the ``size`` corners form one
+    contiguous slice (a view, no gather). When the neighbourhood covers the whole axis (``n >= size``) every
+    ``P1`` is 0 and every ``P2`` is ``size``: a single entry, broadcast.
+    """
+    if neighbourhood >= size:
+        return pad, pad + size
+    start = pad - neighbourhood + 1
+    stop = pad + neighbourhood + 1
+    return slice(start, start + size), slice(stop, stop + size)
+
+
+def _axis_pad(size: int) -> int:
+    """Padding that :func:`_corner_slices` needs: the largest neighbourhood smaller than the axis."""
+    return max((n for n in NEIGHBOURHOODS if n < size), default=0)
+
+
+def _padded_integral(integral: torch.Tensor) -> torch.Tensor:
+    """The integral image (B, H+1, W+1) edge-replicated by :func:`_axis_pad` entries on every side."""
+    pad_h = _axis_pad(integral.shape[-2] - 1)
+    pad_w = _axis_pad(integral.shape[-1] - 1)
+    if pad_h == 0 and pad_w == 0:
+        return integral
+    padded = F.pad(integral.unsqueeze(1), (pad_w, pad_w, pad_h, pad_h), mode="replicate")
+    return padded.squeeze(1)
+
+
 def _centre_surround(
-    integral: torch.Tensor, gray: torch.Tensor, neighbourhood: int
+    padded: torch.Tensor, gray: torch.Tensor, neighbourhood: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(on_n, off_n)`` (B, H, W) for one neighbourhood (OpenCV's ``getMean``, ``getIntensityScaled``)."""
+    """``(on_n, off_n)`` (B, H, W) for one neighbourhood (OpenCV's ``getMean``, ``getIntensityScaled``).
+
+    ``padded`` is :func:`_padded_integral` of the gray map: the four corner values of every pixel's clipped
+    box are read as shifted views of it (no gather; ``index_select`` along the last dimension is slow on CPU).
+    """
     height, width = gray.shape[-2:]
-    top, bottom = _clipped_corners(height, neighbourhood, gray.device)
-    left, right = _clipped_corners(width, neighbourhood, gray.device)
-    rows_top = integral.index_select(-2, top)
-    rows_bottom = integral.index_select(-2, bottom)
-    box_sum = (
-        rows_bottom.index_select(-1, right)
-        + rows_top.index_select(-1, left)
-        - rows_bottom.index_select(-1, left)
-        - rows_top.index_select(-1, right)
+    top, bottom = _corner_slices(height, neighbourhood, _axis_pad(height))
+    left, right = _corner_slices(width, neighbourhood, _axis_pad(width))
+
+    def corner(rows: slice | int, cols: slice | int) -> torch.Tensor:
+        # An int keeps its axis as length 1 (broadcast over the pixels); a slice selects ``size`` entries.
+        rows = rows if isinstance(rows, slice) else slice(rows, rows + 1)
+        cols = cols if isinstance(cols, slice) else slice(cols, cols + 1)
+        return padded[:, rows, cols]
+
+    box_sum = corner(bottom, right) + corner(top, left) - corner(bottom, left) - corner(top, right)
+    box_sum = box_sum.expand_as(gray)
+    top_index, bottom_index = _clipped_corners(height, neighbourhood, gray.device)
+    left_index, right_index = _clipped_corners(width, neighbourhood, gray.device)
+    surround = ((bottom_index - top_index).view(-1, 1) * (right_index - left_index).view(1, -1) - 1).to(
+        gray.dtype
     )
-    surround = ((bottom - top).view(-1, 1) * (right - left).view(1, -1) - 1).to(gray.dtype)
     mean = torch.where(surround > 0, (box_sum - gray) / surround.clamp(min=1), gray)
     return (gray - mean).clamp(min=0), (mean - gray).clamp(min=0)
 
@@ -169,11 +212,11 @@ def fine_grained_saliency(x: torch.Tensor) -> torch.Tensor:
     # Every quantity below is a difference between a pixel and a mean of pixels, so removing each image's
     # mean changes nothing but keeps the cumulative sums small (float32 accuracy on large images).
     gray = gray - gray.mean(dim=(-2, -1), keepdim=True)
-    integral = _integral_image(gray)
+    padded = _padded_integral(_integral_image(gray))
     on = torch.zeros_like(gray)
     off = torch.zeros_like(gray)
     for neighbourhood in NEIGHBOURHOODS:  # six scales (mixScales), not a loop over samples
-        on_n, off_n = _centre_surround(integral, gray, neighbourhood)
+        on_n, off_n = _centre_surround(padded, gray, neighbourhood)
         on += on_n
         off += off_n
     on, off = _normalize_by_max(on), _normalize_by_max(off)

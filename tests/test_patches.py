@@ -321,3 +321,28 @@ def test_copy_patches_unusual_layouts(layout):
     assert torch.equal(x, before)
     assert out.stride() == x.clone().stride()
     assert torch.equal(out, reference_copy(before, plan))
+
+
+def test_pick_extreme_cells_matches_two_pick_cells_calls():
+    from salfmix_transforms.patches import pick_extreme_cells
+
+    pooled = torch.rand(16, 4, 4, generator=torch.Generator().manual_seed(3))
+    pooled[0] = 1.0
+    pooled[1, 0, 0] = float("nan")
+    pooled[2, :2] = pooled[2].max()
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    both = pick_extreme_cells(pooled, g1)
+    expected = (pick_cells(pooled, True, g2), pick_cells(pooled, False, g2))
+    for (rows, cols), (rows_ref, cols_ref) in zip(both, expected):
+        assert torch.equal(rows, rows_ref) and torch.equal(cols, cols_ref)
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_copy_patches_contiguous_and_channels_last_agree():
+    from salfmix_transforms import SalfMix
+
+    x = torch.rand(8, 3, 20, 24, generator=torch.Generator().manual_seed(1))
+    plan = SalfMix(prob=0.5).plan(torch.rand(8, 20, 24), torch.Generator().manual_seed(2))
+    fast = copy_patches(x, plan)
+    other = copy_patches(x.contiguous(memory_format=torch.channels_last), plan)
+    assert torch.equal(fast, other)

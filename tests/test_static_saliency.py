@@ -204,3 +204,23 @@ def test_peak_agrees_with_opencv_contrib():
         assert ocv[cy - 2 : cy + 3, cx - 2 : cx + 3].max() >= 0.95 * ocv.max()
         corr = np.corrcoef(ocv.ravel(), ours[b].clamp(max=1.0).numpy().ravel())[0, 1]
         assert corr > 0.9
+
+
+def test_gaussian_blur_matches_index_reference():
+    from salfmix_transforms.static_saliency import gaussian_blur_3x3
+
+    def reference(gray):
+        def neighbours(size):
+            index = torch.arange(size)
+            if size == 1:
+                return index, index
+            return torch.where(index == 0, 1, index - 1), torch.where(index == size - 1, size - 2, index + 1)
+
+        up, down = neighbours(gray.shape[-2])
+        left, right = neighbours(gray.shape[-1])
+        gray = 0.25 * gray[:, up] + 0.5 * gray + 0.25 * gray[:, down]
+        return 0.25 * gray[:, :, left] + 0.5 * gray + 0.25 * gray[:, :, right]
+
+    for shape in [(2, 1, 1), (2, 1, 5), (2, 5, 1), (2, 2, 2), (3, 7, 9)]:
+        gray = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(gaussian_blur_3x3(gray), reference(gray))
