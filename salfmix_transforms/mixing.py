@@ -24,8 +24,9 @@ Choices beyond timm (which asserts an even batch and loops over the samples):
 
 * odd batch sizes are allowed: the middle sample ``B // 2`` is its own partner, so it is returned unchanged
   with its (smoothed) one-hot label, in every mode; a batch of one image is returned unchanged likewise;
-* everything is vectorized: per-sample boxes are boolean masks (:func:`~salfmix_transforms.patches.box_mask`)
-  applied with ``torch.where``, per-sample ResizeMix scales are one gather-based bilinear resize;
+* everything is vectorized: per-sample boxes are one small boolean mask (B, 1, H, W) applied with a single
+  ``torch.where`` (a batch-wide box is a sliced copy), per-sample ResizeMix scales are one gather-based
+  bilinear resize, and the frame writes each result into one output tensor (few full-size temporaries);
 * targets are always soft (B, K); ``K`` is ``num_classes`` or, when that is ``None``, the width of the soft
   targets given (class indices then need ``num_classes``).
 
@@ -46,7 +47,6 @@ import torch
 from ._base import BatchTransform
 from ._random import beta, rand, randint_between
 from ._validation import check_non_negative, check_probability, check_saliency
-from .patches import box_mask
 from .static_saliency import fine_grained_saliency
 from .targets import mix_targets, to_soft_targets
 
@@ -73,6 +73,9 @@ __all__ = [
 ]
 
 MODES = ("batch", "pair", "elem")
+
+# Elements per chunk of the temporary in :func:`_mix_with_partner` (256 KiB of float32: stays in cache).
+_CHUNK_ELEMENTS = 1 << 16
 
 
 # -- argument checks ------------------------------------------------------------------------------------
@@ -289,14 +292,16 @@ def resize_from_boxes(
     def gather_rows(index: torch.Tensor) -> torch.Tensor:
         return data.gather(2, index.view(batch, 1, height, 1).expand(batch, channels, height, width))
 
+    # ``g0 * (1 - w) + g1 * w`` computed in place on the fresh gathers: the same roundings in the same order
+    # as the plain expression (so the same values), with two full-size temporaries instead of five.
     wr = wr.view(batch, 1, height, 1)
-    by_rows = gather_rows(r0) * (1.0 - wr) + gather_rows(r1) * wr
+    by_rows = gather_rows(r0).mul_(1.0 - wr).add_(gather_rows(r1).mul_(wr))
 
     def gather_cols(index: torch.Tensor) -> torch.Tensor:
         return by_rows.gather(3, index.view(batch, 1, 1, width).expand(batch, channels, height, width))
 
     wc = wc.view(batch, 1, 1, width)
-    out = gather_cols(c0) * (1.0 - wc) + gather_cols(c1) * wc
+    out = gather_cols(c0).mul_(1.0 - wc).add_(gather_cols(c1).mul_(wc))
     return out.to(source.dtype)
 
 
@@ -349,13 +354,74 @@ def infer_num_classes(target: torch.Tensor, num_classes: int | None) -> int:
 
 def _paste(
     x: torch.Tensor,
-    source: torch.Tensor,
+    source: torch.Tensor | None,
     box: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    active: torch.Tensor,
+    uniform: bool,
 ) -> torch.Tensor:
+    """A new tensor: ``x`` with ``source`` copied into each sample's box ``[top, bottom) x [left, right)``.
+
+    ``source=None`` stands for the flipped partner batch ``x.flip(0)``, built only where needed (a flip is a
+    full copy in PyTorch).
+
+    Only the samples that the caller marks active are used (:func:`mix_pairs` puts ``x`` back into the
+    others), so no per-sample ``active`` mask is applied here. Both paths copy values, no arithmetic, so
+    they are exact for every value (NaN and infinities included):
+
+    * ``uniform`` (one box for the whole batch): a clone of ``x`` with the box region assigned from
+      ``source`` (with ``source=None``, the box of ``x`` flipped: only the box region is read);
+    * per-sample boxes: one ``torch.where`` with a small (B, 1, H, W) mask, built from separable row
+      (B, 1, H, 1) and column (B, 1, 1, W) masks and broadcast over the channels (with ``source=None``
+      written chunk by chunk from flipped slices of ``x`` that stay in cache).
+    """
     top, bottom, left, right = box
-    mask = box_mask(top, left, bottom, right, x.shape[2], x.shape[3]) & active.view(-1, 1, 1, 1)
-    return torch.where(mask, source, x)
+    height, width = x.shape[2], x.shape[3]
+    if uniform:
+        top, bottom, left, right = (int(v) for v in torch.stack([c[0] for c in box]).tolist())
+        out = x.clone()
+        if top < bottom and left < right:
+            region = x if source is None else source
+            region = region[:, :, top:bottom, left:right]
+            out[:, :, top:bottom, left:right] = region.flip(0) if source is None else region
+        return out
+    rows = torch.arange(height, device=x.device).view(1, 1, -1, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, 1, -1)
+    in_rows = (rows >= top.view(-1, 1, 1, 1)) & (rows < bottom.view(-1, 1, 1, 1))
+    in_cols = (cols >= left.view(-1, 1, 1, 1)) & (cols < right.view(-1, 1, 1, 1))
+    mask = in_rows & in_cols
+    if source is not None:
+        return torch.where(mask, source, x)
+    out = torch.empty_like(x)
+    batch = x.shape[0]
+    step = max(1, _CHUNK_ELEMENTS // max(1, x[0].numel()))
+    for start in range(0, batch, step):  # flipped slices in cache-sized chunks, never the whole flip
+        stop = min(start + step, batch)
+        partner = x[batch - stop : batch - start].flip(0)  # == x.flip(0)[start:stop]
+        torch.where(mask[start:stop], partner, x[start:stop], out=out[start:stop])
+    return out
+
+
+def _mix_with_partner(
+    x: torch.Tensor, weight_x: float | torch.Tensor, weight_partner: float | torch.Tensor
+) -> torch.Tensor:
+    """``x * weight_x + x.flip(0) * weight_partner`` as a new tensor, bit-identical to that expression.
+
+    The same roundings in the same order (two products, then their sum; IEEE addition is commutative), so
+    the values equal the plain expression (and timm's ``x.mul_(lam).add_(x_flip.mul_(1 - lam))``) bit for
+    bit. The weights are Python floats or per-sample (B, 1, 1, 1) tensors of ``x``'s dtype. Faster: the
+    output is the only full-size allocation; the partner product is computed in chunks of samples that stay
+    in cache, each read from a flipped slice of ``x`` (``torch.flip`` copies, so the whole flipped batch is
+    never built).
+    """
+    out = x * weight_x
+    per_sample = isinstance(weight_partner, torch.Tensor)
+    batch = x.shape[0]
+    step = max(1, _CHUNK_ELEMENTS // max(1, x[0].numel()))
+    for start in range(0, batch, step):
+        stop = min(start + step, batch)
+        partner = x[batch - stop : batch - start].flip(0)  # == x.flip(0)[start:stop]
+        weight = weight_partner[start:stop] if per_sample else weight_partner
+        out[start:stop].add_(partner * weight)
+    return out
 
 
 def _lam_out(lam: torch.Tensor, layout: _Layout) -> float | torch.Tensor:
@@ -400,27 +466,35 @@ def mix_pairs(
         active[batch // 2] = False
     chosen = layout.expand(choice, -1)
 
+    # Each ``_mix`` returns a new tensor whose active samples hold its mix (the other samples are
+    # unspecified). The first one becomes the output; later methods and the unmixed samples are copied in
+    # per sample (boolean indexing copies values, so the result equals the former ``torch.where`` chain).
     if layout.shared:
         if not bool(applied[0]):
             return _same_format(x.clone(), x), soft
         method = methods[int(choice[0])]
         out, lam = method._mix(x, method._draw(1, generator, device), active, layout, generator, saliency)
     else:
-        out, lam = x, torch.ones(batch, dtype=torch.float64, device=device)
+        out, lam = None, torch.ones(batch, dtype=torch.float64, device=device)
         for index, method in enumerate(methods):
             active_here = active & (chosen == index)
             param = method._draw(slots, generator, device)
             if len(methods) > 1 and not bool(active_here.any()):
                 continue
             mixed, lam_here = method._mix(x, param, active_here, layout, generator, saliency)
-            out = torch.where(active_here.view(-1, 1, 1, 1), mixed, out)
+            if out is None:
+                out = mixed
+            else:
+                out[active_here] = mixed[active_here]
             lam = torch.where(active_here, lam_here, lam)
+        if out is None:
+            out = x.clone()
 
     mixed_target = mix_targets(soft, soft.flip(0), lam)
     if layout.shared and batch % 2 == 0:
         return _same_format(out, x), mixed_target
     keep = ~active
-    out = torch.where(keep.view(-1, 1, 1, 1), x, out)
+    out[keep] = x[keep]
     mixed_target = torch.where(keep.view(-1, 1), soft, mixed_target)
     return _same_format(out, x), mixed_target
 
@@ -524,11 +598,13 @@ class Mixup(TwoImageMix):
         lam = layout.expand(param, 1.0)
         if layout.shared:
             value = float(lam[0])
-            return x * value + x.flip(0) * (1.0 - value), value
+            return _mix_with_partner(x, value, 1.0 - value), value
         dtype = _opmath(x.dtype)
         weight = lam.to(dtype).view(-1, 1, 1, 1)
-        out = x.to(dtype) * weight + x.flip(0).to(dtype) * (1.0 - weight)
-        return out.to(x.dtype), lam
+        if x.dtype != dtype:
+            out = x.to(dtype) * weight + x.flip(0).to(dtype) * (1.0 - weight)
+            return out.to(x.dtype), lam
+        return _mix_with_partner(x, weight, 1.0 - weight), lam
 
 
 class _BoxMix(TwoImageMix):
@@ -568,7 +644,7 @@ class _BoxMix(TwoImageMix):
         saliency: torch.Tensor | None,
     ) -> tuple[torch.Tensor, float | torch.Tensor]:
         box, uniform = self._boxes(x, param, layout, generator, saliency)
-        out = _paste(x, x.flip(0), box, active)
+        out = _paste(x, None, box, uniform)
         if self._corrects_lam():
             lam = box_lambda(*box, x.shape[2], x.shape[3])
         else:
@@ -733,5 +809,5 @@ class ResizeMix(TwoImageMix):
     ) -> tuple[torch.Tensor, float | torch.Tensor]:
         box = tuple(layout.expand(c) for c in sample_resize_boxes(x.shape[2], x.shape[3], param, generator))
         resized = resize_from_boxes(x.flip(0), *box, mode=self.interpolation)
-        out = _paste(x, resized, box, active)
+        out = _paste(x, resized, box, layout.shared)
         return out, _lam_out(box_lambda(*box, x.shape[2], x.shape[3]), layout)
