@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--salfmix-warmup-epochs",
         type=_non_negative_int,
         default=None,
-        help="epochs without SalfMix at the start",
+        help="epochs without SalfMix at the start (default 1, Algorithm 2; the same for SalfMix alone, "
+        "SaliencyCutout and RandomSelfMix)",
     )
     g.add_argument("--saliency-mode", default=None, choices=("train", "eval"), help="model mode for saliency")
     g.add_argument(
@@ -412,7 +413,7 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int) -> Any:
 
     Every transform gets ``num_classes`` and ``label_smoothing=--smoothing`` (soft targets out).
     ``--salfmix-prob`` and ``--salfmix-warmup-epochs`` go to the SalfMix-based methods only (elsewhere they
-    are an error); unset, the class defaults hold (HybridMix: one warm-up epoch, Algorithm 2).
+    are an error); unset, every SalfMix-based method skips one warm-up epoch (Algorithm 2).
 
     Raises:
         ValueError: methods that cannot be combined, or arguments the transform rejects.
@@ -445,7 +446,11 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int) -> Any:
     )
     if args.saliency_mode is not None:
         salfmix_kw["saliency_mode"] = args.saliency_mode
-    warmup = {} if args.salfmix_warmup_epochs is None else dict(warmup_epochs=args.salfmix_warmup_epochs)
+    # Choice: every SalfMix-family method skips the first epoch, as HybridMix does in Algorithm 2 (the
+    # saliency of an untrained network is noise); RandomSelfMix too, so that the ablation differs from SalfMix
+    # only by the saliency. The classes themselves default to 0 (library users decide).
+    warmup_epochs = 1 if args.salfmix_warmup_epochs is None else args.salfmix_warmup_epochs
+    warmup = dict(warmup_epochs=warmup_epochs)
     mix_kw: dict[str, Any] = dict(prob=args.mixup_prob, mode=args.mixup_mode)
 
     hybrid = args.hybrid != "none" or (bool(two) and bool(single)) or {"mixup", "cutmix"} <= set(two)
