@@ -431,7 +431,12 @@ def test_data_errors(kwargs, needle):
 
 @pytest.mark.parametrize(
     ("method", "extra"),
-    [("baseline", []), ("salfmix", []), ("hybridmix-v3", ["--salfmix-warmup-epochs", "0"])],
+    # No warm-up epoch, so that SalfMix really runs in the single epoch.
+    [
+        ("baseline", []),
+        ("salfmix", ["--salfmix-warmup-epochs", "0"]),
+        ("hybridmix-v3", ["--salfmix-warmup-epochs", "0"]),
+    ],
 )
 def test_one_epoch_run(tiny_folder, tmp_path, capsys, method, extra):
     rc = train_timm.main(_tiny_args(tiny_folder, tmp_path, method, "--method", method, *extra))
@@ -569,7 +574,7 @@ def test_torchrun_two_cpu_processes_with_salfmix(tiny_folder, tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(SCRIPT),
         *_tiny_args(tiny_folder, tmp_path, "ddp", "--method", "salfmix", "-b", "4", "--device", "cpu"),
-        "--val-split", "val7",
+        "--salfmix-warmup-epochs", "0", "--val-split", "val7",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
