@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["beta", "rand", "randint_between", "resolve_generator"]
+__all__ = ["beta", "rand", "randint_between", "randint_from_uniform", "resolve_generator"]
 
 
 def resolve_generator(
@@ -39,10 +39,20 @@ def randint_between(low: torch.Tensor, high: torch.Tensor, generator: torch.Gene
 
     ``low`` and ``high`` are integer tensors of the same shape with ``low <= high``.
     """
-    span = (high - low + 1).to(torch.float64)
-    u = rand(tuple(low.shape), generator, low.device).to(torch.float64)
-    offset = torch.minimum((u * span).floor(), span - 1).to(low.dtype)
-    return low + offset
+    return randint_from_uniform(rand(tuple(low.shape), generator, low.device), low, high)
+
+
+def randint_from_uniform(u: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Map float32 uniforms ``u`` in [0, 1) to integers in the closed ranges [low, high] (broadcast).
+
+    The result is ``low + floor(u * span)`` with ``span = high - low + 1``, computed exactly in integer
+    arithmetic: ``k = u * 2^24`` is the 24-bit integer behind a CPU float32 uniform (multiplying by a power
+    of two is exact), and ``floor(u * span) = (k * span) >> 24`` is always below ``span``, so no clamp is
+    needed. (A uniform that is not on the 2^-24 grid, e.g. from CUDA, is truncated to it first; the
+    result is still uniform to within ``span / 2^24``.) Spans must stay below 2^39 (int64 product).
+    """
+    k = (u * 16777216.0).long()  # 2^24
+    return low + ((k * (high - low + 1)) >> 24)
 
 
 def beta(

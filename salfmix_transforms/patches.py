@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._random import rand, randint_between
+from ._random import rand, randint_between, randint_from_uniform
 from ._validation import check_grid, check_ratio
 
 __all__ = [
@@ -36,10 +36,12 @@ __all__ = [
     "box_mask",
     "cell_size",
     "copy_patches",
+    "extreme_cells",
     "fill_patches",
     "patch_size",
     "pick_cells",
     "pick_extreme_cells",
+    "place_patch_pair",
     "place_patches",
     "pool_saliency",
     "random_cells",
@@ -126,20 +128,41 @@ def pick_extreme_cells(
     """``(pick_cells(pooled, True, g), pick_cells(pooled, False, g))`` sharing the common work.
 
     Same values and the same random draws in the same order (the tie-break noise of the argmax cell, then
-    that of the argmin cell) as the two calls, with the finiteness test done once.
+    that of the argmin cell) as the two calls; see :func:`extreme_cells`.
     """
     batch, grid_h, grid_w = pooled.shape
-    flat = pooled.reshape(batch, grid_h * grid_w)
-    finite = torch.isfinite(flat)
-    invalid = ~finite.all(dim=1, keepdim=True)
-    cells = []
-    for fill, reduce in ((float("-inf"), torch.amax), (float("inf"), torch.amin)):
-        extreme = reduce(torch.where(finite, flat, fill), dim=1, keepdim=True)
-        candidates = (flat == extreme) | invalid
-        noise = rand((batch, grid_h * grid_w), generator, flat.device)
-        index = torch.where(candidates, noise, -1.0).argmax(dim=1)
-        cells.append((index // grid_w, index % grid_w))
-    return cells[0], cells[1]
+    noise = rand((2, batch, grid_h * grid_w), generator, pooled.device).transpose(0, 1)
+    cells = extreme_cells(pooled, noise)
+    return (cells[:, 0, 0], cells[:, 0, 1]), (cells[:, 1, 0], cells[:, 1, 1])
+
+
+@functools.lru_cache(maxsize=16)
+def _cell_table(grid_h: int, grid_w: int, device: torch.device) -> torch.Tensor:
+    """``(row, col)`` (gh * gw, 2) of every flat cell index (cached per grid; never modified in place)."""
+    index = torch.arange(grid_h * grid_w, device=device)
+    return torch.stack((index // grid_w, index % grid_w), dim=1)
+
+
+def extreme_cells(pooled: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``R_m`` and ``R_l`` of every pooled map (B, gh, gw) at once, as (B, 2, 2) long; Algorithm 1, line 2.
+
+    ``cells[:, 0]`` is the ``(row, col)`` of the argmax cell ``R_m``, ``cells[:, 1]`` that of the argmin
+    cell ``R_l``. ``noise`` (B, 2, gh * gw) holds the uniform tie-break scores (``noise[:, 0]`` for
+    ``R_m``, ``noise[:, 1]`` for ``R_l``), so this function draws nothing itself.
+
+    Same rule as :func:`pick_cells`: ties (and every cell of a map with NaN/inf) are candidates, and the
+    candidate with the highest noise wins. The argmin is the argmax of the negated map (negation is exact,
+    so the tied cells are the same); both are reduced in one pass over the stacked (B, 2, gh * gw) maps.
+    """
+    batch, grid_h, grid_w = pooled.shape
+    flat = pooled.reshape(batch, 1, grid_h * grid_w)
+    signed = torch.cat((flat, -flat), dim=1)
+    finite = torch.isfinite(flat)  # (B, 1, G): the same for both signs, broadcast
+    valid = finite.all(dim=2, keepdim=True)
+    best = torch.where(finite, signed, float("-inf")).amax(dim=2, keepdim=True)
+    candidates = (signed == best) | ~valid
+    index = torch.where(candidates, noise, -1.0).argmax(dim=2)
+    return _cell_table(grid_h, grid_w, pooled.device)[index]
 
 
 def random_cells(
@@ -189,6 +212,46 @@ def place_patches(
     top = _place_1d(cell_rows, cell_height, patch_height, height, generator)
     left = _place_1d(cell_cols, cell_width, patch_width, width, generator)
     return top, left
+
+
+@functools.lru_cache(maxsize=16)
+def _placement_bounds(
+    cell: tuple[int, int], patch: tuple[int, int], size: tuple[int, int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-axis (rows, cols) constants of :func:`place_patch_pair`, as (2,) long tensors (cached)."""
+    as_tensor = functools.partial(torch.tensor, dtype=torch.long, device=device)
+    shrink = [min(0, c - p) for c, p in zip(cell, patch)]  # lo = cell_start + min(0, kh - ph)
+    grow = [max(0, c - p) for c, p in zip(cell, patch)]  # hi = cell_start + max(0, kh - ph)
+    last = [s - p for s, p in zip(size, patch)]  # the last top row (left column) inside the image
+    return as_tensor(cell), as_tensor(shrink), as_tensor(grow), as_tensor(last)
+
+
+def place_patch_pair(
+    cells: torch.Tensor,
+    cell_height: int,
+    cell_width: int,
+    patch_height: int,
+    patch_width: int,
+    height: int,
+    width: int,
+    uniforms: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`place_patches` for ``P_m`` and ``P_l`` together, from given uniforms; Algorithm 1, lines 4-5.
+
+    ``cells`` (B, 2, 2) are the ``(row, col)`` of ``R_m`` and ``R_l`` (:func:`extreme_cells`) and
+    ``uniforms`` (B, 2, 2) float32 in [0, 1) the matching draws. Returns the top-left corners (B, 2, 2):
+    ``corners[:, 0]`` = ``(top, left)`` of ``P_m``, ``corners[:, 1]`` that of ``P_l``. Same ranges as
+    :func:`place_patches`: ``lo = max(0, min(cell_top, cell_bottom - ph))``,
+    ``hi = min(H - ph, max(cell_top, cell_bottom - ph))``, and likewise for the columns, all four
+    coordinates computed in one pass.
+    """
+    cell, shrink, grow, last = _placement_bounds(
+        (cell_height, cell_width), (patch_height, patch_width), (height, width), cells.device
+    )
+    start = cells * cell
+    low = (start + shrink).clamp_(min=0)
+    high = torch.minimum(start + grow, last)
+    return randint_from_uniform(uniforms, low, high)
 
 
 @dataclass(frozen=True)
@@ -277,18 +340,31 @@ def copy_patches(x: torch.Tensor, plan: SelfMixPlan) -> torch.Tensor:
     destination set to its own source, which writes the original pixels back onto themselves (no
     data-dependent shapes, no host synchronisation).
     """
+    return _copy_patches(x, plan, all_applied=False)
+
+
+def _copy_patches(x: torch.Tensor, plan: SelfMixPlan, all_applied: bool) -> torch.Tensor:
+    """:func:`copy_patches`; ``all_applied=True`` promises that ``plan.applied`` is all true (``prob=1``).
+
+    The promise only skips the (then no-op) redirection of non-applied samples onto their own source.
+    """
     batch, channels, height, width = x.shape
     out = x.clone()
+    ph, pw = plan.patch_height, plan.patch_width
+    if x.is_contiguous() and out.is_contiguous():
+        # Flat origins top * W + left of P_m and P_l, stacked (2, B); then both index vectors in one add.
+        origins = torch.stack((plan.src_top, plan.dst_top)).long() * width + torch.stack(
+            (plan.src_left, plan.dst_left)
+        )
+        if not all_applied:
+            origins[1] = torch.where(plan.applied.to(x.device), origins[1], origins[0])
+        offsets = _window_offsets(batch, channels, height, width, ph, pw, x.device)
+        index = offsets + origins.view(2, batch, 1, 1, 1)
+        out.view(-1).index_copy_(0, index[1].view(-1), x.view(-1).index_select(0, index[0].view(-1)))
+        return out
     applied = plan.applied.to(x.device)
     dst_top = torch.where(applied, plan.dst_top, plan.src_top)
     dst_left = torch.where(applied, plan.dst_left, plan.src_left)
-    ph, pw = plan.patch_height, plan.patch_width
-    if x.is_contiguous() and out.is_contiguous():
-        offsets = _window_offsets(batch, channels, height, width, ph, pw, x.device)
-        src = (offsets + (plan.src_top.long() * width + plan.src_left.long()).view(-1, 1, 1, 1)).view(-1)
-        dst = (offsets + (dst_top.long() * width + dst_left.long()).view(-1, 1, 1, 1)).view(-1)
-        out.view(-1).index_copy_(0, dst, x.view(-1).index_select(0, src))
-        return out
     if height == 1 or out.stride(2) == out.stride(3) * width:
         flat_out = out.view(batch, channels, height * width)
         src = _flat_window_index(plan.src_top, plan.src_left, ph, pw, width).expand(batch, channels, -1)

@@ -10,17 +10,16 @@ from __future__ import annotations
 import torch
 
 from ._base import BatchTransform
-from ._random import rand
+from ._random import rand, randint_from_uniform
 from ._validation import check_grid, check_probability, check_ratio, check_saliency
 from .patches import (
     SelfMixPlan,
+    _copy_patches,
     cell_size,
-    copy_patches,
+    extreme_cells,
     patch_size,
-    pick_extreme_cells,
-    place_patches,
+    place_patch_pair,
     pool_saliency,
-    random_cells,
 )
 
 __all__ = ["RandomSelfMix", "SalfMix"]
@@ -95,18 +94,23 @@ class SalfMix(BatchTransform):
         kernel = cell_size(height, width, self.grid)  # also checks that the grid fits the image
         return kernel if self.pool else (1, 1)
 
+    def _selection_draws(self, grid_shape: tuple[int, int]) -> int:
+        """Uniforms per sample that :meth:`_select_cells` needs: tie-break noise for ``R_m`` and ``R_l``."""
+        return 2 * grid_shape[0] * grid_shape[1]
+
     def _select_cells(
         self,
         saliency: torch.Tensor | None,
-        batch: int,
         grid_shape: tuple[int, int],
         cell: tuple[int, int],
-        device: torch.device,
-        generator: torch.Generator | None,
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """``R_m`` and ``R_l`` as ``((rows, cols), (rows, cols))``; Algorithm 1, lines 1-2."""
+        uniforms: torch.Tensor,
+    ) -> torch.Tensor:
+        """``R_m`` and ``R_l`` as (B, 2, 2) ``(row, col)`` (:func:`extreme_cells`); Algorithm 1, lines 1-2.
+
+        ``uniforms`` (B, :meth:`_selection_draws`) are this step's share of the plan's random numbers.
+        """
         pooled = pool_saliency(saliency, *cell)
-        return pick_extreme_cells(pooled, generator)
+        return extreme_cells(pooled, uniforms.view(uniforms.shape[0], 2, -1))
 
     def _make_plan(
         self,
@@ -115,30 +119,37 @@ class SalfMix(BatchTransform):
         device: torch.device,
         generator: torch.Generator | None,
     ) -> SelfMixPlan:
+        """Algorithm 1, lines 1-5 and the ``prob`` draw, with every random number from ONE ``rand`` call.
+
+        Each sample's row of uniforms ``u`` (B, S + 5) is split as: ``u[:, :S]`` the cell selection
+        (:meth:`_selection_draws`; tie-break noise of ``R_m`` then ``R_l``), ``u[:, S:S + 4]`` the
+        placement (top and left of ``P_m``, then of ``P_l``), ``u[:, S + 4]`` the ``prob`` draw
+        (``applied = u < prob``). One draw instead of one per step keeps the per-batch overhead low; the
+        same generator state still gives the same plan.
+        """
         batch, height, width = shape
         check_grid(self.grid, height=height, width=width)
         cell_h, cell_w = self._cell_size(height, width)
         patch_h, patch_w = patch_size(height, width, self.ratio)
         grid_shape = (height // cell_h, width // cell_w)
-        (max_r, max_c), (min_r, min_c) = self._select_cells(
-            saliency, batch, grid_shape, (cell_h, cell_w), device, generator
-        )
-        src_top, src_left = place_patches(
-            max_r, max_c, cell_h, cell_w, patch_h, patch_w, height, width, generator
-        )
-        dst_top, dst_left = place_patches(
-            min_r, min_c, cell_h, cell_w, patch_h, patch_w, height, width, generator
-        )
-        applied = rand((batch,), generator, device) < self.prob
+        select = self._selection_draws(grid_shape)
+        u = rand((batch, select + 5), generator, device)
+        cells = self._select_cells(saliency, grid_shape, (cell_h, cell_w), u[:, :select])
+        placement = u[:, select : select + 4].view(batch, 2, 2)
+        corners = place_patch_pair(cells, cell_h, cell_w, patch_h, patch_w, height, width, placement)
+        if self.prob == 1.0:  # u < 1 always holds: skip the comparison
+            applied = torch.ones(batch, dtype=torch.bool, device=device)
+        else:
+            applied = u[:, select + 4] < self.prob
         return SelfMixPlan(
-            src_top=src_top,
-            src_left=src_left,
-            dst_top=dst_top,
-            dst_left=dst_left,
+            src_top=corners[:, 0, 0],
+            src_left=corners[:, 0, 1],
+            dst_top=corners[:, 1, 0],
+            dst_left=corners[:, 1, 1],
             patch_height=patch_h,
             patch_width=patch_w,
-            max_cell=torch.stack((max_r, max_c), dim=1),
-            min_cell=torch.stack((min_r, min_c), dim=1),
+            max_cell=cells[:, 0],
+            min_cell=cells[:, 1],
             cell_height=cell_h,
             cell_width=cell_w,
             applied=applied,
@@ -191,7 +202,7 @@ class SalfMix(BatchTransform):
         check_grid(self.grid, height=x.shape[2], width=x.shape[3])
         saliency = self._saliency(x, target, model, saliency)
         plan = self._make_plan(saliency, (x.shape[0], x.shape[2], x.shape[3]), x.device, generator)
-        return copy_patches(x, plan), self._output_target(target)
+        return _copy_patches(x, plan, all_applied=self.prob == 1.0), self._output_target(target)
 
 
 class RandomSelfMix(SalfMix):
@@ -205,19 +216,18 @@ class RandomSelfMix(SalfMix):
     cells are single pixels.
     """
 
+    def _selection_draws(self, grid_shape: tuple[int, int]) -> int:
+        return 4  # row and column of R_m, then of R_l
+
     def _select_cells(
         self,
         saliency: torch.Tensor | None,
-        batch: int,
         grid_shape: tuple[int, int],
         cell: tuple[int, int],
-        device: torch.device,
-        generator: torch.Generator | None,
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        return (
-            random_cells(batch, *grid_shape, generator, device),
-            random_cells(batch, *grid_shape, generator, device),
-        )
+        uniforms: torch.Tensor,
+    ) -> torch.Tensor:
+        last = torch.tensor([grid_shape[0] - 1, grid_shape[1] - 1], device=uniforms.device)
+        return randint_from_uniform(uniforms.view(uniforms.shape[0], 2, 2), torch.zeros_like(last), last)
 
     def _saliency(
         self,
