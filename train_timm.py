@@ -448,10 +448,12 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int) -> Any:
     if single:
         name = single[0]
         prob = {} if args.salfmix_prob is None else dict(prob=args.salfmix_prob)
+        # The loop owns the loader's batch, so the single-image methods may overwrite it (as timm's Mixup
+        # does), which saves one copy of the batch per step.
         if name == "cutout":
-            return Cutout(mask_ratio=args.cutout_ratio, **common)
+            return Cutout(mask_ratio=args.cutout_ratio, inplace=True, **common)
         cls = {"saliency_cutout": SaliencyCutout, "salfmix": SalfMix, "random_selfmix": RandomSelfMix}[name]
-        return cls(**salfmix_kw, **prob, **common, **warmup)
+        return cls(**salfmix_kw, **prob, **common, **warmup, inplace=True)
     if len(two) > 1:
         raise ValueError(
             "choose one two-image method (or --mixup with --cutmix): "

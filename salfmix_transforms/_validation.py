@@ -11,6 +11,7 @@ import numbers
 import torch
 
 __all__ = [
+    "check_bool",
     "check_generator",
     "check_grid",
     "check_images",
@@ -19,6 +20,7 @@ __all__ = [
     "check_ratio",
     "check_saliency",
     "check_target",
+    "check_writable",
 ]
 
 
@@ -110,6 +112,23 @@ def check_ratio(value: object, name: str = "ratio") -> float:
     if not 0.0 < value <= 1.0:
         raise ValueError(f"{name} must lie in (0, 1], got {value}")
     return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """A real ``bool`` (not merely truthy: ``inplace=1`` or ``pool="no"`` is refused)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_writable(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """A batch that ``inplace=True`` may overwrite: one that autograd does not track."""
+    if x.requires_grad:
+        raise ValueError(
+            f"inplace=True cannot overwrite {name}, which requires grad; pass {name}.detach() or use "
+            "inplace=False"
+        )
+    return x
 
 
 def check_non_negative(value: object, name: str) -> float:

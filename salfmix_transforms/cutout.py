@@ -14,7 +14,7 @@ import torch
 
 from ._base import BatchTransform
 from ._random import rand, randint_between
-from ._validation import check_grid, check_probability, check_ratio
+from ._validation import check_bool, check_probability, check_ratio, check_writable
 from .patches import box_mask, fill_patches, patch_size
 from .salfmix import SalfMix
 
@@ -44,6 +44,8 @@ class Cutout(BatchTransform):
         mask_ratio: box side as a fraction of the image side, in (0, 1].
         prob: probability that a sample is cut out.
         fill: the value written into the box.
+        inplace: ``True`` fills the boxes of ``x`` itself and returns it (torchvision's
+            ``RandomErasing(inplace=True)``); ``x`` must not require grad.
         num_classes, label_smoothing, warmup_epochs, generator: see
             :class:`~salfmix_transforms._base.BatchTransform`.
     """
@@ -54,6 +56,7 @@ class Cutout(BatchTransform):
         prob: float = 1.0,
         *,
         fill: float = 0.0,
+        inplace: bool = False,
         num_classes: int | None = None,
         label_smoothing: float = 0.0,
         warmup_epochs: int = 0,
@@ -68,6 +71,7 @@ class Cutout(BatchTransform):
         self.mask_ratio = check_ratio(mask_ratio, "mask_ratio")
         self.prob = check_probability(prob, "prob")
         self.fill = _check_fill(fill)
+        self.inplace = check_bool(inplace, "inplace")
 
     def boxes(
         self,
@@ -100,11 +104,10 @@ class Cutout(BatchTransform):
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, _, height, width = x.shape
+        out = check_writable(x) if self.inplace else x.clone()
         top, left, bottom, right, applied = self.boxes(batch, height, width, x.device, generator)
         mask = box_mask(top, left, bottom, right, height, width) & applied.view(-1, 1, 1, 1)
-        out = x.clone()
-        out.masked_fill_(mask, self.fill)
-        return out, self._output_target(target)
+        return out.masked_fill_(mask, self.fill), self._output_target(target)
 
 
 class SaliencyCutout(SalfMix):
@@ -132,6 +135,7 @@ class SaliencyCutout(SalfMix):
         fill: float = 0.0,
         pool: bool = True,
         saliency_mode: str = "train",
+        inplace: bool = False,
         num_classes: int | None = None,
         label_smoothing: float = 0.0,
         warmup_epochs: int = 0,
@@ -143,6 +147,7 @@ class SaliencyCutout(SalfMix):
             prob,
             pool=pool,
             saliency_mode=saliency_mode,
+            inplace=inplace,
             num_classes=num_classes,
             label_smoothing=label_smoothing,
             warmup_epochs=warmup_epochs,
@@ -159,10 +164,15 @@ class SaliencyCutout(SalfMix):
         saliency: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        check_grid(self.grid, height=x.shape[2], width=x.shape[3])
-        saliency = self._saliency(x, target, model, saliency)
-        plan = self._make_plan(saliency, (x.shape[0], x.shape[2], x.shape[3]), x.device, generator)
+        plan = self._plan_for(x, target, model, saliency, generator)
         out = fill_patches(
-            x, plan.dst_top, plan.dst_left, plan.patch_height, plan.patch_width, self.fill, plan.applied
+            x,
+            plan.dst_top,
+            plan.dst_left,
+            plan.patch_height,
+            plan.patch_width,
+            self.fill,
+            plan.applied,
+            inplace=self.inplace,
         )
         return out, self._output_target(target)

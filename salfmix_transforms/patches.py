@@ -153,13 +153,15 @@ def extreme_cells(pooled: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     Same rule as :func:`pick_cells`: ties (and every cell of a map with NaN/inf) are candidates, and the
     candidate with the highest noise wins. The argmin is the argmax of the negated map (negation is exact,
     so the tied cells are the same); both are reduced in one pass over the stacked (B, 2, gh * gw) maps.
+    A map holds a NaN or an infinity exactly when one of its two maxima is not finite (``amax`` returns
+    NaN for a NaN; +inf or -inf in the map is +inf in one of the two signs), so only the (B, 2) maxima are
+    checked.
     """
     batch, grid_h, grid_w = pooled.shape
     flat = pooled.reshape(batch, 1, grid_h * grid_w)
     signed = torch.cat((flat, -flat), dim=1)
-    finite = torch.isfinite(flat)  # (B, 1, G): the same for both signs, broadcast
-    valid = finite.all(dim=2, keepdim=True)
-    best = torch.where(finite, signed, float("-inf")).amax(dim=2, keepdim=True)
+    best = signed.amax(dim=2, keepdim=True)
+    valid = torch.isfinite(best).all(dim=1, keepdim=True)
     candidates = (signed == best) | ~valid
     index = torch.where(candidates, noise, -1.0).argmax(dim=2)
     return _cell_table(grid_h, grid_w, pooled.device)[index]
@@ -323,33 +325,39 @@ def _window_offsets(
     return sample + channel + rows + cols
 
 
-def copy_patches(x: torch.Tensor, plan: SelfMixPlan) -> torch.Tensor:
+def copy_patches(x: torch.Tensor, plan: SelfMixPlan, *, inplace: bool = False) -> torch.Tensor:
     """Copy ``P_m`` over ``P_l`` in every applied image; Algorithm 1, line 6.
 
-    Returns a new tensor (``x`` is never modified) with the dtype, device and memory format of ``x``. The
-    source window is read from the *original* image, so overlapping ``P_m`` and ``P_l`` are handled as if
-    ``P_m`` had been cut out first. Samples with ``plan.applied`` false come back unchanged.
+    Returns a new tensor with the dtype, device and memory format of ``x``, or ``x`` itself, overwritten,
+    with ``inplace=True`` (what timm's ``Mixup`` does; it saves one copy of the batch). The source window is
+    read from the *original* image (all source windows are gathered before anything is written), so
+    overlapping ``P_m`` and ``P_l`` are handled as if ``P_m`` had been cut out first. Samples with
+    ``plan.applied`` false come back unchanged.
 
-    Implementation: one clone, then, for contiguous images, one ``index_select`` of the source windows and
-    one ``index_copy_`` into the destination windows of the clone on the flat (B * C * H * W) views, with
-    the window offsets of every (sample, channel, row, column) cached per shape (on CPU about 2x faster
-    than a ``gather``/``scatter_`` on the (B, C, H * W) view). Other layouts address the (ph, pw) windows by
-    flat pixel indices ``row * W + col`` on the (B, C, H * W) view: one ``gather`` from ``x`` and one
-    ``scatter_`` into the clone; should the clone's H and W not merge into one dimension (an exotic stride
-    layout), an index-put with (B, ph, pw) index grids does the same. A non-applied sample has its
-    destination set to its own source, which writes the original pixels back onto themselves (no
+    Implementation: one clone (none with ``inplace``), then, for contiguous images, one ``index_select``
+    of the source windows and one ``index_copy_`` into the destination windows on the flat (B * C * H * W)
+    views, with the window offsets of every (sample, channel, row, column) cached per shape (on CPU about
+    2x faster than a ``gather``/``scatter_`` on the (B, C, H * W) view). Other layouts address the (ph, pw)
+    windows by flat pixel indices ``row * W + col`` on the (B, C, H * W) view: one ``gather`` from ``x``
+    and one ``scatter_`` into the output; should the output's H and W not merge into one dimension (an
+    exotic stride layout), an index-put with (B, ph, pw) index grids does the same. A non-applied sample
+    has its destination set to its own source, which writes the original pixels back onto themselves (no
     data-dependent shapes, no host synchronisation).
     """
-    return _copy_patches(x, plan, all_applied=False)
+    return _copy_patches(x, plan, all_applied=False, inplace=inplace)
 
 
-def _copy_patches(x: torch.Tensor, plan: SelfMixPlan, all_applied: bool) -> torch.Tensor:
+def _copy_patches(
+    x: torch.Tensor, plan: SelfMixPlan, all_applied: bool, inplace: bool = False
+) -> torch.Tensor:
     """:func:`copy_patches`; ``all_applied=True`` promises that ``plan.applied`` is all true (``prob=1``).
 
     The promise only skips the (then no-op) redirection of non-applied samples onto their own source.
+    Each branch below reads every source window into a new tensor before it writes, so ``out`` may be
+    ``x`` itself.
     """
     batch, channels, height, width = x.shape
-    out = x.clone()
+    out = x if inplace else x.clone()
     ph, pw = plan.patch_height, plan.patch_width
     if x.is_contiguous() and out.is_contiguous():
         # Flat origins top * W + left of P_m and P_l, stacked (2, B); then both index vectors in one add.
@@ -386,18 +394,19 @@ def fill_patches(
     patch_width: int,
     value: float,
     applied: torch.Tensor | None = None,
+    *,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Fill each applied sample's (ph, pw) window at ``(top, left)`` with ``value`` (SaliencyCutout).
 
-    Returns a new tensor with the dtype, device and memory format of ``x``; ``applied=None`` means every
-    sample.
+    Returns a new tensor with the dtype, device and memory format of ``x`` (``x`` itself, filled, with
+    ``inplace=True``); ``applied=None`` means every sample.
     """
     mask = box_mask(top, left, top + patch_height, left + patch_width, x.shape[2], x.shape[3])
     if applied is not None:
         mask = mask & applied.to(mask.device).view(-1, 1, 1, 1)
-    out = x.clone()
-    out.masked_fill_(mask, value)
-    return out
+    out = x if inplace else x.clone()
+    return out.masked_fill_(mask, value)
 
 
 def box_mask(

@@ -11,7 +11,14 @@ import torch
 
 from ._base import BatchTransform
 from ._random import rand, randint_from_uniform
-from ._validation import check_grid, check_probability, check_ratio, check_saliency
+from ._validation import (
+    check_bool,
+    check_grid,
+    check_probability,
+    check_ratio,
+    check_saliency,
+    check_writable,
+)
 from .patches import (
     SelfMixPlan,
     _copy_patches,
@@ -55,6 +62,9 @@ class SalfMix(BatchTransform):
         pool: ``False`` is the "no pooling" ablation: every cell is one pixel (argmax/argmin of the raw map).
         saliency_mode: ``"train"`` or ``"eval"``, the model mode while the saliency is computed (passed to
             :func:`salfmix_transforms.saliency.gradient_saliency`).
+        inplace: ``True`` overwrites ``x`` and returns it (as timm's ``Mixup`` and torchvision's
+            ``RandomErasing(inplace=True)`` do), saving one copy of the batch; ``x`` must not require grad.
+            The default returns a new tensor and leaves ``x`` as it was.
         num_classes, label_smoothing, warmup_epochs, generator: see
             :class:`~salfmix_transforms._base.BatchTransform`.
     """
@@ -67,6 +77,7 @@ class SalfMix(BatchTransform):
         *,
         pool: bool = True,
         saliency_mode: str = "train",
+        inplace: bool = False,
         num_classes: int | None = None,
         label_smoothing: float = 0.0,
         warmup_epochs: int = 0,
@@ -81,12 +92,11 @@ class SalfMix(BatchTransform):
         self.grid = check_grid(grid)
         self.ratio = check_ratio(ratio)
         self.prob = check_probability(prob, "prob")
-        if not isinstance(pool, bool):
-            raise TypeError(f"pool must be a bool, got {type(pool).__name__}")
-        self.pool = pool
+        self.pool = check_bool(pool, "pool")
         if not isinstance(saliency_mode, str) or saliency_mode not in _SALIENCY_MODES:
             raise ValueError(f"saliency_mode must be one of {_SALIENCY_MODES}, got {saliency_mode!r}")
         self.saliency_mode = saliency_mode
+        self.inplace = check_bool(inplace, "inplace")
 
     # -- geometry -------------------------------------------------------------------------------------
 
@@ -199,10 +209,24 @@ class SalfMix(BatchTransform):
         saliency: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        plan = self._plan_for(x, target, model, saliency, generator)
+        out = _copy_patches(x, plan, all_applied=self.prob == 1.0, inplace=self.inplace)
+        return out, self._output_target(target)
+
+    def _plan_for(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        model: torch.nn.Module | None,
+        saliency: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> SelfMixPlan:
+        """The checks of a call, the saliency map (given or eq. (2)-(3)) and the plan (Algorithm 1, 1-5)."""
         check_grid(self.grid, height=x.shape[2], width=x.shape[3])
+        if self.inplace:
+            check_writable(x)
         saliency = self._saliency(x, target, model, saliency)
-        plan = self._make_plan(saliency, (x.shape[0], x.shape[2], x.shape[3]), x.device, generator)
-        return _copy_patches(x, plan, all_applied=self.prob == 1.0), self._output_target(target)
+        return self._make_plan(saliency, (x.shape[0], x.shape[2], x.shape[3]), x.device, generator)
 
 
 class RandomSelfMix(SalfMix):

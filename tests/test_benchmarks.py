@@ -98,7 +98,7 @@ def test_speed_quick_prints_all_tables(tmp_path):
             assert row[3] not in ("error", "n/a"), row  # everything but optional kornia must be timed
 
     targets = _table_with(tables, "target")
-    assert len(targets) == 1 + 5  # four elem methods against timm elem + the SalfMix patch step
+    assert len(targets) == 1 + 6  # four elem methods against timm elem + the SalfMix patch step (x2)
     assert targets[0][6:] == ["status", "ceiling"]
     assert all(row[6] in ("met", "NOT met") for row in targets[1:]), targets
 

@@ -124,12 +124,32 @@ def test_cutout_reproducible_and_soft_targets():
         ({"prob": -1.0}, ValueError, "prob"),
         ({"fill": "black"}, TypeError, "fill"),
         ({"fill": True}, TypeError, "fill"),
+        ({"inplace": "yes"}, TypeError, "inplace"),
         ({"generator": 1}, TypeError, "generator"),
     ],
 )
 def test_cutout_bad_arguments(kwargs, error, name):
     with pytest.raises(error, match=name):
         Cutout(**kwargs)
+
+
+def test_cutout_inplace_fills_x_itself():
+    images = torch.rand(8, 3, 16, 16, generator=gen()) + 1
+    expected, _ = Cutout(fill=0.5, prob=0.5)(images, labels(8), generator=gen(4))
+    x = images.clone().to(memory_format=torch.channels_last)
+    out, _ = Cutout(fill=0.5, prob=0.5, inplace=True)(x, labels(8), generator=gen(4))
+    assert out is x and torch.equal(x, expected) and not torch.equal(x, images)
+    with pytest.raises(ValueError, match="inplace=True cannot overwrite x"):
+        Cutout(inplace=True)(torch.rand(1, 3, 8, 8, requires_grad=True), labels(1))
+
+
+def test_saliency_cutout_inplace_fills_x_itself():
+    images = torch.rand(6, 3, 16, 16, generator=gen()) + 1
+    sal = torch.rand(6, 16, 16, generator=gen(1))
+    expected, _ = SaliencyCutout(prob=0.5)(images, labels(6), saliency=sal, generator=gen(2))
+    x = images.clone()
+    out, _ = SaliencyCutout(prob=0.5, inplace=True)(x, labels(6), saliency=sal, generator=gen(2))
+    assert out is x and torch.equal(x, expected) and not torch.equal(x, images)
 
 
 def test_cutout_bad_call():

@@ -260,6 +260,27 @@ def test_copy_patches_keeps_dtype_and_channels_last(dtype):
     assert torch.equal(out, reference_copy(before, plan))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_copy_patches_inplace_overwrites_x_with_the_same_result(channels_last):
+    x = torch.rand(3, 3, 16, 16, generator=gen())
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    # sample 0: P_m and P_l overlap; sample 2 is not applied
+    plan = make_plan([0, 3, 8], [8, 1, 0], [2, 9, 2], [5, 4, 7], 5, 6, applied=[True, True, False])
+    expected = reference_copy(x, plan)
+    assert torch.equal(copy_patches(x, plan), expected)
+    out = copy_patches(x, plan, inplace=True)
+    assert out is x
+    assert torch.equal(x, expected)
+
+
+def test_fill_patches_inplace():
+    x = torch.rand(2, 3, 8, 8, generator=gen())
+    expected = fill_patches(x, torch.tensor([0, 4]), torch.tensor([1, 2]), 3, 3, 7.0)
+    out = fill_patches(x, torch.tensor([0, 4]), torch.tensor([1, 2]), 3, 3, 7.0, inplace=True)
+    assert out is x and torch.equal(x, expected)
+
+
 def test_copy_patches_identity_window_and_full_image():
     x = torch.rand(2, 3, 6, 6, generator=gen())
     out = copy_patches(x, make_plan([0, 0], [0, 0], [0, 0], [0, 0], 6, 6))

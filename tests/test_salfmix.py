@@ -409,6 +409,47 @@ def test_property_invariants(case):
         assert torch.equal(out, x)
 
 
+# -- inplace=True ----------------------------------------------------------------------------------------
+
+
+def layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same images as a contiguous, a channels_last and a strided (H, W not mergeable) batch."""
+    strided = x.transpose(2, 3).contiguous().transpose(2, 3)  # column-major images
+    assert strided.stride(2) != strided.stride(3) * strided.shape[3]
+    return {
+        "contiguous": x.clone(),
+        "channels_last": x.clone().to(memory_format=torch.channels_last),
+        "strided": strided,
+    }
+
+
+@pytest.mark.parametrize("cls", [SalfMix, RandomSelfMix])
+@pytest.mark.parametrize("prob", [1.0, 0.5])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_inplace_writes_the_out_of_place_result_into_x(cls, prob, layout):
+    # big patches around adjacent cells, so P_m and P_l overlap: the copy must still read the original P_m
+    batch = 64
+    images = torch.rand(batch, 3, 32, 32, generator=gen())
+    sal = hand_map(batch, 32, 32, 4, high=(1, 1), low=(1, 2))
+    expected, _ = cls(grid=4, ratio=0.5, prob=prob)(images, labels(batch), saliency=sal, generator=gen(3))
+    x = layouts(images)[layout]
+    out, target = cls(grid=4, ratio=0.5, prob=prob, inplace=True)(
+        x, labels(batch), saliency=sal, generator=gen(3)
+    )
+    assert out is x
+    assert torch.equal(x, expected)
+    assert not torch.equal(x, images)
+    assert torch.equal(target, labels(batch))
+
+
+def test_inplace_refuses_a_batch_that_requires_grad():
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    with pytest.raises(ValueError, match="inplace=True cannot overwrite x"):
+        SalfMix(grid=2, inplace=True)(x, labels(2), saliency=torch.rand(2, 8, 8))
+    out, _ = SalfMix(grid=2)(x, labels(2), saliency=torch.rand(2, 8, 8))  # out of place: allowed
+    assert out.requires_grad
+
+
 # -- bad inputs ------------------------------------------------------------------------------------------
 
 
@@ -426,6 +467,7 @@ def test_property_invariants(case):
         ({"saliency_mode": "test"}, ValueError, "saliency_mode"),
         ({"saliency_mode": None}, ValueError, "saliency_mode"),
         ({"pool": 1}, TypeError, "pool"),
+        ({"inplace": 1}, TypeError, "inplace"),
         ({"generator": 3}, TypeError, "generator"),
         ({"num_classes": 0}, ValueError, "num_classes"),
         ({"label_smoothing": 2.0}, ValueError, "label_smoothing"),

@@ -235,11 +235,12 @@ def test_explicit_flags_override_preset_and_method():
 
 METHOD_ROWS = {
     "baseline": (type(None), {}),
-    "cutout": (Cutout, dict(mask_ratio=0.5, warmup_epochs=0)),
+    # The single-image methods overwrite the loader's batch (inplace=True), as timm's Mixup does.
+    "cutout": (Cutout, dict(mask_ratio=0.5, warmup_epochs=0, inplace=True)),
     # SalfMix-family rows skip one warm-up epoch, as HybridMix does (Algorithm 2).
-    "cutout-sal": (SaliencyCutout, dict(grid=4, ratio=0.3, pool=True, warmup_epochs=1)),
-    "salfmix": (SalfMix, dict(grid=4, ratio=0.3, prob=1.0, pool=True, warmup_epochs=1)),
-    "salfmix-nosal": (RandomSelfMix, dict(grid=4, ratio=0.3, prob=1.0, warmup_epochs=1)),
+    "cutout-sal": (SaliencyCutout, dict(grid=4, ratio=0.3, pool=True, warmup_epochs=1, inplace=True)),
+    "salfmix": (SalfMix, dict(grid=4, ratio=0.3, prob=1.0, pool=True, warmup_epochs=1, inplace=True)),
+    "salfmix-nosal": (RandomSelfMix, dict(grid=4, ratio=0.3, prob=1.0, warmup_epochs=1, inplace=True)),
     "mixup": (Mixup, dict(alpha=1.0, prob=1.0, mode="batch")),
     "saliencymix": (SaliencyMix, dict(alpha=1.0)),
     "cutmix": (CutMix, dict(alpha=1.0, minmax=None)),
