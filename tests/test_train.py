@@ -126,6 +126,7 @@ FLAG_CASES = [
     (["--workers", "0"], "workers", 0),
     (["-j", "1"], "workers", 1),
     (["--log-interval", "5"], "log_interval", 5),
+    (["--threads", "3"], "threads", 3),
     (["--device", "cpu"], "device", "cpu"),
     (["--salfmix"], "salfmix", True),
     (["--salfmix-prob", "0.5"], "salfmix_prob", 0.5),
@@ -178,11 +179,28 @@ def test_defaults_train_the_embedded_data_set_on_a_small_network():
         ["--lr", "-1"],
         ["--width", "0"],
         ["--batch-size", "many"],
+        ["--threads", "-1"],
     ],
 )
 def test_bad_flags_raise_usage_error(argv):
     with pytest.raises(train_timm.UsageError):
         train_timm.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("requested", "device", "workers", "world", "cores", "env_set", "expected"),
+    [
+        (0, "cpu", 2, 1, 2, False, 1),  # the 2-core machine: never below one thread
+        (0, "cpu", 2, 1, 16, False, 14),  # cores left after the loader workers
+        (0, "cpu", 0, 2, 16, False, 8),  # DDP on CPU: the cores are shared between the ranks
+        (0, "cpu", 2, 1, None, False, 1),  # os.cpu_count() unknown
+        (0, "cpu", 2, 1, 16, True, None),  # OMP_NUM_THREADS set: PyTorch's choice stands
+        (0, "cuda", 2, 1, 16, False, None),  # GPU runs keep the default
+        (3, "cuda", 2, 1, 16, True, 3),  # --threads wins everywhere
+    ],
+)
+def test_cpu_threads(requested, device, workers, world, cores, env_set, expected):
+    assert train_timm.cpu_threads(requested, device, workers, world, cores, env_set) == expected
 
 
 @pytest.mark.parametrize("name", ["cifar", "tinyimagenet"])
