@@ -319,8 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_non_negative_int,
         default=0,
-        help="torch CPU threads per process (0: OMP_NUM_THREADS if set, else on CPU the cores left after "
-        "the loader workers)",
+        help="torch CPU threads per process (0: PyTorch's default, one per core or OMP_NUM_THREADS)",
     )
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     g.add_argument(
@@ -765,24 +764,6 @@ def build_optimizer_and_scheduler(
     return optimizer, lr_scheduler, num_epochs
 
 
-def cpu_threads(
-    requested: int, device_type: str, workers: int, world_size: int, cores: int | None, env_set: bool
-) -> int | None:
-    """The torch thread count to set, or ``None`` to keep PyTorch's choice.
-
-    ``--threads N`` wins. Otherwise, on a CPU run without ``OMP_NUM_THREADS``, each process gets the cores
-    left after its loader workers: ``max(1, cores // world_size - workers)``. Choice (timm does not do this):
-    PyTorch starts one OpenMP thread per core, and on a small machine those threads compete with the loader
-    processes; on the project's 2-core machine that made a cpu-mini epoch take 174-237 s instead of
-    16-27 s. GPU runs keep PyTorch's default.
-    """
-    if requested > 0:
-        return requested
-    if device_type != "cpu" or env_set:
-        return None
-    return max(1, (cores or 1) // max(1, world_size) - workers)
-
-
 def _check_device(name: str) -> None:
     try:
         device = torch.device(name)
@@ -801,16 +782,8 @@ def _setup(args: argparse.Namespace) -> _Run:
 
     _check_device(args.device)
     device = init_distributed_device(args)
-    threads = cpu_threads(
-        args.threads,
-        device.type,
-        args.workers,
-        args.world_size,
-        os.cpu_count(),
-        "OMP_NUM_THREADS" in os.environ,
-    )
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     random_seed(args.seed, args.rank)
     amp_dtype = _resolve_amp(args, device)
 

@@ -187,22 +187,6 @@ def test_bad_flags_raise_usage_error(argv):
         train_timm.parse_args(argv)
 
 
-@pytest.mark.parametrize(
-    ("requested", "device", "workers", "world", "cores", "env_set", "expected"),
-    [
-        (0, "cpu", 2, 1, 2, False, 1),  # the 2-core machine: never below one thread
-        (0, "cpu", 2, 1, 16, False, 14),  # cores left after the loader workers
-        (0, "cpu", 0, 2, 16, False, 8),  # DDP on CPU: the cores are shared between the ranks
-        (0, "cpu", 2, 1, None, False, 1),  # os.cpu_count() unknown
-        (0, "cpu", 2, 1, 16, True, None),  # OMP_NUM_THREADS set: PyTorch's choice stands
-        (0, "cuda", 2, 1, 16, False, None),  # GPU runs keep the default
-        (3, "cuda", 2, 1, 16, True, 3),  # --threads wins everywhere
-    ],
-)
-def test_cpu_threads(requested, device, workers, world, cores, env_set, expected):
-    assert train_timm.cpu_threads(requested, device, workers, world, cores, env_set) == expected
-
-
 @pytest.mark.parametrize("name", ["cifar", "tinyimagenet"])
 def test_presets_are_the_paper_setup(name):
     args = train_timm.parse_args(["--preset", name])
