@@ -106,7 +106,8 @@ class Cutout(BatchTransform):
         batch, _, height, width = x.shape
         out = check_writable(x) if self.inplace else x.clone()
         top, left, bottom, right, applied = self.boxes(batch, height, width, x.device, generator)
-        mask = box_mask(top, left, bottom, right, height, width) & applied.view(-1, 1, 1, 1)
+        bottom = torch.where(applied, bottom, top)  # a sample that is not cut out gets an empty box
+        mask = box_mask(top, left, bottom, right, height, width)
         return out.masked_fill_(mask, self.fill), self._output_target(target)
 
 

@@ -47,6 +47,7 @@ import torch
 from ._base import BatchTransform
 from ._random import beta, rand, randint_between
 from ._validation import check_non_negative, check_probability, check_saliency
+from .patches import box_mask
 from .static_saliency import fine_grained_saliency
 from .targets import mix_targets, to_soft_targets
 
@@ -369,9 +370,9 @@ def _paste(
 
     * ``uniform`` (one box for the whole batch): a clone of ``x`` with the box region assigned from
       ``source`` (with ``source=None``, the box of ``x`` flipped: only the box region is read);
-    * per-sample boxes: one ``torch.where`` with a small (B, 1, H, W) mask, built from separable row
-      (B, 1, H, 1) and column (B, 1, 1, W) masks and broadcast over the channels (with ``source=None``
-      written chunk by chunk from flipped slices of ``x`` that stay in cache).
+    * per-sample boxes: one ``torch.where`` with a (B, 1, H, W) mask (:func:`~.patches.box_mask`)
+      broadcast over the channels, written into the flipped partner batch itself (with ``source=None``) so
+      that the flip is the only full-size allocation.
     """
     top, bottom, left, right = box
     height, width = x.shape[2], x.shape[3]
@@ -383,21 +384,11 @@ def _paste(
             region = region[:, :, top:bottom, left:right]
             out[:, :, top:bottom, left:right] = region.flip(0) if source is None else region
         return out
-    rows = torch.arange(height, device=x.device).view(1, 1, -1, 1)
-    cols = torch.arange(width, device=x.device).view(1, 1, 1, -1)
-    in_rows = (rows >= top.view(-1, 1, 1, 1)) & (rows < bottom.view(-1, 1, 1, 1))
-    in_cols = (cols >= left.view(-1, 1, 1, 1)) & (cols < right.view(-1, 1, 1, 1))
-    mask = in_rows & in_cols
+    mask = box_mask(top, left, bottom, right, height, width)
     if source is not None:
         return torch.where(mask, source, x)
-    out = torch.empty_like(x)
-    batch = x.shape[0]
-    step = max(1, _CHUNK_ELEMENTS // max(1, x[0].numel()))
-    for start in range(0, batch, step):  # flipped slices in cache-sized chunks, never the whole flip
-        stop = min(start + step, batch)
-        partner = x[batch - stop : batch - start].flip(0)  # == x.flip(0)[start:stop]
-        torch.where(mask[start:stop], partner, x[start:stop], out=out[start:stop])
-    return out
+    partner = x.flip(0)
+    return torch.where(mask, partner, x, out=partner)  # element-wise, so writing over an input is safe
 
 
 def _mix_with_partner(
