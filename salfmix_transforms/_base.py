@@ -1,9 +1,11 @@
 """The common frame of the package's batch transforms (timm ``Mixup``-style call).
 
 Every transform is called as ``x, target = transform(x, target, model=..., saliency=..., generator=...)``
-and never modifies ``x`` in place. This base class does the parts they share: argument checks, choice of
-random generator (call argument over constructor argument over PyTorch's global RNG), the warm-up epochs of
-Algorithm 2 (``set_epoch``), and the soft-target output (``num_classes`` / ``label_smoothing``).
+and leaves ``x`` unchanged, unless a single-image transform was built with ``inplace=True`` (then ``x`` is
+overwritten and returned, as timm's ``Mixup`` does). This base class does the parts they share: argument
+checks, choice of random generator (call argument over constructor argument over PyTorch's global RNG), the
+warm-up epochs of Algorithm 2 (``set_epoch``), and the soft-target output (``num_classes`` /
+``label_smoothing``).
 """
 
 from __future__ import annotations
