@@ -19,6 +19,9 @@ Protocols:
     the paper's CIFAR setting (train_timm.py's ``--preset cifar``: 300 epochs, lr x0.1 at 150 and 225,
     batch 64, full-width PreActResNet-18) on ``--device cuda``; ``--data-dir`` must point to torchvision's
     extracted ``cifar-10-batches-py`` or ``cifar-100-python`` (nothing is downloaded).
+``paper-tinyimagenet``
+    the paper's Tiny-ImageNet-200 setting (``--preset tinyimagenet``: batch 128, SalfMix grid 8, lr x0.1 at
+    75, 150 and 225) on ``--device cuda``; ``--data-dir`` points to the extracted ``tiny-imagenet-200``.
 
 Examples::
 
@@ -27,6 +30,7 @@ Examples::
     python benchmarks/accuracy.py --protocol cpu-mini --max-runs 2       # at most two new runs
     python benchmarks/accuracy.py --protocol cpu-mini --rows baseline salfmix --seeds 0
     python benchmarks/accuracy.py --protocol paper --data-dir /data/cifar-100-python --seeds 0 1 2
+    python benchmarks/accuracy.py --protocol paper-tinyimagenet --data-dir /data/tiny-imagenet-200
 """
 
 from __future__ import annotations
@@ -98,8 +102,9 @@ PROTOCOLS = {
         width=0.25,
         seeds=(0, 1),
         # train_timm.py's defaults otherwise: SGD momentum 0.9, lr 0.05, wd 1e-4, cosine, batch 64.
-        # One loader process and one OpenMP thread per run (--threads): on 2 shared cores, two loader
-        # processes plus two OpenMP threads made an epoch ~10x slower (oversubscription).
+        # One loader process and one OpenMP thread per run (--threads), so that --jobs 2 runs two trainings
+        # on the two cores; while other jobs loaded the machine, PyTorch's two OpenMP threads plus two loader
+        # processes made an epoch ~10x slower (on a quiet machine a single run is faster with 2 threads).
         args=("-j", "1", "--checkpoint-hist", "1"),
         val_split="test",
         threads=1,
@@ -112,6 +117,18 @@ PROTOCOLS = {
         width=1.0,
         seeds=(0, 1, 2),
         args=("--preset", "cifar", "--device", "cuda", "-j", "4", "--checkpoint-hist", "1"),
+    ),
+    "paper-tinyimagenet": Protocol(
+        name="paper-tinyimagenet",
+        description=(
+            "the paper's Tiny-ImageNet-200 setting (--preset tinyimagenet: batch 128, grid 8, lr x0.1 at "
+            "75, 150 and 225), full-width PreActResNet-18, 300 epochs, GPU"
+        ),
+        data_dir=None,
+        epochs=300,
+        width=1.0,
+        seeds=(0, 1, 2),
+        args=("--preset", "tinyimagenet", "--device", "cuda", "-j", "8", "--checkpoint-hist", "1"),
     ),
 }
 
@@ -438,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.data_dir is None:
         print(
-            f"[accuracy] protocol {args.protocol!r} needs --data-dir (CIFAR-10/100 extracted)",
+            f"[accuracy] protocol {args.protocol!r} needs --data-dir (extracted CIFAR-10/100 or "
+            "tiny-imagenet-200)",
             file=sys.stderr,
         )
         return 2

@@ -159,6 +159,14 @@ def test_accuracy_dry_run_plans_every_row_and_seed(tiny_folder, tmp_path):
     planned = [line for line in paper.stdout.splitlines() if line.startswith("[")]
     assert len(planned) == 3 and all("--preset cifar" in ln and "--epochs 300" in ln for ln in planned)
 
+    tiny = _run(
+        str(ACCURACY), "--protocol", "paper-tinyimagenet", "--dry-run", "--data-dir", str(tiny_folder),
+        "--rows", "salfmix", "--results", results,
+    )  # fmt: skip
+    assert tiny.returncode == 0, tiny.stderr
+    planned = [line for line in tiny.stdout.splitlines() if line.startswith("[")]
+    assert len(planned) == 3 and all("--preset tinyimagenet" in ln for ln in planned)
+
 
 def test_accuracy_skips_cleanly_without_data(tmp_path):
     proc = _run(str(ACCURACY), "--data-dir", str(tmp_path / "absent"), "--results", str(tmp_path / "r.jsonl"))

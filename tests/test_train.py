@@ -198,19 +198,23 @@ def test_presets_are_the_paper_setup(name):
     assert args.salfmix_ratio == 0.3
 
 
-def test_preset_schedule_decays_by_ten_after_150_and_225_epochs():
-    args = train_timm.parse_args(["--preset", "cifar"])
+@pytest.mark.parametrize(
+    ("name", "decays"),
+    [("cifar", (150, 225)), ("tinyimagenet", (75, 150, 225))],  # Section 5.1 of the paper
+)
+def test_preset_schedule_decays_by_ten_at_the_paper_epochs(name, decays):
+    args = train_timm.parse_args(["--preset", name])
     model = torch.nn.Linear(2, 2)
     optimizer, scheduler, num_epochs = train_timm.build_optimizer_and_scheduler(args, model, 10)
     assert num_epochs == 300
     assert isinstance(optimizer, torch.optim.SGD) and not optimizer.defaults["nesterov"]
-    lrs = {}
+    lrs = []
     for epoch in range(300):
         scheduler.step(epoch)
-        lrs[epoch] = optimizer.param_groups[0]["lr"]
-    assert lrs[0] == lrs[149] == pytest.approx(0.05)
-    assert lrs[150] == lrs[224] == pytest.approx(0.005)
-    assert lrs[225] == lrs[299] == pytest.approx(0.0005)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    # What PyTorch's MultiStepLR(milestones=decays, gamma=0.1) gives for 0-based epochs.
+    expected = [0.05 * 0.1 ** sum(epoch >= d for d in decays) for epoch in range(300)]
+    assert lrs == pytest.approx(expected)
 
 
 def test_explicit_flags_override_preset_and_method():
