@@ -151,21 +151,15 @@ def test_accuracy_dry_run_plans_every_row_and_seed(tiny_folder, tmp_path):
     assert all(ln.startswith("[todo]") and "train_timm.py" in ln for ln in lines)
     assert all("--epochs 100 --width 0.25" in ln and "OMP_NUM_THREADS=1" in ln for ln in lines)
 
-    paper = _run(
-        str(ACCURACY), "--protocol", "paper", "--dry-run", "--data-dir", str(tiny_folder),
-        "--rows", "salfmix", "--results", results,
-    )  # fmt: skip
-    assert paper.returncode == 0, paper.stderr
-    planned = [line for line in paper.stdout.splitlines() if line.startswith("[")]
-    assert len(planned) == 3 and all("--preset cifar" in ln and "--epochs 300" in ln for ln in planned)
-
-    tiny = _run(
-        str(ACCURACY), "--protocol", "paper-tinyimagenet", "--dry-run", "--data-dir", str(tiny_folder),
-        "--rows", "salfmix", "--results", results,
-    )  # fmt: skip
-    assert tiny.returncode == 0, tiny.stderr
-    planned = [line for line in tiny.stdout.splitlines() if line.startswith("[")]
-    assert len(planned) == 3 and all("--preset tinyimagenet" in ln for ln in planned)
+    for protocol, preset in (("paper", "cifar"), ("paper-tinyimagenet", "tinyimagenet")):
+        paper = _run(
+            str(ACCURACY), "--protocol", protocol, "--dry-run", "--data-dir", str(tiny_folder),
+            "--rows", "salfmix", "--results", results,
+        )  # fmt: skip
+        assert paper.returncode == 0, paper.stderr
+        planned = [line for line in paper.stdout.splitlines() if line.startswith("[")]
+        assert len(planned) == 3  # seeds 0, 1, 2
+        assert all(f"--preset {preset}" in ln and "--epochs 300" in ln for ln in planned)
 
 
 def test_accuracy_skips_cleanly_without_data(tmp_path):
