@@ -15,7 +15,7 @@ import torch
 from ._base import BatchTransform
 from ._random import rand, randint_between
 from ._validation import check_bool, check_probability, check_ratio, check_writable
-from .patches import box_mask, fill_patches, patch_size
+from .patches import fill_boxes, fill_patches, patch_size
 from .salfmix import SalfMix
 
 __all__ = ["Cutout", "SaliencyCutout"]
@@ -104,11 +104,11 @@ class Cutout(BatchTransform):
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, _, height, width = x.shape
-        out = check_writable(x) if self.inplace else x.clone()
+        if self.inplace:
+            check_writable(x)
         top, left, bottom, right, applied = self.boxes(batch, height, width, x.device, generator)
-        bottom = torch.where(applied, bottom, top)  # a sample that is not cut out gets an empty box
-        mask = box_mask(top, left, bottom, right, height, width)
-        return out.masked_fill_(mask, self.fill), self._output_target(target)
+        out = fill_boxes(x, top, left, bottom, right, self.fill, applied, inplace=self.inplace)
+        return out, self._output_target(target)
 
 
 class SaliencyCutout(SalfMix):

@@ -37,6 +37,7 @@ __all__ = [
     "cell_size",
     "copy_patches",
     "extreme_cells",
+    "fill_boxes",
     "fill_patches",
     "patch_size",
     "pick_cells",
@@ -402,10 +403,29 @@ def fill_patches(
     Returns a new tensor with the dtype, device and memory format of ``x`` (``x`` itself, filled, with
     ``inplace=True``); ``applied=None`` means every sample.
     """
-    bottom = top + patch_height
+    return fill_boxes(x, top, left, top + patch_height, left + patch_width, value, applied, inplace=inplace)
+
+
+def fill_boxes(
+    x: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    bottom: torch.Tensor,
+    right: torch.Tensor,
+    value: float,
+    applied: torch.Tensor | None = None,
+    *,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Fill each applied sample's box ``[top, bottom) x [left, right)`` with ``value`` (Cutout).
+
+    The boxes are (B,) tensors and may reach past the image (:func:`box_mask`). Returns a new tensor with
+    the dtype, device and memory format of ``x`` (``x`` itself with ``inplace=True``); ``applied=None``
+    means every sample.
+    """
     if applied is not None:  # a non-applied sample gets an empty box
         bottom = torch.where(applied.to(top.device), bottom, top)
-    mask = box_mask(top, left, bottom, left + patch_width, x.shape[2], x.shape[3])
+    mask = box_mask(top, left, bottom, right, x.shape[2], x.shape[3])
     out = x if inplace else x.clone()
     return out.masked_fill_(mask, value)
 
