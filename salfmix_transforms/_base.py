@@ -14,7 +14,7 @@ import torch
 
 from ._random import resolve_generator
 from ._validation import check_generator, check_images, check_probability, check_target
-from .targets import to_soft_targets
+from .targets import _to_soft_targets_unchecked
 
 __all__ = ["BatchTransform"]
 
@@ -75,7 +75,7 @@ class BatchTransform:
         """The target of a label-preserving transform: soft when ``num_classes`` is set, else unchanged."""
         if self.num_classes is None:
             return target
-        return to_soft_targets(target, self.num_classes, self.label_smoothing)
+        return _to_soft_targets_unchecked(target, self.num_classes, self.label_smoothing)
 
     def __call__(
         self,

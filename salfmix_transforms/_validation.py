@@ -60,7 +60,7 @@ def check_target(
         if target.shape[0] != batch_size:
             raise ValueError(f"{name} has {target.shape[0]} labels for a batch of {batch_size} images")
         if num_classes is not None and target.numel() > 0:
-            low, high = int(target.min()), int(target.max())
+            low, high = torch.stack(torch.aminmax(target)).tolist()  # one host sync, not two
             if low < 0 or high >= num_classes:
                 raise ValueError(
                     f"{name} holds class indices in [{low}, {high}], outside [0, {num_classes - 1}] "

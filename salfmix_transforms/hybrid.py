@@ -34,7 +34,7 @@ from .mixing import (
     mix_pairs,
 )
 from .salfmix import SalfMix
-from .targets import to_soft_targets
+from .targets import _to_soft_targets_unchecked
 
 __all__ = ["HybridMix"]
 
@@ -219,7 +219,9 @@ class HybridMix(BatchTransform):
         saliency: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        soft = to_soft_targets(target, infer_num_classes(target, self.num_classes), self.label_smoothing)
+        soft = _to_soft_targets_unchecked(
+            target, infer_num_classes(target, self.num_classes), self.label_smoothing
+        )
         mixed = x
         if self.salfmix_active:
             if model is None and saliency is None:

@@ -49,7 +49,7 @@ from ._random import beta, rand, randint_between
 from ._validation import check_non_negative, check_probability, check_saliency
 from .patches import box_mask
 from .static_saliency import fine_grained_saliency
-from .targets import mix_targets, to_soft_targets
+from .targets import _to_soft_targets_unchecked, mix_targets
 
 __all__ = [
     "MODES",
@@ -525,7 +525,9 @@ class TwoImageMix(BatchTransform):
         self.mode = check_mode(mode)
 
     def _soft_targets(self, target: torch.Tensor) -> torch.Tensor:
-        return to_soft_targets(target, infer_num_classes(target, self.num_classes), self.label_smoothing)
+        return _to_soft_targets_unchecked(
+            target, infer_num_classes(target, self.num_classes), self.label_smoothing
+        )
 
     def _output_target(self, target: torch.Tensor) -> torch.Tensor:
         # Two-image methods always return soft targets, also during warm-up.

@@ -6,10 +6,10 @@ Algorithm 1 of Choi et al. (Sensors 2021), in the notation used throughout this 
   and ``W // n`` horizontally, without padding (:func:`cell_size`, :func:`pool_saliency`); every element of
   the pooled grid stands for one *cell* of the image;
 * line 2: ``R_m`` is the most salient cell (argmax of the pooled map), ``R_l`` the least salient one
-  (argmin) (:func:`pick_cells`);
+  (argmin) (:func:`pick_cells`, :func:`extreme_cells`);
 * line 3: the patch side is ``o = floor(W * r)`` (:func:`patch_size`);
 * lines 4-5: a patch ``P_m`` containing ``R_m`` and a patch ``P_l`` containing ``R_l`` are placed at random
-  (:func:`place_patches`);
+  (:func:`place_patches`, :func:`patch_corners`);
 * line 6: the pixels of ``P_m`` are copied over ``P_l`` in the same image (:func:`copy_patches`); the label
   is unchanged.
 
@@ -39,10 +39,9 @@ __all__ = [
     "extreme_cells",
     "fill_boxes",
     "fill_patches",
+    "patch_corners",
     "patch_size",
     "pick_cells",
-    "pick_extreme_cells",
-    "place_patch_pair",
     "place_patches",
     "pool_saliency",
     "random_cells",
@@ -106,35 +105,12 @@ def pick_cells(
     Choice: ties are broken uniformly at random among the tied cells (the paper does not say; a plain
     ``argmax`` would always favour the top-left cell). A map that is constant has every cell tied, so it
     gets a uniformly random cell; a map containing NaN or +-inf also gets a uniformly random cell (never an
-    error). Implementation: the candidates of each sample receive a uniform random score and the
-    candidate with the highest score wins.
+    error). One side of :func:`extreme_cells` (which holds the rule), with ``B * gh * gw`` tie-break draws.
     """
     batch, grid_h, grid_w = pooled.shape
-    flat = pooled.reshape(batch, grid_h * grid_w)
-    finite = torch.isfinite(flat)
-    invalid = ~finite.all(dim=1, keepdim=True)
-    if largest:
-        extreme = torch.where(finite, flat, float("-inf")).amax(dim=1, keepdim=True)
-    else:
-        extreme = torch.where(finite, flat, float("inf")).amin(dim=1, keepdim=True)
-    candidates = (flat == extreme) | invalid
-    noise = rand((batch, grid_h * grid_w), generator, flat.device)
-    index = torch.where(candidates, noise, -1.0).argmax(dim=1)
-    return index // grid_w, index % grid_w
-
-
-def pick_extreme_cells(
-    pooled: torch.Tensor, generator: torch.Generator | None
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """``(pick_cells(pooled, True, g), pick_cells(pooled, False, g))`` sharing the common work.
-
-    Same values and the same random draws in the same order (the tie-break noise of the argmax cell, then
-    that of the argmin cell) as the two calls; see :func:`extreme_cells`.
-    """
-    batch, grid_h, grid_w = pooled.shape
-    noise = rand((2, batch, grid_h * grid_w), generator, pooled.device).transpose(0, 1)
-    cells = extreme_cells(pooled, noise)
-    return (cells[:, 0, 0], cells[:, 0, 1]), (cells[:, 1, 0], cells[:, 1, 1])
+    noise = rand((batch, 1, grid_h * grid_w), generator, pooled.device).expand(batch, 2, grid_h * grid_w)
+    cell = extreme_cells(pooled, noise)[:, 0 if largest else 1]
+    return cell[:, 0], cell[:, 1]
 
 
 @functools.lru_cache(maxsize=16)
@@ -151,12 +127,12 @@ def extreme_cells(pooled: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     cell ``R_l``. ``noise`` (B, 2, gh * gw) holds the uniform tie-break scores (``noise[:, 0]`` for
     ``R_m``, ``noise[:, 1]`` for ``R_l``), so this function draws nothing itself.
 
-    Same rule as :func:`pick_cells`: ties (and every cell of a map with NaN/inf) are candidates, and the
-    candidate with the highest noise wins. The argmin is the argmax of the negated map (negation is exact,
-    so the tied cells are the same); both are reduced in one pass over the stacked (B, 2, gh * gw) maps.
-    A map holds a NaN or an infinity exactly when one of its two maxima is not finite (``amax`` returns
-    NaN for a NaN; +inf or -inf in the map is +inf in one of the two signs), so only the (B, 2) maxima are
-    checked.
+    The rule (see :func:`pick_cells`): the tied extreme cells, or every cell of a map with NaN/inf, are the
+    candidates, and the candidate with the highest noise wins. The argmin is the argmax of the negated map
+    (negation is exact, so the tied cells are the same); both are reduced in one pass over the stacked
+    (B, 2, gh * gw) maps. A map holds a NaN or an infinity exactly when one of its two maxima is not
+    finite (``amax`` returns NaN for a NaN; +inf or -inf in the map is +inf in one of the two signs), so
+    only the (B, 2) maxima are checked.
     """
     batch, grid_h, grid_w = pooled.shape
     flat = pooled.reshape(batch, 1, grid_h * grid_w)
@@ -183,16 +159,6 @@ def random_cells(
     return rows, cols
 
 
-def _place_1d(
-    cell_index: torch.Tensor, cell: int, patch: int, size: int, generator: torch.Generator | None
-) -> torch.Tensor:
-    start = cell_index.long() * cell
-    end = start + cell  # exclusive
-    low = torch.clamp(torch.minimum(start, end - patch), min=0)
-    high = torch.clamp(torch.maximum(start, end - patch), max=size - patch)
-    return randint_between(low, high, generator)
-
-
 def place_patches(
     cell_rows: torch.Tensor,
     cell_cols: torch.Tensor,
@@ -206,22 +172,22 @@ def place_patches(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random top-left corners ``(top, left)`` (B,) of patches around the given cells; Algorithm 1, lines 4-5.
 
-    A patch at least as large as the cell is placed uniformly among the positions where it contains the
-    whole cell and lies inside the image. Choice: a patch smaller than the cell (``o < kh``) is placed
-    uniformly *inside* the cell. Both cases are one closed range for the top row,
-    ``lo = max(0, min(cell_top, cell_bottom - ph))``, ``hi = min(H - ph, max(cell_top, cell_bottom - ph))``
-    (``cell_bottom`` exclusive), and likewise for the columns; the row is drawn before the column.
+    :func:`patch_corners` (which holds the rule) for one patch per sample, with uniforms drawn here: the
+    rows of all samples first, then the columns.
     """
-    top = _place_1d(cell_rows, cell_height, patch_height, height, generator)
-    left = _place_1d(cell_cols, cell_width, patch_width, width, generator)
-    return top, left
+    batch = cell_rows.shape[0]
+    cells = torch.stack((cell_rows, cell_cols), dim=1).long().view(batch, 1, 2)
+    uniforms = rand((2, batch), generator, cell_rows.device).t().reshape(batch, 1, 2)
+    cell, patch, size = (cell_height, cell_width), (patch_height, patch_width), (height, width)
+    corners = patch_corners(cells, *cell, *patch, *size, uniforms)
+    return corners[:, 0, 0], corners[:, 0, 1]
 
 
 @functools.lru_cache(maxsize=16)
 def _placement_bounds(
     cell: tuple[int, int], patch: tuple[int, int], size: tuple[int, int], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-axis (rows, cols) constants of :func:`place_patch_pair`, as (2,) long tensors (cached)."""
+    """Per-axis (rows, cols) constants of :func:`patch_corners`, as (2,) long tensors (cached)."""
     as_tensor = functools.partial(torch.tensor, dtype=torch.long, device=device)
     shrink = [min(0, c - p) for c, p in zip(cell, patch)]  # lo = cell_start + min(0, kh - ph)
     grow = [max(0, c - p) for c, p in zip(cell, patch)]  # hi = cell_start + max(0, kh - ph)
@@ -229,7 +195,7 @@ def _placement_bounds(
     return as_tensor(cell), as_tensor(shrink), as_tensor(grow), as_tensor(last)
 
 
-def place_patch_pair(
+def patch_corners(
     cells: torch.Tensor,
     cell_height: int,
     cell_width: int,
@@ -239,14 +205,18 @@ def place_patch_pair(
     width: int,
     uniforms: torch.Tensor,
 ) -> torch.Tensor:
-    """:func:`place_patches` for ``P_m`` and ``P_l`` together, from given uniforms; Algorithm 1, lines 4-5.
+    """Top-left corners of patches placed around cells, from given uniforms; Algorithm 1, lines 4-5.
 
-    ``cells`` (B, 2, 2) are the ``(row, col)`` of ``R_m`` and ``R_l`` (:func:`extreme_cells`) and
-    ``uniforms`` (B, 2, 2) float32 in [0, 1) the matching draws. Returns the top-left corners (B, 2, 2):
-    ``corners[:, 0]`` = ``(top, left)`` of ``P_m``, ``corners[:, 1]`` that of ``P_l``. Same ranges as
-    :func:`place_patches`: ``lo = max(0, min(cell_top, cell_bottom - ph))``,
-    ``hi = min(H - ph, max(cell_top, cell_bottom - ph))``, and likewise for the columns, all four
-    coordinates computed in one pass.
+    ``cells`` (..., 2) are ``(row, col)`` grid cells (SalfMix passes (B, 2, 2): ``R_m`` and ``R_l`` from
+    :func:`extreme_cells`) and ``uniforms`` (..., 2) float32 in [0, 1) one draw per coordinate. Returns
+    the ``(top, left)`` corners (..., 2) (for SalfMix, ``corners[:, 0]`` is ``P_m``, ``corners[:, 1]`` is
+    ``P_l``).
+
+    A patch at least as large as the cell is placed uniformly among the positions where it contains the
+    whole cell and lies inside the image. Choice: a patch smaller than the cell (``o < kh``) is placed
+    uniformly *inside* the cell. Both cases are one closed range for the top row,
+    ``lo = max(0, min(cell_top, cell_bottom - ph))``, ``hi = min(H - ph, max(cell_top, cell_bottom - ph))``
+    (``cell_bottom`` exclusive), and likewise for the columns; all coordinates are computed in one pass.
     """
     cell, shrink, grow, last = _placement_bounds(
         (cell_height, cell_width), (patch_height, patch_width), (height, width), cells.device

@@ -24,8 +24,8 @@ from .patches import (
     _copy_patches,
     cell_size,
     extreme_cells,
+    patch_corners,
     patch_size,
-    place_patch_pair,
     pool_saliency,
 )
 
@@ -146,7 +146,7 @@ class SalfMix(BatchTransform):
         u = rand((batch, select + 5), generator, device)
         cells = self._select_cells(saliency, grid_shape, (cell_h, cell_w), u[:, :select])
         placement = u[:, select : select + 4].view(batch, 2, 2)
-        corners = place_patch_pair(cells, cell_h, cell_w, patch_h, patch_w, height, width, placement)
+        corners = patch_corners(cells, cell_h, cell_w, patch_h, patch_w, height, width, placement)
         if self.prob == 1.0:  # u < 1 always holds: skip the comparison
             applied = torch.ones(batch, dtype=torch.bool, device=device)
         else:

@@ -31,6 +31,15 @@ def to_soft_targets(target: torch.Tensor, num_classes: int, smoothing: float = 0
     (``y * (1 - s) + s / K``), so a row that sums to 1 still sums to 1.
     """
     target = check_target(target, target.shape[0] if target.dim() else 0, num_classes)
+    return _to_soft_targets_unchecked(target, num_classes, smoothing)
+
+
+def _to_soft_targets_unchecked(target: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """:func:`to_soft_targets` for a target that the caller has already checked against ``num_classes``.
+
+    The transforms check their target once per call (``BatchTransform._check_call``); checking it again
+    here would cost another host synchronisation on CUDA (the index range check reads the min and max).
+    """
     if target.dim() == 1:
         return one_hot(target, num_classes, smoothing)
     return target.float() * (1.0 - smoothing) + smoothing / num_classes

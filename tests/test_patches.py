@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from salfmix_transforms.patches import (
     box_mask,
     cell_size,
     copy_patches,
+    extreme_cells,
     fill_patches,
     patch_size,
     pick_cells,
@@ -344,19 +347,31 @@ def test_copy_patches_unusual_layouts(layout):
     assert torch.equal(out, reference_copy(before, plan))
 
 
-def test_pick_extreme_cells_matches_two_pick_cells_calls():
-    from salfmix_transforms.patches import pick_extreme_cells
+def reference_extreme_cell(values: list[float], noise: list[float], largest: bool) -> int:
+    """Algorithm 1, line 2 with the package's tie rule, one map at a time in plain Python."""
+    if not all(math.isfinite(v) for v in values):
+        candidates = range(len(values))  # NaN / inf anywhere: every cell is a candidate
+    else:
+        extreme = max(values) if largest else min(values)
+        candidates = [i for i, v in enumerate(values) if v == extreme]
+    return max(candidates, key=lambda i: noise[i])
 
-    pooled = torch.rand(16, 4, 4, generator=torch.Generator().manual_seed(3))
+
+def test_extreme_cells_matches_a_per_map_reference():
+    g = torch.Generator().manual_seed(3)
+    pooled = torch.randint(0, 4, (40, 3, 5), generator=g).float()  # few values: many ties
     pooled[0] = 1.0
     pooled[1, 0, 0] = float("nan")
-    pooled[2, :2] = pooled[2].max()
-    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    both = pick_extreme_cells(pooled, g1)
-    expected = (pick_cells(pooled, True, g2), pick_cells(pooled, False, g2))
-    for (rows, cols), (rows_ref, cols_ref) in zip(both, expected):
-        assert torch.equal(rows, rows_ref) and torch.equal(cols, cols_ref)
-    assert torch.equal(g1.get_state(), g2.get_state())
+    pooled[2, 2, 4] = float("inf")
+    pooled[3, 1, 2] = float("-inf")
+    noise = torch.rand(40, 2, 15, generator=g)
+    cells = extreme_cells(pooled, noise)
+    assert cells.shape == (40, 2, 2) and cells.dtype == torch.long
+    for b in range(40):
+        values = pooled[b].flatten().tolist()
+        for side, largest in enumerate((True, False)):
+            index = reference_extreme_cell(values, noise[b, side].tolist(), largest)
+            assert cells[b, side].tolist() == [index // 5, index % 5]
 
 
 def test_copy_patches_contiguous_and_channels_last_agree():

@@ -111,3 +111,33 @@ def test_base_warmup_and_soft_targets():
 def test_base_rejects_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         _AddOne(**kwargs)
+
+
+@pytest.mark.parametrize("method", ["salfmix", "cutout-sal", "mixup", "cutmix", "hybridmix-v3"])
+def test_a_call_checks_its_target_once(method, monkeypatch):
+    """The index-range check reads the target's min and max (a host sync on CUDA): once per call."""
+    import salfmix_transforms._base as base
+    import salfmix_transforms.targets as targets
+    from salfmix_transforms import CutMix, HybridMix, Mixup, SalfMix, SaliencyCutout
+
+    calls = []
+
+    def counting_check(*args, **kwargs):
+        calls.append(args)
+        return check_target(*args, **kwargs)
+
+    monkeypatch.setattr(base, "check_target", counting_check)
+    monkeypatch.setattr(targets, "check_target", counting_check)
+    transform = {
+        "salfmix": lambda: SalfMix(grid=4, num_classes=10),
+        "cutout-sal": lambda: SaliencyCutout(grid=4, num_classes=10),
+        "mixup": lambda: Mixup(num_classes=10, mode="elem"),
+        "cutmix": lambda: CutMix(num_classes=10),
+        "hybridmix-v3": lambda: HybridMix.v3(num_classes=10),
+    }[method]()
+    x, y = torch.rand(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 4, 9])
+    _, soft = transform(x, y, saliency=torch.rand(6, 16, 16))
+    assert soft.shape == (6, 10) and torch.allclose(soft.sum(dim=1), torch.ones(6))
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="outside"):
+        transform(x, y + 1, saliency=torch.rand(6, 16, 16))
