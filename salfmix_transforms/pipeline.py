@@ -32,7 +32,6 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
-from torchvision.transforms.v2._utils import is_pure_tensor
 
 from ._validation import check_generator, check_probability
 from .patches import SelfMixPlan, copy_patches
@@ -318,6 +317,6 @@ class SalfMixV2(v2.Transform):
             return TF.to_pil_image(_copy_chw(TF.pil_to_tensor(inpt), plan), mode=inpt.mode)
         if isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
             return tv_tensors.wrap(_copy_chw(inpt.as_subclass(torch.Tensor), plan), like=inpt)
-        if is_pure_tensor(inpt):
+        if TF.is_pure_tensor(inpt):
             return _copy_chw(inpt, plan)
         return inpt  # bounding boxes, key points, videos: unchanged
