@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +49,25 @@ __all__ = [
     "random_cells",
 ]
 
+_T = TypeVar("_T")
+
 # Tolerance against binary floating-point rounding in floor(W * r): 0.29 * 100 is 28.999999999999996.
 _FLOOR_EPS = 1e-9
+
+
+def _per_shape_cache(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Cache a function that builds small constant tensors from shapes (``functools.lru_cache``, 16 entries).
+
+    Under ``torch.compile`` the function is traced directly instead: its constants fold into the graph, and
+    dynamo does not warn about tracing through an ``lru_cache`` wrapper.
+    """
+    cached = functools.lru_cache(maxsize=16)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: object) -> _T:
+        return fn(*args) if torch.compiler.is_compiling() else cached(*args)
+
+    return wrapper
 
 
 def cell_size(height: int, width: int, grid: int) -> tuple[int, int]:
@@ -113,7 +132,7 @@ def pick_cells(
     return cell[:, 0], cell[:, 1]
 
 
-@functools.lru_cache(maxsize=16)
+@_per_shape_cache
 def _cell_table(grid_h: int, grid_w: int, device: torch.device) -> torch.Tensor:
     """``(row, col)`` (gh * gw, 2) of every flat cell index (cached per grid; never modified in place)."""
     index = torch.arange(grid_h * grid_w, device=device)
@@ -183,7 +202,7 @@ def place_patches(
     return corners[:, 0, 0], corners[:, 0, 1]
 
 
-@functools.lru_cache(maxsize=16)
+@_per_shape_cache
 def _placement_bounds(
     cell: tuple[int, int], patch: tuple[int, int], size: tuple[int, int], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -274,7 +293,7 @@ def _flat_window_index(
     return (rows * width + cols).view(top.shape[0], 1, patch_height * patch_width)
 
 
-@functools.lru_cache(maxsize=16)
+@_per_shape_cache
 def _window_offsets(
     batch: int,
     channels: int,
@@ -413,7 +432,9 @@ def box_mask(
     The corners are (B,) integer tensors (or Python ints, broadcast); boxes may be empty or reach past the
     image, only their part inside the image is marked. Built on the device of the corners as the outer
     product of a row mask (B, H, 1) and a column mask (B, 1, W), taken in ``uint8`` and viewed as ``bool``
-    (0 and 1 are valid bools): on CPU a broadcast ``bool`` ``&`` is a scalar loop, about 3x slower.
+    (0 and 1 are valid bools): on CPU a broadcast ``bool`` ``&`` is a scalar loop, about 3x slower. Under
+    ``torch.compile`` the plain ``&`` is used instead: inductor fuses it, and its CPU code generator fails
+    on the ``uint8`` -> ``bool`` view (a C++ compile error in torch 2.14).
     """
     device = next((t.device for t in (top, left, bottom, right) if isinstance(t, torch.Tensor)), None)
     top, left, bottom, right = (
@@ -421,6 +442,8 @@ def box_mask(
     )
     rows = torch.arange(height, device=top.device).view(1, -1, 1)
     cols = torch.arange(width, device=top.device).view(1, 1, -1)
-    in_rows = ((rows >= top) & (rows < bottom)).to(torch.uint8)
-    in_cols = ((cols >= left) & (cols < right)).to(torch.uint8)
-    return (in_rows * in_cols).view(torch.bool).unsqueeze(1)
+    in_rows = (rows >= top) & (rows < bottom)
+    in_cols = (cols >= left) & (cols < right)
+    if torch.compiler.is_compiling():
+        return (in_rows & in_cols).unsqueeze(1)
+    return (in_rows.to(torch.uint8) * in_cols.to(torch.uint8)).view(torch.bool).unsqueeze(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -554,3 +556,33 @@ def test_property_pasted_area_equals_label_weight(method, mode, batch, height, w
             assert torch.equal(out[i], x[i])
             continue
         assert float(soft[i, j]) == pytest.approx(float(area[i]), abs=1e-6)
+
+
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a C++ compiler on CPU"
+)
+@pytest.mark.parametrize("method", ["cutmix-elem", "cutout", "salfmix"])
+def test_torch_compile_gives_the_eager_result(method):
+    """``torch.compile`` of a whole transform (inductor, CPU) runs and gives the eager pixels and targets.
+
+    Before ``box_mask`` switched to the plain ``bool`` form under compilation, inductor failed with a C++
+    compile error on its ``uint8`` -> ``bool`` view (CutMix / SaliencyMix / ResizeMix per sample, Cutout).
+    """
+    from salfmix_transforms import Cutout, SalfMix
+
+    transform = {
+        "cutmix-elem": lambda: CutMix(mode="elem", num_classes=10),
+        "cutout": lambda: Cutout(num_classes=10),
+        "salfmix": lambda: SalfMix(num_classes=10),
+    }[method]()
+    x, y = torch.rand(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 4, 9])
+    saliency = torch.rand(6, 16, 16)
+    torch._dynamo.reset()
+    try:
+        expected = transform(x, y, saliency=saliency, generator=torch.Generator().manual_seed(0))
+        compiled = torch.compile(transform)
+        got = compiled(x, y, saliency=saliency, generator=torch.Generator().manual_seed(0))
+    finally:
+        torch._dynamo.reset()
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert not torch.equal(got[0], x)  # the transform did change the batch
