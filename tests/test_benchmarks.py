@@ -1,4 +1,5 @@
-"""The benchmark scripts keep working: speed.py --quick, accuracy.py (plan, a tiny real run, resumability).
+"""The benchmark scripts keep working: speed.py --quick, accuracy.py (plan, a tiny real run, resumability),
+perturbation.py on that tiny run.
 
 No timing is asserted anywhere: only that the tables have the rows and columns they promise.
 """
@@ -19,6 +20,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SPEED = ROOT / "benchmarks" / "speed.py"
 ACCURACY = ROOT / "benchmarks" / "accuracy.py"
+PERTURBATION = ROOT / "benchmarks" / "perturbation.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
@@ -196,6 +198,20 @@ def test_accuracy_tiny_run_writes_a_row_and_resumes(tiny_folder, tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()) == [
         Path(record["results_file"]).parent.name
     ]
+
+    # perturbation.py probes the finished run's network with each single-image method.
+    run_dir = Path(record["results_file"]).parent
+    out = tmp_path / "perturbation.md"
+    probe = _run(str(PERTURBATION), "--run", str(run_dir), "--batch-size", "8", "--max-batches", "1",
+                 "--out", str(out))  # fmt: skip
+    assert probe.returncode == 0, probe.stdout[-3000:] + probe.stderr[-3000:]
+    rows = {row[0]: row for row in _table_with(_tables(out.read_text()), "method")[1:]}
+    assert list(rows) == [f"`{m}`" for m in ("baseline", "cutout", "cutout-sal", "salfmix-nosal", "salfmix")]
+    assert rows["`baseline`"][2] == "1.00x" and rows["`baseline`"][4] == "0.0"
+    patch_share = 100 * 9 * 9 / (32 * 32)  # o = floor(32 * 0.3) = 9 at 32x32
+    for method in ("`cutout-sal`", "`salfmix-nosal`", "`salfmix`"):
+        assert 0.0 < float(rows[method][4]) <= patch_share + 0.05, rows[method]
+    assert float(rows["`cutout`"][4]) > 0.0
 
 
 # --- accuracy.py helpers -------------------------------------------------------------------------------
