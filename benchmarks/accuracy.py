@@ -495,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[accuracy] {run.method} seed {run.seed} FAILED: {exc}", file=sys.stderr)
                 continue
             append_result(args.results, record)  # only this thread writes the results and the table
-            records.append(record)
+            # Re-read the file: another invocation (other rows or seeds) may have appended runs meanwhile.
+            records = load_results(args.results)
             args.table.parent.mkdir(parents=True, exist_ok=True)
             args.table.write_text(results_table(records, args))
             print(
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({record['seconds'] / 60:.1f} min)",
                 file=sys.stderr,
             )
-    table = results_table(records, args)
+    table = results_table(load_results(args.results), args)
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text(table)
     print(table)

@@ -256,6 +256,28 @@ def test_table_mean_and_std_over_seeds():
     assert accuracy.completed(records, accuracy.plan_runs(args)[0]) is None  # baseline seed 0 not done
 
 
+def test_table_includes_runs_that_another_invocation_appended(tmp_path, monkeypatch):
+    """Two invocations (say seeds 0 and 1) share one results file: each table shows every finished run."""
+    results, table = tmp_path / "results.jsonl", tmp_path / "table.md"
+    argv = ["--data-dir", str(tmp_path), "--rows", "baseline", "--seeds", "0", "--results", str(results),
+            "--table", str(table), "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    sid = accuracy.settings_id(accuracy.protocol_settings(accuracy.parse_args(argv)))
+
+    def record(method: str, err: float) -> dict:
+        return {"protocol": "cpu-mini", "method": method, "seed": 0, "settings_id": sid,
+                "best_top1_err": err, "final_top1_err": err, "seconds": 60.0}  # fmt: skip
+
+    def fake_execute(run, args):
+        accuracy.append_result(results, record("mixup", 21.0))  # the other invocation finishes first
+        return record(run.method, 23.0)
+
+    monkeypatch.setattr(accuracy, "execute", fake_execute)
+    assert accuracy.main(argv) == 0
+    rows = {row[0]: row for row in _table_with(_tables(table.read_text()), "method")[1:]}
+    assert rows["Baseline (`baseline`)"][1:3] == ["1", "23.00"]
+    assert rows["Mixup (`mixup`)"][1:3] == ["1", "21.00"]
+
+
 def test_interrupted_run_is_resumed_or_moved_aside(tmp_path):
     args = _args("--runs-dir", str(tmp_path), "--rows", "salfmix", "--seeds", "0")
     (run,) = accuracy.plan_runs(args)
