@@ -14,7 +14,7 @@ import torch
 
 from ._random import resolve_generator
 from ._validation import check_generator, check_images, check_probability, check_target
-from .targets import _to_soft_targets_unchecked
+from .targets import _to_soft_targets_unchecked, infer_num_classes
 
 __all__ = ["BatchTransform"]
 
@@ -71,11 +71,17 @@ class BatchTransform:
         target = check_target(target, x.shape[0], self.num_classes)
         return x, target
 
+    def _soft_targets(self, target: torch.Tensor) -> torch.Tensor:
+        """Soft targets (B, K) of a target checked by :meth:`_check_call`; ``K`` is ``num_classes`` or, when
+        that is ``None``, the width of the soft targets given (class indices then need ``num_classes``)."""
+        num_classes = infer_num_classes(target, self.num_classes)
+        return _to_soft_targets_unchecked(target, num_classes, self.label_smoothing)
+
     def _output_target(self, target: torch.Tensor) -> torch.Tensor:
         """The target of a label-preserving transform: soft when ``num_classes`` is set, else unchanged."""
         if self.num_classes is None:
             return target
-        return _to_soft_targets_unchecked(target, self.num_classes, self.label_smoothing)
+        return self._soft_targets(target)
 
     def __call__(
         self,

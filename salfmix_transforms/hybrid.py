@@ -30,11 +30,9 @@ from .mixing import (
     check_minmax,
     check_mode,
     check_scope,
-    infer_num_classes,
     mix_pairs,
 )
 from .salfmix import SalfMix
-from .targets import _to_soft_targets_unchecked
 
 __all__ = ["HybridMix"]
 
@@ -219,9 +217,7 @@ class HybridMix(BatchTransform):
         saliency: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        soft = _to_soft_targets_unchecked(
-            target, infer_num_classes(target, self.num_classes), self.label_smoothing
-        )
+        soft = self._soft_targets(target)
         mixed = x
         if self.salfmix_active:
             if model is None and saliency is None:

@@ -49,7 +49,7 @@ from ._random import beta, rand, randint_between
 from ._validation import check_non_negative, check_probability, check_saliency
 from .patches import box_mask
 from .static_saliency import fine_grained_saliency
-from .targets import _to_soft_targets_unchecked, mix_targets
+from .targets import infer_num_classes, mix_targets
 
 __all__ = [
     "MODES",
@@ -341,18 +341,6 @@ def _same_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out.contiguous()
 
 
-def infer_num_classes(target: torch.Tensor, num_classes: int | None) -> int:
-    """``num_classes``, or the width K of soft targets (B, K); class indices need ``num_classes``."""
-    if num_classes is not None:
-        return num_classes
-    if target.dim() == 2:
-        return target.shape[1]
-    raise ValueError(
-        "num_classes must be given to turn class indices of shape (B,) into soft targets "
-        "(or pass soft targets of shape (B, num_classes))"
-    )
-
-
 def _paste(
     x: torch.Tensor,
     source: torch.Tensor | None,
@@ -523,11 +511,6 @@ class TwoImageMix(BatchTransform):
         )
         self.prob = check_probability(prob, "prob")
         self.mode = check_mode(mode)
-
-    def _soft_targets(self, target: torch.Tensor) -> torch.Tensor:
-        return _to_soft_targets_unchecked(
-            target, infer_num_classes(target, self.num_classes), self.label_smoothing
-        )
 
     def _output_target(self, target: torch.Tensor) -> torch.Tensor:
         # Two-image methods always return soft targets, also during warm-up.

@@ -13,7 +13,7 @@ import torch
 
 from ._validation import check_target
 
-__all__ = ["mix_targets", "one_hot", "to_soft_targets"]
+__all__ = ["infer_num_classes", "mix_targets", "one_hot", "to_soft_targets"]
 
 
 def one_hot(target: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
@@ -54,3 +54,15 @@ def mix_targets(target_a: torch.Tensor, target_b: torch.Tensor, lam: float | tor
     if isinstance(lam, torch.Tensor):
         lam = lam.to(device=target_a.device, dtype=target_a.dtype).reshape(-1, 1)
     return target_a * lam + target_b * (1.0 - lam)
+
+
+def infer_num_classes(target: torch.Tensor, num_classes: int | None) -> int:
+    """``num_classes``, or the width K of soft targets (B, K); class indices need ``num_classes``."""
+    if num_classes is not None:
+        return num_classes
+    if target.dim() == 2:
+        return target.shape[1]
+    raise ValueError(
+        "num_classes must be given to turn class indices of shape (B,) into soft targets "
+        "(or pass soft targets of shape (B, num_classes))"
+    )
