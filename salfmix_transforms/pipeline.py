@@ -278,6 +278,25 @@ class SalfMixV2(v2.Transform):
         self.saliency_key = _check_key(saliency_key, "saliency_key")
         self.generator = check_generator(generator)
 
+    @staticmethod
+    def _needs_copy(flat_inputs: list[Any]) -> list[bool]:
+        """Which flattened inputs get the patch copy: torchvision's rule for images, with public functions.
+
+        Every ``tv_tensors.Image``, ``tv_tensors.Mask`` and ``PIL.Image`` does. A plain tensor is the image
+        only when the sample holds no ``tv_tensors.Image``, ``tv_tensors.Video`` or ``PIL.Image``, and then
+        only the first one (in ``tree_flatten`` order): the rule of ``v2.Transform.forward``, which
+        torchvision keeps in a protected method, written out here so that no private API is called.
+        """
+        plain_is_image = not v2.has_any(flat_inputs, tv_tensors.Image, tv_tensors.Video, PIL.Image.Image)
+        needs = []
+        for inpt in flat_inputs:
+            if TF.is_pure_tensor(inpt):
+                needs.append(plain_is_image)
+                plain_is_image = False
+            else:
+                needs.append(isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask, PIL.Image.Image)))
+        return needs
+
     def _image_size(self, flat_inputs: list[Any], needs_transform: list[bool]) -> tuple[int, int]:
         for inpt, needed in zip(flat_inputs, needs_transform):
             if needed and isinstance(inpt, PIL.Image.Image):
@@ -300,7 +319,7 @@ class SalfMixV2(v2.Transform):
             )
         rest = {key: value for key, value in sample.items() if key != self.saliency_key}
         flat_inputs, spec = tree_flatten(rest)
-        needs_transform = self._needs_transform_list(flat_inputs)
+        needs_transform = self._needs_copy(flat_inputs)
         height, width = self._image_size(flat_inputs, needs_transform)
         saliency = _saliency_tensor(sample[self.saliency_key], height, width, self.saliency_key)
         params = {"plan": self._salfmix.plan(saliency, self.generator)}

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from salfmix_transforms.pipeline import SalfMixA, SalfMixV2, salfmix_image
 from salfmix_transforms.salfmix import SalfMix
@@ -190,6 +191,39 @@ def test_v2_plain_tensor_pil_image_and_mask():
     pipe = v2.Compose([SalfMixV2(p=1.0, generator=_gen(9)), v2.ToDtype(torch.float32, scale=True)])
     out = pipe({"image": tv_tensors.Image(chw), "saliency": saliency})
     assert out["image"].dtype == torch.float32
+
+
+def test_v2_copies_only_what_torchvision_treats_as_an_image():
+    image, saliency = _sample(6)
+    expected = torch.from_numpy(_batch_salfmix(image, saliency, 9, prob=1.0)).permute(2, 0, 1)
+    chw = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+    extra = chw.clone()  # e.g. a dataset's supplemental tensor of the same shape
+    # With a tv_tensors.Image in the sample, plain tensors pass through.
+    out = SalfMixV2(p=1.0, generator=_gen(9))(
+        {"image": tv_tensors.Image(chw), "extra": extra, "saliency": saliency}
+    )
+    assert torch.equal(out["image"], expected) and out["extra"] is extra
+    # Without one, only the first plain tensor (tree_flatten order) is the image.
+    out = SalfMixV2(p=1.0, generator=_gen(9))({"image": chw, "extra": extra, "saliency": saliency})
+    assert torch.equal(out["image"], expected) and out["extra"] is extra
+    # The same rule as torchvision's own transforms (its protected method, read here only to compare), of
+    # which SalfMixV2 copies images, masks and the plain-tensor image; videos and boxes stay unchanged.
+    boxes = tv_tensors.BoundingBoxes([[1, 2, 10, 12]], format="XYXY", canvas_size=(32, 32))
+    samples = [
+        [chw, extra],
+        [tv_tensors.Image(chw), extra, boxes],
+        [extra, tv_tensors.Mask(chw[0]), chw],
+        [PIL.Image.fromarray(image), chw],
+        [tv_tensors.Video(chw[None]), chw],
+        [3, "label", boxes, chw, chw],
+    ]
+    copied = (tv_tensors.Image, tv_tensors.Mask, PIL.Image.Image)
+    for flat in samples:
+        torchvision_rule = v2.Transform()._needs_transform_list(flat)
+        expected = [
+            n and (isinstance(i, copied) or TF.is_pure_tensor(i)) for i, n in zip(flat, torchvision_rule)
+        ]
+        assert SalfMixV2._needs_copy(flat) == expected
 
 
 def test_albumentations_mask_follows_image():
