@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import csv
 import datetime
 import hashlib
 import json
@@ -247,8 +248,31 @@ def _number(data: dict, key: str) -> float | None:
     return None
 
 
+def whole_run_times(output: Path) -> tuple[float, float] | None:
+    """Training and augmentation seconds summed over every epoch of a run, resumed parts included.
+
+    ``results.json`` counts only the epochs of the invocation that finished the run; ``summary.csv`` (timm's
+    ``update_summary``, appended to across resumes) has one row per epoch. An epoch logged twice (re-run
+    after a resume from an older checkpoint) counts once, with its last row. ``None`` without the file.
+    """
+    path = output / "summary.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        by_epoch = {row["epoch"]: row for row in csv.DictReader(handle)}
+    try:
+        train = sum(float(row["train_epoch_time"]) for row in by_epoch.values())
+        aug = sum(float(row["train_aug_time"]) for row in by_epoch.values())
+    except (KeyError, TypeError, ValueError):
+        return None
+    return train, aug
+
+
 def read_run_result(output: Path) -> dict:
-    """The numbers of a finished run from its results JSON (``train_timm.py``'s final summary)."""
+    """The numbers of a finished run from its results JSON (``train_timm.py``'s final summary).
+
+    ``train_time_s`` / ``aug_time_s`` cover the whole run (:func:`whole_run_times`), not only its last part.
+    """
     candidates = [output / "results.json"] if (output / "results.json").is_file() else []
     for path in candidates:
         try:
@@ -259,12 +283,18 @@ def read_run_result(output: Path) -> dict:
         if best is None:
             continue
         best_epoch = _number(data, "best_epoch")
+        train_time, aug_time = whole_run_times(output) or (
+            _number(data, "train_time_s"),
+            _number(data, "aug_time_s"),
+        )
+        start_epoch = _number(data, "start_epoch")
         return {
             "best_top1_err": best,
             "best_epoch": None if best_epoch is None else int(best_epoch),
             "final_top1_err": _number(data, "final_top1_err"),
-            "train_time_s": _number(data, "train_time_s"),
-            "aug_time_s": _number(data, "aug_time_s"),
+            "train_time_s": train_time,
+            "aug_time_s": aug_time,
+            "resumed_at_epoch": int(start_epoch) if start_epoch else None,
             "results_file": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
         }
     raise RuntimeError(f"no results.json with a best top-1 error in {output}")
@@ -333,6 +363,12 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.2f} ± {statistics.stdev(values):.2f}"
 
 
+def _train_minutes(record: dict) -> float:
+    """Training minutes of a run (all epochs); the invocation's wall time for records that lack them."""
+    seconds = record.get("train_time_s")
+    return (seconds if seconds is not None else record["seconds"]) / 60
+
+
 def results_table(records: list[dict], args: argparse.Namespace) -> str:
     settings = protocol_settings(args)
     wanted = settings_id(settings)
@@ -343,7 +379,7 @@ def results_table(records: list[dict], args: argparse.Namespace) -> str:
         runs = sorted((r for r in mine if r.get("method") == method), key=lambda r: r["seed"])
         best = [r["best_top1_err"] for r in runs]
         final = [r["final_top1_err"] for r in runs if r.get("final_top1_err") is not None]
-        minutes = [r["seconds"] / 60 for r in runs]
+        minutes = [_train_minutes(r) for r in runs]
         if method in PAPER_TOP1_ERROR:
             c10, c100 = PAPER_TOP1_ERROR[method]
             paper = f"{c10:.2f} / {c100:.2f}"
@@ -366,7 +402,7 @@ def results_table(records: list[dict], args: argparse.Namespace) -> str:
         "best top-1 err % (mean ± std)",
         "final top-1 err %",
         "per seed (best)",
-        "min/run",
+        "train min/run",
         "paper (CIFAR-10 / CIFAR-100)",
     ]
     lines = ["| " + " | ".join(header) + " |", "| --- | ---: | ---: | ---: | --- | ---: | --- |"]
@@ -378,7 +414,9 @@ def results_table(records: list[dict], args: argparse.Namespace) -> str:
         f"{protocol.description}. Settings: data `{settings['data']}`, {settings['epochs']} epochs, "
         f"width x{settings['width']:g}, extra arguments `{' '.join(settings['extra']) or 'none'}` "
         f"(settings id `{wanted}`). Top-1 error on the held-out split: best over epochs (the convention of "
-        "the CutMix/SalfMix papers) and at the last epoch; mean ± sample standard deviation over seeds.",
+        "the CutMix/SalfMix papers) and at the last epoch; mean ± sample standard deviation over seeds. "
+        "`train min/run`: the training time of all epochs (augmentation included, evaluation and start-up "
+        "not), summed from each run's `summary.csv` so that a resumed run counts whole.",
     ]
     if others:
         intro += [

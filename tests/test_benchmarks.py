@@ -6,6 +6,7 @@ No timing is asserted anywhere: only that the tables have the rows and columns t
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -185,6 +186,10 @@ def test_accuracy_tiny_run_writes_a_row_and_resumes(tiny_folder, tmp_path):
     record = records[0]
     assert (record["method"], record["seed"], record["protocol"]) == ("baseline", 0, "cpu-mini")
     assert 0.0 <= record["best_top1_err"] <= 100.0 and record["best_epoch"] == 0
+    run_dir = Path(record["results_file"]).parent
+    summary = list(csv.DictReader((run_dir / "summary.csv").open()))
+    assert record["train_time_s"] == pytest.approx(sum(float(row["train_epoch_time"]) for row in summary))
+    assert record["resumed_at_epoch"] is None
     rows = _table_with(_tables(table.read_text()), "method")
     baseline = next(row for row in rows if row[0].startswith("Baseline"))
     assert baseline[1] == "1" and baseline[2] == f"{record['best_top1_err']:.2f}"
@@ -200,7 +205,6 @@ def test_accuracy_tiny_run_writes_a_row_and_resumes(tiny_folder, tmp_path):
     ]
 
     # perturbation.py probes the finished run's network with each single-image method.
-    run_dir = Path(record["results_file"]).parent
     out = tmp_path / "perturbation.md"
     probe = _run(str(PERTURBATION), "--run", str(run_dir), "--batch-size", "8", "--max-batches", "1",
                  "--out", str(out))  # fmt: skip
@@ -248,12 +252,25 @@ def test_table_mean_and_std_over_seeds():
             "seconds": 600.0,
         }
 
-    records = [record(0, 20.0), record(1, 22.0), record(2, 99.0, "other-settings")]
+    # Training minutes come from train_time_s (8 min); a record without it falls back to its wall time (10).
+    records = [record(0, 20.0) | {"train_time_s": 480.0}, record(1, 22.0), record(2, 99.0, "other-settings")]
     rows = _table_with(_tables(accuracy.results_table(records, args)), "method")
     salfmix = next(row for row in rows if "`salfmix`" in row[0])
-    assert salfmix[1:6] == ["2", "21.00 ± 1.41", "22.00 ± 1.41", "20.00, 22.00", "10"]
+    assert salfmix[1:6] == ["2", "21.00 ± 1.41", "22.00 ± 1.41", "20.00, 22.00", "9"]
     assert salfmix[6].startswith("see paper")  # no paper number is ever invented
     assert accuracy.completed(records, accuracy.plan_runs(args)[0]) is None  # baseline seed 0 not done
+
+
+def test_whole_run_times_sum_every_epoch_once_across_resumes(tmp_path):
+    assert accuracy.whole_run_times(tmp_path) is None
+    # Epoch 1 was logged, then re-run after a resume from the checkpoint of epoch 0: its last row counts.
+    (tmp_path / "summary.csv").write_text(
+        "epoch,train_loss,train_epoch_time,train_aug_time\n"
+        "0,2.0,10.0,1.0\n1,1.5,20.0,2.0\n1,1.4,25.0,3.0\n2,1.2,30.0,4.0\n"
+    )
+    assert accuracy.whole_run_times(tmp_path) == (65.0, 8.0)
+    (tmp_path / "summary.csv").write_text("epoch,train_loss\n0,2.0\n")  # an older layout: no times
+    assert accuracy.whole_run_times(tmp_path) is None
 
 
 def test_table_includes_runs_that_another_invocation_appended(tmp_path, monkeypatch):
