@@ -622,7 +622,8 @@ class _TrainState:
 
     ``state_dict`` (the model), ``state_dict_ema`` and ``train_state``: scheduler state, every rank's RNG
     states (captured at the end of the epoch, so a resumed run draws what the uninterrupted run would have),
-    the update counter and the augmentation seconds so far.
+    the update counter, and the training and augmentation seconds so far (so that a resumed run's
+    ``results.json`` reports the whole run, not only its last invocation).
     """
 
     def __init__(self, model: torch.nn.Module, model_ema: Any, lr_scheduler: Any) -> None:
@@ -632,6 +633,8 @@ class _TrainState:
         self.rng_states: list[dict[str, Any]] = []
         self.num_updates = 0
         self.method = ""
+        self.train_time_s = 0.0
+        self.aug_time_s = 0.0
 
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Any = None) -> dict[str, Any]:
         from timm.utils import get_state_dict, unwrap_model
@@ -650,6 +653,8 @@ class _TrainState:
                 "rng": self.rng_states,
                 "num_updates": self.num_updates,
                 "method": self.method,
+                "train_time_s": self.train_time_s,
+                "aug_time_s": self.aug_time_s,
             },
         }
 
@@ -864,6 +869,7 @@ def _setup(args: argparse.Namespace) -> _Run:
 
     start_epoch = 0
     num_updates = 0
+    train_time_so_far = aug_time_so_far = 0.0  # seconds of the epochs before start_epoch
     rng_states: list[dict[str, Any]] = []
     if resume_ckpt is not None:
         try:
@@ -878,6 +884,9 @@ def _setup(args: argparse.Namespace) -> _Run:
         if lr_scheduler is not None and train_state.get("scheduler"):
             lr_scheduler.load_state_dict(dict(train_state["scheduler"]))
         num_updates = int(train_state.get("num_updates", 0))
+        # Checkpoints written before these were saved have no totals: their earlier epochs count 0 s.
+        train_time_so_far = float(train_state.get("train_time_s", 0.0))
+        aug_time_so_far = float(train_state.get("aug_time_s", 0.0))
         rng_states = list(train_state.get("rng") or [])
         start_epoch = int(start_epoch or 0)
 
@@ -904,6 +913,7 @@ def _setup(args: argparse.Namespace) -> _Run:
     state = _TrainState(model, model_ema, lr_scheduler)
     state.num_updates = num_updates
     state.method = method_name(args)
+    state.train_time_s, state.aug_time_s = train_time_so_far, aug_time_so_far
     if _is_primary(args):
         output_dir = _output_dir(args)
         saver = CheckpointSaver(
@@ -1124,7 +1134,6 @@ def _train(run: _Run) -> dict[str, Any]:
             run.output_dir,
         )
     transform = run.transform
-    total_train = total_aug = 0.0
     last_eval: dict[str, float] = {}
     best_metric, best_epoch = (None, None)
     if run.saver is not None and run.saver.best_metric is not None:
@@ -1147,8 +1156,8 @@ def _train(run: _Run) -> dict[str, Any]:
         lr = sum(lrs) / len(lrs)
         if run.lr_scheduler is not None:
             run.lr_scheduler.step(epoch + 1, eval_metrics["top1_err"])
-        total_train += train_metrics["epoch_time"]
-        total_aug += train_metrics["aug_time"]
+        run.state.train_time_s += train_metrics["epoch_time"]
+        run.state.aug_time_s += train_metrics["aug_time"]
         last_eval = eval_metrics
         run.state.rng_states = _gather_rng_states(args)  # collective: every rank
         if primary:
@@ -1184,8 +1193,8 @@ def _train(run: _Run) -> dict[str, Any]:
         "best_epoch": best_epoch,
         "final_top1_err": last_eval.get("top1_err"),
         "final_top5_err": last_eval.get("top5_err"),
-        "train_time_s": total_train,
-        "aug_time_s": total_aug,
+        "train_time_s": run.state.train_time_s,  # whole run, resumed parts included
+        "aug_time_s": run.state.aug_time_s,
         "output_dir": run.output_dir,
     }
     if primary:

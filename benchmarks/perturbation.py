@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
-"""How much each single-image augmentation changes what a trained network sees in its training images.
+"""How much each augmentation changes what a trained network sees in its training images.
 
 A regulariser can only teach a network that has memorised its training set if the augmented images are
 harder than the clean ones. This script measures that directly: it loads a network trained by
 ``train_timm.py`` (a run folder of the accuracy benchmark), applies each method's batch transform, built
 exactly as ``train_timm.py --method M`` builds it, to the training images (the evaluation transform: no
-crop, no flip), and reports the network's cross-entropy and top-1 error on the augmented images, beside the
-share of pixels each method changed. The saliency methods take their gradient saliency from the same
-network, as they do in training.
+crop, no flip), and reports the network's cross-entropy against the method's (soft) targets and its top-1
+error against their largest class, beside the share of pixels each method changed. The saliency methods
+take their gradient saliency from the same network, as they do in training.
+
+Two-image methods (``--methods cutmix hybridmix-v3 ...``) also get the *share gap*: for every sample that
+mixes two classes a and b with label weights lam_a >= lam_b, the network's split between them,
+p_a / (p_a + p_b), against lam_a. Probed with a network that knows every clean training image (the
+baseline's), it says how far the label's split is from what the mixed pixels show that network; a method
+whose label follows its pixels less gets a larger gap.
 
 Examples::
 
     python benchmarks/perturbation.py --run benchmarks/results/runs/cpu-mini/cpu-mini-baseline-s0-f421f514f2
+    python benchmarks/perturbation.py --run <run> --methods cutmix hybridmix-v3   # two-image methods
     python benchmarks/perturbation.py --quick     # random network on the embedded digits (smoke run)
 """
 
@@ -33,13 +40,28 @@ sys.path.insert(0, str(ROOT))
 import train_timm  # noqa: E402  (the training script builds the transforms and the model)
 
 METHODS = ("baseline", "cutout", "cutout-sal", "salfmix-nosal", "salfmix")
+TWO_IMAGE_METHODS = ("mixup", "cutmix", "saliencymix", "hybridmix-v1", "hybridmix-v2", "hybridmix-v3")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="a train_timm.py output folder (args.json + checkpoint)")
     parser.add_argument("--checkpoint", default="model_best.pth.tar", help="checkpoint file in --run")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=METHODS + TWO_IMAGE_METHODS,
+        metavar="METHOD",
+        help=f"default: the single-image methods; also {', '.join(TWO_IMAGE_METHODS)}",
+    )
+    parser.add_argument(
+        "--mixup-mode",
+        choices=("batch", "pair", "elem"),
+        default=None,
+        help="two-image methods' mode (default: the run's); 'elem' draws lam per image, so a probe over few "
+        "batches is not at the mercy of a few batch-wide draws",
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-batches", type=int, default=None, help="stop after N batches")
     parser.add_argument("--seed", type=int, default=0)
@@ -63,15 +85,30 @@ def load_run_args(args: argparse.Namespace) -> tuple[argparse.Namespace, str]:
 
 
 def build_transform(method: str, run_args: argparse.Namespace, num_classes: int) -> Any:
-    """The batch transform of ``train_timm.py --method method`` with the run's grid and ratio, past its
-    warm-up epoch (``None`` for the baseline)."""
+    """The batch transform of ``train_timm.py --method method`` with the run's grid, ratio and mixup mode,
+    past its warm-up epoch (``None`` for the baseline)."""
     flags = ["--method", method]
-    for flag in ("salfmix_grid", "salfmix_ratio"):
+    for flag in ("salfmix_grid", "salfmix_ratio", "mixup_mode"):
         flags += ["--" + flag.replace("_", "-"), str(getattr(run_args, flag))]
     transform = train_timm.build_batch_transform(train_timm.parse_args(flags), num_classes)
     if transform is not None:
         transform.set_epoch(1)
     return transform
+
+
+def share_gap(logits: torch.Tensor, soft: torch.Tensor) -> tuple[float, float, int]:
+    """Over the two-class samples: the sum of |p_a / (p_a + p_b) - lam_a|, the number of samples where the
+    network agrees with the label on the larger class (p_a > p_b), and the number of samples.
+
+    a and b are the two classes with the largest label weights, lam_a >= lam_b > 0 (ties count as agreed);
+    samples whose label has one class (unmixed, or both images of the pair from the same class) are left out.
+    """
+    weights, classes = soft.topk(2, dim=1)
+    two = weights[:, 1] > 0
+    p = logits.softmax(dim=1).gather(1, classes)
+    split = p[:, 0] / p.sum(dim=1).clamp_min(torch.finfo(p.dtype).tiny)
+    agree = (split > 0.5) | (weights[:, 0] == weights[:, 1])
+    return (split - weights[:, 0]).abs()[two].sum().item(), agree[two].sum().item(), int(two.sum())
 
 
 def probe(
@@ -81,9 +118,11 @@ def probe(
     seed: int,
     max_batches: int | None,
 ) -> tuple[dict[str, dict[str, float]], int]:
-    """Sums over the images of the network's cross-entropy, its errors and the share of pixels changed,
-    per method; and the number of images. Every method sees the same batches and the same seed."""
-    totals = {m: {"loss": 0.0, "wrong": 0.0, "changed": 0.0, "seconds": 0.0} for m in transforms}
+    """Sums over the images of the network's cross-entropy against the method's soft targets, its errors
+    against their largest class, the share of pixels changed and the share gap (:func:`share_gap`), per
+    method; and the number of images. Every method sees the same batches and the same seed."""
+    keys = ("loss", "wrong", "changed", "seconds", "gap", "agree", "pairs")
+    totals = {m: dict.fromkeys(keys, 0.0) for m in transforms}
     count = 0
     for index, (x, y) in enumerate(loader):
         if max_batches is not None and index >= max_batches:
@@ -92,30 +131,45 @@ def probe(
         for method, transform in transforms.items():
             torch.manual_seed(seed * 100_003 + index)
             start = time.perf_counter()
-            # Single-image methods keep the label, so only the pixels are used (``inplace``: on a copy).
-            x_aug = x if transform is None else transform(x.clone(), y, model=model)[0]
+            # ``inplace`` transforms work on a copy; the baseline keeps the one-hot labels.
+            x_aug, soft = (x, None) if transform is None else transform(x.clone(), y, model=model)
             totals[method]["seconds"] += time.perf_counter() - start
             with torch.no_grad():
                 logits = model(x_aug)
-            totals[method]["loss"] += F.cross_entropy(logits, y, reduction="sum").item()
-            totals[method]["wrong"] += (logits.argmax(dim=1) != y).sum().item()
-            totals[method]["changed"] += (x_aug != x).any(dim=1).float().mean(dim=(1, 2)).sum().item()
+            if soft is None:
+                soft = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+            gap, agree, pairs = share_gap(logits, soft)
+            t = totals[method]
+            t["loss"] += -(soft * logits.log_softmax(dim=1)).sum().item()
+            t["wrong"] += (logits.argmax(dim=1) != soft.argmax(dim=1)).sum().item()
+            t["changed"] += (x_aug != x).any(dim=1).float().mean(dim=(1, 2)).sum().item()
+            t["gap"] += gap
+            t["agree"] += agree
+            t["pairs"] += pairs
     return totals, count
 
 
 def format_table(totals: dict[str, dict[str, float]], count: int) -> str:
-    """Means per image, and the cross-entropy as a multiple of the clean images' (the baseline row)."""
+    """Means per image, the cross-entropy as a multiple of the clean images' (the baseline row), and over
+    the two-class samples the mean share gap (percentage points) and the share of samples where the network
+    agrees with the label on the larger class ("—" for single-image methods)."""
     clean_loss = totals["baseline"]["loss"] / count if "baseline" in totals else None
     lines = [
-        "| method | train-image CE | CE / clean | top-1 err % | pixels changed % | transform s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| method | train-image CE | CE / clean | top-1 err % | pixels changed % | share gap % "
+        "| larger class agreed % | transform s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for method, t in totals.items():
         loss = t["loss"] / count
         ratio = f"{loss / clean_loss:.2f}x" if clean_loss else "—"
+        gap, agree = (
+            (f"{100 * t['gap'] / t['pairs']:.1f}", f"{100 * t['agree'] / t['pairs']:.1f}")
+            if t["pairs"]
+            else ("—", "—")
+        )
         lines.append(
             f"| `{method}` | {loss:.3f} | {ratio} | {100 * t['wrong'] / count:.2f} | "
-            f"{100 * t['changed'] / count:.1f} | {t['seconds']:.1f} |"
+            f"{100 * t['changed'] / count:.1f} | {gap} | {agree} | {t['seconds']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -136,10 +190,22 @@ def measure(args: argparse.Namespace) -> tuple[str, str]:
     if not args.quick:
         load_checkpoint(model, str(args.run / args.checkpoint))
     model.eval()
-    loader = torch.utils.data.DataLoader(images, batch_size=16 if args.quick else args.batch_size)
+    # Shuffled (with the seed) as in training: the folder is sorted by class, so unshuffled batches would
+    # pair mostly images of one class and two-image methods would rarely mix two classes.
+    loader = torch.utils.data.DataLoader(
+        images,
+        batch_size=16 if args.quick else args.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    if args.mixup_mode:
+        run_args.mixup_mode = args.mixup_mode
     transforms = {method: build_transform(method, run_args, num_classes) for method in args.methods}
     totals, count = probe(model, loader, transforms, args.seed, 2 if args.quick else args.max_batches)
-    header = f"Network: {source}; {count} training images, evaluation transform, seed {args.seed}."
+    header = (
+        f"Network: {source}; {count} training images, evaluation transform, seed {args.seed}, "
+        f"two-image mode {run_args.mixup_mode!r}."
+    )
     return header, format_table(totals, count)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,7 @@ def _load(path: Path, name: str):
 
 
 accuracy = _load(ACCURACY, "benchmarks_accuracy")
+perturbation = _load(PERTURBATION, "benchmarks_perturbation")
 
 
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -216,6 +218,45 @@ def test_accuracy_tiny_run_writes_a_row_and_resumes(tiny_folder, tmp_path):
     for method in ("`cutout-sal`", "`salfmix-nosal`", "`salfmix`"):
         assert 0.0 < float(rows[method][4]) <= patch_share + 0.05, rows[method]
     assert float(rows["`cutout`"][4]) > 0.0
+    assert all(row[5] == row[6] == "—" for row in rows.values())  # no two-class labels
+
+    # ... and with two-image methods, lam drawn per image ('elem'), which adds the share-gap columns.
+    probe = _run(str(PERTURBATION), "--run", str(run_dir), "--batch-size", "8", "--max-batches", "1",
+                 "--methods", "cutmix", "hybridmix-v3", "--mixup-mode", "elem",
+                 "--out", str(out))  # fmt: skip
+    assert probe.returncode == 0, probe.stdout[-3000:] + probe.stderr[-3000:]
+    assert "two-image mode 'elem'" in out.read_text()
+    rows = {row[0]: row for row in _table_with(_tables(out.read_text()), "method")[1:]}
+    assert list(rows) == ["`cutmix`", "`hybridmix-v3`"]
+    for row in rows.values():
+        assert row[2] == "—" and 0.0 < float(row[4]) < 100.0
+        assert 0.0 <= float(row[5]) <= 100.0 and 0.0 <= float(row[6]) <= 100.0
+
+
+# --- perturbation.py helpers ---------------------------------------------------------------------------
+
+
+def test_share_gap_compares_the_networks_split_with_the_labels():
+    soft = torch.tensor(
+        [
+            [0.7, 0.3, 0.0],  # two classes, lam_a = 0.7
+            [0.0, 0.5, 0.5],  # a tie: agreed whatever the network says
+            [0.0, 0.0, 1.0],  # one class: left out
+        ]
+    )
+    probs = torch.tensor([[0.2, 0.6, 0.2], [0.1, 0.6, 0.3], [0.5, 0.5, 0.0]])
+    gap, agreed, pairs = perturbation.share_gap(probs.log(), soft)
+    # row 0: split 0.2 / 0.8 = 0.25 against 0.7, disagrees; row 1: split 0.6 / 0.9 against 0.5 (either
+    # class may come first among the tied ones, so the gap is |2/3 - 0.5| or |1/3 - 0.5|, both 1/6)
+    assert pairs == 2 and agreed == 1
+    assert gap == pytest.approx(0.45 + 1 / 6)
+
+
+def test_share_gap_of_a_network_that_follows_the_label_is_zero():
+    lam = torch.tensor([0.9, 0.6, 0.55])
+    soft = torch.stack([lam, 1 - lam, torch.zeros(3)], dim=1)
+    gap, agreed, pairs = perturbation.share_gap(soft.log(), soft)
+    assert pairs == 3 and agreed == 3 and gap == pytest.approx(0.0, abs=1e-6)
 
 
 # --- accuracy.py helpers -------------------------------------------------------------------------------

@@ -483,7 +483,12 @@ def test_resume_continues_the_same_run(tiny_folder, tmp_path, capsys, workers):
     rows = _summary(split)
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert (split / "checkpoint-1.pth.tar").is_file()
-    assert _results(split)["start_epoch"] == 1
+    results = _results(split)
+    assert results["start_epoch"] == 1
+    # The times cover both invocations: the checkpoint carries the first epoch's seconds.
+    for key, column in (("train_time_s", "train_epoch_time"), ("aug_time_s", "train_aug_time")):
+        assert results[key] == pytest.approx(sum(float(row[column]) for row in rows)), key
+    assert results["train_time_s"] > float(rows[1]["train_epoch_time"])
     # Model, optimizer and RNG states restored: the second epoch is the uninterrupted run's second epoch.
     straight = _summary(tmp_path / "straight")
     for key in ("train_loss", "eval_loss", "eval_top1_err"):
