@@ -251,9 +251,11 @@ def _number(data: dict, key: str) -> float | None:
 def whole_run_times(output: Path) -> tuple[float, float] | None:
     """Training and augmentation seconds summed over every epoch of a run, resumed parts included.
 
-    ``results.json`` counts only the epochs of the invocation that finished the run; ``summary.csv`` (timm's
-    ``update_summary``, appended to across resumes) has one row per epoch. An epoch logged twice (re-run
-    after a resume from an older checkpoint) counts once, with its last row. ``None`` without the file.
+    ``results.json`` of a run resumed from a checkpoint older than the time totals in ``train_state`` counts
+    only the epochs of the invocation that finished the run; ``summary.csv`` (timm's ``update_summary``,
+    appended to across resumes) has one row per epoch, whichever version wrote the checkpoints. An epoch
+    logged twice (re-run after a resume from an older checkpoint) counts once, with its last row. ``None``
+    without the file.
     """
     path = output / "summary.csv"
     if not path.is_file():
