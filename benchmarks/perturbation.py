@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import train_timm  # noqa: E402  (the training script builds the transforms and the model)
+from salfmix_transforms.targets import one_hot  # noqa: E402
 
 METHODS = ("baseline", "cutout", "cutout-sal", "salfmix-nosal", "salfmix")
 TWO_IMAGE_METHODS = ("mixup", "cutmix", "saliencymix", "hybridmix-v1", "hybridmix-v2", "hybridmix-v3")
@@ -96,16 +96,17 @@ def build_transform(method: str, run_args: argparse.Namespace, num_classes: int)
     return transform
 
 
-def share_gap(logits: torch.Tensor, soft: torch.Tensor) -> tuple[float, float, int]:
+def share_gap(log_probs: torch.Tensor, soft: torch.Tensor) -> tuple[float, float, int]:
     """Over the two-class samples: the sum of |p_a / (p_a + p_b) - lam_a|, the number of samples where the
     network agrees with the label on the larger class (p_a > p_b), and the number of samples.
 
     a and b are the two classes with the largest label weights, lam_a >= lam_b > 0 (ties count as agreed);
     samples whose label has one class (unmixed, or both images of the pair from the same class) are left out.
+    ``log_probs`` are the network's log-probabilities (B, num_classes).
     """
     weights, classes = soft.topk(2, dim=1)
     two = weights[:, 1] > 0
-    p = logits.softmax(dim=1).gather(1, classes)
+    p = log_probs.gather(1, classes).exp()
     split = p[:, 0] / p.sum(dim=1).clamp_min(torch.finfo(p.dtype).tiny)
     agree = (split > 0.5) | (weights[:, 0] == weights[:, 1])
     return (split - weights[:, 0]).abs()[two].sum().item(), agree[two].sum().item(), int(two.sum())
@@ -135,13 +136,13 @@ def probe(
             x_aug, soft = (x, None) if transform is None else transform(x.clone(), y, model=model)
             totals[method]["seconds"] += time.perf_counter() - start
             with torch.no_grad():
-                logits = model(x_aug)
+                log_probs = model(x_aug).log_softmax(dim=1)
             if soft is None:
-                soft = F.one_hot(y, logits.shape[1]).to(logits.dtype)
-            gap, agree, pairs = share_gap(logits, soft)
+                soft = one_hot(y, log_probs.shape[1])
+            gap, agree, pairs = share_gap(log_probs, soft)
             t = totals[method]
-            t["loss"] += -(soft * logits.log_softmax(dim=1)).sum().item()
-            t["wrong"] += (logits.argmax(dim=1) != soft.argmax(dim=1)).sum().item()
+            t["loss"] += -(soft * log_probs).sum().item()
+            t["wrong"] += (log_probs.argmax(dim=1) != soft.argmax(dim=1)).sum().item()
             t["changed"] += (x_aug != x).any(dim=1).float().mean(dim=(1, 2)).sum().item()
             t["gap"] += gap
             t["agree"] += agree
