@@ -10,8 +10,8 @@ targets are always soft and the loss is ``SoftTargetCrossEntropy``.
 
 Examples::
 
-    python train_timm.py                                   # embedded digits, CPU-sized PreActResNet-18
-    python train_timm.py --method salfmix                  # the same with SalfMix
+    python train_timm.py                                   # SalfMix, embedded digits, small PreActResNet-18
+    python train_timm.py --method baseline                 # the same without augmentation
     python train_timm.py --data-dir /work/shared/data/cifar10-5k --val-split test --method hybridmix-v3
     python train_timm.py --preset cifar --dataset cifar100 --data-dir ~/data --method salfmix   # paper setup
     torchrun --nproc_per_node 2 train_timm.py --method salfmix              # DDP (gloo on CPU)
@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "DEFAULTS",
+    "DEFAULT_METHOD",
     "METHODS",
     "PRESETS",
     "UsageError",
@@ -112,7 +113,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# --method NAME: shortcuts for the rows of the paper's tables (they set flag defaults; explicit flags win).
+# --method NAME: the registry's names (salfmix_transforms.methods.METHODS, one per row of the paper's tables),
+# as the flags they stand for (they set flag defaults; explicit flags win). The transforms themselves are
+# built by the registry (methods.build), so a name means the same transform here and everywhere else.
 METHODS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "cutout": dict(cutout=True),
@@ -120,13 +123,16 @@ METHODS: dict[str, dict[str, Any]] = {
     "salfmix": dict(salfmix=True),
     "salfmix-nosal": dict(random_selfmix=True),
     "mixup": dict(mixup=1.0),
-    "saliencymix": dict(saliencymix=1.0),
     "cutmix": dict(cutmix=1.0),
+    "saliencymix": dict(saliencymix=1.0),
     "resizemix": dict(resizemix=True),
     "hybridmix-v1": dict(salfmix=True, hybrid="mixup"),
     "hybridmix-v2": dict(salfmix=True, hybrid="saliencymix"),
     "hybridmix-v3": dict(salfmix=True, hybrid="cutmix"),
 }
+
+# What runs when no augmentation flag is given: the paper's method (Algorithm 1).
+DEFAULT_METHOD = "salfmix"
 
 HYBRID_PARTNERS = ("none", "mixup", "saliencymix", "cutmix", "resizemix")
 _PAPER_ALPHA = 1.0  # Beta(1, 1) for Mixup / CutMix / SaliencyMix when a method is switched on without alpha
@@ -367,6 +373,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if defaults:
         parser.set_defaults(**defaults)
         args = parser.parse_args(argv)
+    if args.method is None and method_name(args) == "baseline":
+        # No augmentation flag at all: the product's method (the baseline is `--method baseline`).
+        defaults.update(METHODS[DEFAULT_METHOD])
+        parser.set_defaults(**defaults, method=DEFAULT_METHOD)
+        args = parser.parse_args(argv)
     if args.width is None and args.model in _PREACT_MODELS:
         args.width = DEFAULTS["width"]
     if args.amp_dtype is not None and not args.amp:
@@ -390,7 +401,7 @@ def method_name(args: argparse.Namespace) -> str:
     if args.hybrid != "none":
         parts.append(f"hybrid-{args.hybrid}")
     for flag in ("mixup", "cutmix", "saliencymix"):
-        if getattr(args, flag) > 0:
+        if getattr(args, flag) > 0 or (flag == "cutmix" and args.cutmix_minmax):  # timm: minmax = CutMix on
             parts.append(flag)
     if args.resizemix:
         parts.append("resizemix")
@@ -425,11 +436,9 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int) -> Any:
     Raises:
         ValueError: methods that cannot be combined, or arguments the transform rejects.
     """
-    from salfmix_transforms.cutout import Cutout, SaliencyCutout
-    from salfmix_transforms.mixing import CutMix, Mixup, ResizeMix, SaliencyMix
-    from salfmix_transforms.salfmix import RandomSelfMix, SalfMix
+    from salfmix_transforms import methods
 
-    common: dict[str, Any] = dict(num_classes=num_classes, label_smoothing=args.smoothing)
+    common: dict[str, Any] = dict(label_smoothing=args.smoothing)
     single = [
         flag for flag in ("cutout", "saliency_cutout", "salfmix", "random_selfmix") if getattr(args, flag)
     ]
@@ -464,7 +473,7 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int) -> Any:
     if hybrid:
         if single and single != ["salfmix"]:
             raise ValueError(f"HybridMix combines SalfMix with a two-image method, not {_flag(single[0])}")
-        return _build_hybrid(args, two, common, warmup)
+        return _build_hybrid(args, two, dict(num_classes=num_classes, **common), warmup)
 
     if single:
         name = single[0]
@@ -472,9 +481,11 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int) -> Any:
         # The loop owns the loader's batch, so the single-image methods may overwrite it (as timm's Mixup
         # does), which saves one copy of the batch per step.
         if name == "cutout":
-            return Cutout(mask_ratio=args.cutout_ratio, inplace=True, **common)
-        cls = {"saliency_cutout": SaliencyCutout, "salfmix": SalfMix, "random_selfmix": RandomSelfMix}[name]
-        return cls(**salfmix_kw, **prob, **common, **warmup, inplace=True)
+            return methods.build("cutout", num_classes, mask_ratio=args.cutout_ratio, inplace=True, **common)
+        method = {"saliency_cutout": "cutout-sal", "salfmix": "salfmix", "random_selfmix": "salfmix-nosal"}[
+            name
+        ]
+        return methods.build(method, num_classes, **salfmix_kw, **prob, **common, **warmup, inplace=True)
     if len(two) > 1:
         raise ValueError(
             "choose one two-image method (or --mixup with --cutmix): "
@@ -484,15 +495,26 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int) -> Any:
     if two:
         name = two[0]
         if name == "mixup":
-            return Mixup(args.mixup, **mix_kw, **common)
+            return methods.build("mixup", num_classes, mixup_alpha=args.mixup, **mix_kw, **common)
         if name == "cutmix":
             minmax = tuple(args.cutmix_minmax) if args.cutmix_minmax else None
-            return CutMix(args.cutmix or _PAPER_ALPHA, minmax=minmax, **mix_kw, **common)
+            alpha = args.cutmix or _PAPER_ALPHA
+            return methods.build(
+                "cutmix", num_classes, cutmix_alpha=alpha, cutmix_minmax=minmax, **mix_kw, **common
+            )
         if name == "saliencymix":
-            return SaliencyMix(args.saliencymix, **mix_kw, **common)
+            return methods.build("saliencymix", num_classes, alpha=args.saliencymix, **mix_kw, **common)
         scope = {} if args.resizemix_scope is None else dict(scope=tuple(args.resizemix_scope))
-        return ResizeMix(**scope, **mix_kw, **common)
+        return methods.build("resizemix", num_classes, **scope, **mix_kw, **common)
     return None
+
+
+# The single-image flags and their registry names.
+_SINGLE_IMAGE_METHODS = {
+    "saliency_cutout": "cutout-sal",
+    "salfmix": "salfmix",
+    "random_selfmix": "salfmix-nosal",
+}
 
 
 def _flag(name: str) -> str:
@@ -546,14 +568,10 @@ def uses_grid(args: argparse.Namespace) -> bool:
 
 
 def _disable_mixing(transform: Any) -> Any:
-    """``--mixup-off-epoch``: switch off the two-image part (timm's ``mixup_enabled = False``)."""
-    from salfmix_transforms.mixing import TwoImageMix
-
+    """``--mixup-off-epoch``: switch off the two-image part (timm's ``mixup_enabled = False``, which every
+    two-image transform and HybridMix honour; the single-image methods have no two-image part)."""
     if hasattr(transform, "mixup_enabled"):
         transform.mixup_enabled = False
-        return transform
-    if isinstance(transform, TwoImageMix):
-        return None  # nothing but the mixing: the identity with soft targets from here on
     return transform
 
 
@@ -1011,7 +1029,7 @@ def train_one_epoch(run: _Run, epoch: int, transform: Any, loss_fn: torch.nn.Mod
     bar = tqdm(
         run.train_loader,
         total=num_batches,
-        desc=f"epoch {epoch + 1}/{run.num_epochs}",
+        desc=f"epoch {epoch} [{epoch + 1}/{run.num_epochs}]",
         disable=not _show_progress(args),
         leave=False,
         dynamic_ncols=True,
@@ -1054,7 +1072,7 @@ def train_one_epoch(run: _Run, epoch: int, transform: Any, loss_fn: torch.nn.Mod
         if bar.disable:
             if _is_primary(args) and (batch_idx + 1) % args.log_interval == 0:
                 _logger.info(
-                    "  epoch %d [%d/%d] loss %.4f", epoch + 1, batch_idx + 1, num_batches, loss.item()
+                    "  epoch %d batch [%d/%d] loss %.4f", epoch, batch_idx + 1, num_batches, loss.item()
                 )
         elif batch_idx % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -1164,8 +1182,9 @@ def _train(run: _Run) -> dict[str, Any]:
             update_summary(epoch, train_metrics, eval_metrics, summary_path, lr=lr)
             best_metric, best_epoch = run.saver.save_checkpoint(epoch, metric=eval_metrics["top1_err"])
             _logger.info(
-                "epoch %d/%d  train loss %.4f  eval loss %.4f  top-1 err %.2f%%  top-5 err %.2f%%  lr %.5f  "
-                "time %.1fs (augmentation %.1fs)",
+                "epoch %d [%d/%d]  train loss %.4f  eval loss %.4f  top-1 err %.2f%%  top-5 err %.2f%%  "
+                "lr %.5f  time %.1fs (augmentation %.1fs)",
+                epoch,
                 epoch + 1,
                 run.num_epochs,
                 train_metrics["loss"],
@@ -1182,7 +1201,7 @@ def _train(run: _Run) -> dict[str, Any]:
         "method": method_name(args),
         "transform": repr(run.transform),
         "dataset": run.extra["dataset"],
-        "data_dir": args.data_dir,
+        "data_dir": None if args.data_dir is None else os.path.abspath(args.data_dir),
         "num_classes": run.num_classes,
         "img_size": run.img_size,
         "num_params": run.num_params,
@@ -1195,16 +1214,16 @@ def _train(run: _Run) -> dict[str, Any]:
         "final_top5_err": last_eval.get("top5_err"),
         "train_time_s": run.state.train_time_s,  # whole run, resumed parts included
         "aug_time_s": run.state.aug_time_s,
-        "output_dir": run.output_dir,
+        "output_dir": os.path.abspath(run.output_dir),
     }
     if primary:
         with open(os.path.join(run.output_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
         _logger.info(
-            "best top-1 error %s at epoch %s; results in %s",
+            "best top-1 error %s at epoch %s; results.json, summary.csv and checkpoints in %s",
             "n/a" if best_metric is None else f"{best_metric:.2f}%",
             best_epoch,
-            os.path.join(run.output_dir, "results.json"),
+            os.path.abspath(run.output_dir),
         )
     return results
 

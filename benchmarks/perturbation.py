@@ -26,18 +26,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from salfmix_transforms import methods
+from salfmix_transforms.targets import one_hot
 
-import train_timm  # noqa: E402  (the training script builds the transforms and the model)
-from salfmix_transforms.targets import one_hot  # noqa: E402
+# What --quick probes: an untrained network as ``python train_timm.py`` builds it, on the embedded digits.
+QUICK_RUN = dict(
+    model="preactresnet18",
+    width=0.25,
+    drop=0.0,
+    dataset="digits",
+    data_dir=None,
+    train_split="train",
+    salfmix_grid=4,
+    salfmix_ratio=0.3,
+    mixup_mode="batch",
+)
 
 METHODS = ("baseline", "cutout", "cutout-sal", "salfmix-nosal", "salfmix")
 TWO_IMAGE_METHODS = ("mixup", "cutmix", "saliencymix", "hybridmix-v1", "hybridmix-v2", "hybridmix-v3")
@@ -76,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_run_args(args: argparse.Namespace) -> tuple[argparse.Namespace, str]:
     """The training arguments of ``--run`` (``train_timm.py``'s defaults with ``--quick``) and a label."""
-    run_args = train_timm.parse_args([])
+    run_args = argparse.Namespace(**QUICK_RUN)
     if args.quick:
         return run_args, "untrained preactresnet18 (width 0.25), embedded digits (--quick)"
     for key, value in json.loads((args.run / "args.json").read_text()).items():
@@ -85,12 +95,20 @@ def load_run_args(args: argparse.Namespace) -> tuple[argparse.Namespace, str]:
 
 
 def build_transform(method: str, run_args: argparse.Namespace, num_classes: int) -> Any:
-    """The batch transform of ``train_timm.py --method method`` with the run's grid, ratio and mixup mode,
-    past its warm-up epoch (``None`` for the baseline)."""
-    flags = ["--method", method]
-    for flag in ("salfmix_grid", "salfmix_ratio", "mixup_mode"):
-        flags += ["--" + flag.replace("_", "-"), str(getattr(run_args, flag))]
-    transform = train_timm.build_batch_transform(train_timm.parse_args(flags), num_classes)
+    """The registry's transform of ``method`` (what ``train_timm.py --method method`` trains with) with the
+    run's grid, ratio and mixup mode, past its warm-up epoch (``None`` for the baseline)."""
+    spec = methods.spec(method)
+    overrides: dict[str, Any] = {"label_smoothing": getattr(run_args, "smoothing", 0.0)}
+    if spec.self_mixing:
+        prefix = "salfmix_" if spec.two_image else ""
+        overrides.update({f"{prefix}grid": run_args.salfmix_grid, f"{prefix}ratio": run_args.salfmix_ratio})
+    if spec.two_image:
+        overrides["mode"] = run_args.mixup_mode
+    if method == "baseline":
+        return None
+    if method == "cutout":
+        overrides["mask_ratio"] = getattr(run_args, "cutout_ratio", 0.5)
+    transform = methods.build(method, num_classes, **overrides)
     if transform is not None:
         transform.set_epoch(1)
     return transform
@@ -187,7 +205,10 @@ def measure(args: argparse.Namespace) -> tuple[str, str]:
         run_args.dataset, run_args.data_dir, train_split=run_args.train_split, val_split=run_args.train_split
     )
     torch.manual_seed(args.seed)  # the untrained network of --quick
-    model = train_timm._create_model(run_args, num_classes)
+    import salfmix_transforms.models  # noqa: F401  (registers preactresnet18/50/101 in timm)
+
+    width = {} if run_args.width is None else {"width": run_args.width}
+    model = timm.create_model(run_args.model, num_classes=num_classes, drop_rate=run_args.drop, **width)
     if not args.quick:
         load_checkpoint(model, str(args.run / args.checkpoint))
     model.eval()

@@ -7,7 +7,10 @@ Every transform is called like ``timm.data.Mixup``::
 See ``docs/ARCHITECTURE.md`` for the module map (one module per idea of the paper).
 """
 
-from . import models  # noqa: F401  (registers preactresnet18/50/101 in timm's model registry)
+from . import (
+    methods,
+    models,  # noqa: F401  (registers preactresnet18/50/101 in timm's model registry)
+)
 from .cutout import Cutout, SaliencyCutout
 from .hybrid import HybridMix
 from .mixing import CutMix, Mixup, ResizeMix, SaliencyMix
@@ -20,7 +23,7 @@ from .targets import mix_targets, one_hot, to_soft_targets
 __version__ = "0.1.0"
 
 # The per-sample pipeline transforms import torchvision's v2 API (and albumentations): loaded lazily.
-_PIPELINE = ("SalfMixA", "SalfMixV2", "salfmix_image")
+_PIPELINE = ("SalfMixA", "SalfMixV2", "salfmix_compose", "salfmix_image")
 
 
 def __getattr__(name: str) -> object:
@@ -47,9 +50,11 @@ __all__ = [
     "__version__",
     "fine_grained_saliency",
     "gradient_saliency",
+    "methods",
     "mix_targets",
     "one_hot",
     "preserved_model_state",
+    "salfmix_compose",
     "salfmix_image",
     "to_soft_targets",
 ]

@@ -4,19 +4,82 @@ Every transform is called as ``x, target = transform(x, target, model=..., salie
 and leaves ``x`` unchanged, unless a single-image transform was built with ``inplace=True`` (then ``x`` is
 overwritten and returned, as timm's ``Mixup`` does). This base class does the parts they share: argument
 checks, choice of random generator (call argument over constructor argument over PyTorch's global RNG), the
-warm-up epochs of Algorithm 2 (``set_epoch``), and the soft-target output (``num_classes`` /
+warm-up epochs of Algorithm 2 (:class:`EpochCounter`), and the soft-target output (``num_classes`` /
 ``label_smoothing``).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ._random import resolve_generator
-from ._validation import check_generator, check_images, check_probability, check_target
-from .targets import _to_soft_targets_unchecked, infer_num_classes
+from ._validation import (
+    check_epoch,
+    check_generator,
+    check_images,
+    check_non_negative_int,
+    check_num_classes,
+    check_optional_positive_int,
+    check_probability,
+    check_target,
+)
+from .targets import infer_num_classes, smooth_checked_targets
 
-__all__ = ["BatchTransform"]
+__all__ = ["BatchTransform", "EpochCounter"]
+
+
+class EpochCounter:
+    """The training epoch a transform is in, for the warm-up of Algorithm 2 (no SalfMix in epoch 0).
+
+    Two ways to drive it, which combine:
+
+    * :meth:`set_epoch` at the start of every epoch (0-based), as PyTorch's ``DistributedSampler``;
+    * ``steps_per_epoch``: every call of the transform is one step, so the epoch is
+      ``start + steps // steps_per_epoch``, where ``start`` is the last :meth:`set_epoch` (0 without one) and
+      ``steps`` counts the calls since then. This is what makes the warm-up work in a loop that never calls
+      :meth:`set_epoch`, such as timm's ``train.py``, whose only call site is ``mixup_fn(input, target)``.
+
+    Choice: ``steps_per_epoch`` counts calls, i.e. loader batches (``len(loader)``), micro-batches of a
+    gradient accumulation included.
+
+    Args:
+        warmup_epochs: number of epochs at the start of training during which the warm-up holds.
+        steps_per_epoch: calls per epoch, or ``None`` to count epochs with :meth:`set_epoch` only.
+    """
+
+    def __init__(self, warmup_epochs: int = 0, steps_per_epoch: int | None = None) -> None:
+        self.warmup_epochs = check_non_negative_int(warmup_epochs, "warmup_epochs")
+        self.steps_per_epoch = check_optional_positive_int(steps_per_epoch, "steps_per_epoch")
+        self.start_epoch = 0
+        self.steps = 0
+        self.epoch_was_set = False
+
+    @property
+    def epoch(self) -> int:
+        if self.steps_per_epoch is None:
+            return self.start_epoch
+        return self.start_epoch + self.steps // self.steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` (0-based) now: the step count restarts from 0."""
+        self.start_epoch = check_epoch(epoch)
+        self.steps = 0
+        self.epoch_was_set = True
+
+    def step(self) -> None:
+        """Count one call of the transform."""
+        self.steps += 1
+
+    @property
+    def in_warmup(self) -> bool:
+        return self.epoch < self.warmup_epochs
+
+    @property
+    def warmup_never_ends(self) -> bool:
+        """A warm-up that nothing can end: no ``steps_per_epoch`` and :meth:`set_epoch` never called."""
+        return self.warmup_epochs > 0 and self.steps_per_epoch is None and not self.epoch_was_set
 
 
 class BatchTransform:
@@ -27,7 +90,9 @@ class BatchTransform:
             applied (timm's formula); when ``None``, single-image methods return the target as they got it.
         label_smoothing: smoothing ``s`` of the soft targets, in [0, 1].
         warmup_epochs: number of epochs at the start of training during which the transform is the identity
-            (Algorithm 2 skips SalfMix in the first epoch). Driven by :meth:`set_epoch`.
+            (Algorithm 2 skips SalfMix in the first epoch); see :class:`EpochCounter`.
+        steps_per_epoch: calls per epoch (``len(loader)``), so that the warm-up ends without
+            :meth:`set_epoch`; see :class:`EpochCounter`.
         generator: default ``torch.Generator`` for every random choice (a call's ``generator=`` wins).
     """
 
@@ -37,31 +102,45 @@ class BatchTransform:
         num_classes: int | None = None,
         label_smoothing: float = 0.0,
         warmup_epochs: int = 0,
+        steps_per_epoch: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
-            raise TypeError(f"num_classes must be an int or None, got {type(num_classes).__name__}")
-        if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int):
-            raise TypeError(f"warmup_epochs must be an int, got {type(warmup_epochs).__name__}")
-        if warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes)
         self.label_smoothing = check_probability(label_smoothing, "label_smoothing")
-        self.warmup_epochs = warmup_epochs
+        self.counter = EpochCounter(warmup_epochs, steps_per_epoch)
         self.generator = check_generator(generator)
-        self.epoch = 0
+        self._warned: set[str] = set()
+
+    # -- warm-up (Algorithm 2) --------------------------------------------------------------------------
+
+    @property
+    def warmup_epochs(self) -> int:
+        return self.counter.warmup_epochs
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        return self.counter.steps_per_epoch
+
+    @property
+    def epoch(self) -> int:
+        """The epoch (0-based) of the next call: see :class:`EpochCounter`."""
+        return self.counter.epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Set the starting epoch (0-based); the transform is the identity while ``epoch < warmup_epochs``."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-        self.epoch = epoch
+        self.counter.set_epoch(epoch)
 
     @property
     def in_warmup(self) -> bool:
-        return self.epoch < self.warmup_epochs
+        return self.counter.in_warmup
+
+    def warn_once(self, key: str, message: str) -> None:
+        """``warnings.warn(message)`` the first time ``key`` is met by this transform, then never again."""
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=4)
+
+    # -- call -------------------------------------------------------------------------------------------
 
     def _resolve_generator(self, generator: torch.Generator | None) -> torch.Generator | None:
         return resolve_generator(check_generator(generator), self.generator)
@@ -75,7 +154,7 @@ class BatchTransform:
         """Soft targets (B, K) of a target checked by :meth:`_check_call`; ``K`` is ``num_classes`` or, when
         that is ``None``, the width of the soft targets given (class indices then need ``num_classes``)."""
         num_classes = infer_num_classes(target, self.num_classes)
-        return _to_soft_targets_unchecked(target, num_classes, self.label_smoothing)
+        return smooth_checked_targets(target, num_classes, self.label_smoothing)
 
     def _output_target(self, target: torch.Tensor) -> torch.Tensor:
         """The target of a label-preserving transform: soft when ``num_classes`` is set, else unchanged."""
@@ -93,10 +172,38 @@ class BatchTransform:
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x, target = self._check_call(x, target)
+        return self.call_checked(x, target, model=model, saliency=saliency, generator=generator)
+
+    def call_checked(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        model: torch.nn.Module | None = None,
+        saliency: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The call, for a composing transform that has already checked ``x`` and ``target`` (once per
+        batch: the index range check of a target costs a host synchronisation on CUDA)."""
         generator = self._resolve_generator(generator)
-        if self.in_warmup:
+        in_warmup = self.in_warmup  # the epoch of this call, before the step is counted
+        self.counter.step()
+        self._check_can_run(in_warmup, model, saliency)
+        if in_warmup:
             return x, self._output_target(target)
         return self._apply(x, target, model=model, saliency=saliency, generator=generator)
+
+    def _check_can_run(
+        self, in_warmup: bool, model: torch.nn.Module | None, saliency: torch.Tensor | None
+    ) -> None:
+        """Warn (once) when the transform is configured to do something that it will never do."""
+        if in_warmup and self.counter.warmup_never_ends:
+            self.warn_once(
+                "warmup",
+                f"warmup_epochs={self.warmup_epochs}, but nothing ends the warm-up: the transform stays the "
+                "identity. Call set_epoch(epoch) at the start of every epoch, or pass "
+                "steps_per_epoch=len(loader) to the constructor.",
+            )
 
     def _apply(
         self,
@@ -110,9 +217,9 @@ class BatchTransform:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{k}={v!r}"
-            for k, v in vars(self).items()
-            if k not in ("generator", "epoch") and not k.startswith("_")
-        )
-        return f"{type(self).__name__}({fields})"
+        hidden = ("generator", "counter", "model")
+        fields = [f"{k}={v!r}" for k, v in vars(self).items() if k not in hidden and not k.startswith("_")]
+        fields.append(f"warmup_epochs={self.warmup_epochs}")
+        if self.steps_per_epoch is not None:
+            fields.append(f"steps_per_epoch={self.steps_per_epoch}")
+        return f"{type(self).__name__}({', '.join(fields)})"

@@ -6,22 +6,42 @@ message that names the argument and says what was expected, so a user sees at on
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Sequence
 
 import torch
 
 __all__ = [
+    "MODES",
+    "SALIENCY_MODES",
+    "check_alpha",
     "check_bool",
+    "check_epoch",
+    "check_fill",
     "check_generator",
     "check_grid",
     "check_images",
+    "check_minmax",
+    "check_mode",
+    "check_model",
     "check_non_negative",
+    "check_non_negative_int",
+    "check_num_classes",
+    "check_optional_positive_int",
     "check_probability",
     "check_ratio",
     "check_saliency",
+    "check_saliency_mode",
+    "check_scope",
     "check_target",
     "check_writable",
 ]
+
+#: timm ``Mixup``'s modes: one set of parameters per batch, per pair of samples, or per sample.
+MODES = ("batch", "pair", "elem")
+#: The model's mode during the saliency pass (:func:`~salfmix_transforms.saliency.gradient_saliency`).
+SALIENCY_MODES = ("train", "eval")
 
 
 def check_images(x: object, name: str = "x") -> torch.Tensor:
@@ -141,9 +161,7 @@ def check_non_negative(value: object, name: str) -> float:
 
 def check_grid(grid: object, name: str = "grid", height: int | None = None, width: int | None = None) -> int:
     """The pooling grid n (Algorithm 1): an integer >= 1, and n <= min(H, W) once the image size is known."""
-    if isinstance(grid, bool) or not isinstance(grid, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(grid).__name__}")
-    grid = int(grid)
+    grid = _check_int(grid, name)
     if grid < 1:
         raise ValueError(f"{name} must be >= 1, got {grid}")
     if height is not None and width is not None and grid > min(height, width):
@@ -159,3 +177,102 @@ def check_generator(generator: object, name: str = "generator") -> torch.Generat
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
     return generator
+
+
+def _check_int(value: object, name: str) -> int:
+    """An integer (Python or NumPy), not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return int(value)
+
+
+def check_non_negative_int(value: object, name: str) -> int:
+    """An integer >= 0 (``warmup_epochs``, for example)."""
+    value = _check_int(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_optional_positive_int(value: object, name: str) -> int | None:
+    """``None`` or an integer >= 1 (``steps_per_epoch``, for example)."""
+    if value is None:
+        return None
+    value = _check_int(value, name)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1 or None, got {value}")
+    return value
+
+
+def check_num_classes(value: object, name: str = "num_classes") -> int | None:
+    """``None`` or the number of classes K >= 1 (Python or NumPy integer)."""
+    return check_optional_positive_int(value, name)
+
+
+def check_epoch(value: object, name: str = "epoch") -> int:
+    """A 0-based epoch number."""
+    return check_non_negative_int(value, name)
+
+
+def check_mode(mode: object, name: str = "mode") -> str:
+    """One of :data:`MODES` (timm's ``Mixup`` modes)."""
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"{name} must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def check_saliency_mode(mode: object, name: str = "saliency_mode") -> str:
+    """One of :data:`SALIENCY_MODES`."""
+    if not isinstance(mode, str) or mode not in SALIENCY_MODES:
+        raise ValueError(f"{name} must be one of {SALIENCY_MODES}, got {mode!r}")
+    return mode
+
+
+def check_alpha(alpha: object, name: str = "alpha") -> float:
+    """A Beta-distribution parameter > 0 and finite (a standalone method with ``alpha = 0`` never mixes)."""
+    alpha = check_non_negative(alpha, name)
+    if alpha == 0.0 or math.isinf(alpha):
+        raise ValueError(f"{name} must be > 0 and finite, got {alpha}")
+    return alpha
+
+
+def check_fill(value: object, name: str = "fill") -> float:
+    """The constant written into a cut-out region: a real number."""
+    return _check_real(value, name)
+
+
+def _check_interval(value: object, name: str, low_open: bool) -> tuple[float, float]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
+    low, high = value
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
+            raise TypeError(f"{name} must hold two real numbers, got {value!r}")
+    low, high = float(low), float(high)
+    low_ok = low > 0.0 if low_open else low >= 0.0
+    if not (low_ok and low <= high <= 1.0):
+        interval = "0 < low <= high <= 1" if low_open else "0 <= low < high <= 1"
+        raise ValueError(f"{name} must satisfy {interval}, got {value!r}")
+    return low, high
+
+
+def check_minmax(minmax: object, name: str = "cutmix_minmax") -> tuple[float, float] | None:
+    """``None`` or timm's ``cutmix_minmax``: box side ratios ``(low, high)`` with ``0 <= low < high <= 1``."""
+    if minmax is None:
+        return None
+    low, high = _check_interval(minmax, name, low_open=False)
+    if low >= high:
+        raise ValueError(f"{name} must satisfy 0 <= low < high <= 1, got {minmax!r}")
+    return low, high
+
+
+def check_scope(scope: object, name: str = "scope") -> tuple[float, float]:
+    """ResizeMix's scale range ``(low, high)`` with ``0 < low <= high <= 1``."""
+    return _check_interval(scope, name, low_open=True)
+
+
+def check_model(model: object, name: str = "model") -> torch.nn.Module | None:
+    """``None`` or the network whose saliency a transform uses (a ``torch.nn.Module``)."""
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module or None, got {type(model).__name__}")
+    return model

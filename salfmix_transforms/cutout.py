@@ -8,23 +8,16 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
 from ._base import BatchTransform
 from ._random import rand, randint_between
-from ._validation import check_bool, check_probability, check_ratio, check_writable
-from .patches import fill_boxes, fill_patches, patch_size
+from ._validation import check_bool, check_fill, check_probability, check_ratio, check_writable
+from .boxes import fill_boxes
+from .patches import fill_patches, patch_size
 from .salfmix import SalfMix
 
 __all__ = ["Cutout", "SaliencyCutout"]
-
-
-def _check_fill(value: object, name: str = "fill") -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
 
 
 class Cutout(BatchTransform):
@@ -46,7 +39,7 @@ class Cutout(BatchTransform):
         fill: the value written into the box.
         inplace: ``True`` fills the boxes of ``x`` itself and returns it (torchvision's
             ``RandomErasing(inplace=True)``); ``x`` must not require grad.
-        num_classes, label_smoothing, warmup_epochs, generator: see
+        num_classes, label_smoothing, warmup_epochs, steps_per_epoch, generator (keyword only): see
             :class:`~salfmix_transforms._base.BatchTransform`.
     """
 
@@ -57,20 +50,12 @@ class Cutout(BatchTransform):
         *,
         fill: float = 0.0,
         inplace: bool = False,
-        num_classes: int | None = None,
-        label_smoothing: float = 0.0,
-        warmup_epochs: int = 0,
-        generator: torch.Generator | None = None,
+        **kwargs: object,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            label_smoothing=label_smoothing,
-            warmup_epochs=warmup_epochs,
-            generator=generator,
-        )
+        super().__init__(**kwargs)
         self.mask_ratio = check_ratio(mask_ratio, "mask_ratio")
         self.prob = check_probability(prob, "prob")
-        self.fill = _check_fill(fill)
+        self.fill = check_fill(fill)
         self.inplace = check_bool(inplace, "inplace")
 
     def boxes(
@@ -124,7 +109,9 @@ class SaliencyCutout(SalfMix):
     state gives the same ``P_l`` as SalfMix.
 
     Args:
-        fill: the value written into ``P_l``. The other arguments are those of SalfMix.
+        fill: the value written into ``P_l``.
+        grid, ratio, prob and the keyword arguments (``pool``, ``saliency_mode``, ``inplace``, ``model``,
+            ``num_classes``, ...): those of :class:`~salfmix_transforms.salfmix.SalfMix`.
     """
 
     def __init__(
@@ -134,27 +121,10 @@ class SaliencyCutout(SalfMix):
         prob: float = 1.0,
         *,
         fill: float = 0.0,
-        pool: bool = True,
-        saliency_mode: str = "train",
-        inplace: bool = False,
-        num_classes: int | None = None,
-        label_smoothing: float = 0.0,
-        warmup_epochs: int = 0,
-        generator: torch.Generator | None = None,
+        **kwargs: object,
     ) -> None:
-        super().__init__(
-            grid,
-            ratio,
-            prob,
-            pool=pool,
-            saliency_mode=saliency_mode,
-            inplace=inplace,
-            num_classes=num_classes,
-            label_smoothing=label_smoothing,
-            warmup_epochs=warmup_epochs,
-            generator=generator,
-        )
-        self.fill = _check_fill(fill)
+        super().__init__(grid, ratio, prob, **kwargs)
+        self.fill = check_fill(fill)
 
     def _apply(
         self,

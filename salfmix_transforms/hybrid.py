@@ -19,19 +19,15 @@ from typing import Any
 import torch
 
 from ._base import BatchTransform
-from ._validation import check_non_negative, check_probability
-from .mixing import (
-    CutMix,
-    Mixup,
-    ResizeMix,
-    SaliencyMix,
-    TwoImageMix,
-    _same_format,
+from ._validation import (
+    check_bool,
     check_minmax,
     check_mode,
+    check_non_negative,
+    check_probability,
     check_scope,
-    mix_pairs,
 )
+from .mixing import mix_pairs, same_format, switch_methods
 from .salfmix import SalfMix
 
 __all__ = ["HybridMix"]
@@ -40,8 +36,10 @@ __all__ = ["HybridMix"]
 class HybridMix(BatchTransform):
     """SalfMix on the whole batch, then a two-image mix chosen like timm's ``Mixup`` (Algorithm 2).
 
-    Call as ``x, target = hybrid(x, target, model=model)``; the target comes back as soft targets
-    (B, num_classes). Call :meth:`set_epoch` at the start of every epoch (the warm-up of Algorithm 2).
+    Call as ``x, target = hybrid(x, target, model=model)`` (or give ``model=`` to the constructor and call
+    ``hybrid(x, target)``, timm's call); the target comes back as soft targets (B, num_classes). The warm-up
+    of Algorithm 2 (no SalfMix in the first ``warmup_epochs`` epochs) is SalfMix's own: call
+    :meth:`set_epoch` at the start of every epoch, or give ``steps_per_epoch=len(loader)``.
 
     Order (Algorithm 2, lines 10-12): SalfMix is applied to every image of the batch first, with the saliency
     of the model on the *un-mixed* batch and the original labels (or the maps given as ``saliency=``), so both
@@ -51,8 +49,9 @@ class HybridMix(BatchTransform):
     Choice of the two-image method, per batch ('batch') or per pair / sample ('pair', 'elem'), among the
     enabled ones (``mixup_alpha > 0``, ``cutmix_alpha > 0`` or ``cutmix_minmax``, ``saliencymix_alpha > 0``,
     ``resizemix_scope``): as timm, Mixup is chosen with probability ``1 - switch_prob`` and a box method with
-    ``switch_prob`` when Mixup and a box method are both enabled. Choice: several box methods (CutMix,
-    SaliencyMix, ResizeMix) share ``switch_prob`` equally; without Mixup the box methods are equally likely.
+    ``switch_prob`` when Mixup and a box method are both enabled
+    (:func:`~salfmix_transforms.mixing.switch_weights`). The methods are composed through their public
+    ``sample`` / ``apply`` steps (:func:`~salfmix_transforms.mixing.mix_pairs`).
 
     ``saliency=`` at call time is SalfMix's map (instead of the model's gradient saliency); SaliencyMix
     computes its own static saliency on the self-mixed batch, the images it actually mixes.
@@ -61,7 +60,7 @@ class HybridMix(BatchTransform):
     method's (:class:`~salfmix_transforms.mixing.Mixup`, ...) for the same generator state; with
     ``mixup_enabled = False`` (timm's switch for ``--mixup-off-epoch``) only SalfMix runs.
 
-    Args (timm ``Mixup``'s names and defaults first):
+    Args (timm ``Mixup``'s names, positions and defaults first):
         mixup_alpha: Mixup's Beta parameter; Mixup is enabled if > 0.
         cutmix_alpha: CutMix's Beta parameter; CutMix is enabled if > 0.
         cutmix_minmax: timm's CutMix box side ratios ``(low, high)``; enables CutMix with alpha 1 (as timm).
@@ -77,11 +76,14 @@ class HybridMix(BatchTransform):
         salfmix_grid, salfmix_ratio, salfmix_pool, saliency_mode: SalfMix's ``grid`` (n), ``ratio`` (r),
             ``pool`` and ``saliency_mode`` (:class:`~salfmix_transforms.salfmix.SalfMix`).
         warmup_epochs: epochs without SalfMix at the start (Algorithm 2: 1); the two-image mix still runs.
+        steps_per_epoch: calls per epoch (``len(loader)``), so that the warm-up ends without
+            :meth:`set_epoch` (:class:`~salfmix_transforms._base.EpochCounter`).
+        model: the network being trained, used for SalfMix's saliency when a call passes none.
         generator: default ``torch.Generator`` for every random choice (a call's ``generator=`` wins).
 
     Raises:
         ValueError: at construction if neither SalfMix nor any two-image method is enabled; at call time if
-            SalfMix is active and neither ``model=`` nor ``saliency=`` is given.
+            SalfMix is active and there is no model (constructor or call) and no ``saliency=``.
     """
 
     def __init__(
@@ -104,56 +106,50 @@ class HybridMix(BatchTransform):
         salfmix_pool: bool = True,
         saliency_mode: str = "train",
         warmup_epochs: int = 1,
+        steps_per_epoch: int | None = None,
+        model: torch.nn.Module | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            label_smoothing=label_smoothing,
-            warmup_epochs=warmup_epochs,
-            generator=generator,
-        )
+        # The warm-up is SalfMix's (below): the frame itself never skips a call.
+        super().__init__(num_classes=num_classes, label_smoothing=label_smoothing, generator=generator)
         self.mixup_alpha = check_non_negative(mixup_alpha, "mixup_alpha")
-        self.cutmix_alpha = check_non_negative(cutmix_alpha, "cutmix_alpha")
-        self.saliencymix_alpha = check_non_negative(saliencymix_alpha, "saliencymix_alpha")
         self.cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
-        if self.cutmix_minmax is not None:
-            self.cutmix_alpha = 1.0  # as timm: minmax forces CutMix on with alpha 1
+        # as timm: minmax forces CutMix on with alpha 1
+        self.cutmix_alpha = 1.0 if self.cutmix_minmax else check_non_negative(cutmix_alpha, "cutmix_alpha")
+        self.saliencymix_alpha = check_non_negative(saliencymix_alpha, "saliencymix_alpha")
         self.resizemix_scope = (
             None if resizemix_scope is None else check_scope(resizemix_scope, "resizemix_scope")
         )
         self.mix_prob = check_probability(prob, "prob")
         self.switch_prob = check_probability(switch_prob, "switch_prob")
         self.mode = check_mode(mode)
-        if not isinstance(correct_lam, bool):
-            raise TypeError(f"correct_lam must be a bool, got {type(correct_lam).__name__}")
-        self.correct_lam = correct_lam
+        self.correct_lam = check_bool(correct_lam, "correct_lam")
         self.salfmix_prob = check_probability(salfmix_prob, "salfmix_prob")
         self.salfmix = SalfMix(
-            salfmix_grid, salfmix_ratio, self.salfmix_prob, pool=salfmix_pool, saliency_mode=saliency_mode
+            salfmix_grid,
+            salfmix_ratio,
+            self.salfmix_prob,
+            pool=salfmix_pool,
+            saliency_mode=saliency_mode,
+            model=model,
+            warmup_epochs=warmup_epochs,
+            steps_per_epoch=steps_per_epoch,
         )
         self.mixup_enabled = True  # timm's switch: False turns the two-image mix off (SalfMix stays)
-
-        self._methods: list[TwoImageMix] = []
-        if self.mixup_alpha > 0:
-            self._methods.append(Mixup(self.mixup_alpha))
-        if self.cutmix_alpha > 0:
-            self._methods.append(
-                CutMix(self.cutmix_alpha, minmax=self.cutmix_minmax, correct_lam=correct_lam)
-            )
-        if self.saliencymix_alpha > 0:
-            self._methods.append(SaliencyMix(self.saliencymix_alpha, correct_lam=correct_lam))
-        if self.resizemix_scope is not None:
-            self._methods.append(ResizeMix(self.resizemix_scope))
-        if not self._methods and self.salfmix_prob == 0:
+        self.methods, self.weights = switch_methods(
+            self.mixup_alpha,
+            self.cutmix_alpha,
+            self.cutmix_minmax,
+            self.correct_lam,
+            self.switch_prob,
+            saliencymix_alpha=self.saliencymix_alpha,
+            resizemix_scope=self.resizemix_scope,
+        )
+        if not self.methods and self.salfmix_prob == 0:
             raise ValueError(
                 "HybridMix has nothing to do: set salfmix_prob > 0 or enable a two-image method "
                 "(mixup_alpha, cutmix_alpha, cutmix_minmax, saliencymix_alpha or resizemix_scope)"
             )
-        boxes = len(self._methods) - (self.mixup_alpha > 0)
-        if self.mixup_alpha > 0 and boxes > 0:
-            self._weights = [1.0 - self.switch_prob] + [self.switch_prob / boxes] * boxes
-        else:
-            self._weights = [1.0] * len(self._methods)
 
     # -- presets of Table 2 -----------------------------------------------------------------------------
 
@@ -176,37 +172,81 @@ class HybridMix(BatchTransform):
 
         Choice: no label smoothing (the paper trains with plain cross-entropy on the mixed labels) and
         SalfMix's defaults (n = 4, r = 0.3, pooling, warm-up of one epoch); ``kwargs`` override anything,
-        e.g. ``num_classes``.
+        e.g. ``num_classes``. timm's ``mixup_args`` drop in: ``HybridMix.v1(**mixup_args, model=model)``
+        keeps the v1 partner (Mixup, alpha ``mixup_alpha`` when timm's is > 0) and takes the rest.
         """
-        return cls._preset({"mixup_alpha": 1.0}, kwargs)
+        return cls._preset({"mixup_alpha": 1.0}, cls._timm_args("mixup_alpha", kwargs))
 
     @classmethod
     def v2(cls, **kwargs: Any) -> HybridMix:
         """HybridMix v2 of Table 2: SalfMix + SaliencyMix (alpha 1); same choices as :meth:`v1`."""
-        return cls._preset({"saliencymix_alpha": 1.0}, kwargs)
+        return cls._preset({"saliencymix_alpha": 1.0}, cls._timm_args("saliencymix_alpha", kwargs))
 
     @classmethod
     def v3(cls, **kwargs: Any) -> HybridMix:
         """HybridMix v3 of Table 2: SalfMix + CutMix (alpha 1); same choices as :meth:`v1`."""
-        return cls._preset({"cutmix_alpha": 1.0}, kwargs)
+        return cls._preset({"cutmix_alpha": 1.0}, cls._timm_args("cutmix_alpha", kwargs))
 
-    # -- call -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _timm_args(partner: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with the other methods' alphas dropped, so that a version keeps its one partner.
+
+        timm's ``mixup_args`` always hold ``mixup_alpha``, ``cutmix_alpha`` and ``cutmix_minmax``; a preset
+        keeps only its own partner's (when > 0: a 0 from timm's defaults means "unset" here). Choice: an
+        explicit other alpha > 0 is an error rather than a silent mix of two versions.
+        """
+        kwargs = dict(kwargs)
+        for name in ("mixup_alpha", "cutmix_alpha", "saliencymix_alpha"):
+            value = kwargs.get(name)
+            if value is None or name == partner:
+                if name == partner and not value:
+                    kwargs.pop(name, None)
+                continue
+            if value:
+                raise ValueError(
+                    f"{name}={value} asks for another partner than this HybridMix version's "
+                    f"({partner}); use HybridMix(...) with both alphas to switch between them"
+                )
+            kwargs.pop(name)
+        if partner != "cutmix_alpha" and kwargs.get("cutmix_minmax") is not None:
+            raise ValueError("cutmix_minmax asks for CutMix: use HybridMix.v3 (or HybridMix(...))")
+        if partner != "cutmix_alpha":
+            kwargs.pop("cutmix_minmax", None)
+        return kwargs
+
+    # -- warm-up: SalfMix's -----------------------------------------------------------------------------
 
     @property
-    def in_warmup(self) -> bool:
-        # The warm-up of Algorithm 2 only turns SalfMix off (see ``salfmix_active``); the transform as a
-        # whole is never the identity.
-        return False
+    def warmup_epochs(self) -> int:
+        return self.salfmix.warmup_epochs
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        return self.salfmix.steps_per_epoch
+
+    @property
+    def epoch(self) -> int:
+        return self.salfmix.epoch
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        return self.salfmix.model
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch (0-based) of SalfMix's warm-up; the two-image mix runs in every epoch."""
+        self.salfmix.set_epoch(epoch)
 
     @property
     def salfmix_active(self) -> bool:
         """Whether SalfMix runs on the next call: ``salfmix_prob > 0`` and past the warm-up epochs."""
-        return self.salfmix_prob > 0 and self.epoch >= self.warmup_epochs
+        return self.salfmix_prob > 0 and not self.salfmix.in_warmup
 
     @property
     def two_image_active(self) -> bool:
         """Whether a two-image mix runs on the next call (some method enabled and ``mixup_enabled``)."""
-        return self.mixup_enabled and bool(self._methods)
+        return self.mixup_enabled and bool(self.methods)
+
+    # -- call -------------------------------------------------------------------------------------------
 
     def _apply(
         self,
@@ -219,19 +259,22 @@ class HybridMix(BatchTransform):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         soft = self._soft_targets(target)
         mixed = x
-        if self.salfmix_active:
-            if model is None and saliency is None:
-                raise ValueError(
-                    "model must be given: HybridMix applies SalfMix (salfmix_prob="
-                    f"{self.salfmix_prob}, epoch {self.epoch} >= warmup_epochs={self.warmup_epochs}), "
-                    "whose saliency comes from the model being trained; pass model=... (or saliency= maps "
-                    "of shape (B, H, W)), or set salfmix_prob=0"
-                )
-            # Algorithm 2, lines 10-11: saliency of the un-mixed batch with the original labels, SalfMix.
-            mixed, _ = self.salfmix(x, target, model=model, saliency=saliency, generator=generator)
+        if self.salfmix_active and model is None and self.model is None and saliency is None:
+            raise ValueError(
+                "model must be given: HybridMix applies SalfMix (salfmix_prob="
+                f"{self.salfmix_prob}, epoch {self.epoch} >= warmup_epochs={self.warmup_epochs}), whose "
+                "saliency comes from the model being trained; pass model=... to the constructor or the call "
+                "(or saliency= maps of shape (B, H, W)), or set salfmix_prob=0"
+            )
+        if self.salfmix_prob > 0:
+            # Algorithm 2, lines 10-11: saliency of the un-mixed batch with the original labels, SalfMix
+            # (the identity during its warm-up, which it counts).
+            mixed, _ = self.salfmix.call_checked(
+                x, target, model=model, saliency=saliency, generator=generator
+            )
         if self.two_image_active:
             # Algorithm 2, line 12: the two-image mix of the self-mixed batch.
-            return mix_pairs(mixed, soft, self._methods, self._weights, self.mode, self.mix_prob, generator)
+            return mix_pairs(mixed, soft, self.methods, self.weights, self.mode, self.mix_prob, generator)
         if mixed is x:
             mixed = x.clone()
-        return _same_format(mixed, x), soft
+        return same_format(mixed, x), soft

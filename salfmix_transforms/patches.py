@@ -6,17 +6,17 @@ Algorithm 1 of Choi et al. (Sensors 2021), in the notation used throughout this 
   and ``W // n`` horizontally, without padding (:func:`cell_size`, :func:`pool_saliency`); every element of
   the pooled grid stands for one *cell* of the image;
 * line 2: ``R_m`` is the most salient cell (argmax of the pooled map), ``R_l`` the least salient one
-  (argmin) (:func:`pick_cells`, :func:`extreme_cells`);
+  (argmin) (:func:`extreme_cells`);
 * line 3: the patch side is ``o = floor(W * r)`` (:func:`patch_size`);
 * lines 4-5: a patch ``P_m`` containing ``R_m`` and a patch ``P_l`` containing ``R_l`` are placed at random
-  (:func:`place_patches`, :func:`patch_corners`);
+  (:func:`patch_corners`);
 * line 6: the pixels of ``P_m`` are copied over ``P_l`` in the same image (:func:`copy_patches`); the label
   is unchanged.
 
 Every function works on whole batches with tensor arithmetic on the tensor's device (no Python loop over
 the samples), and every random draw goes through :mod:`salfmix_transforms._random` so that a
 ``torch.Generator`` makes the result reproducible. The same helpers serve the two-image methods
-(:func:`box_mask`), the visualizer and the per-sample pipeline transforms.
+(:mod:`salfmix_transforms.boxes`), the visualizer and the per-sample pipeline transforms.
 """
 
 from __future__ import annotations
@@ -29,23 +29,19 @@ from typing import TypeVar
 
 import torch
 
-from ._random import rand, randint_between, randint_from_uniform
+from ._random import randint_from_uniform
 from ._validation import check_grid, check_ratio
+from .boxes import fill_boxes
 
 __all__ = [
     "SelfMixPlan",
-    "box_mask",
     "cell_size",
     "copy_patches",
     "extreme_cells",
-    "fill_boxes",
     "fill_patches",
     "patch_corners",
     "patch_size",
-    "pick_cells",
-    "place_patches",
     "pool_saliency",
-    "random_cells",
 ]
 
 _T = TypeVar("_T")
@@ -102,7 +98,7 @@ def pool_saliency(saliency: torch.Tensor, cell_height: int, cell_width: int) -> 
 
     Kernel = stride = ``(cell_height, cell_width)``, no padding, so ``gh = H // cell_height`` and
     ``gw = W // cell_width``. With a 1x1 kernel (the ``pool=False`` ablation) the result is the map itself
-    (as float32). NaN and infinite values propagate into their cells; :func:`pick_cells` deals with them.
+    (as float32). NaN and infinite values propagate into their cells; :func:`extreme_cells` deals with them.
 
     The block means are two sums, first over the rows of each cell (a reduction over a middle dimension,
     vectorised along the image rows), then over the columns, and one division: on CPU 1.3x-2x faster than
@@ -121,24 +117,6 @@ def pool_saliency(saliency: torch.Tensor, cell_height: int, cell_width: int) -> 
     return cells.div_(cell_height * cell_width)
 
 
-def pick_cells(
-    pooled: torch.Tensor, largest: bool, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The argmax (``largest=True``, ``R_m``) or argmin (``R_l``) cell of each pooled map; Alg. 1, line 2.
-
-    Returns ``(rows, cols)``, two LongTensors of shape (B,) on the map's device.
-
-    Choice: ties are broken uniformly at random among the tied cells (the paper does not say; a plain
-    ``argmax`` would always favour the top-left cell). A map that is constant has every cell tied, so it
-    gets a uniformly random cell; a map containing NaN or +-inf also gets a uniformly random cell (never an
-    error). One side of :func:`extreme_cells` (which holds the rule), with ``B * gh * gw`` tie-break draws.
-    """
-    batch, grid_h, grid_w = pooled.shape
-    noise = rand((batch, 1, grid_h * grid_w), generator, pooled.device).expand(batch, 2, grid_h * grid_w)
-    cell = extreme_cells(pooled, noise)[:, 0 if largest else 1]
-    return cell[:, 0], cell[:, 1]
-
-
 @_per_shape_cache
 def _cell_table(grid_h: int, grid_w: int, device: torch.device) -> torch.Tensor:
     """``(row, col)`` (gh * gw, 2) of every flat cell index (cached per grid; never modified in place)."""
@@ -153,8 +131,10 @@ def extreme_cells(pooled: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     cell ``R_l``. ``noise`` (B, 2, gh * gw) holds the uniform tie-break scores (``noise[:, 0]`` for
     ``R_m``, ``noise[:, 1]`` for ``R_l``), so this function draws nothing itself.
 
-    The rule (see :func:`pick_cells`): the tied extreme cells, or every cell of a map with NaN/inf, are the
-    candidates, and the candidate with the highest noise wins. The argmin is the argmax of the negated map
+    The rule (choice: the paper does not say): ties are broken uniformly at random among the tied cells (a
+    plain ``argmax`` would always favour the top-left cell), and a constant map or a map with NaN/inf gets a
+    uniformly random cell (never an error). The tied extreme cells, or every cell of a map with NaN/inf, are
+    the candidates, and the candidate with the highest noise wins. The argmin is the argmax of the negated map
     (negation is exact, so the tied cells are the same); both are reduced in one pass over the stacked
     (B, 2, gh * gw) maps. A map holds a NaN or an infinity exactly when one of its two maxima is not
     finite (``amax`` returns NaN for a NaN; +inf or -inf in the map is +inf in one of the two signs), so
@@ -168,45 +148,6 @@ def extreme_cells(pooled: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     candidates = (signed == best) | ~valid
     index = torch.where(candidates, noise, -1.0).argmax(dim=2)
     return _cell_table(grid_h, grid_w, pooled.device)[index]
-
-
-def random_cells(
-    batch: int,
-    grid_height: int,
-    grid_width: int,
-    generator: torch.Generator | None,
-    device: torch.device | str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One uniformly random cell per sample: ``(rows, cols)`` LongTensors (B,) (SalfMix without saliency)."""
-    device = torch.device(device)
-    zeros = torch.zeros(batch, dtype=torch.long, device=device)
-    rows = randint_between(zeros, torch.full_like(zeros, grid_height - 1), generator)
-    cols = randint_between(zeros, torch.full_like(zeros, grid_width - 1), generator)
-    return rows, cols
-
-
-def place_patches(
-    cell_rows: torch.Tensor,
-    cell_cols: torch.Tensor,
-    cell_height: int,
-    cell_width: int,
-    patch_height: int,
-    patch_width: int,
-    height: int,
-    width: int,
-    generator: torch.Generator | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random top-left corners ``(top, left)`` (B,) of patches around the given cells; Algorithm 1, lines 4-5.
-
-    :func:`patch_corners` (which holds the rule) for one patch per sample, with uniforms drawn here: the
-    rows of all samples first, then the columns.
-    """
-    batch = cell_rows.shape[0]
-    cells = torch.stack((cell_rows, cell_cols), dim=1).long().view(batch, 1, 2)
-    uniforms = rand((2, batch), generator, cell_rows.device).t().reshape(batch, 1, 2)
-    cell, patch, size = (cell_height, cell_width), (patch_height, patch_width), (height, width)
-    corners = patch_corners(cells, *cell, *patch, *size, uniforms)
-    return corners[:, 0, 0], corners[:, 0, 1]
 
 
 @_per_shape_cache
@@ -322,7 +263,9 @@ def _window_offsets(
     return sample + channel + rows + cols
 
 
-def copy_patches(x: torch.Tensor, plan: SelfMixPlan, *, inplace: bool = False) -> torch.Tensor:
+def copy_patches(
+    x: torch.Tensor, plan: SelfMixPlan, *, inplace: bool = False, all_applied: bool = False
+) -> torch.Tensor:
     """Copy ``P_m`` over ``P_l`` in every applied image; Algorithm 1, line 6.
 
     Returns a new tensor with the dtype, device and memory format of ``x``, or ``x`` itself, overwritten,
@@ -339,19 +282,9 @@ def copy_patches(x: torch.Tensor, plan: SelfMixPlan, *, inplace: bool = False) -
     and one ``scatter_`` into the output; should the output's H and W not merge into one dimension (an
     exotic stride layout), an index-put with (B, ph, pw) index grids does the same. A non-applied sample
     has its destination set to its own source, which writes the original pixels back onto themselves (no
-    data-dependent shapes, no host synchronisation).
-    """
-    return _copy_patches(x, plan, all_applied=False, inplace=inplace)
-
-
-def _copy_patches(
-    x: torch.Tensor, plan: SelfMixPlan, all_applied: bool, inplace: bool = False
-) -> torch.Tensor:
-    """:func:`copy_patches`; ``all_applied=True`` promises that ``plan.applied`` is all true (``prob=1``).
-
-    The promise only skips the (then no-op) redirection of non-applied samples onto their own source.
-    Each branch below reads every source window into a new tensor before it writes, so ``out`` may be
-    ``x`` itself.
+    data-dependent shapes, no host synchronisation). ``all_applied=True`` promises that ``plan.applied``
+    is all true (``prob=1``), which skips that (then no-op) redirection. Each branch below reads every
+    source window into a new tensor before it writes, so ``out`` may be ``x`` itself.
     """
     batch, channels, height, width = x.shape
     out = x if inplace else x.clone()
@@ -400,57 +333,3 @@ def fill_patches(
     ``inplace=True``); ``applied=None`` means every sample.
     """
     return fill_boxes(x, top, left, top + patch_height, left + patch_width, value, applied, inplace=inplace)
-
-
-def fill_boxes(
-    x: torch.Tensor,
-    top: torch.Tensor,
-    left: torch.Tensor,
-    bottom: torch.Tensor,
-    right: torch.Tensor,
-    value: float,
-    applied: torch.Tensor | None = None,
-    *,
-    inplace: bool = False,
-) -> torch.Tensor:
-    """Fill each applied sample's box ``[top, bottom) x [left, right)`` with ``value`` (Cutout).
-
-    The boxes are (B,) tensors and may reach past the image (:func:`box_mask`). Returns a new tensor with
-    the dtype, device and memory format of ``x`` (``x`` itself with ``inplace=True``); ``applied=None``
-    means every sample.
-    """
-    if applied is not None:  # a non-applied sample gets an empty box
-        bottom = torch.where(applied.to(top.device), bottom, top)
-    mask = box_mask(top, left, bottom, right, x.shape[2], x.shape[3])
-    out = x if inplace else x.clone()
-    return out.masked_fill_(mask, value)
-
-
-def box_mask(
-    top: torch.Tensor | int,
-    left: torch.Tensor | int,
-    bottom: torch.Tensor | int,
-    right: torch.Tensor | int,
-    height: int,
-    width: int,
-) -> torch.Tensor:
-    """Boolean masks (B, 1, H, W) of the per-sample half-open boxes ``[top, bottom) x [left, right)``.
-
-    The corners are (B,) integer tensors (or Python ints, broadcast); boxes may be empty or reach past the
-    image, only their part inside the image is marked. Built on the device of the corners as the outer
-    product of a row mask (B, H, 1) and a column mask (B, 1, W), taken in ``uint8`` and viewed as ``bool``
-    (0 and 1 are valid bools): on CPU a broadcast ``bool`` ``&`` is a scalar loop, about 3x slower. Under
-    ``torch.compile`` the plain ``&`` is used instead: inductor fuses it, and its CPU code generator fails
-    on the ``uint8`` -> ``bool`` view (a C++ compile error in torch 2.14).
-    """
-    device = next((t.device for t in (top, left, bottom, right) if isinstance(t, torch.Tensor)), None)
-    top, left, bottom, right = (
-        torch.as_tensor(t, device=device).reshape(-1, 1, 1) for t in (top, left, bottom, right)
-    )
-    rows = torch.arange(height, device=top.device).view(1, -1, 1)
-    cols = torch.arange(width, device=top.device).view(1, 1, -1)
-    in_rows = (rows >= top) & (rows < bottom)
-    in_cols = (cols >= left) & (cols < right)
-    if torch.compiler.is_compiling():
-        return (in_rows & in_cols).unsqueeze(1)
-    return (in_rows.to(torch.uint8) * in_cols.to(torch.uint8)).view(torch.bool).unsqueeze(1)

@@ -2,11 +2,13 @@
 
 Two front ends, one implementation:
 
-* :class:`SalfMixA`, an albumentations transform: ``SalfMixA(p=1.0)(image=img, saliency=map)`` with a
-  NumPy image (H, W, C) or (H, W) of any dtype and a map (H, W); serializable with ``A.to_dict`` /
-  ``A.from_dict``;
-* :class:`SalfMixV2`, a torchvision ``transforms.v2`` transform that reads the map from the sample dict:
-  ``SalfMixV2(p=1.0)({"image": tv_tensors.Image(img), "saliency": map, "label": 3})``.
+* :class:`SalfMixA`, an albumentations transform: ``SalfMixA(p=1.0)(image=img, saliency=smap)`` with a
+  NumPy image (H, W, C) or (H, W) of any dtype and a map (H, W); inside ``A.Compose`` the map is declared a
+  mask target, ``A.Compose([...], additional_targets={"saliency": "mask"})`` (or :func:`salfmix_compose`);
+  serializable with ``A.to_dict`` / ``A.from_dict``;
+* :class:`SalfMixV2`, a torchvision ``transforms.v2`` transform that reads the map, a ``tv_tensors.Mask``,
+  from the sample dict:
+  ``SalfMixV2(p=1.0)({"image": tv_tensors.Image(img), "saliency": tv_tensors.Mask(smap), "label": 3})``.
 
 Both decide *where* the patches go with :meth:`salfmix_transforms.SalfMix.plan` (Algorithm 1, lines 1-5) on
 a batch of one and move the pixels with :func:`salfmix_transforms.patches.copy_patches` (line 6), so the
@@ -18,6 +20,13 @@ Choices: masks (albumentations ``mask``/``masks``, torchvision ``tv_tensors.Mask
 as the image, so a segmentation label stays aligned with its pixels; bounding boxes and key points are
 returned unchanged (self-mixing moves no object); the saliency map itself is returned unchanged (it is the
 input of the decision, not an image).
+
+Choice: the map must follow every geometric transform placed before SalfMix (flip, crop, resize), else
+SalfMix decides on a stale map and copies the wrong patch. torchvision moves a ``tv_tensors.Mask`` with the
+image (nearest interpolation, dtype kept, padding 0, i.e. least salient) but leaves a plain tensor or array
+where it is; albumentations moves a target only when ``A.Compose`` declares it. So SalfMixV2 accepts only a
+``tv_tensors.Mask`` and SalfMixA, inside an ``A.Compose``, only a map declared as a ``mask`` target: anything
+else is an error that says how to pass the map, never a silently stale map.
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ try:  # optional: only SalfMixA needs it (pip install "salfmix-transforms[albume
 except ImportError:  # pragma: no cover - exercised where albumentations is not installed
     A = None
 
-__all__ = ["SalfMixA", "SalfMixV2", "salfmix_image"]
+__all__ = ["SalfMixA", "SalfMixV2", "salfmix_compose", "salfmix_image"]
 
 
 # -- shared core ---------------------------------------------------------------------------------------
@@ -74,6 +83,29 @@ def _saliency_tensor(saliency: object, height: int, width: int, name: str) -> to
     if saliency.is_complex() or saliency.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers, got dtype {saliency.dtype}")
     return torch.as_tensor(saliency).detach().unsqueeze(0)
+
+
+def _check_mask_type(saliency: object, key: str) -> None:
+    """SalfMixV2's map must be a ``tv_tensors.Mask``, the kind v2's geometric transforms move."""
+    if not isinstance(saliency, tv_tensors.Mask):
+        raise TypeError(
+            f"SalfMixV2 reads the saliency map {key!r} as a tv_tensors.Mask, got {type(saliency).__name__}: "
+            f"wrap it as tv_tensors.Mask(map) so that v2's geometric transforms (flip, crop, resize) move it "
+            f"with the image; they leave a plain tensor or array where it is, and SalfMix would decide on a "
+            f"stale map"
+        )
+
+
+def _saliency_mask(saliency: tv_tensors.Mask, height: int, width: int, key: str) -> torch.Tensor:
+    """SalfMixV2's map, a ``tv_tensors.Mask`` (H, W) or (1, H, W), as a plain (1, H, W) tensor."""
+    _check_mask_type(saliency, key)
+    shape = tuple(saliency.shape)
+    if shape not in ((height, width), (1, height, width)):
+        raise ValueError(
+            f"{key} must be a tv_tensors.Mask of shape (H, W) or (1, H, W) with (H, W) = {(height, width)} "
+            f"matching the image, got {shape}"
+        )
+    return _saliency_tensor(saliency.as_subclass(torch.Tensor), height, width, key)
 
 
 def _copy_chw(image: torch.Tensor, plan: SelfMixPlan) -> torch.Tensor:
@@ -155,9 +187,19 @@ class SalfMixA(A.DualTransform if A is not None else _AlbumentationsMissing):
         out = t(image=img, saliency=smap)["image"]          # img (H, W, C) any dtype, smap (H, W)
         pipe = A.Compose([A.HorizontalFlip(), SalfMixA(p=0.5)], additional_targets={"saliency": "mask"})
         out = pipe(image=img, saliency=smap)                 # the flip moves the map with the image
+        pipe = salfmix_compose([A.HorizontalFlip(), SalfMixA(p=0.5)])   # the same Compose
 
     Declaring the map as a ``mask`` target in ``A.Compose`` makes geometric transforms placed *before*
-    SalfMixA move it with the image; SalfMixA itself returns it unchanged.
+    SalfMixA move it with the image (nearest interpolation for resizes, ``fill_mask`` for padding); SalfMixA
+    itself returns it unchanged.
+
+    Choice: inside an ``A.Compose`` (albumentations calls :meth:`set_processors` on every transform of a
+    Compose it builds, and :meth:`add_targets` with its ``additional_targets``), a map not declared as a
+    ``mask`` target is refused with a ``ValueError`` at every call, whatever ``p``: albumentations would leave
+    it where it was and SalfMix would decide on a stale map. The check runs at the call, not when the Compose
+    is built, because an enclosing Compose (or ``Compose.add_targets``) may still declare it. Called on its
+    own (no Compose), nothing moves the map before SalfMixA and any (H, W) array is accepted; an instance
+    that was put in a Compose keeps the Compose's rule.
 
     Args:
         grid, ratio, pool: as in :class:`salfmix_transforms.SalfMix` (``n``, ``r``, pooling).
@@ -191,6 +233,8 @@ class SalfMixA(A.DualTransform if A is not None else _AlbumentationsMissing):
         self.pool = self._salfmix.pool
         self.saliency_key = _check_key(saliency_key, "saliency_key")
         self.generator = check_generator(generator)
+        self._in_compose = False  # set by A.Compose (set_processors / add_targets); not serialized
+        self._saliency_target: str | None = None  # what A.Compose declared the map as ("mask" is required)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("grid", "ratio", "pool", "saliency_key")
@@ -200,9 +244,39 @@ class SalfMixA(A.DualTransform if A is not None else _AlbumentationsMissing):
         return [self.saliency_key]
 
     def add_targets(self, additional_targets: dict[str, str]) -> None:
-        # The map is read, never transformed: keep it out of the per-target functions even when A.Compose
-        # declares it as a mask (so that the geometric transforms before us move it).
+        # A.Compose passes its additional_targets down (only when there are some): remember what the map was
+        # declared as. The map is read, never transformed: keep it out of the per-target functions even when
+        # it is declared as a mask (so that the geometric transforms before us move it).
+        self._in_compose = True
+        if self.saliency_key in additional_targets:
+            self._saliency_target = additional_targets[self.saliency_key]
         super().add_targets({k: v for k, v in additional_targets.items() if k != self.saliency_key})
+
+    def set_processors(self, processors: dict[str, Any]) -> None:
+        # A.Compose calls this on every transform it holds (nested ones included) when it is built: the one
+        # hook that tells us we run inside a Compose even when it declares no additional_targets.
+        super().set_processors(processors)
+        self._in_compose = True
+
+    def _check_map_is_declared(self) -> None:
+        if not self._in_compose or self._saliency_target == "mask":
+            return
+        key = self.saliency_key
+        declared = (
+            "does not declare it as a mask target"
+            if self._saliency_target is None
+            else f"declares it as {self._saliency_target!r}, not as a mask target"
+        )
+        raise ValueError(
+            f"SalfMixA reads the saliency map {key!r} inside an A.Compose that {declared}, so the geometric "
+            f"transforms before SalfMixA (flip, crop, resize) do not move the map with the image and SalfMix "
+            f"would decide on a stale map: pass additional_targets={{{key!r}: 'mask'}} to A.Compose (or "
+            f"build it with salfmix_compose(transforms, saliency_key={key!r}))"
+        )
+
+    def __call__(self, *args: Any, force_apply: bool = False, **kwargs: Any) -> Any:
+        self._check_map_is_declared()  # before albumentations' own p draw: the error must not be random
+        return super().__call__(*args, force_apply=force_apply, **kwargs)
 
     def _torch_generator(self) -> torch.Generator:
         if self.generator is not None:
@@ -231,6 +305,38 @@ class SalfMixA(A.DualTransform if A is not None else _AlbumentationsMissing):
         return keypoints
 
 
+def salfmix_compose(transforms: Any, saliency_key: str = "saliency", **compose_kwargs: Any) -> A.Compose:
+    """``A.Compose(transforms, ...)`` with the saliency map declared as a mask target.
+
+    Example::
+
+        pipe = salfmix_compose([A.RandomResizedCrop((224, 224)), A.HorizontalFlip(), SalfMixA(p=0.5)])
+        out = pipe(image=img, saliency=smap)   # the crop and the flip move the map with the image
+
+    Args:
+        transforms: the transforms of the Compose (SalfMixA after the geometric ones).
+        saliency_key: the key of the map, the ``saliency_key`` of the SalfMixA transforms it holds.
+        compose_kwargs: the other arguments of ``A.Compose`` (``seed``, ``strict``, ``bbox_params``, ...); an
+            ``additional_targets`` given here is kept and ``{saliency_key: "mask"}`` added to it.
+
+    Returns:
+        The ``A.Compose``; ``A.to_dict`` / ``A.from_dict`` keep its ``additional_targets``.
+    """
+    if A is None:
+        raise ImportError(
+            'salfmix_compose needs albumentations: pip install "salfmix-transforms[albumentations]"'
+        )
+    key = _check_key(saliency_key, "saliency_key")
+    targets = dict(compose_kwargs.pop("additional_targets", None) or {})
+    declared = targets.setdefault(key, "mask")
+    if declared != "mask":
+        raise ValueError(
+            f"additional_targets declares the saliency map {key!r} as {declared!r}; it must be a 'mask' "
+            f"target so that geometric transforms move it with the image and colour transforms leave it alone"
+        )
+    return A.Compose(transforms, additional_targets=targets, **compose_kwargs)
+
+
 # -- torchvision v2 ------------------------------------------------------------------------------------
 
 
@@ -240,19 +346,27 @@ class SalfMixV2(v2.Transform):
     Example::
 
         t = SalfMixV2(grid=4, ratio=0.3, p=0.5)
-        sample = {"image": tv_tensors.Image(img), "saliency": smap, "label": 3}   # img (C, H, W), smap (H, W)
-        out = t(sample)
+        sample = {"image": tv_tensors.Image(img), "saliency": tv_tensors.Mask(smap), "label": 3}
+        out = t(sample)                                      # img (C, H, W), smap (H, W)
+        pipe = v2.Compose([v2.RandomResizedCrop(224), v2.RandomHorizontalFlip(), t])
+        out = pipe(sample)                                   # the crop and the flip move the map too
 
     Every ``tv_tensors.Image`` (or, when there is none, the first plain tensor, torchvision's rule) and every
     ``PIL.Image`` and ``tv_tensors.Mask`` of the sample gets the same patch copy; everything else, the map
     included, comes back unchanged.
+
+    Choice: the map must be a ``tv_tensors.Mask`` (H, W) or (1, H, W) of a real dtype; a plain tensor, an
+    array or anything else is a ``TypeError``, even when no geometric transform precedes SalfMixV2: v2's
+    geometric transforms leave those where they are (only the image moves), so SalfMix would decide on a
+    stale map. A ``tv_tensors.Mask`` moves with the image: nearest interpolation, its dtype kept, padding 0
+    (least salient).
 
     Args:
         grid, ratio, pool: as in :class:`salfmix_transforms.SalfMix` (``n``, ``r``, pooling).
         p: probability of applying the transform. It is SalfMix's ``prob``, drawn from the same generator
             after the patch choices, so ``SalfMixV2(p=p)`` gives the pixels of ``SalfMix(prob=p)`` on a batch
             of one for the same generator state.
-        saliency_key: key of the sample dict that holds the map (H, W) (or (1, H, W)).
+        saliency_key: key of the sample dict that holds the map, a ``tv_tensors.Mask`` (H, W) or (1, H, W).
         generator: a ``torch.Generator`` for every random choice; PyTorch's global RNG when ``None``
             (``torch.manual_seed`` reproduces a run, and a DataLoader seeds it differently in every worker). A
             generator given here is copied into every worker, which then draw the same patches: leave it
@@ -315,13 +429,15 @@ class SalfMixV2(v2.Transform):
         if not isinstance(sample, Mapping) or self.saliency_key not in sample:
             raise ValueError(
                 f"SalfMixV2 reads the saliency map from the sample: pass a dict with the key "
-                f"{self.saliency_key!r}, e.g. {{'image': tv_tensors.Image(img), {self.saliency_key!r}: map}}"
+                f"{self.saliency_key!r}, e.g. "
+                f"{{'image': tv_tensors.Image(img), {self.saliency_key!r}: tv_tensors.Mask(map)}}"
             )
+        _check_mask_type(sample[self.saliency_key], self.saliency_key)
         rest = {key: value for key, value in sample.items() if key != self.saliency_key}
         flat_inputs, spec = tree_flatten(rest)
         needs_transform = self._needs_copy(flat_inputs)
         height, width = self._image_size(flat_inputs, needs_transform)
-        saliency = _saliency_tensor(sample[self.saliency_key], height, width, self.saliency_key)
+        saliency = _saliency_mask(sample[self.saliency_key], height, width, self.saliency_key)
         params = {"plan": self._salfmix.plan(saliency, self.generator)}
         flat_outputs = [
             self.transform(inpt, params) if needed else inpt

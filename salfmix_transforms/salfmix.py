@@ -14,15 +14,17 @@ from ._random import rand, randint_from_uniform
 from ._validation import (
     check_bool,
     check_grid,
+    check_model,
     check_probability,
     check_ratio,
     check_saliency,
+    check_saliency_mode,
     check_writable,
 )
 from .patches import (
     SelfMixPlan,
-    _copy_patches,
     cell_size,
+    copy_patches,
     extreme_cells,
     patch_corners,
     patch_size,
@@ -30,8 +32,6 @@ from .patches import (
 )
 
 __all__ = ["RandomSelfMix", "SalfMix"]
-
-_SALIENCY_MODES = ("train", "eval")
 
 
 class SalfMix(BatchTransform):
@@ -62,11 +62,15 @@ class SalfMix(BatchTransform):
         pool: ``False`` is the "no pooling" ablation: every cell is one pixel (argmax/argmin of the raw map).
         saliency_mode: ``"train"`` or ``"eval"``, the model mode while the saliency is computed (passed to
             :func:`salfmix_transforms.saliency.gradient_saliency`).
+        model: the network being trained, used for the saliency when a call passes neither ``model=`` nor
+            ``saliency=`` (a call's ``model=`` wins). It lets a loop that calls ``fn(x, target)`` only, as
+            timm's ``train.py`` does with its ``mixup_fn``, run SalfMix.
         inplace: ``True`` overwrites ``x`` and returns it (as timm's ``Mixup`` and torchvision's
             ``RandomErasing(inplace=True)`` do), saving one copy of the batch; ``x`` must not require grad.
             The default returns a new tensor and leaves ``x`` as it was.
-        num_classes, label_smoothing, warmup_epochs, generator: see
-            :class:`~salfmix_transforms._base.BatchTransform`.
+        num_classes, label_smoothing, warmup_epochs, steps_per_epoch, generator (keyword only): see
+            :class:`~salfmix_transforms._base.BatchTransform`. Without ``set_epoch`` calls and without
+            ``steps_per_epoch``, a warm-up of ``warmup_epochs > 0`` never ends: the first call warns.
     """
 
     def __init__(
@@ -78,25 +82,35 @@ class SalfMix(BatchTransform):
         pool: bool = True,
         saliency_mode: str = "train",
         inplace: bool = False,
-        num_classes: int | None = None,
-        label_smoothing: float = 0.0,
-        warmup_epochs: int = 0,
-        generator: torch.Generator | None = None,
+        model: torch.nn.Module | None = None,
+        **kwargs: object,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            label_smoothing=label_smoothing,
-            warmup_epochs=warmup_epochs,
-            generator=generator,
-        )
+        super().__init__(**kwargs)
         self.grid = check_grid(grid)
         self.ratio = check_ratio(ratio)
         self.prob = check_probability(prob, "prob")
         self.pool = check_bool(pool, "pool")
-        if not isinstance(saliency_mode, str) or saliency_mode not in _SALIENCY_MODES:
-            raise ValueError(f"saliency_mode must be one of {_SALIENCY_MODES}, got {saliency_mode!r}")
-        self.saliency_mode = saliency_mode
+        self.saliency_mode = check_saliency_mode(saliency_mode)
         self.inplace = check_bool(inplace, "inplace")
+        self.model = check_model(model)
+
+    @property
+    def needs_saliency(self) -> bool:
+        """Whether a call needs a saliency map (``model=`` or ``saliency=``): ``False`` for the ablation."""
+        return True
+
+    def _check_can_run(
+        self, in_warmup: bool, model: torch.nn.Module | None, saliency: torch.Tensor | None
+    ) -> None:
+        super()._check_can_run(in_warmup, model, saliency)
+        no_map = model is None and self.model is None and saliency is None
+        if in_warmup and no_map and self.needs_saliency and self.prob > 0:
+            self.warn_once(
+                "model",
+                "no model: neither the constructor nor this call got model= (or saliency=), so the first "
+                "call after the warm-up will fail. Pass model=... to the constructor (timm's train.py: "
+                "next to Mixup's arguments).",
+            )
 
     # -- geometry -------------------------------------------------------------------------------------
 
@@ -191,10 +205,11 @@ class SalfMix(BatchTransform):
         """The given map (checked against ``x``) or the model's gradient saliency (eq. (2)-(3))."""
         if saliency is not None:
             return check_saliency(saliency, x).to(x.device)
+        model = model if model is not None else self.model
         if model is None:
             raise ValueError(
-                f"{type(self).__name__} needs a saliency map: pass model= (the network being trained) or "
-                "saliency= (precomputed maps of shape (B, H, W))"
+                f"{type(self).__name__} needs a saliency map: pass model= (the network being trained) to "
+                "the constructor or the call, or saliency= (precomputed maps of shape (B, H, W))"
             )
         from .saliency import gradient_saliency
 
@@ -210,7 +225,7 @@ class SalfMix(BatchTransform):
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         plan = self._plan_for(x, target, model, saliency, generator)
-        out = _copy_patches(x, plan, all_applied=self.prob == 1.0, inplace=self.inplace)
+        out = copy_patches(x, plan, inplace=self.inplace, all_applied=self.prob == 1.0)
         return out, self._output_target(target)
 
     def _plan_for(
@@ -261,3 +276,7 @@ class RandomSelfMix(SalfMix):
         saliency: torch.Tensor | None,
     ) -> torch.Tensor | None:
         return None
+
+    @property
+    def needs_saliency(self) -> bool:
+        return False

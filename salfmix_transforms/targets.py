@@ -13,7 +13,7 @@ import torch
 
 from ._validation import check_target
 
-__all__ = ["infer_num_classes", "mix_targets", "one_hot", "to_soft_targets"]
+__all__ = ["infer_num_classes", "mix_targets", "one_hot", "smooth_checked_targets", "to_soft_targets"]
 
 
 def one_hot(target: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
@@ -31,10 +31,10 @@ def to_soft_targets(target: torch.Tensor, num_classes: int, smoothing: float = 0
     (``y * (1 - s) + s / K``), so a row that sums to 1 still sums to 1.
     """
     target = check_target(target, target.shape[0] if target.dim() else 0, num_classes)
-    return _to_soft_targets_unchecked(target, num_classes, smoothing)
+    return smooth_checked_targets(target, num_classes, smoothing)
 
 
-def _to_soft_targets_unchecked(target: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+def smooth_checked_targets(target: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     """:func:`to_soft_targets` for a target that the caller has already checked against ``num_classes``.
 
     The transforms check their target once per call (``BatchTransform._check_call``); checking it again

@@ -73,9 +73,9 @@ def test_constructor_mirrors_timm_mixup():
 
 def test_presets_of_table_2():
     v1, v2, v3 = HybridMix.v1(num_classes=10), HybridMix.v2(num_classes=10), HybridMix.v3(num_classes=10)
-    assert [type(m) for m in v1._methods] == [Mixup]
-    assert [type(m) for m in v2._methods] == [SaliencyMix]
-    assert [type(m) for m in v3._methods] == [CutMix]
+    assert [type(m) for m in v1.methods] == [Mixup]
+    assert [type(m) for m in v2.methods] == [SaliencyMix]
+    assert [type(m) for m in v3.methods] == [CutMix]
     for preset in (v1, v2, v3):
         assert preset.label_smoothing == 0.0
         assert preset.salfmix_prob == 1.0 and preset.warmup_epochs == 1
@@ -105,7 +105,11 @@ def test_batch_mode_equals_timm_with_salfmix_off(monkeypatch, use_cutmix):
 
 @pytest.mark.parametrize(
     ("preset", "plain"),
-    [("v1", lambda **k: Mixup(1.0, **k)), ("v2", lambda **k: SaliencyMix(1.0, **k)), ("v3", CutMix)],
+    [
+        ("v1", lambda **k: Mixup(1.0, label_smoothing=0.0, **k)),
+        ("v2", lambda **k: SaliencyMix(1.0, **k)),
+        ("v3", lambda **k: CutMix(label_smoothing=0.0, **k)),
+    ],
 )
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
 @pytest.mark.parametrize("off", ["prob", "warmup"])

@@ -28,8 +28,25 @@ from salfmix_transforms.mixing import (
 from salfmix_transforms.static_saliency import fine_grained_saliency
 from salfmix_transforms.targets import to_soft_targets
 
-METHODS = (Mixup, CutMix, SaliencyMix, ResizeMix)
-BOX_METHODS = (CutMix, SaliencyMix, ResizeMix)
+
+def _frame_defaults(cls: type) -> type:
+    """``cls`` with the frame's defaults (no smoothing, K inferred) instead of timm's 0.1 and 1000.
+
+    Mixup and CutMix take timm's constructor, defaults included; the generic tests below compare every
+    method with the plain formulas, so they build all four with the frame's defaults.
+    """
+
+    class WithFrameDefaults(cls):
+        def __init__(self, *args, label_smoothing=0.0, num_classes=None, **kwargs):
+            super().__init__(*args, label_smoothing=label_smoothing, num_classes=num_classes, **kwargs)
+
+    WithFrameDefaults.__name__ = WithFrameDefaults.__qualname__ = cls.__name__
+    return WithFrameDefaults
+
+
+METHODS = tuple(_frame_defaults(cls) for cls in (Mixup, CutMix, SaliencyMix, ResizeMix))
+BOX_METHODS = METHODS[1:]
+Mixup, CutMix = METHODS[:2]  # timm's defaults are tested in test_dropin.py
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -180,7 +197,7 @@ def test_correct_lam_false_keeps_the_drawn_lambda(monkeypatch):
 
 
 def test_minmax_forces_corrected_lambda_and_box_ranges():
-    mix = CutMix(alpha=0.3, minmax=(0.2, 0.6), correct_lam=False, num_classes=2, mode="elem")
+    mix = CutMix(cutmix_alpha=0.3, cutmix_minmax=(0.2, 0.6), correct_lam=False, num_classes=2, mode="elem")
     assert mix.alpha == 1.0
     x = _const_batch(2, h=20, w=30)
     for seed in range(5):
@@ -487,15 +504,15 @@ def test_bad_call_arguments(cls):
     [
         (lambda: Mixup(mode="half"), ValueError, "mode"),
         (lambda: CutMix(mode=None), ValueError, "mode"),
-        (lambda: Mixup(alpha=-1.0), ValueError, "alpha"),
-        (lambda: Mixup(alpha=0.0), ValueError, "alpha"),
+        (lambda: Mixup(mixup_alpha=-1.0), ValueError, "alpha"),
+        (lambda: Mixup(mixup_alpha=0.0), ValueError, "alpha"),
         (lambda: SaliencyMix(alpha=-0.5), ValueError, "alpha"),
-        (lambda: CutMix(alpha=float("nan")), ValueError, "alpha"),
-        (lambda: CutMix(alpha="1"), TypeError, "alpha"),
+        (lambda: CutMix(cutmix_alpha=float("nan")), ValueError, "alpha"),
+        (lambda: CutMix(cutmix_alpha="1"), TypeError, "alpha"),
         (lambda: Mixup(prob=1.5), ValueError, "prob"),
         (lambda: Mixup(label_smoothing=-0.1), ValueError, "label_smoothing"),
-        (lambda: CutMix(minmax=(0.5, 0.2)), ValueError, "minmax"),
-        (lambda: CutMix(minmax=(0.2,)), ValueError, "minmax"),
+        (lambda: CutMix(cutmix_minmax=(0.5, 0.2)), ValueError, "minmax"),
+        (lambda: CutMix(cutmix_minmax=(0.2,)), ValueError, "minmax"),
         (lambda: CutMix(correct_lam=1), TypeError, "correct_lam"),
         (lambda: SaliencyMix(per_sample="yes"), TypeError, "per_sample"),
         (lambda: ResizeMix(scope=(0.0, 0.5)), ValueError, "scope"),

@@ -7,23 +7,48 @@ import math
 import pytest
 import torch
 
+from salfmix_transforms.boxes import box_mask
 from salfmix_transforms.patches import (
     SelfMixPlan,
-    box_mask,
     cell_size,
     copy_patches,
     extreme_cells,
     fill_patches,
+    patch_corners,
     patch_size,
-    pick_cells,
-    place_patches,
     pool_saliency,
-    random_cells,
 )
 
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+# One side of the package's vectorized helpers at a time (the package only needs them together).
+
+
+def pick_cells(pooled: torch.Tensor, largest: bool, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """R_m (largest) or R_l of each pooled map with :func:`extreme_cells` and fresh tie-break noise."""
+    batch, grid_h, grid_w = pooled.shape
+    noise = torch.rand((batch, 1, grid_h * grid_w), generator=generator).expand(batch, 2, grid_h * grid_w)
+    cell = extreme_cells(pooled, noise)[:, 0 if largest else 1]
+    return cell[:, 0], cell[:, 1]
+
+
+def random_cells(batch, grid_height, grid_width, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """What RandomSelfMix draws: one uniform cell per sample."""
+    rows = torch.randint(0, grid_height, (batch,), generator=generator, device=device)
+    cols = torch.randint(0, grid_width, (batch,), generator=generator, device=device)
+    return rows, cols
+
+
+def place_patches(cell_rows, cell_cols, cell_h, cell_w, patch_h, patch_w, height, width, generator):
+    """Corners of one patch per sample around the given cells (:func:`patch_corners`, Alg. 1 lines 4-5)."""
+    batch = cell_rows.shape[0]
+    cells = torch.stack((cell_rows, cell_cols), dim=1).long().view(batch, 1, 2)
+    uniforms = torch.rand((batch, 1, 2), generator=generator)
+    corners = patch_corners(cells, cell_h, cell_w, patch_h, patch_w, height, width, uniforms)
+    return corners[:, 0, 0], corners[:, 0, 1]
 
 
 def make_plan(src_top, src_left, dst_top, dst_left, ph, pw, applied=None) -> SelfMixPlan:

@@ -67,7 +67,7 @@ def test_same_map_and_seed_give_same_pixels_through_every_front_end(
     np.testing.assert_array_equal(out_a, expected)
 
     chw = torch.from_numpy(image).permute(2, 0, 1)
-    sample = {"image": tv_tensors.Image(chw), "saliency": torch.from_numpy(saliency), "label": 3}
+    sample = {"image": tv_tensors.Image(chw), "saliency": tv_tensors.Mask(saliency), "label": 3}
     out_v2 = SalfMixV2(p=1.0, generator=_gen(seed), **kwargs)(sample)
     np.testing.assert_array_equal(out_v2["image"].permute(1, 2, 0).numpy(), expected)
 
@@ -91,7 +91,10 @@ def test_patch_is_copied_from_the_planned_source_to_the_planned_destination():
 def test_v2_probability_matches_batch_prob(seed):
     image, saliency = _sample(seed)
     expected = _batch_salfmix(image, saliency, seed, prob=0.5)
-    sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)), "saliency": saliency}
+    sample = {
+        "image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
+        "saliency": tv_tensors.Mask(saliency),
+    }
     out = SalfMixV2(p=0.5, generator=_gen(seed))(sample)["image"]
     np.testing.assert_array_equal(out.permute(1, 2, 0).numpy(), expected)
 
@@ -141,7 +144,7 @@ def test_probability_zero_is_the_identity():
     np.testing.assert_array_equal(out["image"], image)
     np.testing.assert_array_equal(out["saliency"], saliency)
     chw = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
-    out_v2 = SalfMixV2(p=0.0, generator=_gen(0))({"image": chw, "saliency": saliency})
+    out_v2 = SalfMixV2(p=0.0, generator=_gen(0))({"image": chw, "saliency": tv_tensors.Mask(saliency)})
     assert torch.equal(out_v2["image"], chw)
 
 
@@ -155,20 +158,22 @@ def test_dtype_and_layout_are_kept(dtype):
     assert out_gray.dtype == gray.dtype and out_gray.shape[:2] == gray.shape
 
     chw = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-    out_v2 = SalfMixV2(p=1.0, generator=_gen(0))({"image": tv_tensors.Image(chw), "saliency": saliency})
+    sample = {"image": tv_tensors.Image(chw), "saliency": tv_tensors.Mask(saliency)}
+    out_v2 = SalfMixV2(p=1.0, generator=_gen(0))(sample)
     assert isinstance(out_v2["image"], tv_tensors.Image)
     assert out_v2["image"].dtype == chw.dtype and out_v2["image"].shape == chw.shape
 
 
 def test_v2_plain_tensor_pil_image_and_mask():
     image, saliency = _sample(6)
+    smap = tv_tensors.Mask(saliency)
     expected = _batch_salfmix(image, saliency, 9, prob=1.0)
     chw = torch.from_numpy(image).permute(2, 0, 1).contiguous()
     # A plain tensor is the image when the sample has no tv_tensors.Image (torchvision's rule).
-    out = SalfMixV2(p=1.0, generator=_gen(9))({"image": chw, "saliency": torch.from_numpy(saliency)})
+    out = SalfMixV2(p=1.0, generator=_gen(9))({"image": chw, "saliency": smap})
     np.testing.assert_array_equal(out["image"].permute(1, 2, 0).numpy(), expected)
     # A PIL image stays a PIL image, same mode.
-    out = SalfMixV2(p=1.0, generator=_gen(9))({"image": PIL.Image.fromarray(image), "saliency": saliency})
+    out = SalfMixV2(p=1.0, generator=_gen(9))({"image": PIL.Image.fromarray(image), "saliency": smap})
     assert isinstance(out["image"], PIL.Image.Image) and out["image"].mode == "RGB"
     np.testing.assert_array_equal(np.asarray(out["image"]), expected)
     # A segmentation mask gets the same copy; boxes and labels are untouched.
@@ -178,7 +183,7 @@ def test_v2_plain_tensor_pil_image_and_mask():
         "image": tv_tensors.Image(chw),
         "mask": tv_tensors.Mask(torch.from_numpy(mask)),
         "boxes": boxes,
-        "saliency": saliency,
+        "saliency": smap,
         "label": 4,
     }
     out = SalfMixV2(p=1.0, generator=_gen(9))(sample)
@@ -186,10 +191,10 @@ def test_v2_plain_tensor_pil_image_and_mask():
     expected_mask = _batch_salfmix(mask[..., None].astype(np.float64), saliency, 9, prob=1.0)[..., 0]
     np.testing.assert_array_equal(out["mask"].numpy(), expected_mask.astype(np.int64))
     assert isinstance(out["mask"], tv_tensors.Mask)
-    assert torch.equal(out["boxes"], boxes) and out["label"] == 4 and out["saliency"] is saliency
+    assert torch.equal(out["boxes"], boxes) and out["label"] == 4 and out["saliency"] is smap
     # Inside a torchvision pipeline.
     pipe = v2.Compose([SalfMixV2(p=1.0, generator=_gen(9)), v2.ToDtype(torch.float32, scale=True)])
-    out = pipe({"image": tv_tensors.Image(chw), "saliency": saliency})
+    out = pipe({"image": tv_tensors.Image(chw), "saliency": smap})
     assert out["image"].dtype == torch.float32
 
 
@@ -198,13 +203,14 @@ def test_v2_copies_only_what_torchvision_treats_as_an_image():
     expected = torch.from_numpy(_batch_salfmix(image, saliency, 9, prob=1.0)).permute(2, 0, 1)
     chw = torch.from_numpy(image).permute(2, 0, 1).contiguous()
     extra = chw.clone()  # e.g. a dataset's supplemental tensor of the same shape
+    smap = tv_tensors.Mask(saliency)
     # With a tv_tensors.Image in the sample, plain tensors pass through.
     out = SalfMixV2(p=1.0, generator=_gen(9))(
-        {"image": tv_tensors.Image(chw), "extra": extra, "saliency": saliency}
+        {"image": tv_tensors.Image(chw), "extra": extra, "saliency": smap}
     )
     assert torch.equal(out["image"], expected) and out["extra"] is extra
     # Without one, only the first plain tensor (tree_flatten order) is the image.
-    out = SalfMixV2(p=1.0, generator=_gen(9))({"image": chw, "extra": extra, "saliency": saliency})
+    out = SalfMixV2(p=1.0, generator=_gen(9))({"image": chw, "extra": extra, "saliency": smap})
     assert torch.equal(out["image"], expected) and out["extra"] is extra
     # The same rule as torchvision's own transforms (its protected method, read here only to compare), of
     # which SalfMixV2 copies images, masks and the plain-tensor image; videos and boxes stay unchanged.
@@ -243,7 +249,7 @@ def test_wrong_map_shape_is_a_value_error_naming_the_argument(bad):
         SalfMixA(p=1.0)(image=image, saliency=bad)
     chw = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
     with pytest.raises(ValueError, match="saliency"):
-        SalfMixV2(p=1.0)({"image": chw, "saliency": torch.from_numpy(bad)})
+        SalfMixV2(p=1.0)({"image": chw, "saliency": tv_tensors.Mask(bad)})
     with pytest.raises(ValueError, match="smap"):
         SalfMixA(p=1.0, saliency_key="smap")(image=image, smap=bad)
     with pytest.raises(ValueError, match="saliency"):
@@ -281,7 +287,8 @@ def test_torchvision_front_end_works_without_albumentations():
         "import torch\n"
         "from torchvision import tv_tensors\n"
         "from salfmix_transforms.pipeline import SalfMixA, SalfMixV2\n"
-        "sample = {'image': tv_tensors.Image(torch.zeros(3, 8, 8)), 'saliency': torch.rand(8, 8)}\n"
+        "smap = tv_tensors.Mask(torch.rand(8, 8))\n"
+        "sample = {'image': tv_tensors.Image(torch.zeros(3, 8, 8)), 'saliency': smap}\n"
         "out = SalfMixV2(p=1.0)(sample)\n"
         "assert out['image'].shape == (3, 8, 8)\n"
         "try:\n"

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import train_timm
+from salfmix_transforms import methods
 from salfmix_transforms.cutout import Cutout, SaliencyCutout
 from salfmix_transforms.data import DatasetError, build_datasets
 from salfmix_transforms.hybrid import HybridMix
@@ -156,13 +157,25 @@ def test_every_flag_parses(argv, attr, expected):
     assert getattr(args, attr) == expected
 
 
-def test_defaults_train_the_embedded_data_set_on_a_small_network():
+def test_defaults_train_salfmix_on_the_embedded_data_set_on_a_small_network():
+    # Issue 13, observation 4: without flags a newcomer trained the baseline and never saw SalfMix.
     args = train_timm.parse_args([])
     assert args.data_dir is None and args.dataset is None  # -> digits
     assert args.model == "preactresnet18" and args.width == 0.25
     assert (args.opt, args.lr, args.momentum, args.weight_decay) == ("momentum", 0.05, 0.9, 1e-4)
-    assert train_timm.build_batch_transform(args, 10) is None
-    assert train_timm.method_name(args) == "baseline"
+    transform = train_timm.build_batch_transform(args, 10)
+    assert type(transform) is SalfMix and transform.warmup_epochs == 1
+    assert train_timm.method_name(args) == "salfmix"
+
+
+def test_the_baseline_is_one_flag_away_and_any_augmentation_flag_wins_over_the_default():
+    assert train_timm.build_batch_transform(train_timm.parse_args(["--method", "baseline"]), 10) is None
+    assert train_timm.method_name(train_timm.parse_args(["--cutmix", "1.0"])) == "cutmix"
+    assert train_timm.method_name(train_timm.parse_args(["--cutout"])) == "cutout"
+
+
+def test_method_names_are_the_registry_names():
+    assert tuple(train_timm.METHODS) == methods.METHODS
 
 
 @pytest.mark.parametrize(
@@ -247,9 +260,9 @@ METHOD_ROWS = {
     "cutout-sal": (SaliencyCutout, dict(grid=4, ratio=0.3, pool=True, warmup_epochs=1, inplace=True)),
     "salfmix": (SalfMix, dict(grid=4, ratio=0.3, prob=1.0, pool=True, warmup_epochs=1, inplace=True)),
     "salfmix-nosal": (RandomSelfMix, dict(grid=4, ratio=0.3, prob=1.0, warmup_epochs=1, inplace=True)),
-    "mixup": (Mixup, dict(alpha=1.0, prob=1.0, mode="batch")),
+    "mixup": (Mixup, dict(mixup_alpha=1.0, prob=1.0, mode="batch")),
     "saliencymix": (SaliencyMix, dict(alpha=1.0)),
-    "cutmix": (CutMix, dict(alpha=1.0, minmax=None)),
+    "cutmix": (CutMix, dict(cutmix_alpha=1.0, cutmix_minmax=None)),
     "resizemix": (ResizeMix, dict(scope=(0.1, 0.8))),
     "hybridmix-v1": (HybridMix, dict(mixup_alpha=1.0, cutmix_alpha=0.0, saliencymix_alpha=0.0)),
     "hybridmix-v2": (HybridMix, dict(mixup_alpha=0.0, cutmix_alpha=0.0, saliencymix_alpha=1.0)),
@@ -304,9 +317,9 @@ def test_flag_combinations():
     elem = build(
         train_timm.parse_args(["--cutmix", "1", "--mixup-mode", "elem", "--cutmix-minmax", "0.2", "0.8"]), 10
     )
-    assert elem.mode == "elem" and elem.minmax == (0.2, 0.8)
+    assert elem.mode == "elem" and elem.cutmix_minmax == (0.2, 0.8)
     minmax_only = build(train_timm.parse_args(["--cutmix-minmax", "0.3", "0.7"]), 10)  # timm: CutMix on
-    assert type(minmax_only) is CutMix and minmax_only.minmax == (0.3, 0.7)
+    assert type(minmax_only) is CutMix and minmax_only.cutmix_minmax == (0.3, 0.7)
     warm = build(
         train_timm.parse_args(["--salfmix", "--salfmix-warmup-epochs", "2", "--salfmix-prob", "0.5"]), 10
     )
@@ -334,7 +347,7 @@ def test_conflicting_methods_are_rejected(argv):
 def test_mixup_off_epoch_switch():
     hybrid = HybridMix.v3(num_classes=10)
     assert train_timm._disable_mixing(hybrid) is hybrid and hybrid.mixup_enabled is False
-    assert train_timm._disable_mixing(Mixup(num_classes=10)) is None  # only mixing: identity from then on
+    assert train_timm._disable_mixing(Mixup(num_classes=10)).mixup_enabled is False  # identity from then on
     salfmix = SalfMix(num_classes=10)
     assert train_timm._disable_mixing(salfmix) is salfmix
 
@@ -463,7 +476,7 @@ def test_one_epoch_run(tiny_folder, tmp_path, capsys, method, extra):
     results = _results(run_dir)
     assert results["best_epoch"] == 0 and results["method"] == method and results["dataset"] == "folder"
     assert results["best_top1_err"] == pytest.approx(float(row["eval_top1_err"]))
-    assert "epoch 1/1" in out
+    assert "epoch 0 [1/1]" in out
 
 
 @pytest.mark.parametrize("workers", ["0", pytest.param("1", marks=pytest.mark.slow)])

@@ -1,0 +1,148 @@
+"""The method registry: one name per row of the paper's tables, one way to build each transform.
+
+Every front end of the package (``train_timm.py --method``, :mod:`salfmix_transforms.viz` and
+:mod:`salfmix_transforms.show`, the benchmarks, the notebooks) builds its transforms here, so a name means
+the same transform everywhere::
+
+    from salfmix_transforms import methods
+
+    fn = methods.build("hybridmix-v3", num_classes=10, model=model, steps_per_epoch=len(loader))
+    x, target = fn(x, target)
+
+=================  ===========================================================  ===================
+name               transform (defaults)                                         paper
+=================  ===========================================================  ===================
+``baseline``       ``None``: no augmentation (one-hot targets in the loop)      Tables 4-5
+``cutout``         ``Cutout(mask_ratio=0.5)``                                   Tables 4-5, 9
+``cutout-sal``     ``SaliencyCutout(grid=4, ratio=0.3)``                        Table 9
+``salfmix``        ``SalfMix(grid=4, ratio=0.3)``                               Alg. 1, Tables 4-5
+``salfmix-nosal``  ``RandomSelfMix(grid=4, ratio=0.3)``                         Table 10
+``mixup``          ``Mixup(mixup_alpha=1)``                                     Tables 4-5
+``cutmix``         ``CutMix(cutmix_alpha=1)``                                   Tables 4-5
+``saliencymix``    ``SaliencyMix(alpha=1)``                                     Tables 4-5
+``resizemix``      ``ResizeMix(scope=(0.1, 0.8))``                              (not in the paper)
+``hybridmix-v1``   ``HybridMix.v1()``: SalfMix + Mixup                          Alg. 2, Table 2
+``hybridmix-v2``   ``HybridMix.v2()``: SalfMix + SaliencyMix                    Alg. 2, Table 2
+``hybridmix-v3``   ``HybridMix.v3()``: SalfMix + CutMix                         Alg. 2, Table 2
+=================  ===========================================================  ===================
+
+Choices shared by every name: ``label_smoothing=0`` (the paper trains with plain cross-entropy on the
+mixed labels) and soft targets over ``num_classes``; every SalfMix-family method (``cutout-sal``,
+``salfmix``, ``salfmix-nosal`` and the HybridMix versions) skips one warm-up epoch (Algorithm 2: the
+saliency of an untrained network is noise; the ablation too, so that it differs from SalfMix only by the
+saliency). ``overrides`` replace any constructor argument of the transform, e.g. ``warmup_epochs=0``,
+``grid=8`` or ``model=model``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._base import BatchTransform
+from ._validation import check_num_classes
+from .cutout import Cutout, SaliencyCutout
+from .hybrid import HybridMix
+from .mixing import CutMix, Mixup, ResizeMix, SaliencyMix
+from .salfmix import RandomSelfMix, SalfMix
+
+__all__ = ["METHODS", "MethodSpec", "build", "spec"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How one name of the registry is built.
+
+    Attributes:
+        name: the registry name (``--method`` of ``train_timm.py``).
+        factory: the class (or preset) that builds it; ``None`` for the baseline.
+        defaults: the constructor arguments the name implies (overridable).
+        self_mixing: a SalfMix-family method (grid ``n`` and ratio ``r``, warm-up epoch, ``inplace``).
+        needs_model: its saliency comes from the model being trained (``model=``).
+        two_image: it mixes pairs of images (soft targets of two classes).
+        paper: where the paper has it.
+    """
+
+    name: str
+    factory: Callable[..., BatchTransform] | None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    self_mixing: bool = False
+    needs_model: bool = False
+    two_image: bool = False
+    paper: str = ""
+
+
+_WARMUP = {"warmup_epochs": 1}
+
+_SPECS = (
+    MethodSpec("baseline", None, paper="Tables 4-5"),
+    MethodSpec("cutout", Cutout, {"mask_ratio": 0.5}, paper="Tables 4-5, 9"),
+    MethodSpec("cutout-sal", SaliencyCutout, _WARMUP, self_mixing=True, needs_model=True, paper="Table 9"),
+    MethodSpec("salfmix", SalfMix, _WARMUP, self_mixing=True, needs_model=True, paper="Alg. 1, Tables 4-5"),
+    MethodSpec("salfmix-nosal", RandomSelfMix, _WARMUP, self_mixing=True, paper="Table 10"),
+    MethodSpec("mixup", Mixup, {"mixup_alpha": 1.0}, two_image=True, paper="Tables 4-5"),
+    MethodSpec("cutmix", CutMix, {"cutmix_alpha": 1.0}, two_image=True, paper="Tables 4-5"),
+    MethodSpec("saliencymix", SaliencyMix, {"alpha": 1.0}, two_image=True, paper="Tables 4-5"),
+    MethodSpec("resizemix", ResizeMix, {"scope": (0.1, 0.8)}, two_image=True),
+    *(
+        MethodSpec(
+            f"hybridmix-{version}",
+            getattr(HybridMix, version),
+            {"warmup_epochs": 1},
+            self_mixing=True,
+            needs_model=True,
+            two_image=True,
+            paper="Alg. 2, Table 2",
+        )
+        for version in ("v1", "v2", "v3")
+    ),
+)
+
+#: Every registry name, in the order of the paper's tables.
+METHODS: tuple[str, ...] = tuple(s.name for s in _SPECS)
+_BY_NAME = {s.name: s for s in _SPECS}
+
+
+def spec(name: str) -> MethodSpec:
+    """The :class:`MethodSpec` of ``name``.
+
+    Raises:
+        ValueError: ``name`` is not a registry name.
+    """
+    if not isinstance(name, str) or name not in _BY_NAME:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {name!r}")
+    return _BY_NAME[name]
+
+
+def build(name: str, num_classes: int, **overrides: Any) -> BatchTransform | None:
+    """The transform of ``name`` with soft targets over ``num_classes`` classes (``None`` for the baseline).
+
+    Args:
+        name: a registry name (:data:`METHODS`).
+        num_classes: number of classes of the soft targets.
+        overrides: constructor arguments that replace the name's defaults (and ``label_smoothing=0``).
+
+    Raises:
+        ValueError: unknown ``name``, a bad ``num_classes``, or an override the transform rejects.
+        TypeError: an override that the transform does not take (the message names it and the class).
+    """
+    method = spec(name)
+    num_classes = check_num_classes(num_classes)
+    if num_classes is None:
+        raise ValueError("num_classes must be given: every method of the registry returns soft targets")
+    if method.factory is None:
+        if overrides:
+            raise TypeError(f"the baseline takes no arguments, got {', '.join(sorted(overrides))}")
+        return None
+    kwargs = {"num_classes": num_classes, "label_smoothing": 0.0, **method.defaults, **overrides}
+    try:
+        return method.factory(**kwargs)
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        raise TypeError(f"method {name!r} ({_factory_name(method)}): {error}") from None
+
+
+def _factory_name(method: MethodSpec) -> str:
+    return getattr(method.factory, "__qualname__", str(method.factory))
