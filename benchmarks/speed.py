@@ -212,11 +212,19 @@ def row_key(row: tuple[str, str, str, str]) -> str:
     return f"{library}:{label}:{mode}"
 
 
-def _ours_mixing(name: str, mode: str, **kwargs: object) -> object:
-    from salfmix_transforms import mixing
+# Row labels of our two-image methods and their registry names (salfmix_transforms.methods).
+_REGISTRY_NAMES = {
+    "Mixup": "mixup",
+    "CutMix": "cutmix",
+    "SaliencyMix": "saliencymix",
+    "ResizeMix": "resizemix",
+}
 
-    cls = getattr(mixing, name)
-    return cls(mode=mode, num_classes=NUM_CLASSES, **kwargs)
+
+def _ours_mixing(name: str, mode: str, **kwargs: object) -> object:
+    from salfmix_transforms import methods
+
+    return methods.build(_REGISTRY_NAMES[name], NUM_CLASSES, mode=mode, **kwargs)
 
 
 def mixing_factories(
@@ -234,9 +242,10 @@ def mixing_factories(
         return factory
 
     def salfmix(random: bool, inplace: bool = False) -> Callable[[], object]:
-        from salfmix_transforms.salfmix import RandomSelfMix, SalfMix
+        from salfmix_transforms import methods
 
-        transform = (RandomSelfMix if random else SalfMix)(inplace=inplace)
+        name = "salfmix-nosal" if random else "salfmix"
+        transform = methods.build(name, NUM_CLASSES, warmup_epochs=0, inplace=inplace)
         xs = x.clone() if inplace else x  # in place: timed like timm, on a batch of its own
         return lambda: transform(xs, target, saliency=saliency)
 
@@ -535,16 +544,17 @@ def step_factories(
         return factory
 
     def salfmix() -> object:
-        from salfmix_transforms.salfmix import SalfMix
+        from salfmix_transforms import methods
 
-        return SalfMix(saliency_mode=variant.saliency_mode)
+        return methods.build("salfmix", NUM_CLASSES, warmup_epochs=0, saliency_mode=variant.saliency_mode)
 
     def hybrid_v3() -> object:
-        from salfmix_transforms.hybrid import HybridMix
+        from salfmix_transforms import methods
 
-        transform = HybridMix.v3(num_classes=NUM_CLASSES, saliency_mode=variant.saliency_mode)
-        transform.set_epoch(1)  # past the warm-up epoch of Algorithm 2
-        return transform
+        # Past the warm-up epoch of Algorithm 2.
+        return methods.build(
+            "hybridmix-v3", NUM_CLASSES, warmup_epochs=0, saliency_mode=variant.saliency_mode
+        )
 
     def saliency_only() -> Callable[[], object]:
         from salfmix_transforms.saliency import gradient_saliency
@@ -619,7 +629,7 @@ def section_steps(args: argparse.Namespace, device: torch.device) -> tuple[str, 
             about three forwards, the saliency about two more); target <= 1.8x on CPU. `saliency only` is
             `gradient_saliency(model, x, target)` alone. bf16 rows run the transform and the step under
             `torch.autocast(bfloat16)` and compare with a plain bf16 step; channels_last rows use a
-            channels_last model and batch on both sides. HybridMix v3 is timed after `set_epoch(1)` (past
+            channels_last model and batch on both sides. HybridMix v3 is timed with `warmup_epochs=0` (past
             its warm-up epoch).
             """
         ),

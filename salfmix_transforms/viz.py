@@ -36,6 +36,7 @@ from .salfmix import SalfMix
 
 __all__ = [
     "METHOD_NAMES",
+    "REGISTRY_NAMES",
     "default_methods",
     "plot_methods",
     "plot_salfmix",
@@ -46,20 +47,22 @@ __all__ = [
 P_M_COLOR = "#e41a1c"  # red: the most salient cell / patch
 P_L_COLOR = "#377eb8"  # blue: the least salient cell / patch
 
-#: The methods of :func:`default_methods`, in the order of the README table.
-METHOD_NAMES = (
-    "SalfMix",
-    "SaliencyCutout",
-    "RandomSelfMix",
-    "Cutout",
-    "Mixup",
-    "CutMix",
-    "SaliencyMix",
-    "ResizeMix",
-    "HybridMix v1",
-    "HybridMix v2",
-    "HybridMix v3",
-)
+#: The rows of :func:`default_methods` (in the order of the README table) and their registry names
+#: (:data:`salfmix_transforms.methods.METHODS`).
+REGISTRY_NAMES = {
+    "SalfMix": "salfmix",
+    "SaliencyCutout": "cutout-sal",
+    "RandomSelfMix": "salfmix-nosal",
+    "Cutout": "cutout",
+    "Mixup": "mixup",
+    "CutMix": "cutmix",
+    "SaliencyMix": "saliencymix",
+    "ResizeMix": "resizemix",
+    "HybridMix v1": "hybridmix-v1",
+    "HybridMix v2": "hybridmix-v2",
+    "HybridMix v3": "hybridmix-v3",
+}
+METHOD_NAMES = tuple(REGISTRY_NAMES)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -336,32 +339,24 @@ def plot_saliency_over_time(
 def default_methods(
     num_classes: int, *, grid: int = 4, ratio: float = 0.3
 ) -> dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]]:
-    """The package's transforms with their defaults, always applied (``prob=1`` where there is one).
+    """The registry's transforms (:func:`salfmix_transforms.methods.build`), always applied, no warm-up.
 
-    Keys are :data:`METHOD_NAMES`; every transform returns soft targets over ``num_classes`` classes.
-    ``grid``/``ratio`` are SalfMix's ``n``/``r`` (also inside HybridMix, whose warm-up is set to 0 epochs so
-    that its SalfMix step shows).
+    Keys are :data:`METHOD_NAMES` (row names of the pictures; :data:`REGISTRY_NAMES` maps them to the
+    registry's names); every transform returns soft targets over ``num_classes`` classes. ``grid``/``ratio``
+    are SalfMix's ``n``/``r`` (also inside HybridMix); the warm-up is 0 epochs so that the SalfMix step
+    shows.
     """
-    from .cutout import Cutout, SaliencyCutout
-    from .hybrid import HybridMix
-    from .mixing import CutMix, Mixup, ResizeMix, SaliencyMix
-    from .salfmix import RandomSelfMix
+    from . import methods
 
-    k = {"num_classes": num_classes}
-    hybrid = {"num_classes": num_classes, "salfmix_grid": grid, "salfmix_ratio": ratio, "warmup_epochs": 0}
-    return {
-        "SalfMix": SalfMix(grid, ratio, 1.0, **k),
-        "SaliencyCutout": SaliencyCutout(grid, ratio, 1.0, **k),
-        "RandomSelfMix": RandomSelfMix(grid, ratio, 1.0, **k),
-        "Cutout": Cutout(**k),
-        "Mixup": Mixup(**k),
-        "CutMix": CutMix(**k),
-        "SaliencyMix": SaliencyMix(**k),
-        "ResizeMix": ResizeMix(**k),
-        "HybridMix v1": HybridMix.v1(**hybrid),
-        "HybridMix v2": HybridMix.v2(**hybrid),
-        "HybridMix v3": HybridMix.v3(**hybrid),
-    }
+    transforms = {}
+    for row, name in REGISTRY_NAMES.items():
+        spec = methods.spec(name)
+        overrides: dict[str, object] = {}
+        if spec.self_mixing:
+            prefix = "salfmix_" if spec.two_image else ""
+            overrides = {f"{prefix}grid": grid, f"{prefix}ratio": ratio, "warmup_epochs": 0}
+        transforms[row] = methods.build(name, num_classes, **overrides)
+    return transforms
 
 
 def _label_text(target: torch.Tensor, class_names: Sequence[str] | None, top: int = 2) -> str:

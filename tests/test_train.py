@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -477,6 +478,49 @@ def test_one_epoch_run(tiny_folder, tmp_path, capsys, method, extra):
     assert results["best_epoch"] == 0 and results["method"] == method and results["dataset"] == "folder"
     assert results["best_top1_err"] == pytest.approx(float(row["eval_top1_err"]))
     assert "epoch 0 [1/1]" in out
+
+
+def test_epochs_are_numbered_the_same_way_everywhere(tiny_folder, tmp_path, capsys):
+    # Issue 13, observation 5: the per-epoch lines counted from 1, "best ... at epoch N" and results.json
+    # from 0. Now every place counts from 0, as timm's summary.csv and checkpoint names do.
+    argv = _tiny_args(tiny_folder, tmp_path, "numbered", "--method", "cutout", "--epochs", "2")
+    assert train_timm.main(argv) == 0
+    out = capsys.readouterr().out
+    run_dir = tmp_path / "numbered"
+    logged = [int(n) for n in re.findall(r"^epoch (\d+) \[\d+/2\]", out, flags=re.MULTILINE)]
+    assert logged == [int(r["epoch"]) for r in _summary(run_dir)] == [0, 1]
+    results = _results(run_dir)
+    best = re.search(r"best top-1 error .* at epoch (\d+);", out)
+    assert best is not None and int(best.group(1)) == results["best_epoch"] in (0, 1)
+    assert (run_dir / f"checkpoint-{results['best_epoch']}.pth.tar").is_file()
+    # Absolute paths, so that results.json still points at the run from another working directory.
+    assert os.path.isabs(results["output_dir"]) and Path(results["output_dir"]) == run_dir.resolve()
+    assert str(run_dir.resolve()) in out.strip().splitlines()[-1]  # the last line says where the run is
+
+
+def test_the_first_epoch_is_the_warm_up_and_the_second_runs_salfmix(tiny_folder, tmp_path, monkeypatch):
+    # Issue 16, item 15: a loop that called set_epoch(epoch + 1) would skip the warm-up of Algorithm 2.
+    from salfmix_transforms import saliency as saliency_module
+
+    calls: list[int] = []
+    passes_at_epoch_start: list[int] = []
+    real_saliency, real_epoch = saliency_module.gradient_saliency, train_timm.train_one_epoch
+
+    def counting_saliency(*args, **kwargs):
+        calls.append(1)
+        return real_saliency(*args, **kwargs)
+
+    def recording_epoch(run, epoch, *args, **kwargs):
+        passes_at_epoch_start.append(len(calls))
+        return real_epoch(run, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(saliency_module, "gradient_saliency", counting_saliency)
+    monkeypatch.setattr(train_timm, "train_one_epoch", recording_epoch)
+    argv = _tiny_args(tiny_folder, tmp_path, "warm", "--method", "salfmix", "--epochs", "2")
+    assert train_timm.main(argv) == 0
+    batches = len(calls)
+    assert passes_at_epoch_start == [0, 0]  # epoch 0 (the warm-up) ran no saliency pass
+    assert batches == 16 // 8  # epoch 1 did, once per batch (16 training images, batch 8)
 
 
 @pytest.mark.parametrize("workers", ["0", pytest.param("1", marks=pytest.mark.slow)])
