@@ -190,8 +190,13 @@ class BatchTransform:
         self.counter.step()
         self._check_can_run(in_warmup, model, saliency)
         if in_warmup:
-            return x, self._output_target(target)
+            return self._identity(x), self._output_target(target)
         return self._apply(x, target, model=model, saliency=saliency, generator=generator)
+
+    def _identity(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch unchanged: ``x`` itself for an ``inplace=True`` transform, else a copy (the documented
+        "new tensor", in the same memory format)."""
+        return x if getattr(self, "inplace", False) else x.clone()
 
     def _check_can_run(
         self, in_warmup: bool, model: torch.nn.Module | None, saliency: torch.Tensor | None

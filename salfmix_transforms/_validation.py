@@ -17,6 +17,7 @@ __all__ = [
     "SALIENCY_MODES",
     "check_alpha",
     "check_bool",
+    "check_distributions",
     "check_epoch",
     "check_fill",
     "check_generator",
@@ -36,6 +37,7 @@ __all__ = [
     "check_scope",
     "check_target",
     "check_writable",
+    "elements_may_share_memory",
 ]
 
 #: timm ``Mixup``'s modes: one set of parameters per batch, per pair of samples, or per sample.
@@ -94,6 +96,7 @@ def check_target(
             raise ValueError(f"{name} has {target.shape[0]} rows for a batch of {batch_size} images")
         if num_classes is not None and target.shape[1] != num_classes:
             raise ValueError(f"{name} has {target.shape[1]} columns, expected num_classes={num_classes}")
+        check_distributions(target, name)
         return target
     raise ValueError(
         f"{name} must be class indices (B,) or soft targets (B, K), got shape {tuple(target.shape)}"
@@ -107,8 +110,10 @@ def check_saliency(saliency: object, images: torch.Tensor, name: str = "saliency
     expected = (images.shape[0], images.shape[2], images.shape[3])
     if tuple(saliency.shape) != expected:
         raise ValueError(f"{name} must have shape (B, H, W) = {expected}, got {tuple(saliency.shape)}")
-    if not (saliency.is_floating_point() or saliency.dtype in (torch.uint8, torch.int32, torch.int64)):
-        raise TypeError(f"{name} must be a real-valued tensor, got dtype {saliency.dtype}")
+    if saliency.is_complex() or saliency.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must hold real numbers (any integer or floating dtype), got {saliency.dtype}"
+        )
     return saliency
 
 
@@ -142,13 +147,43 @@ def check_bool(value: object, name: str) -> bool:
 
 
 def check_writable(x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """A batch that ``inplace=True`` may overwrite: one that autograd does not track."""
+    """A batch that ``inplace=True`` may overwrite: one that autograd does not track, that is not an
+    inference tensor (outside ``torch.inference_mode()``), and whose elements have memory of their own."""
     if x.requires_grad:
         raise ValueError(
             f"inplace=True cannot overwrite {name}, which requires grad; pass {name}.detach() or use "
             "inplace=False"
         )
+    if x.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(
+            f"inplace=True cannot overwrite {name}, an inference tensor (made under torch.inference_mode()), "
+            f"outside inference mode; pass {name}.clone() or use inplace=False"
+        )
+    if elements_may_share_memory(x):
+        raise ValueError(
+            f"inplace=True cannot overwrite {name}: its elements share memory (e.g. an expand()ed batch, "
+            f"strides {tuple(x.stride())}), so writing one sample would write others; pass {name}.clone() "
+            "or use inplace=False"
+        )
     return x
+
+
+def elements_may_share_memory(x: torch.Tensor) -> bool:
+    """Whether two elements of ``x`` may be the same memory (an ``expand``, ``as_strided`` overlap).
+
+    Sorted by stride, the dimensions of size > 1 of a tensor without overlap each step over the whole
+    extent of the previous ones (``stride[i + 1] >= stride[i] * size[i]``); a tensor that breaks the rule
+    (a zero stride, for example) is reported, even if an exotic layout might still be free of overlap.
+    """
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return False
+    dims = sorted((stride, size) for stride, size in zip(x.stride(), x.shape) if size > 1)
+    extent = 1
+    for stride, size in dims:
+        if stride < extent:
+            return True
+        extent = stride * size
+    return False
 
 
 def check_non_negative(value: object, name: str) -> float:
@@ -276,3 +311,32 @@ def check_model(model: object, name: str = "model") -> torch.nn.Module | None:
     if model is not None and not isinstance(model, torch.nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module or None, got {type(model).__name__}")
     return model
+
+
+def check_distributions(target: torch.Tensor, name: str = "target") -> torch.Tensor:
+    """Soft targets (B, K) whose rows are probability distributions: finite, >= 0, summing to 1.
+
+    One host synchronisation for the three checks. The sums are compared in float32 with a tolerance of
+    1e-3 (float16/bfloat16 rows: 1e-2), which smoothed or mixed rows meet. Choice: multi-label targets (rows
+    that do not sum to 1) are refused, since mixing them with lambda would not keep their meaning either.
+    """
+    if target.numel() == 0:
+        return target
+    values = target.float()
+    tolerance = 1e-2 if target.element_size() < 4 else 1e-3
+    finite = torch.isfinite(values).all()
+    negative = (values < 0).any()
+    sums = values.sum(dim=1)
+    off = ((sums - 1.0).abs() > tolerance).any()
+    finite, negative, off = torch.stack((finite, negative, off)).tolist()
+    if not finite:
+        raise ValueError(f"{name} holds NaN or infinite soft targets; every entry must be finite")
+    if negative:
+        raise ValueError(f"{name} holds negative soft targets; rows must be probability distributions")
+    if off:
+        low, high = torch.aminmax(sums)
+        raise ValueError(
+            f"{name} rows must sum to 1 (probability distributions), got sums in [{float(low):.4g}, "
+            f"{float(high):.4g}]"
+        )
+    return target

@@ -132,6 +132,7 @@ class HybridMix(BatchTransform):
             pool=salfmix_pool,
             saliency_mode=saliency_mode,
             model=model,
+            num_classes=self.num_classes,  # checked against the model's logits; its targets are not used
             warmup_epochs=warmup_epochs,
             steps_per_epoch=steps_per_epoch,
         )

@@ -163,6 +163,8 @@ def _paste(
     if source is not None:
         return torch.where(mask, source, x)
     partner = x.flip(0)
+    if x.requires_grad and torch.is_grad_enabled():
+        return torch.where(mask, partner, x)  # autograd does not record ``out=`` calls
     return torch.where(mask, partner, x, out=partner)  # element-wise, so writing over an input is safe
 
 

@@ -213,7 +213,7 @@ class SalfMix(BatchTransform):
             )
         from .saliency import gradient_saliency
 
-        return gradient_saliency(model, x, target, mode=self.saliency_mode)
+        return gradient_saliency(model, x, target, mode=self.saliency_mode, num_classes=self.num_classes)
 
     def _apply(
         self,

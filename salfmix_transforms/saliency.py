@@ -116,7 +116,12 @@ def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def gradient_saliency(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, mode: str = "train"
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    mode: str = "train",
+    num_classes: int | None = None,
 ) -> torch.Tensor:
     """Saliency map of every image: the largest absolute input gradient over channels (eq. (2)-(3)).
 
@@ -131,6 +136,8 @@ def gradient_saliency(
         target: class indices (B,) (integer) or soft targets (B, K) (float, cross-entropy with
             probabilities, as timm's ``SoftTargetCrossEntropy``).
         mode: ``"train"`` (default) or ``"eval"``, the behaviour of the model during the pass, see below.
+        num_classes: when given, the number of logits the model must return (the transform's
+            ``num_classes``: a mismatch would give targets of the wrong width, or fail later in the loss).
 
     Returns:
         a float32 tensor (B, H, W), contiguous, on ``x``'s device, detached (no graph is kept alive).
@@ -160,6 +167,19 @@ def gradient_saliency(
     Non-finite values. The gradient is returned as it is: a NaN/inf gradient (a diverging model, an fp16
     overflow) gives a NaN/inf map. Choice: no clean-up here; the SalfMix cell picker treats a non-finite or
     constant map by falling back to random cells.
+
+    Models refused with a clear error: lazy modules that are not materialised yet (the pass would
+    materialise them and draw from the global RNG: run one forward first), a float batch of another dtype
+    than the model's parameters outside autocast, BatchNorm in ``mode="train"`` on a batch of one, and
+    reentrant gradient checkpointing (``torch.autograd.grad`` cannot run through it). A forward that
+    modifies its input in place gets a copy of the batch, so the caller's batch is never touched.
+
+    Raises:
+        TypeError: ``model`` or ``x`` of the wrong kind, or of another dtype than the model's parameters.
+        ValueError: bad ``target`` / ``mode``, logits of the wrong shape, lazy modules, BatchNorm on one
+            sample in training mode.
+        RuntimeError: inside ``torch.inference_mode()``, reentrant checkpointing, or an output that does not
+            depend on ``x``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -174,16 +194,22 @@ def gradient_saliency(
         )
 
     forward_module = _forward_module(model)
+    _check_model_for_saliency(_state_module(model), x)
     with preserved_model_state(model) as root, torch.enable_grad():
         root.train(mode == "train")
         # An inference tensor (made under inference_mode) cannot take part in autograd: copy it first.
         x_in = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
-        logits = forward_module(x_in)
+        logits = _forward(forward_module, x_in, mode)
         if not isinstance(logits, torch.Tensor):
             raise TypeError(f"model must return a tensor of logits (B, K), got {type(logits).__name__}")
         if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
             raise ValueError(
                 f"model must return logits of shape (B, K) = ({x.shape[0]}, K), got {tuple(logits.shape)}"
+            )
+        if num_classes is not None and logits.shape[1] != num_classes:
+            raise ValueError(
+                f"the model returns {logits.shape[1]} logits per sample, but the transform has "
+                f"num_classes={num_classes}: give the transform the model's number of classes"
             )
         # Width of soft targets, range of indices (an out-of-range index would be a CUDA device assert).
         check_target(target, x.shape[0], logits.shape[1])
@@ -192,7 +218,58 @@ def gradient_saliency(
         del logits
         if not loss.requires_grad:
             raise RuntimeError("model output does not depend on x through autograd: no gradient saliency")
-        (grad,) = torch.autograd.grad(loss, x_in, allow_unused=True)
+        try:
+            (grad,) = torch.autograd.grad(loss, x_in, allow_unused=True)
+        except RuntimeError as error:
+            if "Checkpointing is not compatible" not in str(error):
+                raise
+            raise RuntimeError(
+                "the model uses reentrant gradient checkpointing, which the saliency pass (an input-only "
+                "torch.autograd.grad) cannot run through: checkpoint with use_reentrant=False (timm: "
+                "timm.layers.set_reentrant_ckpt(False)), or pass saliency= maps"
+            ) from None
         if grad is None:
             raise RuntimeError("model output does not depend on x through autograd: no gradient saliency")
     return grad.abs().amax(dim=1).to(torch.float32).contiguous()
+
+
+def _check_model_for_saliency(root: nn.Module, x: torch.Tensor) -> None:
+    """Refuse, before any forward, the models the pass cannot leave as it found them or cannot run."""
+    from torch.nn.parameter import is_lazy
+
+    lazy = [name for name, p in root.named_parameters() if is_lazy(p)]
+    if lazy:
+        raise ValueError(
+            f"model has lazy (uninitialized) parameters ({', '.join(lazy[:3])}); the saliency pass would "
+            "materialise them and draw from the global RNG: run one forward of the model first"
+        )
+    weight = next((p for p in root.parameters() if p.is_floating_point()), None)
+    autocast = torch.is_autocast_enabled(x.device.type)
+    if weight is not None and weight.dtype != x.dtype and not autocast:
+        raise TypeError(
+            f"dtype mismatch: x is {x.dtype} but the model's parameters are {weight.dtype}; cast one to the "
+            "other, or call the transform under torch.autocast"
+        )
+
+
+def _forward(module: nn.Module, x_in: torch.Tensor, mode: str) -> torch.Tensor:
+    """``module(x_in)``, with the two failures of a forward that a caller can fix turned into clear errors.
+
+    A forward that writes into its input fails on the leaf ``x_in``: it runs again on a copy (the gradient
+    flows back to ``x_in`` through it), so neither the leaf nor the caller's batch is changed. BatchNorm in
+    training mode cannot normalise a batch of one sample.
+    """
+    try:
+        try:
+            return module(x_in)
+        except RuntimeError as error:
+            if "leaf Variable that requires grad" not in str(error):
+                raise
+        return module(x_in.clone())
+    except ValueError as error:
+        if "Expected more than 1 value per channel" not in str(error):
+            raise
+        raise ValueError(
+            f"BatchNorm cannot normalise a batch of {x_in.shape[0]} sample in training mode: the saliency "
+            "pass of a batch of 1 needs saliency_mode='eval' (gradient_saliency(..., mode='eval'))"
+        ) from None

@@ -170,7 +170,7 @@ def test_salfmix_runs_first_on_both_images_then_cutmix(monkeypatch):
 def test_saliency_comes_from_the_unmixed_batch_and_original_labels(monkeypatch):
     seen = {}
 
-    def spy(model, x, target, *, mode):
+    def spy(model, x, target, *, mode, **kwargs):
         seen["x"], seen["target"], seen["mode"] = x.clone(), target.clone(), mode
         return torch.rand(x.shape[0], x.shape[2], x.shape[3], generator=_gen(0))
 

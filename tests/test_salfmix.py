@@ -325,7 +325,7 @@ def test_warmup_is_identity():
 def test_model_path_uses_gradient_saliency(monkeypatch):
     calls = []
 
-    def fake_gradient_saliency(model, x, target, *, mode="train"):
+    def fake_gradient_saliency(model, x, target, *, mode="train", **kwargs):
         calls.append((model, mode, target.clone()))
         return hand_map(x.shape[0], x.shape[2], x.shape[3], 4, high=(2, 2), low=(0, 0))
 

@@ -374,7 +374,11 @@ def test_compiled_model_gives_same_map():
         ({"x": torch.zeros(BATCH, 3, 12, 12, dtype=torch.uint8)}, TypeError, "^x must be a floating"),
         ({"target": torch.zeros(BATCH + 1, dtype=torch.long)}, ValueError, "^target has 7 labels"),
         ({"target": torch.zeros(BATCH)}, TypeError, "^target of shape \\(B,\\) must hold integer"),
-        ({"target": torch.zeros(BATCH, NUM_CLASSES + 1)}, ValueError, "^target has 6 columns"),
+        (
+            {"target": torch.full((BATCH, NUM_CLASSES + 1), 1 / (NUM_CLASSES + 1))},
+            ValueError,
+            "^target has 6 columns",
+        ),
         ({"target": torch.full((BATCH,), NUM_CLASSES)}, ValueError, "^target holds class indices"),
         ({"mode": "test"}, ValueError, "^mode must be one of"),
         ({"mode": None}, ValueError, "^mode must be one of"),
