@@ -115,15 +115,39 @@ def _copy_chw(image: torch.Tensor, plan: SelfMixPlan) -> torch.Tensor:
     return copy_patches(image.unsqueeze(0), plan)[0]
 
 
+def _window_corners(plan: SelfMixPlan) -> tuple[int, int, int, int] | None:
+    """``(src_top, src_left, dst_top, dst_left)`` of a plan for one image, ``None`` if it is not applied."""
+    if not bool(plan.applied[0]):
+        return None
+    return tuple(int(v[0]) for v in (plan.src_top, plan.src_left, plan.dst_top, plan.dst_left))
+
+
 def _copy_hwc(image: np.ndarray, plan: SelfMixPlan) -> np.ndarray:
-    """Algorithm 1, line 6 on one NumPy image (H, W, C) or (H, W); dtype and layout kept."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image))
-    if tensor.dim() == 3:
-        tensor = tensor.permute(2, 0, 1)
-    out = _copy_chw(tensor, plan)
-    if out.dim() == 3:
-        out = out.permute(1, 2, 0)
-    return np.ascontiguousarray(out.numpy())
+    """Algorithm 1, line 6 on one NumPy image (H, W, ...) of any dtype; a new array, values only copied.
+
+    NumPy slicing, not torch: every NumPy dtype works (uint16, uint32, bool...), and ``P_m`` is read from
+    the original image before ``P_l`` is written (the copy of the source window is taken first).
+    """
+    out = np.array(image, copy=True)
+    corners = _window_corners(plan)
+    if corners is not None:
+        src_top, src_left, dst_top, dst_left = corners
+        ph, pw = plan.patch_height, plan.patch_width
+        out[dst_top : dst_top + ph, dst_left : dst_left + pw] = image[
+            src_top : src_top + ph, src_left : src_left + pw
+        ]
+    return out
+
+
+def _copy_pil(image: PIL.Image.Image, plan: SelfMixPlan) -> PIL.Image.Image:
+    """Algorithm 1, line 6 on a PIL image of any mode ('P' keeps its palette, 'I;16', '1', 'F'...)."""
+    out = image.copy()
+    corners = _window_corners(plan)
+    if corners is not None:
+        src_top, src_left, dst_top, dst_left = corners
+        patch = image.crop((src_left, src_top, src_left + plan.patch_width, src_top + plan.patch_height))
+        out.paste(patch, (dst_left, dst_top))
+    return out
 
 
 def salfmix_image(
@@ -449,7 +473,7 @@ class SalfMixV2(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         plan = params["plan"]
         if isinstance(inpt, PIL.Image.Image):
-            return TF.to_pil_image(_copy_chw(TF.pil_to_tensor(inpt), plan), mode=inpt.mode)
+            return _copy_pil(inpt, plan)
         if isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
             return tv_tensors.wrap(_copy_chw(inpt.as_subclass(torch.Tensor), plan), like=inpt)
         if TF.is_pure_tensor(inpt):

@@ -245,3 +245,54 @@ def test_any_real_dtype_is_a_valid_saliency_map(dtype):
     saliency[:, :4, :4] = 5
     out, _ = SalfMix(grid=4, ratio=0.25)(x, y, saliency=saliency, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[:, :, :4, :4], x[:, :, :4, :4])  # the hot cell is the source, never overwritten
+
+
+# -- 7. per-sample front ends: every PIL mode and NumPy dtype ------------------------------------------
+
+
+def _expected_copy(image: np.ndarray, saliency: torch.Tensor, seed: int) -> np.ndarray:
+    """Algorithm 1, line 6 by hand with the plan the front ends draw (same generator state)."""
+    plan = SalfMix(4, 0.3, 1.0).plan(saliency[None], torch.Generator().manual_seed(seed))
+    st, sl, dt, dl = (int(v[0]) for v in (plan.src_top, plan.src_left, plan.dst_top, plan.dst_left))
+    ph, pw = plan.patch_height, plan.patch_width
+    expected = image.copy()
+    expected[dt : dt + ph, dl : dl + pw] = image[st : st + ph, sl : sl + pw]
+    return expected
+
+
+def _hot_map() -> torch.Tensor:
+    saliency = torch.zeros(16, 16)
+    saliency[:4, :4] = 1.0
+    return saliency
+
+
+@pytest.mark.parametrize("mode", ["P", "1", "I;16", "L", "RGB", "F"])
+def test_salfmixv2_copies_the_patch_of_a_pil_image_of_any_mode(mode):
+    from PIL import Image
+    from torchvision import tv_tensors
+
+    from salfmix_transforms import SalfMixV2
+
+    base = (np.arange(256).reshape(16, 16) % 200).astype(np.uint8)
+    image = {
+        "I;16": Image.fromarray((np.arange(256).reshape(16, 16) * 200).astype(np.uint16)),
+        "F": Image.fromarray(base.astype(np.float32)),
+    }.get(mode) or Image.fromarray(base).convert(mode)
+    transform = SalfMixV2(p=1.0, generator=torch.Generator().manual_seed(3))
+    out = transform({"image": image, "saliency": tv_tensors.Mask(_hot_map())})["image"]
+    assert out.mode == image.mode and out.size == image.size
+    assert np.array_equal(np.array(out), _expected_copy(np.array(image), _hot_map(), 3))
+    if mode == "P":
+        assert out.getpalette() == image.getpalette()
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.int64, np.float64, np.bool_])
+@pytest.mark.parametrize("shape", [(16, 16), (16, 16, 1), (16, 16, 3)])
+def test_salfmixa_copies_the_patch_of_an_array_of_any_dtype(dtype, shape):
+    from salfmix_transforms import SalfMixA
+
+    image = (np.arange(16 * 16 * shape[-1] if len(shape) == 3 else 256) * 7 % 5).astype(dtype).reshape(shape)
+    transform = SalfMixA(p=1.0, generator=torch.Generator().manual_seed(4))
+    out = transform(image=image, saliency=_hot_map().numpy())["image"]
+    assert out.dtype == image.dtype and out.shape == image.shape
+    assert np.array_equal(out, _expected_copy(image, _hot_map(), 4))
