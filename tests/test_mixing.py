@@ -13,18 +13,8 @@ from hypothesis import strategies as st
 from timm.data import mixup as timm_mixup
 
 from salfmix_transforms import mixing
-from salfmix_transforms.mixing import (
-    MODES,
-    CutMix,
-    Mixup,
-    ResizeMix,
-    SaliencyMix,
-    box_lambda,
-    cutmix_box,
-    minmax_box,
-    resize_from_boxes,
-    saliency_peaks,
-)
+from salfmix_transforms.boxes import box_lambda, cutmix_box, minmax_box, resize_from_boxes, saliency_peaks
+from salfmix_transforms.mixing import MODES, CutMix, Mixup, ResizeMix, SaliencyMix
 from salfmix_transforms.static_saliency import fine_grained_saliency
 from salfmix_transforms.targets import to_soft_targets
 
