@@ -26,11 +26,19 @@ __version__ = "0.1.0"
 _PIPELINE = ("SalfMixA", "SalfMixV2", "salfmix_compose", "salfmix_image")
 
 
+# The timm training task needs timm.task (timm >= 1.0.23): loaded lazily too.
+_TIMM_TASK = ("SalfMixTask",)
+
+
 def __getattr__(name: str) -> object:
     if name in _PIPELINE:
         from . import pipeline
 
         return getattr(pipeline, name)
+    if name in _TIMM_TASK:
+        from . import timm_task
+
+        return getattr(timm_task, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -43,6 +51,7 @@ __all__ = [
     "ResizeMix",
     "SalfMix",
     "SalfMixA",
+    "SalfMixTask",
     "SalfMixV2",
     "SaliencyCutout",
     "SaliencyMix",

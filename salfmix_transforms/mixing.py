@@ -402,10 +402,13 @@ def switch_methods(
     :func:`switch_weights`. The arguments are checked by the caller.
     """
     methods: list[TwoImageMix] = []
+    # The frame (mix_pairs) makes the targets: the partners' own smoothing and num_classes are not used.
+    unused = {"label_smoothing": 0.0, "num_classes": None}
     if mixup_alpha > 0:
-        methods.append(blend if blend is not None else Mixup(mixup_alpha))
+        methods.append(blend if blend is not None else Mixup(mixup_alpha, **unused))
     if cutmix_alpha > 0 or cutmix_minmax is not None:
-        methods.append(CutMix(cutmix_alpha or 1.0, cutmix_minmax=cutmix_minmax, correct_lam=correct_lam))
+        box = {"cutmix_minmax": cutmix_minmax, "correct_lam": correct_lam}
+        methods.append(CutMix(cutmix_alpha or 1.0, **box, **unused))
     if saliencymix_alpha > 0:
         methods.append(SaliencyMix(saliencymix_alpha, correct_lam=correct_lam))
     if resizemix_scope is not None:
