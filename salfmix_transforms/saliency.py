@@ -19,11 +19,11 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ._validation import check_images, check_target
 
-__all__ = ["gradient_saliency", "preserved_model_state"]
+__all__ = ["gradient_saliency", "plain_module", "preserved_model_state"]
 
 _MODES = ("train", "eval")
 
@@ -36,12 +36,13 @@ def _optimized_module_type() -> type | None:
 
 
 def _wrapper_chain(model: nn.Module) -> list[nn.Module]:
-    """``model`` and the modules it wraps, outermost first: DDP ``.module`` and compiled ``._orig_mod``."""
+    """``model`` and the modules it wraps, outermost first: DDP / DataParallel ``.module`` and compiled
+    ``._orig_mod`` (a model that merely has a ``.module`` attribute is not unwrapped)."""
     optimized = _optimized_module_type()
     chain = [model]
     while True:
         module = chain[-1]
-        if isinstance(module, DistributedDataParallel):
+        if isinstance(module, (DistributedDataParallel, DataParallel)):
             chain.append(module.module)
         elif optimized is not None and isinstance(module, optimized):
             chain.append(module._orig_mod)
@@ -49,8 +50,9 @@ def _wrapper_chain(model: nn.Module) -> list[nn.Module]:
             return chain
 
 
-def _state_module(model: nn.Module) -> nn.Module:
-    """The plain module that owns the parameters, buffers and training flags (all wrappers removed)."""
+def plain_module(model: nn.Module) -> nn.Module:
+    """The plain module that owns the parameters, buffers and training flags: every
+    ``DistributedDataParallel``, ``DataParallel`` and ``torch.compile`` wrapper removed."""
     return _wrapper_chain(model)[-1]
 
 
@@ -91,7 +93,7 @@ def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    root = _state_module(model)
+    root = plain_module(model)
     flags = [(module, module.training) for module in root.modules()]
     saved_buffers: list[tuple[nn.Module, str, torch.Tensor | None, torch.Tensor | None]] = []
     copies: dict[int, torch.Tensor] = {}  # one copy per tensor, even if several modules share it
@@ -194,7 +196,7 @@ def gradient_saliency(
         )
 
     forward_module = _forward_module(model)
-    _check_model_for_saliency(_state_module(model), x)
+    _check_model_for_saliency(plain_module(model), x)
     with preserved_model_state(model) as root, torch.enable_grad():
         root.train(mode == "train")
         # An inference tensor (made under inference_mode) cannot take part in autograd: copy it first.

@@ -19,15 +19,14 @@ arrive already soft).
 from __future__ import annotations
 
 import logging
-import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from .saliency import plain_module
 from .targets import smooth_checked_targets
 
 try:  # timm's task API (timm >= 1.0.23); the rest of the package does not need it
@@ -49,13 +48,6 @@ __all__ = ["SalfMixTask", "SoftTargetCriterion", "soft_target_criterion", "train
 _logger = logging.getLogger(__name__)
 
 
-def _optimized_module_type() -> type | None:
-    # ``torch.compile`` wraps a module in ``torch._dynamo.eval_frame.OptimizedModule``; dynamo is a heavy
-    # import that ``import torch`` does not do, and if it is not loaded no compiled module can exist.
-    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
-    return getattr(eval_frame, "OptimizedModule", None)
-
-
 def trainable_model(module: nn.Module) -> nn.Module:
     """The plain module under every ``DistributedDataParallel``, ``DataParallel`` and compile wrapper.
 
@@ -66,14 +58,7 @@ def trainable_model(module: nn.Module) -> nn.Module:
     parameters are the same tensors, so the saliency is that of the model being trained. Unlike
     ``timm.utils.unwrap_model``, a model that merely has a ``.module`` attribute is not unwrapped.
     """
-    optimized = _optimized_module_type()
-    while True:
-        if isinstance(module, (DistributedDataParallel, DataParallel)):
-            module = module.module
-        elif optimized is not None and isinstance(module, optimized):
-            module = module._orig_mod
-        else:
-            return module
+    return plain_module(module)
 
 
 class SoftTargetCriterion(nn.Module):
