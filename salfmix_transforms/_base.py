@@ -11,6 +11,7 @@ warm-up epochs of Algorithm 2 (:class:`EpochCounter`), and the soft-target outpu
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -27,7 +28,12 @@ from ._validation import (
 )
 from .targets import infer_num_classes, smooth_checked_targets
 
-__all__ = ["BatchTransform", "EpochCounter"]
+__all__ = ["BatchTransform", "EpochCounter", "all_own"]
+
+
+def all_own(x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """The provenance of an unchanged batch: every pixel is the sample's own (built only when asked)."""
+    return lambda: torch.ones(x.shape[0], x.shape[2], x.shape[3], dtype=torch.float32, device=x.device)
 
 
 class EpochCounter:
@@ -110,6 +116,11 @@ class BatchTransform:
         self.counter = EpochCounter(warmup_epochs, steps_per_epoch)
         self.generator = check_generator(generator)
         self._warned: set[str] = set()
+        # Provenance (for SaliencyCache): set ``track_provenance = True`` and every call leaves in
+        # ``provenance`` a (B, H, W) float32 share of each output pixel that is the sample's own pixel at
+        # that place (0 where a patch, a box or a fill went, lam for a blend, 1 elsewhere).
+        self.track_provenance = False
+        self.provenance: torch.Tensor | None = None
 
     # -- warm-up (Algorithm 2) --------------------------------------------------------------------------
 
@@ -189,9 +200,16 @@ class BatchTransform:
         in_warmup = self.in_warmup  # the epoch of this call, before the step is counted
         self.counter.step()
         self._check_can_run(in_warmup, model, saliency)
+        self.provenance = None
         if in_warmup:
+            self._record_provenance(all_own(x))
             return self._identity(x), self._output_target(target)
         return self._apply(x, target, model=model, saliency=saliency, generator=generator)
+
+    def _record_provenance(self, own: torch.Tensor | Callable[[], torch.Tensor]) -> None:
+        """Keep ``own`` (or what the callable builds, only then) as :attr:`provenance` when it is tracked."""
+        if self.track_provenance:
+            self.provenance = own() if callable(own) else own
 
     def _identity(self, x: torch.Tensor) -> torch.Tensor:
         """The batch unchanged: ``x`` itself for an ``inplace=True`` transform, else a copy (the documented
@@ -222,7 +240,7 @@ class BatchTransform:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        hidden = ("generator", "counter", "model")
+        hidden = ("generator", "counter", "model", "track_provenance", "provenance")
         fields = [f"{k}={v!r}" for k, v in vars(self).items() if k not in hidden and not k.startswith("_")]
         fields.append(f"warmup_epochs={self.warmup_epochs}")
         if self.steps_per_epoch is not None:

@@ -13,8 +13,8 @@ import torch
 from ._base import BatchTransform
 from ._random import rand, randint_between
 from ._validation import check_bool, check_fill, check_probability, check_ratio, check_writable
-from .boxes import fill_boxes
-from .patches import fill_patches, patch_size
+from .boxes import box_mask, fill_boxes
+from .patches import fill_patches, pasted_window_free, patch_size
 from .salfmix import SalfMix
 
 __all__ = ["Cutout", "SaliencyCutout"]
@@ -93,6 +93,8 @@ class Cutout(BatchTransform):
             check_writable(x)
         top, left, bottom, right, applied = self.boxes(batch, height, width, x.device, generator)
         out = fill_boxes(x, top, left, bottom, right, self.fill, applied, inplace=self.inplace)
+        bottom = torch.where(applied, bottom, top)  # a skipped sample has an empty box
+        self._record_provenance(lambda: (~box_mask(top, left, bottom, right, height, width)[:, 0]).float())
         return out, self._output_target(target)
 
 
@@ -146,4 +148,5 @@ class SaliencyCutout(SalfMix):
             plan.applied,
             inplace=self.inplace,
         )
+        self._record_provenance(lambda: pasted_window_free(plan, x.shape[2], x.shape[3]))
         return out, self._output_target(target)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ._base import BatchTransform
+from ._base import BatchTransform, all_own
 from ._validation import (
     check_bool,
     check_minmax,
@@ -267,15 +267,25 @@ class HybridMix(BatchTransform):
                 "saliency comes from the model being trained; pass model=... to the constructor or the call "
                 "(or saliency= maps of shape (B, H, W)), or set salfmix_prob=0"
             )
+        own = all_own(x)
         if self.salfmix_prob > 0:
             # Algorithm 2, lines 10-11: saliency of the un-mixed batch with the original labels, SalfMix
             # (the identity during its warm-up, which it counts).
+            self.salfmix.track_provenance = self.track_provenance
             mixed, _ = self.salfmix.call_checked(
                 x, target, model=model, saliency=saliency, generator=generator
             )
+            own = self.salfmix.provenance
         if self.two_image_active:
             # Algorithm 2, line 12: the two-image mix of the self-mixed batch.
-            return mix_pairs(mixed, soft, self.methods, self.weights, self.mode, self.mix_prob, generator)
+            out = mix_pairs(
+                mixed, soft, self.methods, self.weights, self.mode, self.mix_prob, generator,
+                provenance=self.track_provenance,
+            )  # fmt: skip
+            # A pixel is the sample's own only if both steps left it in place: the shares multiply.
+            self._record_provenance(lambda: out[2] * (own() if callable(own) else own))
+            return out[0], out[1]
+        self._record_provenance(own)
         if mixed is x:
             mixed = x.clone()
         return same_format(mixed, x), soft

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import BatchTransform
+from ._base import BatchTransform, all_own
 from ._random import rand
 from ._validation import (
     MODES,
@@ -88,6 +88,9 @@ __all__ = [
     "switch_methods",
     "switch_weights",
 ]
+
+#: A per-sample box ``(top, bottom, left, right)``, four (B,) long tensors, half-open.
+Box = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 # Elements per chunk of the temporary in :func:`_mix_with_partner` (256 KiB of float32: stays in cache).
 _CHUNK_ELEMENTS = 1 << 16
@@ -206,7 +209,9 @@ def mix_pairs(
     prob: float,
     generator: torch.Generator | None,
     saliency: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    *,
+    provenance: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mix every sample with its flipped partner by one of ``methods``; the frame of every two-image mix.
 
     Per slot (1, B // 2 or B, see ``mode``): ``applied = U < prob``; a method is chosen with probabilities
@@ -215,10 +220,19 @@ def mix_pairs(
     samples, each method mixes the samples that chose it (``apply``), and the targets become
     ``lam * y_i + (1 - lam) * y_j``. Samples that are not applied, and the middle one of an odd batch, are
     returned unchanged with their own soft label.
+
+    With ``provenance=True`` a third tensor (B, H, W) float32 says how much of every output pixel is the
+    sample's own pixel at that place: 0 inside a pasted box, ``lam`` for a blend, 1 elsewhere
+    (:class:`~salfmix_transforms.saliency_cache.SaliencyCache` writes only that share of the gradient).
     """
-    batch = x.shape[0]
+    batch, _, height, width = x.shape
+    own = torch.ones(batch, height, width, dtype=torch.float32, device=x.device) if provenance else None
+
+    def finish(out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (out, target, own) if provenance else (out, target)
+
     if batch < 2:
-        return x.clone(), soft
+        return finish(x.clone(), soft)
     layout = _Layout(mode, batch)
     device = x.device
     slots = layout.slots
@@ -240,33 +254,50 @@ def mix_pairs(
     # per sample (boolean indexing copies values, so the result equals the former ``torch.where`` chain).
     if layout.shared:
         if not bool(applied[0]):
-            return same_format(x.clone(), x), soft
+            return finish(same_format(x.clone(), x), soft)
         method = methods[int(choice[0])]
-        params = method.sample(1, x.shape[2], x.shape[3], generator, device)
-        out, lam = method.apply(x, params, layout, saliency)
+        params = method.sample(1, height, width, generator, device)
+        out, lam, box = method.apply(x, params, layout, saliency)
+        if own is not None:
+            own.copy_(_own_share(lam, box, batch, height, width, device))
     else:
         out, lam = None, torch.ones(batch, dtype=torch.float64, device=device)
         for index, method in enumerate(methods):
             active_here = active & (chosen == index)
-            params = method.sample(slots, x.shape[2], x.shape[3], generator, device)
+            params = method.sample(slots, height, width, generator, device)
             if len(methods) > 1 and not bool(active_here.any()):
                 continue
-            mixed, lam_here = method.apply(x, params, layout, saliency)
+            mixed, lam_here, box = method.apply(x, params, layout, saliency)
             if out is None:
                 out = mixed
             else:
                 out[active_here] = mixed[active_here]
             lam = torch.where(active_here, lam_here, lam)
+            if own is not None:
+                share = _own_share(lam_here, box, batch, height, width, device)
+                own[active_here] = share[active_here]
         if out is None:
             out = x.clone()
 
     mixed_target = mix_targets(soft, soft.flip(0), lam)
     if layout.shared and batch % 2 == 0:
-        return same_format(out, x), mixed_target
+        return finish(same_format(out, x), mixed_target)
     keep = ~active
     out[keep] = x[keep]
+    if own is not None:
+        own[keep] = 1.0
     mixed_target = torch.where(keep.view(-1, 1), soft, mixed_target)
-    return same_format(out, x), mixed_target
+    return finish(same_format(out, x), mixed_target)
+
+
+def _own_share(
+    lam: float | torch.Tensor, box: Box | None, batch: int, height: int, width: int, device: torch.device
+) -> torch.Tensor:
+    """(B, H, W) share of each pixel that is the sample's own: ``1 - box`` (a paste) or ``lam`` (a blend)."""
+    if box is not None:
+        return (~box_mask(box[0], box[2], box[1], box[3], height, width)[:, 0]).float()
+    lam = torch.as_tensor(lam, dtype=torch.float32, device=device).reshape(-1, 1, 1)
+    return lam.expand(batch, height, width)
 
 
 @dataclass(frozen=True)
@@ -355,8 +386,15 @@ class TwoImageMix(BatchTransform):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         soft = self._soft_targets(target)
         if not self.mixup_enabled:
+            self._record_provenance(all_own(x))
             return same_format(x.clone(), x), soft
-        return mix_pairs(x, soft, self.methods, self.weights, self.mode, self.prob, generator, saliency)
+        mixed = mix_pairs(
+            x, soft, self.methods, self.weights, self.mode, self.prob, generator, saliency,
+            provenance=self.track_provenance,
+        )  # fmt: skip
+        if self.track_provenance:
+            self.provenance = mixed[2]
+        return mixed[0], mixed[1]
 
     def sample(
         self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
@@ -366,9 +404,10 @@ class TwoImageMix(BatchTransform):
 
     def apply(
         self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[torch.Tensor, float | torch.Tensor]:
+    ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
         """Mix ``x`` with its flipped partner: a new tensor (only the samples the caller marks active are
-        meaningful) and the label weight ``lam`` of the kept image (a float in 'batch' mode, else (B,))."""
+        meaningful), the label weight ``lam`` of the kept image (a float in 'batch' mode, else (B,)) and the
+        per-sample box ``(top, bottom, left, right)`` the partner's pixels went to (``None`` for a blend)."""
         raise NotImplementedError
 
 
@@ -491,17 +530,17 @@ class Mixup(TwoImageMix):
 
     def apply(
         self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[torch.Tensor, float | torch.Tensor]:
+    ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
         lam = layout.expand(params.lam, 1.0)
         if layout.shared:
             value = float(lam[0])
-            return _mix_with_partner(x, value, 1.0 - value), value
+            return _mix_with_partner(x, value, 1.0 - value), value, None
         dtype = compute_dtype(x.dtype)
         weight = lam.to(dtype).view(-1, 1, 1, 1)
         if x.dtype != dtype:
             out = x.to(dtype) * weight + x.flip(0).to(dtype) * (1.0 - weight)
-            return out.to(x.dtype), lam
-        return _mix_with_partner(x, weight, 1.0 - weight), lam
+            return out.to(x.dtype), lam, None
+        return _mix_with_partner(x, weight, 1.0 - weight), lam, None
 
 
 class _BoxMix(TwoImageMix):
@@ -523,14 +562,14 @@ class _BoxMix(TwoImageMix):
 
     def apply(
         self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[torch.Tensor, float | torch.Tensor]:
+    ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
         box, uniform = self._boxes(x, params, layout, saliency)
         out = _paste(x, None, box, uniform)
         if self._corrects_lam():
             lam = box_lambda(*box, x.shape[2], x.shape[3])
         else:
             lam = layout.expand(params.lam, 1.0)
-        return out, (float(lam[0]) if uniform else lam)
+        return out, (float(lam[0]) if uniform else lam), box
 
 
 class CutMix(_BoxMix):
@@ -718,8 +757,8 @@ class ResizeMix(TwoImageMix):
 
     def apply(
         self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[torch.Tensor, float | torch.Tensor]:
+    ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
         box = tuple(layout.expand(corner) for corner in params.box)
         resized = resize_from_boxes(x.flip(0), *box, mode=self.interpolation)
         out = _paste(x, resized, box, layout.shared)
-        return out, _lam_out(box_lambda(*box, x.shape[2], x.shape[3]), layout)
+        return out, _lam_out(box_lambda(*box, x.shape[2], x.shape[3]), layout), box

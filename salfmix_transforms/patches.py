@@ -31,7 +31,7 @@ import torch
 
 from ._random import randint_from_uniform
 from ._validation import check_grid, check_ratio
-from .boxes import fill_boxes
+from .boxes import box_mask, fill_boxes
 
 __all__ = [
     "SelfMixPlan",
@@ -39,6 +39,7 @@ __all__ = [
     "copy_patches",
     "extreme_cells",
     "fill_patches",
+    "pasted_window_free",
     "patch_corners",
     "patch_size",
     "pool_saliency",
@@ -333,3 +334,14 @@ def fill_patches(
     ``inplace=True``); ``applied=None`` means every sample.
     """
     return fill_boxes(x, top, left, top + patch_height, left + patch_width, value, applied, inplace=inplace)
+
+
+def pasted_window_free(plan: SelfMixPlan, height: int, width: int) -> torch.Tensor:
+    """The provenance of a self-mix: (B, H, W) float32, 0 on ``P_l`` of every applied sample, else 1.
+
+    ``P_l`` holds the pixels of ``P_m``: the sample's own content, but not at its own place, so a gradient
+    read there must not be written back to ``P_l``'s coordinates (SaliencyCache).
+    """
+    bottom = torch.where(plan.applied, plan.dst_top + plan.patch_height, plan.dst_top)
+    pasted = box_mask(plan.dst_top, plan.dst_left, bottom, plan.dst_left + plan.patch_width, height, width)
+    return (~pasted[:, 0]).float()

@@ -26,6 +26,7 @@ from .patches import (
     cell_size,
     copy_patches,
     extreme_cells,
+    pasted_window_free,
     patch_corners,
     patch_size,
     pool_saliency,
@@ -226,6 +227,7 @@ class SalfMix(BatchTransform):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         plan = self._plan_for(x, target, model, saliency, generator)
         out = copy_patches(x, plan, inplace=self.inplace, all_applied=self.prob == 1.0)
+        self._record_provenance(lambda: pasted_window_free(plan, x.shape[2], x.shape[3]))
         return out, self._output_target(target)
 
     def _plan_for(

@@ -23,7 +23,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ._validation import check_images, check_target
 
-__all__ = ["gradient_saliency", "plain_module", "preserved_model_state"]
+__all__ = ["gradient_saliency", "plain_module", "preserved_model_state", "saliency_from_gradient"]
 
 _MODES = ("train", "eval")
 
@@ -232,7 +232,16 @@ def gradient_saliency(
             ) from None
         if grad is None:
             raise RuntimeError("model output does not depend on x through autograd: no gradient saliency")
-    return grad.abs().amax(dim=1).to(torch.float32).contiguous()
+    return saliency_from_gradient(grad)
+
+
+def saliency_from_gradient(grad: torch.Tensor) -> torch.Tensor:
+    """Eq. (3) on an input gradient (B, C, H, W): ``M = max_c |g|``, float32 (B, H, W), contiguous, detached.
+
+    What :func:`gradient_saliency` returns for its own gradient, and what a training step that asked its
+    backward for the input gradient (``x.grad``) gives the saliency cache (:mod:`.saliency_cache`).
+    """
+    return grad.detach().abs().amax(dim=1).to(torch.float32).contiguous()
 
 
 def _check_model_for_saliency(root: nn.Module, x: torch.Tensor) -> None:

@@ -1,0 +1,291 @@
+"""Saliency for free: each sample's map from the training step's own input gradient, one epoch late.
+
+SalfMix needs the saliency of eq. (2)-(3), ``M = max_c |dCE(f(x), y)/dx|``. Computing it exactly costs one
+extra forward and input-only backward per step. But the training step's own backward can give the input
+gradient too (``x.requires_grad_(True)`` before the forward, ``x.grad`` after), for about the price of the
+first layer's input gradient. That gradient belongs to the *augmented* view of this visit, and SalfMix wants
+the map of the *next* visit's view, so :class:`SaliencyCache` keeps one map per training sample in the
+sample's own, un-augmented coordinates, at a fixed low resolution:
+
+* writing (after the backward) scatters each pixel's saliency to the cell of the original image it came
+  from, as a mean over the pixels that land in a cell (:meth:`SaliencyCache.write`);
+* reading (before the next visit's transform) gathers, for each pixel of the new view, the value of the
+  cell it comes from (:meth:`SaliencyCache.read`).
+
+Where each pixel of a view came from is a *coordinate map* that the data pipeline passes through the same
+geometric transforms as the image (:func:`source_coordinates`, :class:`AddSourceCoordinates` for
+torchvision v2, a mask target for albumentations). Pixels that do not come from the sample itself are never
+written: padding (coordinates 0), and what a transform pasted or blended in, through the transforms'
+``provenance`` (the pasted ``P_l`` of SalfMix, the partner's box of CutMix, the partner's share of Mixup:
+a cell moves towards the new value by the share of its pixels that are the sample's own).
+
+Choices (the paper does not have a cache):
+
+* resolution 16 x 16 per map in bfloat16: 512 bytes per sample (plus 4 for the epoch it was written), so
+  ImageNet-1k's 1.28 M images take 660 MB. bfloat16 keeps float32's exponent range (input gradients are
+  often below float16's smallest normal number) and 3 significant digits, enough to rank cells;
+* a cell that a view does not cover keeps its previous value; a sample that was never written reads as a
+  constant 0 map, for which SalfMix picks random cells (its rule for constant maps): no extra pass;
+* a sample whose gradient is not finite (a diverging step) is not written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ._validation import check_non_negative_int, check_optional_positive_int
+
+__all__ = [
+    "DEFAULT_RESOLUTION",
+    "AddSourceCoordinates",
+    "SaliencyCache",
+    "source_coordinates",
+]
+
+#: Cells per side of a cached map.
+DEFAULT_RESOLUTION = 16
+
+
+def source_coordinates(height: int, width: int) -> torch.Tensor:
+    """The coordinate map of an un-augmented image: (2, H, W) float32, ``(row + 0.5) / H`` and
+    ``(col + 0.5) / W``, strictly inside (0, 1).
+
+    Passed through the image's geometric transforms as a mask (nearest interpolation keeps the values; the
+    padding that a crop or a rotation adds is filled with 0), it tells where each pixel of the augmented view
+    came from. 0 marks a pixel that came from no pixel of the image.
+    """
+    rows = (torch.arange(height, dtype=torch.float32) + 0.5) / height
+    cols = (torch.arange(width, dtype=torch.float32) + 0.5) / width
+    return torch.stack((rows.view(-1, 1).expand(height, width), cols.view(1, -1).expand(height, width)))
+
+
+class AddSourceCoordinates:
+    """A torchvision v2 step, first in the pipeline: adds ``sample[key] = tv_tensors.Mask(coordinates)``.
+
+    Later geometric transforms (flip, crop with padding, ``RandomResizedCrop``, rotation) move the mask
+    with the image, so at the end it holds each pixel's source coordinates (:func:`source_coordinates`).
+    The sample must be a dict holding a ``tv_tensors.Image``, a PIL image or a (C, H, W) tensor under
+    ``image_key``.
+    """
+
+    def __init__(self, key: str = "coords", image_key: str = "image") -> None:
+        self.key, self.image_key = key, image_key
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as TF
+
+        if not isinstance(sample, dict) or self.image_key not in sample:
+            raise ValueError(
+                f"AddSourceCoordinates needs a dict sample with the image under {self.image_key!r}"
+            )
+        height, width = TF.get_size(sample[self.image_key])
+        return {**sample, self.key: tv_tensors.Mask(source_coordinates(height, width))}
+
+
+class SaliencyCache:
+    """One low-resolution saliency map per training sample, in the sample's own coordinates.
+
+    Args:
+        num_samples: size of the training set (indices are ``0 .. num_samples - 1``).
+        resolution: cells per side of a map (:data:`DEFAULT_RESOLUTION`).
+        device: where the maps live (the training device: reading and writing are gathers and scatters).
+
+    Attributes:
+        maps: (N, R, R) bfloat16.
+        written_epoch: (N,) int32, the epoch of each map's last write, -1 for never.
+    """
+
+    def __init__(
+        self, num_samples: int, resolution: int = DEFAULT_RESOLUTION, device: torch.device | str = "cpu"
+    ) -> None:
+        self.num_samples = check_optional_positive_int(num_samples, "num_samples")
+        if self.num_samples is None:
+            raise ValueError("num_samples must be the size of the training set (>= 1)")
+        self.resolution = check_optional_positive_int(resolution, "resolution") or DEFAULT_RESOLUTION
+        self.maps = torch.zeros(num_samples, resolution, resolution, dtype=torch.bfloat16, device=device)
+        self.written_epoch = torch.full((num_samples,), -1, dtype=torch.int32, device=device)
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return self.maps[0].numel() * self.maps.element_size() + self.written_epoch.element_size()
+
+    # -- checks -----------------------------------------------------------------------------------------
+
+    def check_dataset(self, num_samples: int) -> None:
+        """Refuse a cache built for a data set of another size (a resumed run on other data)."""
+        if num_samples != self.num_samples:
+            raise ValueError(
+                f"the saliency cache holds {self.num_samples} samples, but the data set has {num_samples}: "
+                "it was built for another data set"
+            )
+
+    def _check(self, indices: object, coords: object, batch: int | None = None) -> torch.Tensor:
+        if not isinstance(indices, torch.Tensor) or indices.dim() != 1 or indices.is_floating_point():
+            raise TypeError("indices must be a (B,) integer tensor of sample indices")
+        if batch is not None and indices.shape[0] != batch:
+            raise ValueError(f"indices has {indices.shape[0]} entries for a batch of {batch}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
+            raise ValueError(
+                f"indices must lie in [0, {self.num_samples - 1}] (the cache's data set), got "
+                f"[{int(indices.min())}, {int(indices.max())}]"
+            )
+        if not isinstance(coords, torch.Tensor) or coords.dim() != 4 or coords.shape[1] != 2:
+            shape = tuple(coords.shape) if isinstance(coords, torch.Tensor) else type(coords).__name__
+            raise ValueError(
+                f"coords must be the source-coordinate maps (B, 2, H, W) of the batch (source_coordinates "
+                f"passed through the geometric transforms), got {shape}"
+            )
+        if coords.shape[0] != indices.shape[0]:
+            raise ValueError(f"coords has {coords.shape[0]} maps for {indices.shape[0]} indices")
+        return indices.to(self.maps.device, torch.long)
+
+    def _cells(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat cell index (B, H, W) of every pixel, and whether it came from the image (not padding)."""
+        coords = coords.to(self.maps.device, torch.float32)
+        valid = (coords > 0).all(dim=1) & (coords < 1).all(dim=1)
+        cell = (coords * self.resolution).floor().long().clamp(0, self.resolution - 1)
+        return cell[:, 0] * self.resolution + cell[:, 1], valid
+
+    # -- read / write -----------------------------------------------------------------------------------
+
+    def read(self, indices: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """The cached maps aligned with this visit's views: (B, H, W) float32 (gather).
+
+        Padding pixels read 0; a sample never written reads a constant 0 map (SalfMix: random cells).
+        """
+        indices = self._check(indices, coords)
+        cell, valid = self._cells(coords)
+        flat = self.maps[indices].view(indices.shape[0], -1).float()
+        values = flat.gather(1, cell.view(cell.shape[0], -1)).view_as(cell)
+        return values.masked_fill_(~valid, 0.0)
+
+    def local_update(
+        self,
+        indices: torch.Tensor,
+        coords: torch.Tensor,
+        saliency: torch.Tensor,
+        own: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What :meth:`write` would write: ``(indices, means (B, R, R), confidence (B, R, R))``.
+
+        Per cell of each sample's own image: ``means``, the mean of ``saliency`` (B, H, W) over the pixels
+        that came from the cell, weighted by ``own`` (the share of each pixel that is the sample's own, 1
+        when ``None``); ``confidence``, the mean of ``own`` over those pixels (0 for a cell the view does
+        not show). Samples whose saliency is not finite get confidence 0. Separate from
+        :meth:`apply_update` so that DDP can all-gather it.
+        """
+        indices = self._check(indices, coords, saliency.shape[0])
+        if saliency.dim() != 3 or saliency.shape[1:] != coords.shape[2:]:
+            raise ValueError(f"saliency must be (B, H, W) = the coords' {tuple(coords.shape[2:])}")
+        cell, valid = self._cells(coords)
+        valid = valid.float()
+        saliency = saliency.to(valid.device, torch.float32)
+        valid = valid * torch.isfinite(saliency).flatten(1).all(dim=1).view(-1, 1, 1)
+        weight = valid if own is None else valid * own.to(valid.device, torch.float32)
+        batch, cells = indices.shape[0], self.resolution * self.resolution
+        flat = (cell + torch.arange(batch, device=cell.device).view(-1, 1, 1) * cells).view(-1)
+
+        def cell_sums(values: torch.Tensor) -> torch.Tensor:
+            sums = torch.zeros(batch * cells, device=values.device).index_add_(0, flat, values.reshape(-1))
+            return sums.view(batch, self.resolution, self.resolution)
+
+        weighted = cell_sums(torch.nan_to_num(saliency) * weight)
+        own_pixels, pixels = cell_sums(weight), cell_sums(valid)
+        means = weighted / own_pixels.clamp_min(1e-12)
+        return indices, means, own_pixels / pixels.clamp_min(1e-12)
+
+    def apply_update(
+        self, indices: torch.Tensor, means: torch.Tensor, confidence: torch.Tensor, epoch: int
+    ) -> None:
+        """Move each cell towards its new mean by its confidence: ``old + c * (mean - old)``.
+
+        A cell seen only through the sample's own pixels (``c = 1``) is replaced; one that the view does not
+        show, or that only pasted pixels covered (``c = 0``), keeps its value; a blended cell (Mixup's
+        ``lam``) moves part of the way. The samples that got any write are stamped with ``epoch``.
+        """
+        epoch = check_non_negative_int(epoch, "epoch")
+        indices = indices.to(self.maps.device, torch.long)
+        old = self.maps[indices].float()
+        confidence = confidence.to(old.device, torch.float32).clamp(0.0, 1.0)
+        self.maps[indices] = (old + confidence * (means.to(old.device) - old)).to(self.maps.dtype)
+        touched = (confidence > 0).flatten(1).any(dim=1)
+        self.written_epoch[indices[touched]] = epoch
+
+    def write(
+        self,
+        indices: torch.Tensor,
+        coords: torch.Tensor,
+        saliency: torch.Tensor,
+        epoch: int,
+        own: torch.Tensor | None = None,
+        *,
+        distributed: bool = False,
+    ) -> None:
+        """Store this step's saliency (B, H, W), e.g. ``saliency_from_gradient(x.grad)`` (eq. (3)).
+
+        With ``distributed=True`` (DDP, a ``DistributedSampler``: each rank sees other samples), every
+        rank's update is all-gathered and applied on every rank, so all caches stay identical.
+        """
+        update = self.local_update(indices, coords, saliency, own)
+        if distributed and dist.is_available() and dist.is_initialized():
+            update = _all_gather_update(update)
+        self.apply_update(*update, epoch)
+
+    # -- staleness --------------------------------------------------------------------------------------
+
+    def has_map(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: whether each sample was written at least once."""
+        return self.written_epoch[indices.to(self.maps.device, torch.long)] >= 0
+
+    def stale(self, indices: torch.Tensor, epoch: int, max_age: int | None) -> torch.Tensor:
+        """(B,) bool: samples whose map is older than ``max_age`` epochs (``None``: never stale)."""
+        written = self.written_epoch[indices.to(self.maps.device, torch.long)]
+        if max_age is None:
+            return torch.zeros_like(written, dtype=torch.bool)
+        return (written >= 0) & (epoch - written > max_age)
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "maps": self.maps.cpu(),
+            "written_epoch": self.written_epoch.cpu(),
+            "resolution": self.resolution,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        maps = state["maps"]
+        if tuple(maps.shape) != tuple(self.maps.shape):
+            raise ValueError(
+                f"the saved saliency cache has maps {tuple(maps.shape)}, this one {tuple(self.maps.shape)}: "
+                "another data set size or resolution"
+            )
+        self.maps.copy_(maps)
+        self.written_epoch.copy_(state["written_epoch"])
+
+
+def _all_gather_update(
+    update: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every rank's ``(indices, means, confidence)``, concatenated (ranks may hold batches of other sizes)."""
+    indices, maps, covered = update
+    world = dist.get_world_size()
+    size = torch.tensor([indices.shape[0]], device=indices.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    largest = int(max(int(s) for s in sizes))
+
+    def gather(tensor: torch.Tensor) -> list[torch.Tensor]:
+        padded = torch.zeros((largest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+        padded[: tensor.shape[0]] = tensor
+        parts = [torch.zeros_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        return [part[: int(n)] for part, n in zip(parts, sizes)]
+
+    # float32: a dtype every backend (gloo included) gathers.
+    gathered = [torch.cat(gather(t)) for t in (indices, maps.float(), covered.float())]
+    return gathered[0], gathered[1], gathered[2]

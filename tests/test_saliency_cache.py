@@ -1,0 +1,268 @@
+"""SaliencyCache (issue 14): maps in the sample's own coordinates, written from the step's input gradient.
+
+Hand-built cases: a hot spot that moves with a flip / crop lands where expected; padding and pasted pixels
+never write; two DDP ranks see every write; bad input is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from salfmix_transforms import CutMix, HybridMix, Mixup, SalfMix
+from salfmix_transforms.saliency import gradient_saliency, saliency_from_gradient
+from salfmix_transforms.saliency_cache import AddSourceCoordinates, SaliencyCache, source_coordinates
+
+SIZE = 32  # images 32x32, cache 16x16: a cell is 2x2 pixels
+
+
+def _view(transform: v2.Transform, seed: int = 0) -> torch.Tensor:
+    """The coordinate map (2, H, W) of one view through ``transform``."""
+    torch.manual_seed(seed)
+    image = tv_tensors.Image(torch.zeros(3, SIZE, SIZE))
+    sample = v2.Compose([AddSourceCoordinates(), transform])({"image": image})
+    return sample["coords"].as_subclass(torch.Tensor)
+
+
+def _hot(rows: slice, cols: slice, size: int = SIZE) -> torch.Tensor:
+    saliency = torch.zeros(size, size)
+    saliency[rows, cols] = 1.0
+    return saliency
+
+
+IDENTITY = source_coordinates(SIZE, SIZE)
+
+
+def test_source_coordinates_are_pixel_centres_strictly_inside_the_unit_square():
+    coords = source_coordinates(4, 8)
+    assert coords.shape == (2, 4, 8)
+    assert torch.equal(coords[0, :, 0], torch.tensor([0.125, 0.375, 0.625, 0.875]))
+    assert torch.equal(coords[1, 0], (torch.arange(8) + 0.5) / 8)
+
+
+def test_bytes_per_sample_fit_imagenet_in_one_gigabyte():
+    cache = SaliencyCache(10)
+    assert cache.bytes_per_sample == 16 * 16 * 2 + 4
+    assert 1_281_167 * cache.bytes_per_sample < 1e9
+
+
+def test_a_hot_spot_seen_through_a_flip_is_stored_where_it_is_in_the_original_image():
+    cache = SaliencyCache(3)
+    flipped = _view(v2.RandomHorizontalFlip(p=1.0))
+    # In the flipped view the object (original columns 0-7) is at columns 24-31.
+    cache.write(torch.tensor([1]), flipped[None], _hot(slice(0, 8), slice(24, 32))[None], epoch=0)
+    stored = cache.read(torch.tensor([1]), IDENTITY[None])[0]
+    assert torch.equal(stored, _hot(slice(0, 8), slice(0, 8)))
+    # Read through another flip, it follows that view: back at columns 24-31.
+    assert torch.equal(cache.read(torch.tensor([1]), flipped[None])[0], _hot(slice(0, 8), slice(24, 32)))
+    assert cache.written_epoch.tolist() == [-1, 0, -1]
+
+
+def test_a_hot_spot_seen_through_a_padded_crop_lands_where_expected_and_padding_never_writes():
+    # Pad 4 and crop at (0, 0): view pixel (r, c) is original (r - 4, c - 4); rows/cols 0-3 are padding.
+    crop = v2.Compose([v2.Pad(4), v2.RandomCrop(SIZE)])
+    coords = None
+    for seed in range(200):
+        coords = _view(crop, seed)
+        if float(coords[0, 0, 0]) == 0.0 and coords[:, 4, 4].tolist() == [0.5 / SIZE, 0.5 / SIZE]:
+            break
+    else:
+        pytest.fail("no crop at the top-left corner in 200 draws")
+    cache = SaliencyCache(1)
+    cache.maps.fill_(7.0)  # what was there before
+    saliency = torch.full((SIZE, SIZE), 100.0)  # the padding is hot: it must not be written
+    saliency[4:, 4:] = 0.0  # the image part of the view: original rows/cols 0-27
+    saliency[4:12, 4:12] = 1.0
+    cache.write(torch.tensor([0]), coords[None], saliency[None], epoch=3)
+    stored = cache.read(torch.tensor([0]), IDENTITY[None])[0]
+    expected = torch.zeros(SIZE, SIZE)
+    expected[0:8, 0:8] = 1.0
+    expected[SIZE - 4 :, :] = 7.0  # not in the view: kept
+    expected[:, SIZE - 4 :] = 7.0
+    assert torch.equal(stored, expected)
+    assert float(cache.read(torch.tensor([0]), coords[None])[0, :4].abs().sum()) == 0.0  # padding reads 0
+
+
+def test_a_random_resized_crop_writes_only_the_cells_it_shows():
+    cache = SaliencyCache(1)
+    coords = _view(v2.RandomResizedCrop(SIZE, scale=(0.2, 0.3)), seed=1)
+    inside = coords.flatten(1)
+    cache.write(torch.tensor([0]), coords[None], torch.ones(1, SIZE, SIZE), epoch=0)
+    written = cache.maps[0].float()
+    rows = (inside[0] * 16).floor().long().unique()
+    cols = (inside[1] * 16).floor().long().unique()
+    assert torch.equal(written[rows][:, cols], torch.ones(len(rows), len(cols)))
+    assert float(written.sum()) == len(rows) * len(cols)  # nothing outside the crop
+
+
+def test_reading_a_sample_never_written_gives_a_constant_map_and_salfmix_random_cells():
+    cache = SaliencyCache(4)
+    maps = cache.read(torch.arange(4), IDENTITY.expand(4, -1, -1, -1))
+    assert torch.equal(maps, torch.zeros(4, SIZE, SIZE))
+    assert not cache.has_map(torch.arange(4)).any()
+
+
+def _image_batch(batch: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    return x, torch.arange(batch) % 2
+
+
+def test_the_pasted_patch_of_salfmix_never_writes_into_the_samples_map():
+    x, y = _image_batch()
+    salfmix = SalfMix(grid=4, ratio=0.25, generator=torch.Generator().manual_seed(1))
+    salfmix.track_provenance = True
+    saliency = torch.rand(4, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    salfmix(x, y, saliency=saliency)
+    own = salfmix.provenance
+    plan = salfmix.plan(saliency, torch.Generator().manual_seed(1))
+    for b in range(4):  # exactly P_l is 0
+        top, left = int(plan.dst_top[b]), int(plan.dst_left[b])
+        expected = torch.ones(SIZE, SIZE)
+        expected[top : top + 8, left : left + 8] = 0.0
+        assert torch.equal(own[b], expected)
+    cache = SaliencyCache(4)
+    cache.maps.fill_(-1.0)
+    cache.write(torch.arange(4), IDENTITY.expand(4, -1, -1, -1), torch.full((4, SIZE, SIZE), 5.0), 0, own)
+    stored = cache.read(torch.arange(4), IDENTITY.expand(4, -1, -1, -1))
+    assert torch.equal(stored[own == 0], torch.full_like(stored[own == 0], -1.0))  # P_l kept the old value
+    assert torch.equal(stored[own == 1], torch.full_like(stored[own == 1], 5.0))
+
+
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_the_partners_box_of_cutmix_never_writes_and_mixup_moves_by_the_own_share(mode):
+    x, y = _image_batch()
+    cutmix = CutMix(num_classes=2, mode=mode, generator=torch.Generator().manual_seed(3))
+    cutmix.track_provenance = True
+    out, _ = cutmix(x, y)
+    own = cutmix.provenance
+    partner = x.flip(0)
+    assert torch.equal(
+        own == 0, (out != x).any(1) & (out == partner).all(1) | ((own == 0) & (x == partner).all(1))
+    )
+    assert set(own.unique().tolist()) <= {0.0, 1.0}
+
+    mixup = Mixup(num_classes=2, mode=mode, generator=torch.Generator().manual_seed(4))
+    mixup.track_provenance = True
+    out, _ = mixup(x, y)
+    lam = mixup.provenance[:, 0, 0]
+    torch.testing.assert_close(out, x * lam.view(-1, 1, 1, 1) + partner * (1 - lam.view(-1, 1, 1, 1)))
+    cache = SaliencyCache(4)
+    cache.write(
+        torch.arange(4), IDENTITY.expand(4, -1, -1, -1), torch.ones(4, SIZE, SIZE), 0, mixup.provenance
+    )
+    stored = cache.read(torch.arange(4), IDENTITY.expand(4, -1, -1, -1))[:, 0, 0]
+    torch.testing.assert_close(stored, lam, atol=1e-2, rtol=0)  # 0 -> 1 by the own share (bfloat16)
+
+
+def test_hybridmix_provenance_is_the_product_of_its_two_steps():
+    x, y = _image_batch()
+    saliency = torch.rand(4, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    hybrid = HybridMix.v3(
+        num_classes=2, warmup_epochs=0, mode="elem", generator=torch.Generator().manual_seed(6)
+    )
+    hybrid.track_provenance = True
+    hybrid(x, y, saliency=saliency)
+    salfmix_own = hybrid.salfmix.provenance
+    assert salfmix_own is not None and float(salfmix_own.min()) == 0.0
+    own = hybrid.provenance
+    assert torch.all(own <= salfmix_own) and set(own.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_the_step_gradient_gives_the_exact_saliency_of_the_view():
+    # Saliency for free: the training step's own backward (x.requires_grad_) gives eq. (2)-(3) exactly.
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4096, 2)
+    )
+    x, y = _image_batch()
+    exact = gradient_saliency(model, x, y, mode="eval")
+    x_step = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(x_step), y, reduction="sum").backward()
+    torch.testing.assert_close(saliency_from_gradient(x_step.grad), exact)
+
+
+def test_a_sample_with_a_non_finite_gradient_is_not_written():
+    cache = SaliencyCache(2)
+    saliency = torch.ones(2, SIZE, SIZE)
+    saliency[1, 0, 0] = float("nan")
+    cache.write(torch.arange(2), IDENTITY.expand(2, -1, -1, -1), saliency, epoch=0)
+    assert cache.written_epoch.tolist() == [0, -1]
+    assert float(cache.maps[1].float().abs().sum()) == 0.0
+
+
+def test_stale_maps_are_found_by_age():
+    cache = SaliencyCache(3)
+    cache.written_epoch.copy_(torch.tensor([-1, 2, 5], dtype=torch.int32))
+    assert cache.stale(torch.arange(3), epoch=6, max_age=3).tolist() == [False, True, False]
+    assert cache.stale(torch.arange(3), epoch=6, max_age=None).tolist() == [False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "needle"),
+    [
+        (lambda c: c.read(torch.tensor([0]), torch.zeros(1, 3, SIZE, SIZE)), ValueError, "coords"),
+        (lambda c: c.read(torch.tensor([0]), torch.zeros(2, SIZE, SIZE)), ValueError, "coords"),
+        (lambda c: c.read(torch.tensor([0]), None), ValueError, "coords"),
+        (lambda c: c.read(torch.tensor([5]), IDENTITY[None]), ValueError, "indices"),
+        (lambda c: c.read(torch.tensor([-1]), IDENTITY[None]), ValueError, "indices"),
+        (lambda c: c.read(torch.tensor([0.0]), IDENTITY[None]), TypeError, "indices"),
+        (
+            lambda c: c.write(torch.tensor([0]), IDENTITY[None], torch.ones(1, 8, 8), 0),
+            ValueError,
+            "saliency",
+        ),
+        (lambda c: c.check_dataset(6), ValueError, "another data set"),
+        (lambda c: c.load_state_dict(SaliencyCache(6).state_dict()), ValueError, "data set size"),
+    ],
+)
+def test_bad_input_is_refused_with_the_argument_named(call, exc, needle):
+    with pytest.raises(exc, match=needle):
+        call(SaliencyCache(5))
+
+
+def test_state_dict_round_trip():
+    cache = SaliencyCache(3)
+    cache.write(torch.tensor([2]), IDENTITY[None], torch.rand(1, SIZE, SIZE), epoch=4)
+    again = SaliencyCache(3)
+    again.load_state_dict(cache.state_dict())
+    assert torch.equal(again.maps, cache.maps) and torch.equal(again.written_epoch, cache.written_epoch)
+
+
+# -- DDP: every rank sees every write -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_writes(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        cache = SaliencyCache(6)
+        # Rank 0 writes samples 0 and 2 with value 1; rank 1 writes sample 5 (a batch of another size) with 3.
+        indices = torch.tensor([0, 2]) if rank == 0 else torch.tensor([5])
+        saliency = torch.full((len(indices), SIZE, SIZE), 1.0 + 2 * rank)
+        cache.write(indices, IDENTITY.expand(len(indices), -1, -1, -1), saliency, epoch=1, distributed=True)
+        torch.save(cache.state_dict(), f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_see_every_write(tmp_path):
+    mp.spawn(_rank_writes, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for state in states:
+        assert state["written_epoch"].tolist() == [1, -1, 1, -1, -1, 1]
+        means = state["maps"].float().mean(dim=(1, 2)).tolist()
+        assert means == [1.0, 0.0, 1.0, 0.0, 0.0, 3.0]
+    assert torch.equal(states[0]["maps"], states[1]["maps"])
