@@ -73,8 +73,9 @@ class HybridMix(BatchTransform):
         saliencymix_alpha: SaliencyMix's Beta parameter; SaliencyMix is enabled if > 0.
         resizemix_scope: ``None`` (ResizeMix off) or ResizeMix's scale range ``(low, high)``.
         salfmix_prob: probability that SalfMix transforms a sample; 0 turns SalfMix off.
-        salfmix_grid, salfmix_ratio, salfmix_pool, saliency_mode: SalfMix's ``grid`` (n), ``ratio`` (r),
-            ``pool`` and ``saliency_mode`` (:class:`~salfmix_transforms.salfmix.SalfMix`).
+        salfmix_grid, salfmix_ratio, salfmix_pool, saliency_mode, saliency_scale: SalfMix's ``grid`` (n),
+            ``ratio`` (r), ``pool``, ``saliency_mode`` and ``saliency_scale``
+            (:class:`~salfmix_transforms.salfmix.SalfMix`).
         warmup_epochs: epochs without SalfMix at the start (Algorithm 2: 1); the two-image mix still runs.
         steps_per_epoch: calls per epoch (``len(loader)``), so that the warm-up ends without
             :meth:`set_epoch` (:class:`~salfmix_transforms._base.EpochCounter`).
@@ -105,6 +106,7 @@ class HybridMix(BatchTransform):
         salfmix_ratio: float = 0.3,
         salfmix_pool: bool = True,
         saliency_mode: str = "train",
+        saliency_scale: float = 1.0,
         warmup_epochs: int = 1,
         steps_per_epoch: int | None = None,
         model: torch.nn.Module | None = None,
@@ -131,6 +133,7 @@ class HybridMix(BatchTransform):
             self.salfmix_prob,
             pool=salfmix_pool,
             saliency_mode=saliency_mode,
+            saliency_scale=saliency_scale,
             model=model,
             num_classes=self.num_classes,  # checked against the model's logits; its targets are not used
             warmup_epochs=warmup_epochs,

@@ -13,11 +13,12 @@ sample's own, un-augmented coordinates, at a fixed low resolution:
   cell it comes from (:meth:`SaliencyCache.read`).
 
 Where each pixel of a view came from is a *coordinate map* that the data pipeline passes through the same
-geometric transforms as the image (:func:`source_coordinates`, :class:`AddSourceCoordinates` for
-torchvision v2, a mask target for albumentations). Pixels that do not come from the sample itself are never
-written: padding (coordinates 0), and what a transform pasted or blended in, through the transforms'
-``provenance`` (the pasted ``P_l`` of SalfMix, the partner's box of CutMix, the partner's share of Mixup:
-a cell moves towards the new value by the share of its pixels that are the sample's own).
+geometric transforms as the image (:func:`source_coordinates`; :class:`AddSourceCoordinates` for
+torchvision v2; :func:`source_coordinates_hwc` as a mask target for albumentations). Pixels that do not
+come from the sample itself are never written: padding (coordinates 0), and what a transform pasted or
+blended in, through the transforms' ``provenance`` (the pasted ``P_l`` of SalfMix, the partner's box of
+CutMix, the partner's share of Mixup: a cell moves towards the new value by the share of its pixels that
+are the sample's own).
 
 Choices (the paper does not have a cache):
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -43,6 +45,7 @@ __all__ = [
     "AddSourceCoordinates",
     "SaliencyCache",
     "source_coordinates",
+    "source_coordinates_hwc",
 ]
 
 #: Cells per side of a cached map.
@@ -60,6 +63,16 @@ def source_coordinates(height: int, width: int) -> torch.Tensor:
     rows = (torch.arange(height, dtype=torch.float32) + 0.5) / height
     cols = (torch.arange(width, dtype=torch.float32) + 0.5) / width
     return torch.stack((rows.view(-1, 1).expand(height, width), cols.view(1, -1).expand(height, width)))
+
+
+def source_coordinates_hwc(height: int, width: int) -> np.ndarray:
+    """:func:`source_coordinates` as an (H, W, 2) float32 NumPy array: an albumentations mask target.
+
+    ``A.Compose([...], additional_targets={"coords": "mask"})`` called with
+    ``coords=source_coordinates_hwc(h, w)`` moves it with the image (masks are resampled with nearest interpolation and padded with 0). A batch of
+    them from a DataLoader is (B, H, W, 2): ``coords.permute(0, 3, 1, 2)`` is what the cache reads.
+    """
+    return source_coordinates(height, width).permute(1, 2, 0).contiguous().numpy()
 
 
 class AddSourceCoordinates:

@@ -266,3 +266,41 @@ def test_two_ddp_ranks_see_every_write(tmp_path):
         means = state["maps"].float().mean(dim=(1, 2)).tolist()
         assert means == [1.0, 0.0, 1.0, 0.0, 0.0, 3.0]
     assert torch.equal(states[0]["maps"], states[1]["maps"])
+
+
+def test_albumentations_moves_the_coordinates_like_the_image():
+    import albumentations as A
+    import numpy as np
+
+    from salfmix_transforms.saliency_cache import source_coordinates_hwc
+
+    image = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    image[0:8, 0:8] = 255  # the object
+    pipe = A.Compose(
+        [A.HorizontalFlip(p=1.0), A.Rotate(limit=(90, 90), p=1.0)],
+        additional_targets={"coords": "mask"},
+        seed=0,
+    )
+    out = pipe(image=image, coords=source_coordinates_hwc(SIZE, SIZE))
+    coords = torch.from_numpy(out["coords"]).permute(2, 0, 1)[None]
+    cache = SaliencyCache(1)
+    hot = torch.from_numpy(out["image"][:, :, 0] > 0).float()  # the object in the rotated view
+    cache.write(torch.tensor([0]), coords, hot[None], epoch=0)
+    assert torch.equal(cache.read(torch.tensor([0]), IDENTITY[None])[0], _hot(slice(0, 8), slice(0, 8)))
+
+
+def test_the_lowres_pass_runs_the_model_on_the_down_scaled_batch():
+    from salfmix_transforms.saliency import lowres_gradient_saliency
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1))
+    model.append(torch.nn.Flatten()).append(torch.nn.Linear(4, 2))
+    seen = []
+    model[0].register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape)))
+    x, y = _image_batch()
+    maps = lowres_gradient_saliency(model, x, y, 0.5)
+    assert seen == [(4, 3, 16, 16)] and maps.shape == (4, SIZE, SIZE) and torch.isfinite(maps).all()
+    assert torch.equal(maps[:, ::2, ::2], maps[:, 1::2, 1::2])  # one value per 2x2 block (nearest)
+    out, _ = SalfMix(saliency_scale=0.5)(x, y, model=model)
+    assert out.shape == x.shape
+    with pytest.raises(ValueError, match="saliency_scale"):
+        SalfMix(saliency_scale=0.0)
