@@ -69,8 +69,9 @@ def source_coordinates_hwc(height: int, width: int) -> np.ndarray:
     """:func:`source_coordinates` as an (H, W, 2) float32 NumPy array: an albumentations mask target.
 
     ``A.Compose([...], additional_targets={"coords": "mask"})`` called with
-    ``coords=source_coordinates_hwc(h, w)`` moves it with the image (masks are resampled with nearest interpolation and padded with 0). A batch of
-    them from a DataLoader is (B, H, W, 2): ``coords.permute(0, 3, 1, 2)`` is what the cache reads.
+    ``coords=source_coordinates_hwc(h, w)`` moves it with the image (masks are resampled with nearest
+    interpolation and padded with 0). A batch of them from a DataLoader is (B, H, W, 2):
+    ``coords.permute(0, 3, 1, 2)`` is what the cache reads.
     """
     return source_coordinates(height, width).permute(1, 2, 0).contiguous().numpy()
 
