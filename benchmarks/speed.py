@@ -1,6 +1,6 @@
 """Speed of the package's transforms, side by side with timm, torchvision and kornia, in one process.
 
-Three sections, each printed as a markdown table of median times and of ratios measured in the same run:
+Four sections, each printed as a markdown table of median times and of ratios measured in the same run:
 
 1. **Mixing cost given the images** (no model): our ``CutMix`` / ``Mixup`` / ``SaliencyMix`` / ``ResizeMix``
    (``batch`` and ``elem`` modes) and ``SalfMix`` (saliency map precomputed) against ``timm.data.Mixup``
@@ -10,6 +10,8 @@ Three sections, each printed as a markdown table of median times and of ratios m
    SalfMix and HybridMix v3 (both compute the gradient saliency of the model being trained).
 3. **Fine-grained static saliency**: the batched torch version against a per-image loop of the same
    function (and OpenCV's ``cv2.saliency`` when it is importable).
+4. **Saliency sources**: the SalfMix / HybridMix v3 step with the exact saliency pass, with maps from a
+   ``SaliencyCache`` written from the step's own input gradient, and with the pass at half resolution.
 
 Method: every candidate of a table cell group is timed round-robin (one repeat of each in turn, ``repeats``
 times), so that a change of machine load hits all of them alike; a repeat runs the call ``number`` times
@@ -17,7 +19,7 @@ times), so that a change of machine load hits all of them alike; a repeat runs t
 synchronized around every repeat. Ratios are always between times of the same run.
 
     python benchmarks/speed.py                 # full run (several minutes on 2 CPU cores)
-    python benchmarks/speed.py --quick         # all three sections, small settings, < 1 minute
+    python benchmarks/speed.py --quick         # all four sections, small settings, about a minute
     python benchmarks/speed.py --out speed.md  # also write the markdown to a file
 
 The exit status is 1 when one of the package's own transforms failed (its cell shows ``error``); a missing
@@ -37,9 +39,10 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -567,12 +570,57 @@ def step_factories(
 
         return call
 
+    def with_cached_saliency(name: str) -> Callable[[], Callable[[], object]]:
+        """The step of ``--saliency-source cached``: maps read from the cache, written from the step's own
+        input gradient (``x.requires_grad_`` before the forward, ``x.grad`` after the backward)."""
+
+        def factory() -> Callable[[], object]:
+            from salfmix_transforms import methods
+            from salfmix_transforms.saliency import saliency_from_gradient
+            from salfmix_transforms.saliency_cache import SaliencyCache, source_coordinates
+
+            model, opt = model_and_optimizer()
+            transform = methods.build(name, NUM_CLASSES, warmup_epochs=0)
+            transform.track_provenance = True
+            batch, _, height, width = x.shape
+            cache = SaliencyCache(batch, device=device)
+            indices = torch.arange(batch, device=device)
+            coords = source_coordinates(height, width).to(device).expand(batch, -1, -1, -1)
+
+            def step() -> None:
+                with autocast():
+                    xb, yb = transform(x, target, saliency=cache.read(indices, coords))
+                xb.requires_grad_(True)
+                opt.zero_grad(set_to_none=True)
+                with autocast():
+                    loss = F.cross_entropy(model(xb), yb)
+                loss.backward()
+                cache.write(indices, coords, saliency_from_gradient(xb.grad), 0, transform.provenance)
+                opt.step()
+
+            return step
+
+        return factory
+
+    def lowres(name: str) -> Callable[[], object]:
+        from salfmix_transforms import methods
+
+        return methods.build(name, NUM_CLASSES, warmup_epochs=0, saliency_scale=0.5)
+
     return {
         "plain": plain,
         "salfmix": with_transform(salfmix),
         "hybrid": with_transform(hybrid_v3),
         "saliency": saliency_only,
+        "salfmix cached": with_cached_saliency("salfmix"),
+        "salfmix lowres": with_transform(lambda: lowres("salfmix")),
+        "hybrid cached": with_cached_saliency("hybridmix-v3"),
+        "hybrid lowres": with_transform(lambda: lowres("hybridmix-v3")),
     }
+
+
+def _only(factories: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    return {name: factories[name] for name in names}
 
 
 def section_steps(args: argparse.Namespace, device: torch.device) -> tuple[str, list[str]]:
@@ -580,7 +628,7 @@ def section_steps(args: argparse.Namespace, device: torch.device) -> tuple[str, 
     errors = []
     for variant in STEP_VARIANTS:
         timing = time_group(
-            step_factories(variant, args, device),
+            _only(step_factories(variant, args, device), ("plain", "salfmix", "hybrid", "saliency")),
             device=device,
             repeats=args.step_repeats,
             warmup=args.warmup,
@@ -631,6 +679,65 @@ def section_steps(args: argparse.Namespace, device: torch.device) -> tuple[str, 
             `torch.autocast(bfloat16)` and compare with a plain bf16 step; channels_last rows use a
             channels_last model and batch on both sides. HybridMix v3 is timed with `warmup_epochs=0` (past
             its warm-up epoch).
+            """
+        ),
+        "",
+        table,
+    ]
+    return "\n".join(text), errors
+
+
+# ---------------------------------------------------------------------------------------------------------
+# section 4: where the saliency comes from (issue 14)
+# ---------------------------------------------------------------------------------------------------------
+
+SOURCES = ("salfmix", "salfmix cached", "salfmix lowres", "hybrid", "hybrid cached", "hybrid lowres")
+
+
+def section_sources(args: argparse.Namespace, device: torch.device) -> tuple[str, list[str]]:
+    variant = STEP_VARIANTS[0]
+    timing = time_group(
+        _only(step_factories(variant, args, device), ("plain", *SOURCES)),
+        device=device,
+        repeats=args.step_repeats,
+        warmup=args.warmup,
+        min_repeat_s=0.0,
+    )
+    plain = timing.get("plain")
+    rows = []
+    for method, label in (("salfmix", "SalfMix"), ("hybrid", "HybridMix v3")):
+        cells = [label, timing.cell("plain", "ms")]
+        for source in ("", " cached", " lowres"):
+            cells += [timing.cell(method + source, "ms"), fmt_ratio(timing.get(method + source), plain)]
+        rows.append(cells)
+    errors = [f"sources / {k}: {m}" for k, m in timing.errors.items() if m.startswith("error")]
+    print("[speed] saliency sources done", file=sys.stderr)
+    width = "full width" if args.width == 1.0 else f"width x{args.width:g}"
+    table = markdown_table(
+        [
+            "method",
+            "plain step (ms)",
+            "exact (ms)",
+            "exact / plain",
+            "cached (ms)",
+            "cached / plain",
+            "lowres 0.5 (ms)",
+            "lowres / plain",
+        ],
+        rows,
+    )
+    text = [
+        "## 4. Saliency sources: exact, cached, lowres",
+        "",
+        f"PreActResNet-18 ({width}), batch {args.step_batch} at {args.step_size}x{args.step_size}, fp32, "
+        f"`saliency_mode='train'`; median of {args.step_repeats} steps per candidate (round-robin). "
+        + prose(
+            """
+            exact: the transform with `model=` (an extra forward and input-only backward, eq. 2-3). cached:
+            the maps are read from a `SaliencyCache` (gather), the training step's own backward also
+            returns the input gradient (`x.requires_grad_(True)`), which is written back (scatter mean
+            weighted by the transform's provenance). lowres: the exact pass on the batch down-scaled by 0.5
+            (`saliency_scale=0.5`). Targets (issue 14): cached <= 1.10x, lowres <= 1.30x.
             """
         ),
         "",
@@ -772,7 +879,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="all sections with small settings (< 1 minute)")
-    parser.add_argument("--sections", default="1,2,3", help="comma-separated subset of 1,2,3")
+    parser.add_argument("--sections", default="1,2,3,4", help="comma-separated subset of 1,2,3,4")
     parser.add_argument("--batches", type=int, nargs="+", help="section 1 batch sizes (default 64 256)")
     parser.add_argument(
         "--sizes", type=int, nargs="+", help="image sides for sections 1 and 3 (default 32 64)"
@@ -808,8 +915,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.threads = 1
     args.min_repeat_s = 0.005 if quick else 0.02
     args.sections = sorted({int(s) for s in args.sections.split(",") if s.strip()})
-    if not set(args.sections) <= {1, 2, 3}:
-        parser.error(f"--sections must be a subset of 1,2,3, got {args.sections}")
+    if not set(args.sections) <= {1, 2, 3, 4}:
+        parser.error(f"--sections must be a subset of 1,2,3,4, got {args.sections}")
     if any(b < 2 or b % 2 for b in args.batches):
         parser.error("--batches must be even numbers >= 2 (timm's Mixup needs an even batch)")
     return args
@@ -830,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         "Command: `python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
     ]
     errors: list[str] = []
-    sections = {1: section_mixing, 2: section_steps, 3: section_static}
+    sections = {1: section_mixing, 2: section_steps, 3: section_static, 4: section_sources}
     for number in args.sections:
         text, section_errors = sections[number](args, device)
         parts += ["", text]

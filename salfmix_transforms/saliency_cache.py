@@ -43,6 +43,7 @@ from ._validation import check_non_negative_int, check_optional_positive_int
 __all__ = [
     "DEFAULT_RESOLUTION",
     "AddSourceCoordinates",
+    "IndexedViews",
     "SaliencyCache",
     "source_coordinates",
     "source_coordinates_hwc",
@@ -98,6 +99,34 @@ class AddSourceCoordinates:
             )
         height, width = TF.get_size(sample[self.image_key])
         return {**sample, self.key: tv_tensors.Mask(source_coordinates(height, width))}
+
+
+class IndexedViews(torch.utils.data.Dataset):
+    """A training set whose samples carry what the cache needs: ``(image, target, index, coords)``.
+
+    Args:
+        dataset: a map-style data set of ``(image, target)`` with no transform of its own (PIL images or
+            (C, H, W) tensors).
+        transform: a torchvision v2 transform of the dict ``{"image": ..., "coords": tv_tensors.Mask}``:
+            its geometric steps move the coordinates with the image, its photometric and normalising steps
+            touch the image only (v2 leaves masks alone). It must return a tensor image.
+
+    ``coords`` comes back as a plain (2, H, W) float32 tensor (:func:`source_coordinates` after the
+    transform), so the default collate stacks a batch into (B, 2, H, W).
+    """
+
+    def __init__(self, dataset: Any, transform: Any) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.add_coordinates = AddSourceCoordinates()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any, int, torch.Tensor]:
+        image, target = self.dataset[index]
+        sample = self.transform(self.add_coordinates({"image": image}))
+        return sample["image"], target, index, sample["coords"].as_subclass(torch.Tensor)
 
 
 class SaliencyCache:
