@@ -19,8 +19,20 @@ Examples::
 
 Outputs (rank 0 only) in ``--output/--experiment``: ``summary.csv`` (one row per epoch: train loss, epoch
 time, augmentation time, eval loss, top-1/top-5 error, lr), ``last.pth.tar`` and ranked checkpoints, and
-``results.json`` (best top-1 error and its epoch). Bad input (missing data, unknown model or method, a grid
-that does not fit the images, a checkpoint of another model) ends with one line on stderr and exit code 2.
+``results.json`` (best top-1 error and its epoch). Checkpoints are replaced atomically (timm's
+``CheckpointSaver`` with ``os.replace`` after an fsync, see ``salfmix_transforms.checkpoints``) and listed
+with their sha256 in ``checksums.sha256``. Bad input (missing data, unknown model or method, a grid that does
+not fit the images, a checkpoint of another model, a diverging loss) ends with one line on stderr and exit
+code 2.
+
+Resume: ``--resume`` takes a checkpoint or a run folder; a missing, unreadable or corrupt ``last.pth.tar``
+falls back to the newest intact ``checkpoint-N`` (the log says which), any other corrupt file is refused. The
+run continues with the checkpoint's ``--method`` and ``--opt`` (others are refused) up to ``--epochs`` in all;
+a checkpoint that has done that many changes nothing (exit code 0, results.json kept). A changed ``--epochs``
+(or ``--lr``, ``--sched``, ...) rebuilds the lr schedule for the new flags: a 10-epoch cosine resumed with
+``--epochs 20`` continues on the 20-epoch cosine from epoch 10. The best epoch, its metric and
+``model_best.pth.tar`` follow the resumed checkpoint, in its own folder (resuming an older ``checkpoint-N``)
+as in a new ``--experiment``.
 """
 
 from __future__ import annotations
@@ -147,6 +159,10 @@ class CheckpointError(UsageError):
     """A checkpoint that cannot be resumed (missing, unreadable, or of another model)."""
 
 
+class _NothingToTrain(Exception):
+    """``--resume`` of a checkpoint that has done ``--epochs`` already: ``main`` says so and returns 0."""
+
+
 # --- command line -------------------------------------------------------------------------------------
 
 
@@ -235,7 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "-b", "--batch-size", type=_positive_int, default=DEFAULTS["batch_size"], help="batch per rank"
     )
-    g.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"], help="epochs to train")
+    g.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=DEFAULTS["epochs"],
+        help="epochs to train in all (with --resume: the total; a new length rebuilds the lr schedule, a "
+        "checkpoint that has done them all changes nothing)",
+    )
     g.add_argument(
         "--opt", default=DEFAULTS["opt"], help="timm optimizer (momentum = SGD, sgd = Nesterov SGD)"
     )
@@ -349,7 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=42, help="random seed (rank is added)")
     g.add_argument("--output", default="", help="output root (default ./output/train)")
     g.add_argument("--experiment", default="", help="run folder name (default: date-model-method)")
-    g.add_argument("--resume", default="", help="checkpoint to continue (last.pth.tar)")
+    g.add_argument(
+        "--resume",
+        default="",
+        help="checkpoint or run folder to continue (last.pth.tar; when it is missing or corrupt, the newest "
+        "intact checkpoint-N); same --method and --opt, --epochs in all",
+    )
     g.add_argument("--checkpoint-hist", type=_positive_int, default=10, help="ranked checkpoints to keep")
     g.add_argument("--log-interval", type=_positive_int, default=50, help="batches between log lines")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
@@ -382,7 +409,90 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.width = DEFAULTS["width"]
     if args.amp_dtype is not None and not args.amp:
         args.amp = True
+    # Not a plain value: kept out of args.json and the checkpoints (see _checkpoint_args).
+    args.given_flags = _given_flags(argv)
+    _check_method_flags(args)
     return args
+
+
+def _given_flags(argv: list[str]) -> frozenset[str]:
+    """The flags written in ``argv`` (as dests), not those that defaults, --preset or --method set."""
+    parser = build_parser()
+    unset = object()  # argparse leaves an attribute that the namespace already has to the flags given
+    namespace = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), unset))
+    parsed = vars(parser.parse_args(argv, namespace=namespace))
+    return frozenset(dest for dest, value in parsed.items() if value is not unset)
+
+
+# The single-image flags and their registry names, and every flag that switches an augmentation on.
+_SINGLE_FLAGS = {
+    "cutout": "cutout",
+    "saliency_cutout": "cutout-sal",
+    "salfmix": "salfmix",
+    "random_selfmix": "salfmix-nosal",
+}
+_SELECTING_FLAGS = (*_SINGLE_FLAGS, "mixup", "cutmix", "cutmix_minmax", "saliencymix", "resizemix", "hybrid")
+
+# Tuning flags and the augmentations that read them ("mixup+cutmix": timm's switch between the two).
+_GRID_METHODS = frozenset({"salfmix", "salfmix-nosal", "cutout-sal"})
+_TWO_IMAGE_METHODS = frozenset({"mixup", "cutmix", "saliencymix", "resizemix"})
+_TUNING_FLAGS: dict[str, frozenset[str]] = {
+    "cutout_ratio": frozenset({"cutout"}),
+    **dict.fromkeys(("salfmix_grid", "salfmix_ratio", "salfmix_no_pool", "saliency_mode"), _GRID_METHODS),
+    **dict.fromkeys(("mixup_prob", "mixup_mode", "mixup_off_epoch"), _TWO_IMAGE_METHODS),
+    "mixup_switch_prob": frozenset({"mixup+cutmix"}),
+    "resizemix_scope": frozenset({"resizemix"}),
+}
+
+
+def _components(args: argparse.Namespace) -> frozenset[str]:
+    """The augmentations the flags switch on, by registry name (a HybridMix is SalfMix plus its partner)."""
+    names = {name for flag, name in _SINGLE_FLAGS.items() if getattr(args, flag)}
+    names |= {flag for flag in ("mixup", "cutmix", "saliencymix") if getattr(args, flag) > 0}
+    if args.cutmix_minmax:
+        names.add("cutmix")  # as timm: --cutmix-minmax switches CutMix on
+    if args.resizemix:
+        names.add("resizemix")
+    if args.hybrid != "none":
+        names |= {"salfmix", args.hybrid}
+    return frozenset(names)
+
+
+def _check_method_flags(args: argparse.Namespace) -> None:
+    """Refuse ``--method M`` with flags that switch another augmentation on (or one of M's off): the run
+    would be named M but train something else. The message names the method that trains both, if any."""
+    if not args.method:
+        return
+    base = vars(build_parser().parse_args([]))
+    by_method = {m: _components(argparse.Namespace(**{**base, **flags})) for m, flags in METHODS.items()}
+    expected, selected = by_method[args.method], _components(args)
+    if selected == expected:
+        return
+    flags = " ".join(_as_flag(args, dest) for dest in _SELECTING_FLAGS if dest in args.given_flags)
+    same = [m for m, c in by_method.items() if c == selected]
+    hint = f"use --method {same[0]}" if same else "drop --method and give the flags alone"
+    raise UsageError(
+        f"--method {args.method} is {'+'.join(sorted(expected)) or 'no augmentation'}, but with {flags} the "
+        f"run would train {'+'.join(sorted(selected)) or 'no augmentation'} under that name: {hint}"
+    )
+
+
+def _as_flag(args: argparse.Namespace, dest: str) -> str:
+    """``dest``'s flag as given: ``--salfmix``, ``--mixup 1.0``, ``--cutmix-minmax 0.2 0.8``."""
+    value = getattr(args, dest)
+    if value is True:
+        return _flag(dest)
+    return " ".join([_flag(dest), *map(str, value if isinstance(value, list) else [value])])
+
+
+def unused_tuning_flags(args: argparse.Namespace) -> list[str]:
+    """The tuning flags given on the command line that no selected augmentation reads (``--cutout-ratio``
+    without Cutout, ...), as flags."""
+    selected = set(_components(args))
+    if {"mixup", "cutmix"} <= selected:
+        selected.add("mixup+cutmix")
+    given = getattr(args, "given_flags", frozenset())
+    return [_flag(f) for f, readers in _TUNING_FLAGS.items() if f in given and not readers & selected]
 
 
 def method_name(args: argparse.Namespace) -> str:
@@ -742,6 +852,11 @@ def _create_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module
 
 
 def _output_dir(args: argparse.Namespace) -> str:
+    """The run folder, created (a resumed run without --output / --experiment continues in its own).
+
+    Raises:
+        UsageError: the folder cannot be created (a file in the way, no permission, ...).
+    """
     from timm.utils import get_outdir
 
     if args.resume and not args.output and not args.experiment:
@@ -752,7 +867,24 @@ def _output_dir(args: argparse.Namespace) -> str:
     )
     if args.resume and os.path.isdir(os.path.join(root, name)):
         return os.path.join(root, name)
-    return get_outdir(root, name, inc=True)
+    try:
+        return get_outdir(root, name, inc=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the run folder in --output {root!r}: {_one_line(e)}") from e
+
+
+def _resolve_resume(path: str, primary: bool) -> str:
+    """The checkpoint file that ``--resume path`` means (a run folder, a damaged ``last.pth.tar``: see
+    ``salfmix_transforms.checkpoints.find_resume_checkpoint``); a fallback is logged."""
+    from salfmix_transforms.checkpoints import CorruptCheckpointError, find_resume_checkpoint
+
+    try:
+        chosen, note = find_resume_checkpoint(path)
+    except CorruptCheckpointError as e:
+        raise CheckpointError(str(e)) from e
+    if note and primary:
+        _logger.warning("warning: %s", note)
+    return chosen
 
 
 def _load_resume_metadata(path: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -773,7 +905,106 @@ def _load_resume_metadata(path: str, args: argparse.Namespace) -> dict[str, Any]
     saved_width = getattr(saved_args, "width", None)
     if saved_width is not None and args.width is not None and float(saved_width) != float(args.width):
         raise CheckpointError(f"checkpoint {path!r} has --width {saved_width}, not {args.width}")
+    _check_resume_flags(path, ckpt, args)
     return ckpt
+
+
+def _check_resume_flags(path: str, ckpt: dict[str, Any], args: argparse.Namespace) -> None:
+    """A resumed run continues with the checkpoint's --method and --opt (another method or optimizer would be
+    another experiment under the old run's name) up to --epochs in all. A checkpoint that has done --epochs
+    already leaves nothing to train: the run folder is kept as it is (results.json included), exit code 0,
+    so that re-running a finished command is harmless."""
+    saved_args = ckpt.get("args")
+    saved_method = (ckpt.get("train_state") or {}).get("method") or getattr(saved_args, "method", None)
+    for flag, saved, given in (
+        ("method", saved_method, method_name(args)),
+        ("opt", getattr(saved_args, "opt", None), args.opt),
+    ):
+        if saved and saved != given:
+            raise CheckpointError(
+                f"checkpoint {path!r} was trained with --{flag} {saved}, not --{flag} {given}; resume with "
+                f"--{flag} {saved}, or start a new run"
+            )
+    done = int(ckpt["epoch"]) + 1
+    if args.epochs <= done:
+        raise _NothingToTrain(
+            f"nothing to train: checkpoint {path!r} has done {done} epoch(s) and --epochs {args.epochs} is "
+            f"the total; its run folder is kept as it is (pass --epochs > {done} to train more)"
+        )
+
+
+# Flags that define the lr schedule: a resumed run with any of them changed gets a schedule rebuilt from them.
+_SCHEDULE_FLAGS = (
+    "sched",
+    "epochs",
+    "lr",
+    "min_lr",
+    "warmup_epochs",
+    "warmup_lr",
+    "decay_epochs",
+    "decay_milestones",
+    "decay_rate",
+)
+
+
+def _schedule_changes(saved_args: Any, args: argparse.Namespace) -> list[str]:
+    """The lr-schedule flags that differ from the checkpoint's, as ``--epochs 10 -> 20``."""
+    changes = []
+    for name in _SCHEDULE_FLAGS:
+        old, new = getattr(saved_args, name, None), getattr(args, name)
+        if old is not None and (list(old) if isinstance(old, (list, tuple)) else old) != new:
+            changes.append(f"{_flag(name)} {old} -> {new}")
+    return changes
+
+
+def _checkpoint_epoch(path: str) -> int | None:
+    """The epoch of checkpoint ``path``; ``None`` when there is no readable checkpoint."""
+    from timm.utils import load_checkpoint_metadata
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        return int(load_checkpoint_metadata(path)["epoch"])
+    except Exception:  # unreadable, not a checkpoint: not a source of model_best
+        return None
+
+
+def _restore_best(saver: Any, path: str, ckpt: dict[str, Any]) -> None:
+    """Continue the resumed run's checkpoint bookkeeping in ``saver``'s folder.
+
+    The ranked history is timm's saver state (only in the checkpoint's own folder, where its files are); the
+    best metric and epoch count the checkpoint's own metric too, in any folder; and ``model_best.pth.tar`` is
+    made the best epoch's checkpoint: copied from the resumed run into a new --experiment, re-derived when an
+    older ``checkpoint-N`` is resumed (the later epochs, and their best, are no longer the run's).
+    """
+    state = ckpt.get("saver") or {}
+    if os.path.dirname(os.path.abspath(path)) == os.path.abspath(saver.checkpoint_dir):
+        saver.load_state_dict(state)
+    else:
+        saver.best_metric, saver.best_epoch = state.get("best_metric"), state.get("best_epoch")
+    metric, epoch = ckpt.get("metric"), int(ckpt["epoch"])
+    if metric is not None and (saver.best_metric is None or saver.cmp(metric, saver.best_metric)):
+        saver.best_metric, saver.best_epoch = metric, epoch
+    if saver.best_epoch is not None:
+        _restore_model_best(saver, path, epoch)
+
+
+def _restore_model_best(saver: Any, path: str, epoch: int) -> None:
+    """Make ``model_best.pth.tar`` of ``saver``'s folder the best epoch's checkpoint: the resumed one (of
+    ``epoch``), or the ``checkpoint-N`` / ``model_best`` of its folder that has the best epoch."""
+    from salfmix_transforms.checkpoints import verify
+
+    best = saver.best_epoch
+    if _checkpoint_epoch(os.path.join(saver.checkpoint_dir, "model_best.pth.tar")) == best:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    sources = [path] if epoch == best else []
+    sources += [os.path.join(folder, name) for name in (f"checkpoint-{best}.pth.tar", "model_best.pth.tar")]
+    for source in sources:
+        if _checkpoint_epoch(source) == best and verify(source) is not False:
+            saver.install(source, "model_best.pth.tar")
+            return
+    _logger.warning("no intact checkpoint of the best epoch %d: model_best.pth.tar is not updated", best)
 
 
 def build_optimizer_and_scheduler(
@@ -811,15 +1042,44 @@ def _check_device(name: str) -> None:
         raise UsageError(f"--device {name} asked for, but CUDA is not available")
 
 
+def _check_input_size(model: torch.nn.Module, name: str, img_size: int, device: torch.device) -> None:
+    """One forward pass of a blank image, so that a model that cannot take the data's image size (a ViT made
+    for 224x224, a network that pools small images to nothing) fails now, not after the first epoch."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, img_size, img_size, device=device))
+    except Exception as e:  # AssertionError (timm's ViTs), RuntimeError (pooling below 1x1), ...
+        raise UsageError(
+            f"model {name!r} cannot take the data's {img_size}x{img_size} images ({_one_line(e)}); "
+            "pass an --img-size it takes, or another --model"
+        ) from e
+    finally:
+        model.train(training)
+
+
 def _setup(args: argparse.Namespace) -> _Run:
     from timm.models import load_checkpoint, resume_checkpoint
-    from timm.utils import CheckpointSaver, ModelEmaV3, NativeScaler, init_distributed_device, random_seed
+    from timm.utils import ModelEmaV3, NativeScaler, init_distributed_device, random_seed
 
     from salfmix_transforms._validation import check_grid
+    from salfmix_transforms.checkpoints import AtomicCheckpointSaver
     from salfmix_transforms.data import build_datasets, canonical_name
 
     _check_device(args.device)
+    cpus = os.cpu_count() or 1
+    if args.threads > cpus:
+        raise UsageError(f"--threads {args.threads} is more than the {cpus} CPUs of this machine")
     device = init_distributed_device(args)
+    unused = unused_tuning_flags(args)
+    if unused and _is_primary(args):
+        _logger.warning(
+            "warning: %s given, but the %s run does not use %s (ignored)",
+            ", ".join(unused),
+            method_name(args),
+            "it" if len(unused) == 1 else "them",
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     random_seed(args.seed, args.rank)
@@ -845,6 +1105,8 @@ def _setup(args: argparse.Namespace) -> _Run:
             ) from e
     transform = build_batch_transform(args, num_classes)
 
+    if args.resume:
+        args.resume = _resolve_resume(args.resume, _is_primary(args))
     resume_ckpt = _load_resume_metadata(args.resume, args) if args.resume else None
 
     model = _create_model(args, num_classes)
@@ -852,6 +1114,7 @@ def _setup(args: argparse.Namespace) -> _Run:
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
+    _check_input_size(model, args.model, img_size, device)
 
     loss_scaler = NativeScaler(device=device.type) if amp_dtype == torch.float16 else None
 
@@ -900,7 +1163,11 @@ def _setup(args: argparse.Namespace) -> _Run:
             ) from e
         train_state = resume_ckpt.get("train_state") or {}
         if lr_scheduler is not None and train_state.get("scheduler"):
-            lr_scheduler.load_state_dict(dict(train_state["scheduler"]))
+            changed = _schedule_changes(resume_ckpt.get("args"), args)
+            if not changed:
+                lr_scheduler.load_state_dict(dict(train_state["scheduler"]))
+            elif _is_primary(args):
+                _logger.info("lr schedule rebuilt from the flags (%s)", ", ".join(changed))
         num_updates = int(train_state.get("num_updates", 0))
         # Checkpoints written before these were saved have no totals: their earlier epochs count 0 s.
         train_time_so_far = float(train_state.get("train_time_s", 0.0))
@@ -921,7 +1188,10 @@ def _setup(args: argparse.Namespace) -> _Run:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if args.torchcompile:
-        model = torch.compile(model, backend=args.torchcompile)
+        try:
+            model = torch.compile(model, backend=args.torchcompile)
+        except Exception as e:  # torch's InvalidBackend, ...: raised here, before any file is written
+            raise UsageError(f"--torchcompile {args.torchcompile}: {_one_line(e)}") from e
 
     if lr_scheduler is not None and start_epoch > 0:
         lr_scheduler.step(start_epoch)
@@ -934,7 +1204,7 @@ def _setup(args: argparse.Namespace) -> _Run:
     state.train_time_s, state.aug_time_s = train_time_so_far, aug_time_so_far
     if _is_primary(args):
         output_dir = _output_dir(args)
-        saver = CheckpointSaver(
+        saver = AtomicCheckpointSaver(
             model=model,
             optimizer=optimizer,
             args=_checkpoint_args(args),
@@ -946,10 +1216,8 @@ def _setup(args: argparse.Namespace) -> _Run:
             max_history=args.checkpoint_hist,
             task=state,
         )
-        if resume_ckpt is not None and os.path.abspath(os.path.dirname(args.resume)) == os.path.abspath(
-            output_dir
-        ):
-            saver.load_state_dict_from_checkpoint(args.resume)
+        if resume_ckpt is not None:
+            _restore_best(saver, args.resume, resume_ckpt)
         with open(os.path.join(output_dir, "args.json"), "w") as f:
             json.dump(vars(_checkpoint_args(args)), f, indent=2, sort_keys=True)
     if rng_states:
@@ -1267,9 +1535,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             run = _setup(args)
+        except _NothingToTrain as e:
+            _logger.warning("warning: %s", e)
+            return 0
         except (UsageError, DatasetError, ValueError) as e:
             return _fail(_one_line(e))
-        _train(run)
+        try:
+            _train(run)
+        except FloatingPointError as e:  # a NaN / inf loss: the completed epochs are checkpointed already
+            return _fail(
+                f"{_one_line(e)}: training diverged (a lower --lr?); the checkpoints of the completed epochs "
+                f"are in {os.path.abspath(run.output_dir) if run.output_dir else 'the run folder'}"
+            )
         return 0
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -9,10 +9,10 @@ name              what ``data_dir`` holds
 ``digits``        nothing (no ``data_dir``): scikit-learn's 1,797 real 8x8 hand-written digits,
                   shipped inside scikit-learn, upscaled to 32x32 RGB, split 80/20 with a fixed seed.
                   The default, so that a training run needs no data on disk.
-``folder``        ``<train_split>/<class>/*.png|jpg...`` and ``<val_split>/<class>/...`` (read with
-                  timm's ``create_dataset``). The validation folder is the given split name, or, when
-                  that does not exist and the name is a usual one, the first of ``val``, ``valid``,
-                  ``validation``, ``eval``, ``evaluation``, ``test`` that does.
+``folder``        ``<train_split>/<class>/*.png|jpg|bmp|tif|webp...`` and ``<val_split>/<class>/...``
+                  (read with timm's ``create_dataset``). The validation folder is the given split name,
+                  or, when that does not exist and the name is a usual one, the first of ``val``,
+                  ``valid``, ``validation``, ``eval``, ``evaluation``, ``test`` that does.
 ``cifar10``       torchvision's ``cifar-10-batches-py`` (the directory or its parent), already extracted.
 ``cifar100``      torchvision's ``cifar-100-python`` (the directory or its parent), already extracted.
 ``tinyimagenet``  ``tiny-imagenet-200``: ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG`` with
@@ -26,14 +26,24 @@ data set's channel statistics.
 
 Every problem with the data (missing directory, unknown name, empty split, class mismatch) raises
 :class:`DatasetError` with a one-line message.
+
+Image folders are checked before training, for what timm's folder reader would silently get wrong: an empty
+training class folder (the class and its validation images would vanish), a validation class that is not a
+training class (dropped), images in a sub-folder of a class folder (a class of its own) or outside a class
+folder. Every image is decoded once (JPEGs at 1/8 scale, about 0.1 ms for a small image): unreadable files
+(truncated, not an image) are skipped with one warning, or refused when they are more than 1% of a split.
+Images of another size than the first are resized and centre-cropped, in training and validation alike, and
+16-bit greyscale images are scaled to 8 bits (PIL's RGB conversion clips them to white).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -74,6 +84,9 @@ _TRAIN_SPLITS = ("train", "training")
 _IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 _DIGITS_SEED = 0
 _DIGITS_VAL_FRACTION = 0.2
+_MAX_UNREADABLE = 0.01  # unreadable images of a folder split: skipped up to this share, an error above
+
+_logger = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -190,21 +203,37 @@ def _image_files(directory: str) -> list[str]:
     return sorted(f for f in os.listdir(directory) if f.lower().endswith(_IMG_EXTENSIONS))
 
 
+def _to_rgb(img: Any) -> Any:
+    """A PIL image as 8-bit RGB. Integer greyscale (``I;16`` of 16-bit PNGs and TIFFs, ``I``) is scaled from
+    0-65535 to 0-255 first: PIL's ``convert("RGB")`` clips it, which turns most 16-bit images white."""
+    from PIL import Image
+
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I"):
+        grey = np.rint(np.asarray(img, dtype=np.float64) / 257.0)
+        img = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
+    return img.convert("RGB")
+
+
 # --- transforms -----------------------------------------------------------------------------------------
 
 
 def _pil_transforms(
     img_size: int, native_size: int | None, mean: Sequence[float], std: Sequence[float], flip: bool = True
 ) -> tuple[Callable, Callable]:
-    """CIFAR recipe for PIL images: (resize,) random crop with padding, flip, to tensor, normalise."""
+    """CIFAR recipe for PIL images: to RGB, (resize,) random crop with padding, flip, to tensor, normalise.
+    ``native_size=None`` (images of several sizes) resizes every image."""
     from torchvision import transforms as T
 
-    resize = [] if native_size == img_size else [T.Resize(img_size), T.CenterCrop(img_size)]
-    train = [*resize, T.RandomCrop(img_size, padding=max(1, img_size // 8))]
+    head = [_to_rgb]
+    if native_size != img_size:
+        head += [T.Resize(img_size), T.CenterCrop(img_size)]
+    train = [*head, T.RandomCrop(img_size, padding=max(1, img_size // 8))]
     if flip:
         train.append(T.RandomHorizontalFlip())
     tail = [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(train + tail), T.Compose(resize + tail)
+    return T.Compose(train + tail), T.Compose(head + tail)
 
 
 def _tensor_transforms(
@@ -295,15 +324,81 @@ def _build_digits(img_size: int | None, data_dir: str | None) -> tuple[Dataset, 
     return train_ds, val_ds, 10, size
 
 
-def _first_image_size(dataset: Any) -> int:
+def _class_folders(root: str) -> dict[str, list[str]]:
+    """``{class folder: image paths}`` of a ``<root>/<class>/<image>`` split.
+
+    Raises:
+        DatasetError: an image outside a class folder, or in a sub-folder of one (timm's reader would make
+            that sub-folder a class of its own).
+    """
+    classes: dict[str, list[str]] = {}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_file() and entry.name.lower().endswith(_IMG_EXTENSIONS):
+            raise DatasetError(f"{entry.path} is not in a class folder (expected {root}/<class>/<image>)")
+        if not entry.is_dir():
+            continue
+        classes[entry.name] = []
+        for folder, _, names in os.walk(entry.path, followlinks=True):
+            images = [os.path.join(folder, n) for n in sorted(names) if n.lower().endswith(_IMG_EXTENSIONS)]
+            if images and folder != entry.path:
+                raise DatasetError(
+                    f"{folder} is a sub-folder of class folder {entry.name!r} with images (timm's reader "
+                    "would make it a class of its own): move its images up or remove it"
+                )
+            classes[entry.name] += images
+    return classes
+
+
+def _check_classes(train_root: str, val_root: str) -> list[str]:
+    """The image paths of both splits, once their class folders match (see the module docstring)."""
+    train, val = _class_folders(train_root), _class_folders(val_root)
+    if not any(train.values()):
+        raise DatasetError(
+            f"no images found in {train_root} (expected <class>/<image> files: {', '.join(_IMG_EXTENSIONS)})"
+        )
+    empty = [c for c, files in train.items() if not files and not c.startswith(".")]
+    if empty:
+        raise DatasetError(
+            f"training class folder {empty[0]!r} in {train_root} has no images (the class would be dropped, "
+            "with its validation images): add images or remove the folder"
+        )
+    extra = [c for c, files in val.items() if files and c not in train]
+    if extra:
+        raise DatasetError(
+            f"validation class folder {extra[0]!r} in {val_root} is not a training class (its images would "
+            f"be dropped); training classes: {', '.join(c for c in train if train[c])}"
+        )
+    return [path for files in (*train.values(), *val.values()) for path in files]
+
+
+def _inspect_images(paths: list[str]) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """Decode every image once: ``({path: (width, height)}, {path: why it cannot be read})``."""
     from PIL import Image
 
-    path = dataset.reader.samples[0][0]
-    with Image.open(path) as img:
-        width, height = img.size
-    if width != height:
-        raise DatasetError(f"images are {width}x{height}; pass --img-size for non-square images")
-    return width
+    sizes, unreadable = {}, {}
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                sizes[path] = img.size
+                img.draft(img.mode, (1, 1))  # JPEG: decode at 1/8 scale; the whole file is still read
+                img.load()
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for a broken file
+            unreadable[path] = " ".join(str(e).split()) or type(e).__name__
+    return sizes, unreadable
+
+
+def _skip_unreadable(dataset: Any, root: str, unreadable: dict[str, str]) -> None:
+    """Drop the unreadable images from a timm folder dataset, with one warning (an error above 1%)."""
+    samples = dataset.reader.samples
+    bad = [path for path, _ in samples if path in unreadable]
+    if not bad:
+        return
+    first = f"{bad[0]}: {unreadable[bad[0]]}"
+    summary = f"{len(bad)} of {len(samples)} images in {root} cannot be read (first: {first})"
+    if len(bad) > _MAX_UNREADABLE * len(samples):
+        raise DatasetError(f"{summary}: more than {_MAX_UNREADABLE:.0%}, repair or remove them")
+    _logger.warning("warning: %s; skipped", summary)
+    dataset.reader.samples = [s for s in samples if s[0] not in unreadable]
 
 
 def _build_folder(
@@ -315,15 +410,24 @@ def _build_folder(
     root = _check_dir(data_dir, "an image folder")
     train_root = _resolve_split(root, train_split, "training")
     val_root = _resolve_split(root, val_split, "validation")
-    train_ds = create_dataset("", root=train_root, split=train_split, search_split=False, is_training=True)
+    sizes, unreadable = _inspect_images(_check_classes(train_root, val_root))
+    # timm's reader with this package's extensions; mode None: _to_rgb converts (16-bit images too).
+    extensions = ";".join(_IMG_EXTENSIONS)
+    common: dict[str, Any] = dict(search_split=False, input_img_mode=None, input_key=extensions)
+    train_ds = create_dataset("", root=train_root, split=train_split, is_training=True, **common)
     class_to_idx = dict(train_ds.reader.class_to_idx)
-    if len(train_ds) == 0 or not class_to_idx:
-        raise DatasetError(f"no images found in {train_root} (expected <class>/<image> files)")
-    val_ds = create_dataset("", root=val_root, split=val_split, search_split=False, class_map=class_to_idx)
+    val_ds = create_dataset("", root=val_root, split=val_split, class_map=class_to_idx, **common)
+    _skip_unreadable(train_ds, train_root, unreadable)
+    _skip_unreadable(val_ds, val_root, unreadable)
     if len(val_ds) == 0:
         raise DatasetError(f"no images of the training classes found in {val_root}")
-    native = _first_image_size(train_ds)
-    size = img_size or native
+    width, height = sizes[train_ds.reader.samples[0][0]]
+    if width != height and img_size is None:
+        raise DatasetError(f"images are {width}x{height}; pass --img-size for non-square images")
+    kept = [path for ds in (train_ds, val_ds) for path, _ in ds.reader.samples]
+    # Images of another size than the first: every image is resized and centre-cropped (no-op for the rest).
+    native = width if all(sizes[path] == (width, width) for path in kept) else None
+    size = img_size or width
     train_ds.transform, val_ds.transform = _pil_transforms(
         size, native, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     )

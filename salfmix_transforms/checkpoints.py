@@ -1,0 +1,229 @@
+"""Crash-safe training checkpoints: timm's ``CheckpointSaver`` with atomic replaces and sha256 checksums.
+
+timm's saver puts ``last.pth.tar`` in place by unlink-then-rename and ``model_best.pth.tar`` by
+unlink-then-link: a kill between the two steps leaves neither file. :class:`AtomicCheckpointSaver` keeps all
+of timm's bookkeeping (ranked history, best metric, resume state) and changes only how a file is put in
+place: it is written (or linked) under a temporary name, fsynced, then moved over the old one with
+``os.replace``, so every checkpoint name holds a complete file at every moment.
+
+``checksums.sha256`` in the checkpoint folder (the format of ``sha256sum -c``) lists the sha256 of every
+checkpoint there. A digest is listed before its file is moved into place and dropped only once no file has it,
+so every file the saver wrote has its digest listed, even after a kill; a file whose bytes changed (flipped
+bits, a truncated copy) is not listed and fails :func:`verify`. :func:`find_resume_checkpoint` turns a
+``--resume`` path into the file to load, falling back from a missing or damaged ``last.pth.tar`` to the newest
+intact ``checkpoint-N.pth.tar``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+from typing import Any
+
+from timm.utils import CheckpointSaver, load_checkpoint_metadata
+
+__all__ = [
+    "CHECKSUMS",
+    "AtomicCheckpointSaver",
+    "CorruptCheckpointError",
+    "find_resume_checkpoint",
+    "read_checksums",
+    "sha256_file",
+    "verify",
+]
+
+CHECKSUMS = "checksums.sha256"
+_LAST = "last.pth.tar"
+_NUMBERED = re.compile(r"checkpoint-(\d+)\.pth\.tar$")
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint whose bytes are not those saved: its sha256 is not in its folder's checksums.sha256."""
+
+
+# --- checksums ----------------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_checksums(folder: str | os.PathLike) -> dict[str, str] | None:
+    """``{file name: sha256}`` from ``folder``'s checksums.sha256, ``None`` when there is none."""
+    try:
+        with open(os.path.join(folder, CHECKSUMS)) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return None
+    entries = (line.split("  ", 1) for line in lines if "  " in line)
+    return {name: digest for digest, name in entries}
+
+
+def verify(path: str | os.PathLike) -> bool | None:
+    """Whether ``path`` holds the bytes that were saved: ``True`` when its sha256 is listed in its folder's
+    checksums.sha256, ``False`` when the list names the file but not its digest (corrupt), ``None`` when
+    there is nothing to check against (no list, or a file saved before checksums were written)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    listed = read_checksums(folder)
+    if not listed:
+        return None
+    if sha256_file(path) in listed.values():
+        return True
+    return False if name in listed else None
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_checksums(folder: str, entries: dict[str, str]) -> None:
+    tmp = os.path.join(folder, CHECKSUMS + ".tmp")
+    with open(tmp, "w") as f:
+        f.writelines(f"{digest}  {name}\n" for name, digest in sorted(entries.items()))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(folder, CHECKSUMS))
+    _fsync_dir(folder)
+
+
+# --- saver --------------------------------------------------------------------------------------------
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """timm's ``CheckpointSaver`` (same arguments) whose every replace is atomic and whose every file is
+    listed with its sha256 in ``checksums.sha256`` of ``checkpoint_dir`` (see the module docstring).
+
+    Only ``_save``, ``_replace`` and ``_duplicate`` (how a file is put in place) are changed; ranking,
+    history, best-metric tracking and the resume state are timm's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._digests: dict[str, str] = read_checksums(self.checkpoint_dir) or {}
+
+    def _save(self, save_path: str, epoch: int, metric: float | None = None) -> None:
+        super()._save(save_path, epoch, metric)
+        _fsync_file(save_path)
+        self._digests[os.path.basename(save_path)] = sha256_file(save_path)
+        _write_checksums(self.checkpoint_dir, self._digests)  # listed before it replaces anything
+
+    def _replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)  # dst is the old file or the new one, never missing
+        _fsync_dir(os.path.dirname(dst))
+        self._digests[os.path.basename(dst)] = self._digests.pop(os.path.basename(src))
+
+    def _duplicate(self, src: str, dst: str) -> None:
+        folder = os.path.dirname(dst)
+        tmp = os.path.join(folder, "tmp_copy" + self.extension)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # left by a kill
+        digest = self._digests.get(os.path.basename(src))
+        if digest is None or os.path.dirname(os.path.abspath(src)) != os.path.abspath(folder):
+            digest = sha256_file(src)  # a file of another folder (a resumed run's best)
+            self._digests[os.path.basename(tmp)] = digest
+            _write_checksums(self.checkpoint_dir, self._digests)
+        if self.can_hardlink:
+            try:
+                os.link(src, tmp)
+            except (OSError, NotImplementedError):
+                self.can_hardlink = False
+        if not self.can_hardlink:
+            shutil.copy2(src, tmp)
+            _fsync_file(tmp)
+        os.replace(tmp, dst)
+        _fsync_dir(folder)
+        self._digests.pop(os.path.basename(tmp), None)
+        self._digests[os.path.basename(dst)] = digest
+
+    def save_checkpoint(self, epoch: int, metric: float | None = None) -> tuple[Any, Any]:
+        result = super().save_checkpoint(epoch, metric)
+        self._prune_checksums()
+        return result
+
+    def install(self, src: str, name: str) -> None:
+        """Put a copy of checkpoint ``src`` (of any folder) in place as ``name`` in ``checkpoint_dir``."""
+        self._duplicate(src, os.path.join(self.checkpoint_dir, name))
+        self._prune_checksums()
+
+    def _prune_checksums(self) -> None:
+        """List exactly the files that exist (the temporary names and evicted checkpoints drop out)."""
+        folder = self.checkpoint_dir
+        self._digests = {n: d for n, d in self._digests.items() if os.path.exists(os.path.join(folder, n))}
+        _write_checksums(self.checkpoint_dir, self._digests)
+
+
+# --- resume -------------------------------------------------------------------------------------------
+
+
+def _problem(path: str) -> str | None:
+    """Why ``path`` cannot be resumed from (missing, corrupt, unreadable), ``None`` when it is intact."""
+    if not os.path.isfile(path):
+        return "is missing"
+    if verify(path) is False:
+        return f"does not match its sha256 in {CHECKSUMS}"
+    try:
+        ckpt = load_checkpoint_metadata(path)
+    except Exception:  # truncated, not a torch file, ...
+        return "cannot be read"
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+        return "is not a training checkpoint"
+    return None
+
+
+def _numbered_newest_first(folder: str) -> list[str]:
+    """The ``checkpoint-N.pth.tar`` files of ``folder``, most recently written first (then highest N)."""
+    names = [n for n in os.listdir(folder) if _NUMBERED.fullmatch(n)]
+    paths = [os.path.join(folder, n) for n in names]
+    key = {p: (os.path.getmtime(p), int(_NUMBERED.fullmatch(os.path.basename(p)).group(1))) for p in paths}
+    return sorted(paths, key=key.__getitem__, reverse=True)
+
+
+def find_resume_checkpoint(path: str) -> tuple[str, str | None]:
+    """The checkpoint file that ``--resume path`` means, and a note when it is not ``path`` itself.
+
+    ``path`` is a checkpoint file or a run folder (its ``last.pth.tar``). When ``last.pth.tar`` is missing,
+    unreadable or fails its checksum, the newest intact ``checkpoint-N.pth.tar`` of its folder is used and the
+    note says so. Any other file is used as given (the caller reports a missing or unreadable one).
+
+    Raises:
+        CorruptCheckpointError: the file fails its checksum (and, for ``last.pth.tar``, no intact
+            ``checkpoint-N`` is there to fall back to).
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, _LAST)
+    problem = _problem(path)
+    if problem is None:
+        return path, None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(path) == _LAST and os.path.isdir(folder):
+        for candidate in _numbered_newest_first(folder):
+            if _problem(candidate) is None:
+                return candidate, f"{path} {problem}; resuming from the newest intact checkpoint {candidate}"
+    if problem.startswith("does not match"):
+        raise CorruptCheckpointError(
+            f"checkpoint {path!r} {problem}: the file changed since it was saved (corrupt); "
+            f"resume from another checkpoint of {folder}"
+        )
+    return path, None
