@@ -29,6 +29,7 @@ __all__ = [
     "check_non_negative",
     "check_non_negative_int",
     "check_num_classes",
+    "check_optional_alpha",
     "check_optional_positive_int",
     "check_probability",
     "check_ratio",
@@ -268,6 +269,14 @@ def check_alpha(alpha: object, name: str = "alpha") -> float:
     alpha = check_non_negative(alpha, name)
     if alpha == 0.0 or math.isinf(alpha):
         raise ValueError(f"{name} must be > 0 and finite, got {alpha}")
+    return alpha
+
+
+def check_optional_alpha(alpha: object, name: str) -> float:
+    """A Beta parameter of a method that ``0`` switches off (timm's ``mixup_alpha``): >= 0 and finite."""
+    alpha = check_non_negative(alpha, name)
+    if math.isinf(alpha):
+        raise ValueError(f"{name} must be finite (0 switches the method off), got {alpha}")
     return alpha
 
 

@@ -21,10 +21,13 @@ import torch
 from ._base import BatchTransform, all_own
 from ._validation import (
     check_bool,
+    check_grid,
     check_minmax,
     check_mode,
-    check_non_negative,
+    check_optional_alpha,
     check_probability,
+    check_ratio,
+    check_saliency_mode,
     check_scope,
 )
 from .mixing import mix_pairs, same_format, switch_methods
@@ -114,11 +117,11 @@ class HybridMix(BatchTransform):
     ) -> None:
         # The warm-up is SalfMix's (below): the frame itself never skips a call.
         super().__init__(num_classes=num_classes, label_smoothing=label_smoothing, generator=generator)
-        self.mixup_alpha = check_non_negative(mixup_alpha, "mixup_alpha")
+        self.mixup_alpha = check_optional_alpha(mixup_alpha, "mixup_alpha")
         self.cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
         # as timm: minmax forces CutMix on with alpha 1
-        self.cutmix_alpha = 1.0 if self.cutmix_minmax else check_non_negative(cutmix_alpha, "cutmix_alpha")
-        self.saliencymix_alpha = check_non_negative(saliencymix_alpha, "saliencymix_alpha")
+        self.cutmix_alpha = 1.0 if self.cutmix_minmax else check_optional_alpha(cutmix_alpha, "cutmix_alpha")
+        self.saliencymix_alpha = check_optional_alpha(saliencymix_alpha, "saliencymix_alpha")
         self.resizemix_scope = (
             None if resizemix_scope is None else check_scope(resizemix_scope, "resizemix_scope")
         )
@@ -127,13 +130,14 @@ class HybridMix(BatchTransform):
         self.mode = check_mode(mode)
         self.correct_lam = check_bool(correct_lam, "correct_lam")
         self.salfmix_prob = check_probability(salfmix_prob, "salfmix_prob")
+        # Checked here too, so that an error names HybridMix's argument, not SalfMix's.
         self.salfmix = SalfMix(
-            salfmix_grid,
-            salfmix_ratio,
+            check_grid(salfmix_grid, "salfmix_grid"),
+            check_ratio(salfmix_ratio, "salfmix_ratio"),
             self.salfmix_prob,
-            pool=salfmix_pool,
-            saliency_mode=saliency_mode,
-            saliency_scale=saliency_scale,
+            pool=check_bool(salfmix_pool, "salfmix_pool"),
+            saliency_mode=check_saliency_mode(saliency_mode),
+            saliency_scale=check_ratio(saliency_scale, "saliency_scale"),
             model=model,
             num_classes=self.num_classes,  # checked against the model's logits; its targets are not used
             warmup_epochs=warmup_epochs,

@@ -56,6 +56,7 @@ from ._validation import (
     check_minmax,
     check_mode,
     check_non_negative,
+    check_optional_alpha,
     check_probability,
     check_saliency,
     check_scope,
@@ -497,13 +498,13 @@ class Mixup(TwoImageMix):
         super().__init__(
             prob=prob, mode=mode, label_smoothing=label_smoothing, num_classes=num_classes, **kwargs
         )
-        self.cutmix_alpha = check_non_negative(cutmix_alpha, "cutmix_alpha")
+        self.cutmix_alpha = check_optional_alpha(cutmix_alpha, "cutmix_alpha")
         self.cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
         self.switch_prob = check_probability(switch_prob, "switch_prob")
         self.correct_lam = check_bool(correct_lam, "correct_lam")
         with_cutmix = self.cutmix_alpha > 0 or self.cutmix_minmax is not None
         if with_cutmix:
-            self.mixup_alpha = check_non_negative(mixup_alpha, "mixup_alpha")
+            self.mixup_alpha = check_optional_alpha(mixup_alpha, "mixup_alpha")
         else:
             self.mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha")
         self._methods, self._weights = switch_methods(

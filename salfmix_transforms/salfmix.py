@@ -217,10 +217,12 @@ class SalfMix(BatchTransform):
                 f"{type(self).__name__} needs a saliency map: pass model= (the network being trained) to "
                 "the constructor or the call, or saliency= (precomputed maps of shape (B, H, W))"
             )
-        from .saliency import gradient_saliency, lowres_gradient_saliency
-
         if self.saliency_scale == 1.0:
+            from .saliency import gradient_saliency
+
             return gradient_saliency(model, x, target, mode=self.saliency_mode, num_classes=self.num_classes)
+        from .saliency import lowres_gradient_saliency
+
         return lowres_gradient_saliency(
             model, x, target, self.saliency_scale, mode=self.saliency_mode, num_classes=self.num_classes
         )
