@@ -715,7 +715,7 @@ def section_sources(args: argparse.Namespace, device: torch.device) -> tuple[str
     width = "full width" if args.width == 1.0 else f"width x{args.width:g}"
     table = markdown_table(
         [
-            "method",
+            "saliency source",
             "plain step (ms)",
             "exact (ms)",
             "exact / plain",

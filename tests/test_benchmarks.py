@@ -112,6 +112,11 @@ def test_speed_quick_prints_all_tables(tmp_path):
     assert {"SalfMix / plain", "HybridMix v3 / plain"} <= set(steps[0])
     assert all(cell.endswith("x") for row in steps[1:] for cell in (row[3], row[5]))
 
+    sources = _table_with(tables, "saliency source")
+    assert [row[0] for row in sources[1:]] == ["SalfMix", "HybridMix v3"]
+    assert {"exact / plain", "cached / plain", "lowres / plain"} <= set(sources[0])
+    assert all(cell.endswith("x") for row in sources[1:] for cell in (row[3], row[5], row[7]))
+
     static = _table_with(tables, "batch")
     assert static[0][1:4] == ["batched torch (ms)", "per-image loop (ms)", "loop / batched"]
     assert [row[0] for row in static[1:]] == ["B=16 32px"]
@@ -346,3 +351,17 @@ def test_interrupted_run_is_resumed_or_moved_aside(tmp_path):
     run.output.mkdir()
     (run.output / "last.pth.tar").write_bytes(b"")
     assert accuracy._command_for(run)[-2:] == ["--resume", str(run.output / "last.pth.tar")]
+
+
+def test_fidelity_quick_prints_the_agreement_table(tmp_path):
+    fidelity = ROOT / "benchmarks" / "fidelity.py"
+    out = tmp_path / "fidelity.md"
+    proc = _run(str(fidelity), "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = _table_with(_tables(out.read_text()), "epoch")
+    assert [row[0] for row in table[1:]] == ["0", "1"]
+    assert table[1][-1] == "–" and table[2][-1] != "–"  # no previous epoch before epoch 1
+    for row in table[1:]:
+        values = [float(v) for v in row[1:] if v != "–"]
+        assert all(0.0 <= v <= 100.0 for v in values)
+        assert all(float(row[i]) <= float(row[i + 1]) for i in range(1, len(row) - 1, 2) if row[i] != "–")
