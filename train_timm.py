@@ -146,6 +146,9 @@ METHODS: dict[str, dict[str, Any]] = {
 # What runs when no augmentation flag is given: the paper's method (Algorithm 1).
 DEFAULT_METHOD = "salfmix"
 
+# Where SalfMix's saliency comes from (--saliency-source); exact is the paper's.
+SALIENCY_SOURCES = ("exact", "cached", "lowres")
+
 HYBRID_PARTNERS = ("none", "mixup", "saliencymix", "cutmix", "resizemix")
 _PAPER_ALPHA = 1.0  # Beta(1, 1) for Mixup / CutMix / SaliencyMix when a method is switched on without alpha
 _PREACT_MODELS = ("preactresnet18", "preactresnet50", "preactresnet101")
@@ -339,6 +342,24 @@ def build_parser() -> argparse.ArgumentParser:
         "SaliencyCutout and RandomSelfMix)",
     )
     g.add_argument("--saliency-mode", default=None, choices=("train", "eval"), help="model mode for saliency")
+    g.add_argument(
+        "--saliency-source",
+        default="exact",
+        choices=SALIENCY_SOURCES,
+        help="exact: the paper's extra saliency pass per step; cached: maps from the training step's own "
+        "input gradient, one epoch late (SaliencyCache); lowres: the exact pass on the batch down-scaled "
+        "by --saliency-scale",
+    )
+    g.add_argument(
+        "--saliency-scale", type=_probability, default=0.5, help="down-scaling of --saliency-source lowres"
+    )
+    g.add_argument(
+        "--saliency-refresh",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="--saliency-source cached: maps older than K epochs get the exact pass",
+    )
     g.add_argument(
         "--hybrid",
         default="none",
@@ -572,6 +593,8 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int) -> Any:
     )
     if args.saliency_mode is not None:
         salfmix_kw["saliency_mode"] = args.saliency_mode
+    if args.saliency_source == "lowres":
+        salfmix_kw["saliency_scale"] = args.saliency_scale
     # Choice: every SalfMix-family method skips the first epoch, as HybridMix does in Algorithm 2 (the
     # saliency of an untrained network is noise); RandomSelfMix too, so that the ablation differs from SalfMix
     # only by the saliency. The classes themselves default to 0 (library users decide).
@@ -669,7 +692,29 @@ def _build_hybrid(
     )
     if args.saliency_mode is not None:
         kw["saliency_mode"] = args.saliency_mode
+    if args.saliency_source == "lowres":
+        kw["saliency_scale"] = args.saliency_scale
     return HybridMix(**kw, **common, **warmup)
+
+
+def uses_saliency(args: argparse.Namespace) -> bool:
+    """Whether the selected augmentation takes the model's saliency (SalfMix, ``cutout-sal``, HybridMix)."""
+    return bool(args.salfmix or args.saliency_cutout or args.hybrid != "none")
+
+
+def check_saliency_source(args: argparse.Namespace) -> None:
+    """``--saliency-source`` other than exact needs a method that takes the saliency.
+
+    Raises:
+        UsageError: with the flags to fix.
+    """
+    if args.saliency_source != "exact" and not uses_saliency(args):
+        raise UsageError(
+            f"--saliency-source {args.saliency_source} needs a method that takes the model's saliency "
+            f"(salfmix, cutout-sal, hybridmix-v1/v2/v3), not {method_name(args)}"
+        )
+    if args.saliency_refresh is not None and args.saliency_source != "cached":
+        raise UsageError("--saliency-refresh goes with --saliency-source cached")
 
 
 def uses_grid(args: argparse.Namespace) -> bool:
@@ -763,6 +808,7 @@ class _TrainState:
         self.method = ""
         self.train_time_s = 0.0
         self.aug_time_s = 0.0
+        self.saliency_cache: Any = None  # --saliency-source cached: saved with the checkpoints
 
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Any = None) -> dict[str, Any]:
         from timm.utils import get_state_dict, unwrap_model
@@ -783,6 +829,7 @@ class _TrainState:
                 "method": self.method,
                 "train_time_s": self.train_time_s,
                 "aug_time_s": self.aug_time_s,
+                "saliency_cache": None if self.saliency_cache is None else self.saliency_cache.state_dict(),
             },
         }
 
@@ -812,6 +859,7 @@ class _Run:
     saver: Any
     state: _TrainState
     num_params: int
+    saliency_cache: Any = None  # --saliency-source cached
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -1065,7 +1113,8 @@ def _setup(args: argparse.Namespace) -> _Run:
 
     from salfmix_transforms._validation import check_grid
     from salfmix_transforms.checkpoints import AtomicCheckpointSaver
-    from salfmix_transforms.data import build_datasets, canonical_name
+    from salfmix_transforms.data import build_datasets, canonical_name, with_source_coordinates
+    from salfmix_transforms.saliency_cache import SaliencyCache
 
     _check_device(args.device)
     cpus = os.cpu_count() or 1
@@ -1103,7 +1152,14 @@ def _setup(args: argparse.Namespace) -> _Run:
                 f"--salfmix-grid {args.salfmix_grid} does not fit {img_size}x{img_size} images "
                 f"(the pooling grid needs n <= {img_size}; paper: 4 at 32x32, 8 at 64x64)"
             ) from e
+    check_saliency_source(args)
     transform = build_batch_transform(args, num_classes)
+    saliency_cache = None
+    if args.saliency_source == "cached":
+        # Samples carry their index and source coordinates; the cache holds one map per training image.
+        train_ds = with_source_coordinates(train_ds)
+        saliency_cache = SaliencyCache(len(train_ds), device=device)
+        transform.track_provenance = True
 
     if args.resume:
         args.resume = _resolve_resume(args.resume, _is_primary(args))
@@ -1174,6 +1230,8 @@ def _setup(args: argparse.Namespace) -> _Run:
         aug_time_so_far = float(train_state.get("aug_time_s", 0.0))
         rng_states = list(train_state.get("rng") or [])
         start_epoch = int(start_epoch or 0)
+        if saliency_cache is not None:
+            _restore_saliency_cache(saliency_cache, train_state, args)
 
     model_ema = None
     if args.model_ema:
@@ -1202,6 +1260,7 @@ def _setup(args: argparse.Namespace) -> _Run:
     state.num_updates = num_updates
     state.method = method_name(args)
     state.train_time_s, state.aug_time_s = train_time_so_far, aug_time_so_far
+    state.saliency_cache = saliency_cache
     if _is_primary(args):
         output_dir = _output_dir(args)
         saver = AtomicCheckpointSaver(
@@ -1248,12 +1307,26 @@ def _setup(args: argparse.Namespace) -> _Run:
         saver=saver,
         state=state,
         num_params=num_params,
+        saliency_cache=saliency_cache,
         extra=dict(
             train_size=len(train_ds),
             val_size=len(val_ds),
             dataset=canonical_name(args.dataset, args.data_dir),
         ),
     )
+
+
+def _restore_saliency_cache(cache: Any, train_state: dict[str, Any], args: argparse.Namespace) -> None:
+    """The cache of a resumed ``--saliency-source cached`` run; rebuilt in one epoch when absent."""
+    saved = train_state.get("saliency_cache")
+    if saved is None:
+        if _is_primary(args):
+            _logger.warning("warning: the checkpoint has no saliency cache; it is rebuilt in the next epoch")
+        return
+    try:
+        cache.load_state_dict(saved)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {args.resume!r}: {_one_line(e)}") from e
 
 
 def _checkpoint_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -1285,6 +1358,7 @@ def _show_progress(args: argparse.Namespace) -> bool:
 def train_one_epoch(run: _Run, epoch: int, transform: Any, loss_fn: torch.nn.Module) -> dict[str, float]:
     from tqdm import tqdm
 
+    from salfmix_transforms.saliency import saliency_from_gradient
     from salfmix_transforms.targets import to_soft_targets
 
     args, device, model = run.args, run.device, run.model
@@ -1303,15 +1377,21 @@ def train_one_epoch(run: _Run, epoch: int, transform: Any, loss_fn: torch.nn.Mod
         dynamic_ncols=True,
         file=sys.stdout,
     )
-    for batch_idx, (x, y) in enumerate(bar):
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
+    cache = run.saliency_cache
+    for batch_idx, batch in enumerate(bar):
+        x = batch[0].to(device, non_blocking=True)
+        y = batch[1].to(device, non_blocking=True)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
 
         _sync(device)
         t0 = time.perf_counter()
-        if transform is not None:
+        if cache is not None:  # --saliency-source cached: samples are (image, target, index, coords)
+            index, coords = batch[2].to(device), batch[3].to(device)
+            maps = _cached_saliency(run, cache, x, y, index, coords, epoch)
+            x, y = transform(x, y, saliency=maps)
+            x.requires_grad_(True)  # the step's backward gives the input gradient too: eq. (2)
+        elif transform is not None:
             x, y = transform(x, y, model=model)
         else:
             y = to_soft_targets(y, run.num_classes, args.smoothing)
@@ -1329,6 +1409,13 @@ def train_one_epoch(run: _Run, epoch: int, transform: Any, loss_fn: torch.nn.Mod
         else:
             loss.backward()
             run.optimizer.step()
+        if cache is not None:
+            t0 = time.perf_counter()
+            own = transform.provenance
+            cache.write(
+                index, coords, saliency_from_gradient(x.grad), epoch, own, distributed=args.distributed
+            )
+            aug_time += time.perf_counter() - t0
         run.state.num_updates += 1
         if run.model_ema is not None:
             run.model_ema.update(model, step=run.state.num_updates)
@@ -1352,6 +1439,27 @@ def train_one_epoch(run: _Run, epoch: int, transform: Any, loss_fn: torch.nn.Mod
         "epoch_time": time.perf_counter() - epoch_start,
         "aug_time": aug_time,
     }
+
+
+def _cached_saliency(
+    run: _Run,
+    cache: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    index: torch.Tensor,
+    coords: torch.Tensor,
+    epoch: int,
+) -> torch.Tensor:
+    """The cached maps aligned with this batch's views (a never-written sample reads a constant map:
+    random cells); with ``--saliency-refresh K``, maps older than K epochs are replaced by the exact pass."""
+    from salfmix_transforms.saliency import gradient_saliency
+
+    maps = cache.read(index, coords)
+    stale = cache.stale(index, epoch, run.args.saliency_refresh)
+    if bool(stale.any()):
+        mode = run.args.saliency_mode or "train"
+        maps[stale] = gradient_saliency(run.model, x[stale], y[stale], mode=mode)
+    return maps
 
 
 @torch.no_grad()
@@ -1467,6 +1575,7 @@ def _train(run: _Run) -> dict[str, Any]:
         "model": args.model,
         "width": args.width,
         "method": method_name(args),
+        "saliency_source": args.saliency_source if uses_saliency(args) else None,
         "transform": repr(run.transform),
         "dataset": run.extra["dataset"],
         "data_dir": None if args.data_dir is None else os.path.abspath(args.data_dir),

@@ -56,8 +56,8 @@ TRAIN_SCRIPT = ROOT / "train_timm.py"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RUNS_DIR = RESULTS_DIR / "runs"  # per-run output folders (git-ignored: ``runs/``)
 
-# (train_timm.py --method, row label, where the paper reports it). The paper's table numbers are
-# given as references only (see PAPER_TOP1_ERROR).
+# (row, row label, where the paper reports it); a row is a train_timm.py --method, or one of ROW_FLAGS. The
+# paper's table numbers are given as references (PAPER_TOP1_ERROR).
 ROWS: list[tuple[str, str, str]] = [
     ("baseline", "Baseline", "Tables 4-5"),
     ("cutout", "Cutout", "Table 9"),
@@ -70,15 +70,34 @@ ROWS: list[tuple[str, str, str]] = [
     ("hybridmix-v1", "HybridMix v1 (+ Mixup)", "Tables 4-5"),
     ("hybridmix-v2", "HybridMix v2 (+ SaliencyMix)", "Tables 4-5"),
     ("hybridmix-v3", "HybridMix v3 (+ CutMix)", "Tables 4-5"),
+    # Issue 14: the saliency from the training step's own input gradient, one epoch late (SaliencyCache).
+    ("salfmix-cached", "SalfMix, cached saliency", "—"),
+    ("hybridmix-v1-cached", "HybridMix v1, cached saliency", "—"),
 ]
 METHODS = [method for method, _, _ in ROWS]
 
-# The paper's PreActResNet-18 top-1 errors (%) on CIFAR-10 / CIFAR-100, as {method: (cifar10, cifar100)},
-# each with its table. Deliberately empty: no accessible copy of the paper's result tables could be found
-# while this script was written (the stored pages of Choi et al., Sensors 21(24) 8444, 2021, only expose its
-# text up to the experimental settings), and numbers are never filled in from memory. Add them here, with
-# the table they come from, once checked against the paper; until then the table says "see paper Table N".
-PAPER_TOP1_ERROR: dict[str, tuple[float, float]] = {}
+# Rows that are a registry method with extra train_timm.py flags: row -> (--method, flags).
+ROW_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "salfmix-cached": ("salfmix", ("--saliency-source", "cached")),
+    "hybridmix-v1-cached": ("hybridmix-v1", ("--saliency-source", "cached")),
+}
+
+# The paper's top-1 errors (%) on CIFAR-10 / CIFAR-100, from its own tables (../shared/paper): Tables 4 and 5
+# with PreActResNet-18 (Table 4's row after "+Cutout" is labelled "+SaliencyMix" but holds SalfMix's values;
+# see that folder's README), Table 9 with PreActResNet-101 for the two ablations it alone reports.
+PAPER_TOP1_ERROR: dict[str, tuple[float, float, str]] = {
+    "baseline": (5.17, 24.22, "Tables 4-5"),
+    "cutout": (4.30, 23.72, "Tables 4-5"),
+    "cutout-sal": (3.43, 20.87, "Table 9, PreActResNet-101"),
+    "salfmix-nosal": (3.45, 20.70, "Table 9, PreActResNet-101"),
+    "salfmix": (4.14, 22.64, "Tables 4-5"),
+    "mixup": (4.10, 21.78, "Tables 4-5"),
+    "cutmix": (3.96, 20.51, "Tables 4-5"),
+    "saliencymix": (3.80, 20.02, "Tables 4-5"),
+    "hybridmix-v1": (3.85, 21.42, "Tables 4-5"),
+    "hybridmix-v2": (3.74, 19.88, "Tables 4-5"),
+    "hybridmix-v3": (3.38, 19.84, "Tables 4-5"),
+}
 
 
 @dataclass(frozen=True)
@@ -180,11 +199,13 @@ def plan_runs(args: argparse.Namespace) -> list[Run]:
         for method in args.rows:
             experiment = f"{args.protocol}-{method}-s{seed}-{settings_id(settings)}"
             output_root = Path(args.runs_dir)
+            train_method, row_flags = ROW_FLAGS.get(method, (method, ()))
             command = [
                 sys.executable,
                 str(TRAIN_SCRIPT),
                 "--method",
-                method,
+                train_method,
+                *row_flags,
                 "--epochs",
                 str(args.epochs),
                 "--width",
@@ -377,16 +398,16 @@ def results_table(records: list[dict], args: argparse.Namespace) -> str:
     mine = [r for r in records if r.get("protocol") == args.protocol and r.get("settings_id") == wanted]
     others = len([r for r in records if r.get("protocol") == args.protocol]) - len(mine)
     rows = []
-    for method, label, table in ROWS:
+    for method, label, _table in ROWS:
         runs = sorted((r for r in mine if r.get("method") == method), key=lambda r: r["seed"])
         best = [r["best_top1_err"] for r in runs]
         final = [r["final_top1_err"] for r in runs if r.get("final_top1_err") is not None]
         minutes = [_train_minutes(r) for r in runs]
         if method in PAPER_TOP1_ERROR:
-            c10, c100 = PAPER_TOP1_ERROR[method]
-            paper = f"{c10:.2f} / {c100:.2f}"
+            c10, c100, where = PAPER_TOP1_ERROR[method]
+            paper = f"{c10:.2f} / {c100:.2f} ({where})"
         else:
-            paper = f"see paper {table}"
+            paper = "—"
         rows.append(
             [
                 f"{label} (`{method}`)",

@@ -47,7 +47,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DATASETS", "DatasetError", "TensorImageDataset", "TinyImageNet", "build_datasets"]
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "TensorImageDataset",
+    "TinyImageNet",
+    "build_datasets",
+    "with_source_coordinates",
+]
 
 DATASETS = ("digits", "folder", "cifar10", "cifar100", "tinyimagenet")
 
@@ -223,28 +230,50 @@ def _pil_transforms(
     img_size: int, native_size: int | None, mean: Sequence[float], std: Sequence[float], flip: bool = True
 ) -> tuple[Callable, Callable]:
     """CIFAR recipe for PIL images: to RGB, (resize,) random crop with padding, flip, to tensor, normalise.
-    ``native_size=None`` (images of several sizes) resizes every image."""
-    from torchvision import transforms as T
+    ``native_size=None`` (images of several sizes) resizes every image.
 
-    head = [_to_rgb]
+    torchvision v2 transforms: called with an image they give a tensor; called with a dict that also holds a
+    ``tv_tensors.Mask`` of source coordinates (:func:`with_source_coordinates`) the geometric steps move it
+    with the image and the photometric ones leave it alone.
+    """
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    head: list[Callable] = [v2.Lambda(_to_rgb, Image.Image)]
     if native_size != img_size:
-        head += [T.Resize(img_size), T.CenterCrop(img_size)]
-    train = [*head, T.RandomCrop(img_size, padding=max(1, img_size // 8))]
+        head += [v2.Resize(img_size), v2.CenterCrop(img_size)]
+    train = [*head, v2.RandomCrop(img_size, padding=max(1, img_size // 8))]
     if flip:
-        train.append(T.RandomHorizontalFlip())
-    tail = [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(train + tail), T.Compose(head + tail)
+        train.append(v2.RandomHorizontalFlip())
+    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
+    return v2.Compose(train + tail), v2.Compose(head + tail)
 
 
 def _tensor_transforms(
     img_size: int, mean: Sequence[float], std: Sequence[float]
 ) -> tuple[Callable, Callable]:
-    """Random crop with padding and normalisation for in-memory float tensors (digits: no flip)."""
-    from torchvision import transforms as T
+    """Random crop with padding and normalisation for in-memory float tensors (digits: no flip); v2."""
+    from torchvision.transforms import v2
 
-    normalize = T.Normalize(mean, std)
-    train = T.Compose([T.RandomCrop(img_size, padding=max(1, img_size // 8)), normalize])
+    normalize = v2.Normalize(mean, std)
+    train = v2.Compose([v2.RandomCrop(img_size, padding=max(1, img_size // 8)), normalize])
     return train, normalize
+
+
+def with_source_coordinates(dataset: Any) -> Any:
+    """The training set for ``--saliency-source cached``: samples ``(image, target, index, coords)``.
+
+    The data set's own transform (a torchvision v2 pipeline of this module) is run on the image together
+    with its source-coordinate map (:class:`~salfmix_transforms.saliency_cache.IndexedViews`), so the
+    cache knows where every pixel of the view came from.
+    """
+    import copy
+
+    from .saliency_cache import IndexedViews
+
+    raw = copy.copy(dataset)
+    raw.transform = None
+    return IndexedViews(raw, dataset.transform)
 
 
 # --- builders -------------------------------------------------------------------------------------------

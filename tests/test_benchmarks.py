@@ -156,8 +156,10 @@ def test_accuracy_dry_run_plans_every_row_and_seed(tiny_folder, tmp_path):
     lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     assert len(lines) == len(accuracy.METHODS) * 2  # cpu-mini: every row, seeds 0 and 1
     for method in accuracy.METHODS:
+        train_method, flags = accuracy.ROW_FLAGS.get(method, (method, ()))
+        command = " ".join(("--method", train_method, *flags)) + " "
         for seed in (0, 1):
-            assert any(f"--method {method} " in ln and f"--seed {seed} " in ln for ln in lines), method
+            assert any(command in ln and f"--seed {seed} " in ln for ln in lines), method
     assert all(ln.startswith("[todo]") and "train_timm.py" in ln for ln in lines)
     assert all("--epochs 100 --width 0.25" in ln and "OMP_NUM_THREADS=1" in ln for ln in lines)
 
@@ -303,7 +305,10 @@ def test_table_mean_and_std_over_seeds():
     rows = _table_with(_tables(accuracy.results_table(records, args)), "method")
     salfmix = next(row for row in rows if "`salfmix`" in row[0])
     assert salfmix[1:6] == ["2", "21.00 ± 1.41", "22.00 ± 1.41", "20.00, 22.00", "9"]
-    assert salfmix[6].startswith("see paper")  # no paper number is ever invented
+    # The paper column comes from the paper's own tables (../shared/paper): SalfMix, Tables 4 and 5.
+    assert salfmix[6] == "4.14 / 22.64 (Tables 4-5)"
+    cached = next(row for row in rows if "`salfmix-cached`" in row[0])
+    assert cached[1] == "0" and cached[6] == "—"
     assert accuracy.completed(records, accuracy.plan_runs(args)[0]) is None  # baseline seed 0 not done
 
 
