@@ -355,10 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--saliency-refresh",
-        type=_positive_int,
+        type=_non_negative_int,
         default=None,
         metavar="K",
-        help="--saliency-source cached: maps older than K epochs get the exact pass",
+        help="--saliency-source cached: maps older than K epochs get the exact pass (0: every written map)",
     )
     g.add_argument(
         "--hybrid",
@@ -1455,11 +1455,19 @@ def _cached_saliency(
     from salfmix_transforms.saliency import gradient_saliency
 
     maps = cache.read(index, coords)
+    if run.args.saliency_refresh is None or _salfmix_in_warmup(run.transform):
+        return maps
     stale = cache.stale(index, epoch, run.args.saliency_refresh)
     if bool(stale.any()):
         mode = run.args.saliency_mode or "train"
         maps[stale] = gradient_saliency(run.model, x[stale], y[stale], mode=mode)
     return maps
+
+
+def _salfmix_in_warmup(transform: Any) -> bool:
+    """Whether the SalfMix step of ``transform`` (HybridMix's, or the transform itself) skips this call."""
+    salfmix = getattr(transform, "salfmix", transform)
+    return bool(salfmix.in_warmup)
 
 
 @torch.no_grad()

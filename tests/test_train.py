@@ -658,3 +658,84 @@ def test_torchrun_two_cpu_processes_with_salfmix(tiny_folder, tmp_path):
     ckpt = torch.load(run_dir / "last.pth.tar", map_location="cpu", weights_only=False)
     assert len(ckpt["train_state"]["rng"]) == 2  # every rank's RNG state, for an exact resume
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])  # saved unwrapped
+
+
+# --- --saliency-source (issue 14) ------------------------------------------------------------------------
+
+
+def _count_saliency_passes(monkeypatch) -> list[tuple[int, ...]]:
+    """Record the input shape of every exact saliency pass."""
+    from salfmix_transforms import saliency as saliency_module
+
+    shapes: list[tuple[int, ...]] = []
+    real = saliency_module.gradient_saliency
+
+    def counting(model, x, *args, **kwargs):
+        shapes.append(tuple(x.shape))
+        return real(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(saliency_module, "gradient_saliency", counting)
+    return shapes
+
+
+@pytest.mark.parametrize("method", ["salfmix", "hybridmix-v1"])
+def test_cached_saliency_runs_no_extra_pass_and_keeps_the_cache_in_the_checkpoint(
+    tiny_folder, tmp_path, monkeypatch, method
+):
+    passes = _count_saliency_passes(monkeypatch)
+    argv = _tiny_args(tiny_folder, tmp_path, "cached", "--method", method, "--saliency-source", "cached")
+    assert train_timm.main([*argv, "--epochs", "2"]) == 0
+    assert passes == []  # the maps come from the training steps' own backward
+    run_dir = tmp_path / "cached"
+    ckpt = torch.load(run_dir / "last.pth.tar", map_location="cpu", weights_only=False)
+    cache = ckpt["train_state"]["saliency_cache"]
+    assert cache["maps"].shape == (16, 16, 16)
+    # 16 images, batch 8: every image is seen in both epochs; the last write is epoch 1's.
+    assert cache["written_epoch"].tolist() == [1] * 16
+    assert float(cache["maps"].float().abs().sum()) > 0
+    assert _results(run_dir)["saliency_source"] == "cached"
+
+
+def test_cached_saliency_resumes_with_its_cache(tiny_folder, tmp_path):
+    common = ["--method", "salfmix", "--saliency-source", "cached", "--sched", "constant"]
+    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "first", *common)) == 0
+    first = torch.load(tmp_path / "first" / "last.pth.tar", map_location="cpu", weights_only=False)
+    assert first["train_state"]["saliency_cache"]["written_epoch"].tolist() == [0] * 16  # warm-up fills it
+    argv = _tiny_args(tiny_folder, tmp_path, "first", *common, "--epochs", "2")
+    assert train_timm.main([*argv, "--resume", str(tmp_path / "first" / "last.pth.tar")]) == 0
+    second = torch.load(tmp_path / "first" / "last.pth.tar", map_location="cpu", weights_only=False)
+    assert second["train_state"]["saliency_cache"]["written_epoch"].tolist() == [1] * 16
+
+
+def test_the_refresh_option_runs_the_exact_pass_for_old_maps(tiny_folder, tmp_path, monkeypatch):
+    passes = _count_saliency_passes(monkeypatch)
+    argv = _tiny_args(tiny_folder, tmp_path, "refresh", "--method", "salfmix", "--saliency-source", "cached")
+    assert train_timm.main([*argv, "--epochs", "3", "--saliency-refresh", "1"]) == 0
+    assert passes == []  # every map is one epoch old at its next visit: never older than 1
+    argv = _tiny_args(tiny_folder, tmp_path, "refresh0", "--method", "salfmix", "--saliency-source", "cached")
+    assert train_timm.main([*argv, "--epochs", "3", "--saliency-refresh", "0"]) == 0
+    # K = 0: every written map is refreshed, once per batch after the warm-up epoch (2 epochs x 2 batches).
+    assert passes == [(8, 3, 32, 32)] * 4
+
+
+def test_lowres_saliency_runs_the_pass_on_the_half_size_batch(tiny_folder, tmp_path, monkeypatch):
+    passes = _count_saliency_passes(monkeypatch)
+    argv = _tiny_args(tiny_folder, tmp_path, "lowres", "--method", "salfmix", "--saliency-source", "lowres")
+    assert train_timm.main([*argv, "--salfmix-warmup-epochs", "0"]) == 0
+    assert passes and all(shape[2:] == (16, 16) for shape in passes)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (
+            ["--method", "mixup", "--saliency-source", "cached"],
+            "needs a method that takes the model's saliency",
+        ),
+        (["--method", "salfmix-nosal", "--saliency-source", "lowres"], "salfmix-nosal"),
+        (["--method", "salfmix", "--saliency-refresh", "2"], "--saliency-source cached"),
+    ],
+)
+def test_saliency_source_errors_are_one_line(tiny_folder, tmp_path, capsys, extra, needle):
+    rc = train_timm.main(_tiny_args(tiny_folder, tmp_path, "bad", *extra))
+    _assert_one_line_error(rc, capsys.readouterr().err, needle)
