@@ -6,6 +6,12 @@ overwritten and returned, as timm's ``Mixup`` does). This base class does the pa
 checks, choice of random generator (call argument over constructor argument over PyTorch's global RNG), the
 warm-up epochs of Algorithm 2 (:class:`EpochCounter`), and the soft-target output (``num_classes`` /
 ``label_smoothing``).
+
+Targets are told apart by their shape: class indices (B,) or soft targets (B, K) for classification, a class
+mask (B, H, W) (integer, ``ignore_index`` for unlabelled pixels) or soft dense targets (B, K, H, W) for
+semantic segmentation. A dense target goes through the very pixel operation of the image
+(:meth:`BatchTransform._transform_dense`, :meth:`~salfmix_transforms.mixing.TwoImageMix.apply_target`), so
+each output pixel's label is the label of the pixel it came from.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import torch
 
 from ._random import resolve_generator
 from ._validation import (
+    IGNORE_INDEX,
     check_epoch,
     check_generator,
+    check_ignore_index,
     check_images,
     check_non_negative_int,
     check_num_classes,
@@ -26,7 +34,7 @@ from ._validation import (
     check_probability,
     check_target,
 )
-from .targets import infer_num_classes, smooth_checked_targets
+from .targets import infer_num_classes, is_dense_target, smooth_checked_targets
 
 __all__ = ["BatchTransform", "EpochCounter", "all_own"]
 
@@ -100,6 +108,9 @@ class BatchTransform:
         steps_per_epoch: calls per epoch (``len(loader)``), so that the warm-up ends without
             :meth:`set_epoch`; see :class:`EpochCounter`.
         generator: default ``torch.Generator`` for every random choice (a call's ``generator=`` wins).
+        ignore_index: the class index of unlabelled pixels in class masks (B, H, W) (default 255, PASCAL VOC's
+            and Cityscapes'; CamVid's is 11): cut-out pixels get it, soft dense targets get all-zero pixels
+            for it. It must not be a class of ``num_classes`` when a class mask is given (a call checks).
     """
 
     def __init__(
@@ -110,8 +121,10 @@ class BatchTransform:
         warmup_epochs: int = 0,
         steps_per_epoch: int | None = None,
         generator: torch.Generator | None = None,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         self.num_classes = check_num_classes(num_classes)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.label_smoothing = check_probability(label_smoothing, "label_smoothing")
         self.counter = EpochCounter(warmup_epochs, steps_per_epoch)
         self.generator = check_generator(generator)
@@ -158,20 +171,41 @@ class BatchTransform:
 
     def _check_call(self, x: object, target: object) -> tuple[torch.Tensor, torch.Tensor]:
         x = check_images(x)
-        target = check_target(target, x.shape[0], self.num_classes)
+        size = (x.shape[2], x.shape[3])
+        target = check_target(
+            target, x.shape[0], self.num_classes, image_size=size, ignore_index=self.ignore_index
+        )
         return x, target
 
     def _soft_targets(self, target: torch.Tensor) -> torch.Tensor:
-        """Soft targets (B, K) of a target checked by :meth:`_check_call`; ``K`` is ``num_classes`` or, when
-        that is ``None``, the width of the soft targets given (class indices then need ``num_classes``)."""
+        """Soft targets (B, K) (dense: (B, K, H, W)) of a target checked by :meth:`_check_call`; ``K`` is
+        ``num_classes`` or, when that is ``None``, the width of the soft targets given (class indices and
+        class masks then need ``num_classes``)."""
         num_classes = infer_num_classes(target, self.num_classes)
-        return smooth_checked_targets(target, num_classes, self.label_smoothing)
+        return smooth_checked_targets(target, num_classes, self.label_smoothing, self.ignore_index)
 
     def _output_target(self, target: torch.Tensor) -> torch.Tensor:
-        """The target of a label-preserving transform: soft when ``num_classes`` is set, else unchanged."""
+        """The target of a label-preserving transform: soft when ``num_classes`` is set, else unchanged (a
+        class mask stays a class mask)."""
         if self.num_classes is None:
             return target
         return self._soft_targets(target)
+
+    def _transform_dense(
+        self, target: torch.Tensor, pixels: Callable[[torch.Tensor, float | int], torch.Tensor]
+    ) -> torch.Tensor:
+        """A dense target put through the image's own pixel operation; a classification target unchanged.
+
+        ``pixels(planes, fill)`` is the operation the transform applied to ``x`` (a patch copy, a box fill),
+        given the target as planes (B, 1, H, W) for a class mask or (B, K, H, W) for soft dense targets, and
+        the value of a dropped pixel: ``ignore_index`` for a class mask, 0 for soft targets (an all-zero,
+        ignored pixel). It must return a new tensor: the caller's target is never written.
+        """
+        if not is_dense_target(target):
+            return target
+        if target.dim() == 3:
+            return pixels(target.unsqueeze(1), self.ignore_index).squeeze(1)
+        return pixels(target, 0.0)
 
     def __call__(
         self,

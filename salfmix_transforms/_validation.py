@@ -13,15 +13,18 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
+    "IGNORE_INDEX",
     "MODES",
     "SALIENCY_MODES",
     "check_alpha",
     "check_bool",
+    "check_dense_target",
     "check_distributions",
     "check_epoch",
     "check_fill",
     "check_generator",
     "check_grid",
+    "check_ignore_index",
     "check_images",
     "check_minmax",
     "check_mode",
@@ -31,6 +34,7 @@ __all__ = [
     "check_num_classes",
     "check_optional_alpha",
     "check_optional_positive_int",
+    "check_pixel_distributions",
     "check_probability",
     "check_ratio",
     "check_saliency",
@@ -45,6 +49,9 @@ __all__ = [
 MODES = ("batch", "pair", "elem")
 #: The model's mode during the saliency pass (:func:`~salfmix_transforms.saliency.gradient_saliency`).
 SALIENCY_MODES = ("train", "eval")
+#: The default ``ignore_index`` of class masks (B, H, W): the unlabelled pixels of PASCAL VOC, Cityscapes
+#: and ADE20K. Choice: 255 rather than PyTorch's cross-entropy default -100, which a uint8 mask cannot hold.
+IGNORE_INDEX = 255
 
 
 def check_images(x: object, name: str = "x") -> torch.Tensor:
@@ -63,11 +70,20 @@ def check_images(x: object, name: str = "x") -> torch.Tensor:
 
 
 def check_target(
-    target: object, batch_size: int, num_classes: int | None = None, name: str = "target"
+    target: object,
+    batch_size: int,
+    num_classes: int | None = None,
+    name: str = "target",
+    *,
+    image_size: tuple[int, int] | None = None,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Class indices of shape (B,) (integer dtype) or soft targets of shape (B, K) (floating dtype).
 
     With ``num_classes`` given, indices must lie in [0, num_classes) and soft targets need K == num_classes.
+    With ``image_size = (H, W)`` given, dense targets of images of that size are accepted too: a class mask
+    (B, H, W) or soft dense targets (B, K, H, W) (:func:`check_dense_target`). The shape tells them apart:
+    (B,) and (B, K) are classification targets, (B, H, W) and (B, K, H, W) dense ones.
     """
     if not isinstance(target, torch.Tensor):
         raise TypeError(
@@ -75,21 +91,7 @@ def check_target(
             f"got {type(target).__name__}"
         )
     if target.dim() == 1:
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(
-                f"{name} of shape (B,) must hold integer class indices, got dtype {target.dtype} "
-                "(pass soft targets as a (B, num_classes) float tensor)"
-            )
-        if target.shape[0] != batch_size:
-            raise ValueError(f"{name} has {target.shape[0]} labels for a batch of {batch_size} images")
-        if num_classes is not None and target.numel() > 0:
-            low, high = torch.stack(torch.aminmax(target)).tolist()  # one host sync, not two
-            if low < 0 or high >= num_classes:
-                raise ValueError(
-                    f"{name} holds class indices in [{low}, {high}], outside [0, {num_classes - 1}] "
-                    f"for num_classes={num_classes}"
-                )
-        return target
+        return _check_class_indices(target, batch_size, num_classes, name)
     if target.dim() == 2:
         if not target.is_floating_point():
             raise TypeError(f"{name} of shape (B, K) must be floating-point soft targets, got {target.dtype}")
@@ -99,9 +101,119 @@ def check_target(
             raise ValueError(f"{name} has {target.shape[1]} columns, expected num_classes={num_classes}")
         check_distributions(target, name)
         return target
+    if image_size is not None and target.dim() in (3, 4):
+        return check_dense_target(target, batch_size, image_size, num_classes, ignore_index, name)
+    dense = ", a class mask (B, H, W) or soft dense targets (B, K, H, W)" if image_size is not None else ""
     raise ValueError(
-        f"{name} must be class indices (B,) or soft targets (B, K), got shape {tuple(target.shape)}"
+        f"{name} must be class indices (B,) or soft targets (B, K){dense}, got shape {tuple(target.shape)}"
     )
+
+
+def _is_integer(target: torch.Tensor) -> bool:
+    return not (target.is_floating_point() or target.is_complex() or target.dtype == torch.bool)
+
+
+def _check_class_indices(
+    target: torch.Tensor, batch_size: int, num_classes: int | None, name: str
+) -> torch.Tensor:
+    if not _is_integer(target):
+        raise TypeError(
+            f"{name} of shape (B,) must hold integer class indices, got dtype {target.dtype} "
+            "(pass soft targets as a (B, num_classes) float tensor)"
+        )
+    if target.shape[0] != batch_size:
+        raise ValueError(f"{name} has {target.shape[0]} labels for a batch of {batch_size} images")
+    if num_classes is not None and target.numel() > 0:
+        low, high = torch.stack(torch.aminmax(target)).tolist()  # one host sync, not two
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"{name} holds class indices in [{low}, {high}], outside [0, {num_classes - 1}] "
+                f"for num_classes={num_classes}"
+            )
+    return target
+
+
+def check_dense_target(
+    target: torch.Tensor,
+    batch_size: int,
+    image_size: tuple[int, int],
+    num_classes: int | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    name: str = "target",
+) -> torch.Tensor:
+    """A dense target of images (B, C, H, W) of size ``image_size = (H, W)``.
+
+    * a class mask (B, H, W), integer dtype: every pixel a class index in [0, num_classes) or
+      ``ignore_index`` (an unlabelled pixel), which the dtype must be able to hold
+      (:func:`check_ignore_index`);
+    * soft dense targets (B, K, H, W), floating dtype: every pixel a vector of K non-negative finite
+      weights summing to at most 1. Choice: a pixel's sum is its weight in the loss, 1 for a labelled pixel
+      and 0 (all-zero) for an ignored one; a mix may leave a pixel in between (Mixup with one ignored
+      source pixel, :func:`~salfmix_transforms.targets.mix_targets`), so any sum in [0, 1] is accepted.
+    """
+    hard = target.dim() == 3
+    if hard and not _is_integer(target):
+        raise TypeError(
+            f"{name} of shape (B, H, W) is a class mask and must hold integer class indices, got dtype "
+            f"{target.dtype} (pass soft dense targets as a (B, K, H, W) float tensor)"
+        )
+    if not hard and not target.is_floating_point():
+        raise TypeError(
+            f"{name} of shape (B, K, H, W) must be floating-point soft dense targets, got {target.dtype} "
+            "(pass class masks as a (B, H, W) integer tensor)"
+        )
+    if target.shape[0] != batch_size:
+        raise ValueError(f"{name} has {target.shape[0]} masks for a batch of {batch_size} images")
+    if tuple(target.shape[-2:]) != tuple(image_size):
+        kind = "class mask (B, H, W)" if hard else "soft dense target (B, K, H, W)"
+        raise ValueError(
+            f"{name} is a {kind} of {target.shape[-2]}x{target.shape[-1]} pixels, but the images are "
+            f"{image_size[0]}x{image_size[1]}: a dense target must have the image's H and W"
+        )
+    if hard:
+        return _check_mask_values(target, num_classes, ignore_index, name)
+    if num_classes is not None and target.shape[1] != num_classes:
+        raise ValueError(f"{name} has {target.shape[1]} class planes, expected num_classes={num_classes}")
+    return check_pixel_distributions(target, name)
+
+
+def check_ignore_index(
+    ignore_index: object, num_classes: int | None = None, dtype: torch.dtype | None = None
+) -> int:
+    """The class index of unlabelled pixels: an integer, not a class of ``num_classes`` (when given), and
+    a value that a class mask of ``dtype`` (when given) can hold (Cutout writes it into the mask)."""
+    ignore_index = _check_int(ignore_index, "ignore_index")
+    if num_classes is not None and 0 <= ignore_index < num_classes:
+        raise ValueError(
+            f"ignore_index={ignore_index} is a class index for num_classes={num_classes}: pass an "
+            f"ignore_index outside [0, {num_classes - 1}] (255, or -1 for int64 masks)"
+        )
+    if dtype is not None:
+        info = torch.iinfo(dtype)
+        if not info.min <= ignore_index <= info.max:
+            raise ValueError(
+                f"ignore_index={ignore_index} does not fit a {dtype} class mask (values in [{info.min}, "
+                f"{info.max}]): pass an ignore_index that the mask can hold"
+            )
+    return ignore_index
+
+
+def _check_mask_values(
+    target: torch.Tensor, num_classes: int | None, ignore_index: int, name: str
+) -> torch.Tensor:
+    """Every pixel of a class mask a class index in [0, num_classes) (>= 0 without it) or ``ignore_index``."""
+    check_ignore_index(ignore_index, num_classes, target.dtype)
+    if target.numel() == 0:
+        return target
+    labelled = torch.where(target != ignore_index, target, torch.zeros((), dtype=target.dtype))
+    low, high = torch.stack(torch.aminmax(labelled)).tolist()  # one host sync, not two
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        classes = f"[0, {num_classes - 1}] for num_classes={num_classes}" if num_classes else "[0, ...)"
+        raise ValueError(
+            f"{name} holds class indices in [{low}, {high}] (ignore_index={ignore_index} aside), outside "
+            f"{classes}"
+        )
+    return target
 
 
 def check_saliency(saliency: object, images: torch.Tensor, name: str = "saliency") -> torch.Tensor:
@@ -347,5 +459,28 @@ def check_distributions(target: torch.Tensor, name: str = "target") -> torch.Ten
         raise ValueError(
             f"{name} rows must sum to 1 (probability distributions), got sums in [{float(low):.4g}, "
             f"{float(high):.4g}]"
+        )
+    return target
+
+
+def check_pixel_distributions(target: torch.Tensor, name: str = "target") -> torch.Tensor:
+    """Soft dense targets (B, K, H, W): finite, >= 0, every pixel summing to at most 1 (1: labelled, 0:
+    ignored; see :func:`check_dense_target`). One host synchronisation, tolerances of
+    :func:`check_distributions`."""
+    if target.numel() == 0:
+        return target
+    values = target.float()
+    tolerance = 1e-2 if target.element_size() < 4 else 1e-3
+    sums = values.sum(dim=1)
+    checks = (torch.isfinite(values).all().float(), (values < 0).any().float(), sums.max())
+    finite, negative, high = torch.stack(checks).tolist()
+    if not finite:
+        raise ValueError(f"{name} holds NaN or infinite soft targets; every entry must be finite")
+    if negative:
+        raise ValueError(f"{name} holds negative soft targets; pixels must be probability distributions")
+    if high > 1.0 + tolerance:
+        raise ValueError(
+            f"{name} pixels must sum to 1 (a probability distribution) or 0 (an ignored pixel), got sums "
+            f"up to {high:.4g}"
         )
     return target

@@ -27,7 +27,8 @@ class Cutout(BatchTransform):
     Per sample, with probability ``prob``: the box has ``ph = floor(H * mask_ratio)`` rows and
     ``pw = floor(W * mask_ratio)`` columns (at least one each), its centre ``(cy, cx)`` is a uniformly random
     pixel of the image, it covers rows ``[cy - ph // 2, cy - ph // 2 + ph)`` and the corresponding columns,
-    and it is clipped at the image borders (so a box near a border is smaller). The label is unchanged.
+    and it is clipped at the image borders (so a box near a border is smaller). The label is unchanged; a
+    dense target loses the box too: ``ignore_index`` in a class mask, all-zero (ignored) soft pixels.
 
     Choice: the size is a ratio of the image side, ``mask_ratio=0.5`` being the 16-pixel box of CIFAR
     (32x32); an odd side keeps all of its ``ph`` pixels (the reference code's ``+-length // 2`` would drop
@@ -93,9 +94,12 @@ class Cutout(BatchTransform):
             check_writable(x)
         top, left, bottom, right, applied = self.boxes(batch, height, width, x.device, generator)
         out = fill_boxes(x, top, left, bottom, right, self.fill, applied, inplace=self.inplace)
+        dropped = self._transform_dense(
+            target, lambda planes, fill: fill_boxes(planes, top, left, bottom, right, fill, applied)
+        )
         bottom = torch.where(applied, bottom, top)  # a skipped sample has an empty box
         self._record_provenance(lambda: (~box_mask(top, left, bottom, right, height, width)[:, 0]).float())
-        return out, self._output_target(target)
+        return out, self._output_target(dropped)
 
 
 class SaliencyCutout(SalfMix):
@@ -104,7 +108,7 @@ class SaliencyCutout(SalfMix):
     ``R_l`` and ``P_l`` are chosen exactly as in SalfMix (Algorithm 1, lines 1-5: pooled saliency, argmin
     cell, patch of ``floor(H * r) x floor(W * r)`` placed at random around the cell); line 6 is replaced by
     dropping ``P_l``. Like :class:`~salfmix_transforms.salfmix.SalfMix` it needs ``model=`` or
-    ``saliency=``. The label is unchanged.
+    ``saliency=``. The label is unchanged; a dense target loses ``P_l`` as :class:`Cutout`'s box.
 
     Choice: the defaults (``grid=4``, ``ratio=0.3``) are SalfMix's, so that the ablation differs from SalfMix
     only in what is written into ``P_l``; ``P_m`` is still drawn (and ignored) so that the same generator
@@ -138,15 +142,20 @@ class SaliencyCutout(SalfMix):
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         plan = self._plan_for(x, target, model, saliency, generator)
-        out = fill_patches(
-            x,
-            plan.dst_top,
-            plan.dst_left,
-            plan.patch_height,
-            plan.patch_width,
-            self.fill,
-            plan.applied,
-            inplace=self.inplace,
-        )
+
+        def drop(planes: torch.Tensor, fill: float | int, inplace: bool = False) -> torch.Tensor:
+            return fill_patches(
+                planes,
+                plan.dst_top,
+                plan.dst_left,
+                plan.patch_height,
+                plan.patch_width,
+                fill,
+                plan.applied,
+                inplace=inplace,
+            )
+
+        out = drop(x, self.fill, self.inplace)
+        dropped = self._transform_dense(target, drop)
         self._record_provenance(lambda: pasted_window_free(plan, x.shape[2], x.shape[3]))
-        return out, self._output_target(target)
+        return out, self._output_target(dropped)

@@ -20,6 +20,7 @@ import torch
 
 from ._base import BatchTransform, all_own
 from ._validation import (
+    IGNORE_INDEX,
     check_bool,
     check_grid,
     check_minmax,
@@ -32,6 +33,7 @@ from ._validation import (
 )
 from .mixing import mix_pairs, same_format, switch_methods
 from .salfmix import SalfMix
+from .targets import infer_num_classes, is_dense_target
 
 __all__ = ["HybridMix"]
 
@@ -59,6 +61,13 @@ class HybridMix(BatchTransform):
     ``saliency=`` at call time is SalfMix's map (instead of the model's gradient saliency); SaliencyMix
     computes its own static saliency on the self-mixed batch, the images it actually mixes.
 
+    Dense targets (semantic segmentation: a class mask (B, H, W) or soft dense targets (B, K, H, W)) go
+    through both steps with the image: SalfMix copies the labels of ``P_m`` over ``P_l`` (Algorithm 1, line
+    6), then the two-image mix pastes or blends them
+    (:meth:`~salfmix_transforms.mixing.TwoImageMix.apply_target`); the result is soft dense targets
+    (B, num_classes, H, W). The saliency is then that of the per-pixel cross-entropy (eq. (2)-(3),
+    :func:`~salfmix_transforms.saliency.gradient_saliency`).
+
     With SalfMix off (``salfmix_prob=0``, or during the warm-up) the result is exactly the plain two-image
     method's (:class:`~salfmix_transforms.mixing.Mixup`, ...) for the same generator state; with
     ``mixup_enabled = False`` (timm's switch for ``--mixup-off-epoch``) only SalfMix runs.
@@ -84,6 +93,8 @@ class HybridMix(BatchTransform):
             :meth:`set_epoch` (:class:`~salfmix_transforms._base.EpochCounter`).
         model: the network being trained, used for SalfMix's saliency when a call passes none.
         generator: default ``torch.Generator`` for every random choice (a call's ``generator=`` wins).
+        ignore_index: the class index of unlabelled pixels in class masks (B, H, W)
+            (:class:`~salfmix_transforms._base.BatchTransform`).
 
     Raises:
         ValueError: at construction if neither SalfMix nor any two-image method is enabled; at call time if
@@ -114,9 +125,15 @@ class HybridMix(BatchTransform):
         steps_per_epoch: int | None = None,
         model: torch.nn.Module | None = None,
         generator: torch.Generator | None = None,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         # The warm-up is SalfMix's (below): the frame itself never skips a call.
-        super().__init__(num_classes=num_classes, label_smoothing=label_smoothing, generator=generator)
+        super().__init__(
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
+            generator=generator,
+            ignore_index=ignore_index,
+        )
         self.mixup_alpha = check_optional_alpha(mixup_alpha, "mixup_alpha")
         self.cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
         # as timm: minmax forces CutMix on with alpha 1
@@ -139,9 +156,10 @@ class HybridMix(BatchTransform):
             saliency_mode=check_saliency_mode(saliency_mode),
             saliency_scale=check_ratio(saliency_scale, "saliency_scale"),
             model=model,
-            num_classes=self.num_classes,  # checked against the model's logits; its targets are not used
+            num_classes=self.num_classes,  # checked against the model's logits; dense targets come back soft
             warmup_epochs=warmup_epochs,
             steps_per_epoch=steps_per_epoch,
+            ignore_index=self.ignore_index,
         )
         self.mixup_enabled = True  # timm's switch: False turns the two-image mix off (SalfMix stays)
         self.methods, self.weights = switch_methods(
@@ -265,8 +283,11 @@ class HybridMix(BatchTransform):
         saliency: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        soft = self._soft_targets(target)
-        mixed = x
+        dense = is_dense_target(target)
+        if dense:
+            infer_num_classes(target, self.num_classes)  # a class mask needs num_classes: fail before SalfMix
+        soft = None if dense else self._soft_targets(target)
+        mixed, moved = x, target
         if self.salfmix_active and model is None and self.model is None and saliency is None:
             raise ValueError(
                 "model must be given: HybridMix applies SalfMix (salfmix_prob="
@@ -279,10 +300,12 @@ class HybridMix(BatchTransform):
             # Algorithm 2, lines 10-11: saliency of the un-mixed batch with the original labels, SalfMix
             # (the identity during its warm-up, which it counts).
             self.salfmix.track_provenance = self.track_provenance
-            mixed, _ = self.salfmix.call_checked(
+            mixed, moved = self.salfmix.call_checked(
                 x, target, model=model, saliency=saliency, generator=generator
             )
             own = self.salfmix.provenance
+        if dense:
+            soft = self._soft_targets(moved)  # the labels of P_m moved with its pixels (Algorithm 1, line 6)
         if self.two_image_active:
             # Algorithm 2, line 12: the two-image mix of the self-mixed batch.
             out = mix_pairs(

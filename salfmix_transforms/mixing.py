@@ -28,7 +28,12 @@ Choices beyond timm (which asserts an even batch and loops over the samples):
   ``torch.where`` (a batch-wide box is a sliced copy), per-sample ResizeMix scales are one gather-based
   bilinear resize, and the frame writes each result into one output tensor (few full-size temporaries);
 * targets are always soft (B, K); ``K`` is ``num_classes`` or, when that is ``None``, the width of the soft
-  targets given (class indices then need ``num_classes``).
+  targets given (class indices then need ``num_classes``);
+* dense targets (a class mask (B, H, W) or soft (B, K, H, W)) come back as soft dense targets
+  (B, K, H, W) mixed with the image's own geometry (:meth:`TwoImageMix.apply_target`): the partner's box
+  is pasted (one-hot pixels stay one-hot), ResizeMix's partner is resized with nearest interpolation, and
+  Mixup blends every pixel, ``lam * y_i + (1 - lam) * y_j`` (an ignored pixel adds nothing, see
+  :mod:`salfmix_transforms.targets` for the loss).
 
 Every method is two public steps, which :class:`~salfmix_transforms.hybrid.HybridMix` composes too:
 ``sample`` draws the random parameters of every slot (``lam`` or ResizeMix's ``tau``, and the box
@@ -50,6 +55,7 @@ import torch
 from ._base import BatchTransform, all_own
 from ._random import rand
 from ._validation import (
+    IGNORE_INDEX,
     MODES,
     check_alpha,
     check_bool,
@@ -74,7 +80,7 @@ from .boxes import (
     sample_resize_boxes,
 )
 from .static_saliency import fine_grained_saliency
-from .targets import mix_targets
+from .targets import is_dense_target, mix_targets
 
 __all__ = [
     "MODES",
@@ -220,7 +226,8 @@ def mix_pairs(
     (``sample``: ``lam`` or ResizeMix's ``tau``, box centres or boxes). The slots are expanded to the
     samples, each method mixes the samples that chose it (``apply``), and the targets become
     ``lam * y_i + (1 - lam) * y_j``. Samples that are not applied, and the middle one of an odd batch, are
-    returned unchanged with their own soft label.
+    returned unchanged with their own soft label. Soft dense targets (B, K, H, W) are mixed by each
+    method's :meth:`~TwoImageMix.apply_target` with the ``lam`` and box of its ``apply``.
 
     With ``provenance=True`` a third tensor (B, H, W) float32 says how much of every output pixel is the
     sample's own pixel at that place: 0 inside a pasted box, ``lam`` for a blend, 1 elsewhere
@@ -259,10 +266,11 @@ def mix_pairs(
         method = methods[int(choice[0])]
         params = method.sample(1, height, width, generator, device)
         out, lam, box = method.apply(x, params, layout, saliency)
+        dense = _dense_target(method, soft, lam, box, layout)
         if own is not None:
             own.copy_(_own_share(lam, box, batch, height, width, device))
     else:
-        out, lam = None, torch.ones(batch, dtype=torch.float64, device=device)
+        out, lam, dense = None, torch.ones(batch, dtype=torch.float64, device=device), None
         for index, method in enumerate(methods):
             active_here = active & (chosen == index)
             params = method.sample(slots, height, width, generator, device)
@@ -274,21 +282,38 @@ def mix_pairs(
             else:
                 out[active_here] = mixed[active_here]
             lam = torch.where(active_here, lam_here, lam)
+            here = _dense_target(method, soft, lam_here, box, layout)
+            dense = here if dense is None else torch.where(_per_sample(active_here, here), here, dense)
             if own is not None:
                 share = _own_share(lam_here, box, batch, height, width, device)
                 own[active_here] = share[active_here]
         if out is None:
             out = x.clone()
 
-    mixed_target = mix_targets(soft, soft.flip(0), lam)
+    if is_dense_target(soft):
+        mixed_target = soft.clone() if dense is None else dense
+    else:
+        mixed_target = mix_targets(soft, soft.flip(0), lam)
     if layout.shared and batch % 2 == 0:
         return finish(same_format(out, x), mixed_target)
     keep = ~active
     out[keep] = x[keep]
     if own is not None:
         own[keep] = 1.0
-    mixed_target = torch.where(keep.view(-1, 1), soft, mixed_target)
+    mixed_target = torch.where(_per_sample(keep, soft), soft, mixed_target)
     return finish(same_format(out, x), mixed_target)
+
+
+def _per_sample(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) flags viewed to broadcast over the other dimensions of ``like`` ((B, 1) or (B, 1, 1, 1))."""
+    return flags.view(-1, *[1] * (like.dim() - 1))
+
+
+def _dense_target(
+    method: TwoImageMix, soft: torch.Tensor, lam: float | torch.Tensor, box: Box | None, layout: _Layout
+) -> torch.Tensor | None:
+    """The soft dense targets (B, K, H, W) of ``method``'s mix, or ``None`` for classification targets."""
+    return method.apply_target(soft, lam, box, layout) if is_dense_target(soft) else None
 
 
 def _own_share(
@@ -326,6 +351,9 @@ class TwoImageMix(BatchTransform):
     slot) and :meth:`apply` (the pixels and the label weight ``lam`` of the kept image). Call as
     ``x, target = mix(x, target)``; the result target is always soft (B, K).
 
+    Dense targets (a class mask (B, H, W) or soft dense targets (B, K, H, W)) come back as soft dense
+    targets (B, K, H, W), mixed by :meth:`apply_target` with the geometry of the image's mix.
+
     Args:
         prob: probability of mixing, per batch ('batch') or per pair / sample.
         mode: ``'batch'``, ``'pair'`` or ``'elem'`` (see the module docstring).
@@ -333,7 +361,8 @@ class TwoImageMix(BatchTransform):
         num_classes: number of classes K; ``None`` infers K from soft targets (class indices then need it).
             :class:`Mixup` and :class:`CutMix` default to timm's 0.1 and 1000 instead, as they take timm's
             constructor.
-        warmup_epochs, steps_per_epoch, generator: see :class:`~salfmix_transforms._base.BatchTransform`.
+        warmup_epochs, steps_per_epoch, generator, ignore_index: see
+            :class:`~salfmix_transforms._base.BatchTransform`.
 
     Attributes:
         mixup_enabled: timm's switch (``--mixup-off-epoch`` sets it to ``False``): when ``False`` the
@@ -350,6 +379,7 @@ class TwoImageMix(BatchTransform):
         warmup_epochs: int = 0,
         steps_per_epoch: int | None = None,
         generator: torch.Generator | None = None,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__(
             num_classes=num_classes,
@@ -357,6 +387,7 @@ class TwoImageMix(BatchTransform):
             warmup_epochs=warmup_epochs,
             steps_per_epoch=steps_per_epoch,
             generator=generator,
+            ignore_index=ignore_index,
         )
         self.prob = check_probability(prob, "prob")
         self.mode = check_mode(mode)
@@ -410,6 +441,19 @@ class TwoImageMix(BatchTransform):
         meaningful), the label weight ``lam`` of the kept image (a float in 'batch' mode, else (B,)) and the
         per-sample box ``(top, bottom, left, right)`` the partner's pixels went to (``None`` for a blend)."""
         raise NotImplementedError
+
+    def apply_target(
+        self, target: torch.Tensor, lam: float | torch.Tensor, box: Box | None, layout: _Layout
+    ) -> torch.Tensor:
+        """The soft dense targets (B, K, H, W) of what :meth:`apply` did, from its ``lam`` and ``box``.
+
+        A blend (``box`` is ``None``) mixes every pixel, ``lam * y_i + (1 - lam) * y_j``
+        (:func:`~salfmix_transforms.targets.mix_targets`); a box method pastes the partner's target box
+        where the partner's pixels went (values are copied: a one-hot pixel stays one-hot).
+        """
+        if box is None:
+            return mix_targets(target, target.flip(0), lam)
+        return _paste(target, None, box, False)
 
 
 def switch_weights(blend: bool, boxes: int, switch_prob: float) -> list[float]:
@@ -763,3 +807,11 @@ class ResizeMix(TwoImageMix):
         resized = resize_from_boxes(x.flip(0), *box, mode=self.interpolation)
         out = _paste(x, resized, box, layout.shared)
         return out, _lam_out(box_lambda(*box, x.shape[2], x.shape[3]), layout), box
+
+    def apply_target(
+        self, target: torch.Tensor, lam: float | torch.Tensor, box: Box | None, layout: _Layout
+    ) -> torch.Tensor:
+        """The partner's whole dense target resized into the box with nearest interpolation (labels are
+        not blended at the edges, whatever ``interpolation`` the image used)."""
+        resized = resize_from_boxes(target.flip(0), *box, mode="nearest")
+        return _paste(target, resized, box, False)

@@ -49,7 +49,8 @@ class SalfMix(BatchTransform):
     4. place ``P_m`` around ``R_m`` and ``P_l`` around ``R_l`` uniformly at random among the positions that
        contain the whole cell and lie inside the image (lines 4-5);
     5. copy the pixels of ``P_m`` over ``P_l`` (line 6), reading from the unmodified image; the label is
-       unchanged.
+       unchanged. A dense target (class mask (B, H, W) or soft (B, K, H, W)) has the same patch copied:
+       the labels of ``P_m`` move with its pixels (a new tensor, also with ``inplace=True``).
 
     Choices (the paper is silent): non-square images use a patch of ``floor(H * r) x floor(W * r)`` and a
     kernel of ``(H // n, W // n)``; a patch is at least one pixel; a patch smaller than a cell lies
@@ -220,11 +221,24 @@ class SalfMix(BatchTransform):
         if self.saliency_scale == 1.0:
             from .saliency import gradient_saliency
 
-            return gradient_saliency(model, x, target, mode=self.saliency_mode, num_classes=self.num_classes)
+            return gradient_saliency(
+                model,
+                x,
+                target,
+                mode=self.saliency_mode,
+                num_classes=self.num_classes,
+                ignore_index=self.ignore_index,
+            )
         from .saliency import lowres_gradient_saliency
 
         return lowres_gradient_saliency(
-            model, x, target, self.saliency_scale, mode=self.saliency_mode, num_classes=self.num_classes
+            model,
+            x,
+            target,
+            self.saliency_scale,
+            mode=self.saliency_mode,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
         )
 
     def _apply(
@@ -238,8 +252,10 @@ class SalfMix(BatchTransform):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         plan = self._plan_for(x, target, model, saliency, generator)
         out = copy_patches(x, plan, inplace=self.inplace, all_applied=self.prob == 1.0)
+        # Line 6 on a dense target: the labels of P_m are copied over P_l with the pixels.
+        moved = self._transform_dense(target, lambda planes, fill: copy_patches(planes, plan))
         self._record_provenance(lambda: pasted_window_free(plan, x.shape[2], x.shape[3]))
-        return out, self._output_target(target)
+        return out, self._output_target(moved)
 
     def _plan_for(
         self,

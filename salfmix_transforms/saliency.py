@@ -5,6 +5,11 @@ The saliency of an image is the gradient of the classification loss with respect
 * eq. (2): ``g = d CE(f(x), y) / d x``, a tensor of the image's shape (C, H, W);
 * eq. (3): ``M = max_c |g_c|``, the largest absolute gradient over the colour channels, an (H, W) map.
 
+For semantic segmentation (a dense target: a class mask (B, H, W) or soft dense targets (B, K, H, W)) the
+loss of eq. (2) is the per-pixel cross-entropy summed over the pixels, ``ignore_index`` pixels left out, of
+the model's dense logits (B, K, h, w) (a torchvision segmentation model's ``{"out": ...}`` too), brought to
+the input size with bilinear interpolation as a segmentation loss does.
+
 :func:`gradient_saliency` computes ``M`` for a whole batch with one forward and one backward pass, and leaves
 the model exactly as it found it (:func:`preserved_model_state`): training flags, buffers (BatchNorm running
 statistics), parameters and their ``.grad``.
@@ -14,14 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ._validation import check_images, check_target
+from ._validation import IGNORE_INDEX, check_images, check_target
+from .targets import is_dense_target
 
 __all__ = [
     "gradient_saliency",
@@ -130,22 +136,29 @@ def gradient_saliency(
     *,
     mode: str = "train",
     num_classes: int | None = None,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Saliency map of every image: the largest absolute input gradient over channels (eq. (2)-(3)).
 
     ``M[b] = max_c | d CE(f(x), y) / d x[b, c] |`` (eq. (2) for the gradient, eq. (3) for the channel max).
 
     Args:
-        model: the classifier ``f`` returning logits (B, K). A ``DistributedDataParallel`` is unwrapped to
+        model: the classifier ``f`` returning logits (B, K), or for a dense target a segmentation model
+            returning logits (B, K, h, w) or a dict with them under ``"out"`` (torchvision's segmentation
+            models); logits smaller than the input are up-sampled to (H, W) (bilinear,
+            ``align_corners=False``) before the loss. A ``DistributedDataParallel`` is unwrapped to
             its ``.module`` (no buffer broadcast, no gradient all-reduce, no reducer state), a
             ``torch.compile``d model is called as it is (compiled forward) and restored through
             ``._orig_mod``.
         x: images (B, C, H, W), floating point, any memory format (channels_last works).
         target: class indices (B,) (integer) or soft targets (B, K) (float, cross-entropy with
-            probabilities, as timm's ``SoftTargetCrossEntropy``).
+            probabilities, as timm's ``SoftTargetCrossEntropy``); dense: a class mask (B, H, W) (integer)
+            or soft dense targets (B, K, H, W), whose per-pixel cross-entropy is summed over the pixels.
         mode: ``"train"`` (default) or ``"eval"``, the behaviour of the model during the pass, see below.
         num_classes: when given, the number of logits the model must return (the transform's
             ``num_classes``: a mismatch would give targets of the wrong width, or fail later in the loss).
+        ignore_index: the unlabelled pixels of a class mask, which add nothing to the loss (so nothing to
+            the gradient through their own logits).
 
     Returns:
         a float32 tensor (B, H, W), contiguous, on ``x``'s device, detached (no graph is kept alive).
@@ -184,15 +197,16 @@ def gradient_saliency(
 
     Raises:
         TypeError: ``model`` or ``x`` of the wrong kind, or of another dtype than the model's parameters.
-        ValueError: bad ``target`` / ``mode``, logits of the wrong shape, lazy modules, BatchNorm on one
-            sample in training mode.
+        ValueError: bad ``target`` / ``mode``, logits of the wrong shape (dense logits for a classification
+            target and the reverse), lazy modules, BatchNorm on one sample in training mode.
         RuntimeError: inside ``torch.inference_mode()``, reentrant checkpointing, or an output that does not
             depend on ``x``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x = check_images(x)
-    target = check_target(target, x.shape[0])
+    size = (x.shape[2], x.shape[3])
+    target = check_target(target, x.shape[0], image_size=size, ignore_index=ignore_index)
     if not isinstance(mode, str) or mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if torch.is_inference_mode_enabled():
@@ -207,22 +221,15 @@ def gradient_saliency(
         root.train(mode == "train")
         # An inference tensor (made under inference_mode) cannot take part in autograd: copy it first.
         x_in = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
-        logits = _forward(forward_module, x_in, mode)
-        if not isinstance(logits, torch.Tensor):
-            raise TypeError(f"model must return a tensor of logits (B, K), got {type(logits).__name__}")
-        if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"model must return logits of shape (B, K) = ({x.shape[0]}, K), got {tuple(logits.shape)}"
-            )
+        logits = _logits(_forward(forward_module, x_in, mode), target, size)
         if num_classes is not None and logits.shape[1] != num_classes:
             raise ValueError(
                 f"the model returns {logits.shape[1]} logits per sample, but the transform has "
                 f"num_classes={num_classes}: give the transform the model's number of classes"
             )
         # Width of soft targets, range of indices (an out-of-range index would be a CUDA device assert).
-        check_target(target, x.shape[0], logits.shape[1])
-        labels = target.to(device=logits.device, dtype=torch.float32 if target.dim() == 2 else torch.long)
-        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        check_target(target, x.shape[0], logits.shape[1], image_size=size, ignore_index=ignore_index)
+        loss = _summed_cross_entropy(logits, target, ignore_index)
         del logits
         if not loss.requires_grad:
             raise RuntimeError("model output does not depend on x through autograd: no gradient saliency")
@@ -239,6 +246,45 @@ def gradient_saliency(
         if grad is None:
             raise RuntimeError("model output does not depend on x through autograd: no gradient saliency")
     return saliency_from_gradient(grad)
+
+
+def _logits(output: object, target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The model's logits for ``target``: (B, K) for a classification target; for a dense one (B, K, H, W),
+    taken from a torchvision-style ``{"out": ...}`` dict and up-sampled to the input size ``(H, W)``."""
+    if isinstance(output, Mapping) and "out" in output:
+        output = output["out"]
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(
+            "model must return a tensor of logits (B, K) (segmentation: (B, K, h, w) or a dict with them "
+            f"under 'out'), got {type(output).__name__}"
+        )
+    batch = target.shape[0]
+    if not is_dense_target(target):
+        if output.dim() != 2 or output.shape[0] != batch:
+            dense = " (dense logits need a dense target: a class mask (B, H, W))" if output.dim() == 4 else ""
+            raise ValueError(
+                f"model must return logits of shape (B, K) = ({batch}, K) for the classification target, "
+                f"got {tuple(output.shape)}{dense}"
+            )
+        return output
+    if output.dim() != 4 or output.shape[0] != batch:
+        raise ValueError(
+            f"target is dense ({tuple(target.shape)}), so the model must return segmentation logits "
+            f"(B, K, h, w) with B = {batch}, got {tuple(output.shape)} (a classifier's logits are (B, K))"
+        )
+    if tuple(output.shape[2:]) != size:
+        output = F.interpolate(output.float(), size=size, mode="bilinear", align_corners=False)
+    return output
+
+
+def _summed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Eq. (2)'s loss in float32, summed over samples (and pixels): indices, probabilities, or a class mask
+    whose ``ignore_index`` pixels add nothing."""
+    if target.dim() in (2, 4):
+        return F.cross_entropy(logits.float(), target.to(logits.device, torch.float32), reduction="sum")
+    labels = target.to(device=logits.device, dtype=torch.long)
+    ignored = ignore_index if target.dim() == 3 else -100  # no class index is -100
+    return F.cross_entropy(logits.float(), labels, ignore_index=ignored, reduction="sum")
 
 
 def saliency_from_gradient(grad: torch.Tensor) -> torch.Tensor:
@@ -300,6 +346,7 @@ def lowres_gradient_saliency(
     *,
     mode: str = "train",
     num_classes: int | None = None,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """:func:`gradient_saliency` of ``x`` down-scaled by ``scale``, up-sampled back to (B, H, W).
 
@@ -307,14 +354,30 @@ def lowres_gradient_saliency(
     pass costs about a quarter of the FLOPs of the full one (for a convolutional network). Choice: the
     batch is resized with antialiased bilinear interpolation (what a data pipeline would do) and the map is
     brought back with nearest interpolation, so every pixel of a low-resolution cell gets its value; the
-    ranking of SalfMix's pooled cells is what matters, and a cell of the n x n grid covers many pixels.
+    ranking of SalfMix's pooled cells is what matters, and a cell of the n x n grid covers many pixels. A
+    dense target is brought to the small size with nearest sampling (labels are not blended).
     """
+    x = check_images(x)
     height, width = x.shape[2], x.shape[3]
+    target = check_target(target, x.shape[0], image_size=(height, width), ignore_index=ignore_index)
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
     small = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
     small = small.to(x.dtype).contiguous(memory_format=_memory_format(x))
-    maps = gradient_saliency(model, small, target, mode=mode, num_classes=num_classes)
+    target = _nearest_dense_target(target, size)
+    maps = gradient_saliency(
+        model, small, target, mode=mode, num_classes=num_classes, ignore_index=ignore_index
+    )
     return F.interpolate(maps[:, None], size=(height, width), mode="nearest")[:, 0].contiguous()
+
+
+def _nearest_dense_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A dense target sampled at ``size`` (nearest: source pixel ``floor(i * H / h)``); others unchanged."""
+    if not is_dense_target(target) or tuple(target.shape[-2:]) == size:
+        return target
+    height, width = target.shape[-2:]
+    rows = torch.arange(size[0], device=target.device) * height // size[0]
+    cols = torch.arange(size[1], device=target.device) * width // size[1]
+    return target[..., rows.view(-1, 1), cols]
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
