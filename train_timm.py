@@ -513,7 +513,10 @@ def unused_tuning_flags(args: argparse.Namespace) -> list[str]:
     if {"mixup", "cutmix"} <= selected:
         selected.add("mixup+cutmix")
     given = getattr(args, "given_flags", frozenset())
-    return [_flag(f) for f, readers in _TUNING_FLAGS.items() if f in given and not readers & selected]
+    unused = [_flag(f) for f, readers in _TUNING_FLAGS.items() if f in given and not readers & selected]
+    if "saliency_scale" in given and args.saliency_source != "lowres":
+        unused.append("--saliency-scale")  # read by --saliency-source lowres only
+    return unused
 
 
 def method_name(args: argparse.Namespace) -> str:
@@ -958,15 +961,17 @@ def _load_resume_metadata(path: str, args: argparse.Namespace) -> dict[str, Any]
 
 
 def _check_resume_flags(path: str, ckpt: dict[str, Any], args: argparse.Namespace) -> None:
-    """A resumed run continues with the checkpoint's --method and --opt (another method or optimizer would be
-    another experiment under the old run's name) up to --epochs in all. A checkpoint that has done --epochs
+    """A resumed run continues with the checkpoint's --method, --opt and --saliency-source (another one would
+    be another experiment under the old run's name) up to --epochs in all. A checkpoint that has done --epochs
     already leaves nothing to train: the run folder is kept as it is (results.json included), exit code 0,
     so that re-running a finished command is harmless."""
     saved_args = ckpt.get("args")
     saved_method = (ckpt.get("train_state") or {}).get("method") or getattr(saved_args, "method", None)
+    saved_source = getattr(saved_args, "saliency_source", "exact") if uses_saliency(args) else None
     for flag, saved, given in (
         ("method", saved_method, method_name(args)),
         ("opt", getattr(saved_args, "opt", None), args.opt),
+        ("saliency-source", saved_source, args.saliency_source),
     ):
         if saved and saved != given:
             raise CheckpointError(
@@ -1507,6 +1512,21 @@ def _eval_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+def _warn_if_warmup_covers_the_run(run: _Run) -> None:
+    """Say so when the SalfMix-family warm-up (Algorithm 2) covers every epoch of the run: SalfMix would
+    never run, yet the run is named after it."""
+    transform = getattr(run.transform, "salfmix", run.transform)
+    warmup = getattr(transform, "warmup_epochs", 0)
+    if uses_grid(run.args) and warmup >= run.num_epochs and _is_primary(run.args):
+        _logger.warning(
+            "warning: the warm-up covers all %d epoch(s): SalfMix never runs (--salfmix-warmup-epochs %d; "
+            "pass --epochs > %d or --salfmix-warmup-epochs 0)",
+            run.num_epochs,
+            warmup,
+            warmup,
+        )
+
+
 def _train(run: _Run) -> dict[str, Any]:
     from timm.loss import SoftTargetCrossEntropy
     from timm.utils import distribute_bn, trim_summary, update_summary
@@ -1515,6 +1535,7 @@ def _train(run: _Run) -> dict[str, Any]:
     primary = _is_primary(args)
     loss_fn = SoftTargetCrossEntropy().to(run.device)
     summary_path = os.path.join(run.output_dir, "summary.csv") if primary else ""
+    _warn_if_warmup_covers_the_run(run)
     if primary:
         trim_summary(summary_path, run.start_epoch)
         _logger.info(

@@ -16,6 +16,8 @@ each output pixel's label is the label of the pixel it came from.
 
 from __future__ import annotations
 
+import inspect
+import os
 import warnings
 from collections.abc import Callable
 
@@ -37,6 +39,20 @@ from ._validation import (
 from .targets import infer_num_classes, is_dense_target, smooth_checked_targets
 
 __all__ = ["BatchTransform", "EpochCounter", "all_own"]
+
+
+def _caller_level() -> int:
+    """``stacklevel`` for a ``warnings.warn`` in :meth:`BatchTransform.warn_once`: the first frame outside
+    this package (so the warning points at the user's line, and Python's once-per-line filter keys on it)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame = inspect.currentframe()
+    for _ in range(2):  # this function, then warn_once: level 2 is warn_once's caller
+        frame = frame.f_back if frame is not None else None
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def all_own(x: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -134,6 +150,7 @@ class BatchTransform:
         # that place (0 where a patch, a box or a fill went, lam for a blend, 1 elsewhere).
         self.track_provenance = False
         self.provenance: torch.Tensor | None = None
+        self.message_name = type(self).__name__  # the name warnings give (a composing transform's own)
 
     # -- warm-up (Algorithm 2) --------------------------------------------------------------------------
 
@@ -159,10 +176,14 @@ class BatchTransform:
         return self.counter.in_warmup
 
     def warn_once(self, key: str, message: str) -> None:
-        """``warnings.warn(message)`` the first time ``key`` is met by this transform, then never again."""
+        """``warnings.warn(message)`` the first time ``key`` is met by this transform, then never again.
+
+        The warning names :attr:`message_name` (the transform the user built: a HybridMix for its inner
+        SalfMix) and points at the caller's line, the first frame outside this package.
+        """
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=4)
+            warnings.warn(f"{self.message_name}: {message}", UserWarning, stacklevel=_caller_level())
 
     # -- call -------------------------------------------------------------------------------------------
 
@@ -274,7 +295,7 @@ class BatchTransform:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        hidden = ("generator", "counter", "model", "track_provenance", "provenance")
+        hidden = ("generator", "counter", "model", "track_provenance", "provenance", "message_name")
         fields = [f"{k}={v!r}" for k, v in vars(self).items() if k not in hidden and not k.startswith("_")]
         fields.append(f"warmup_epochs={self.warmup_epochs}")
         if self.steps_per_epoch is not None:

@@ -29,12 +29,14 @@ __all__ = [
     "check_minmax",
     "check_mode",
     "check_model",
+    "check_multi_label",
     "check_non_negative",
     "check_non_negative_int",
     "check_num_classes",
     "check_optional_alpha",
     "check_optional_positive_int",
     "check_pixel_distributions",
+    "check_positive_int",
     "check_probability",
     "check_ratio",
     "check_saliency",
@@ -346,9 +348,14 @@ def check_optional_positive_int(value: object, name: str) -> int | None:
     """``None`` or an integer >= 1 (``steps_per_epoch``, for example)."""
     if value is None:
         return None
+    return check_positive_int(value, name, "or None")
+
+
+def check_positive_int(value: object, name: str, alternative: str = "") -> int:
+    """An integer >= 1; ``alternative`` completes the message (``"or None"``)."""
     value = _check_int(value, name)
     if value < 1:
-        raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        raise ValueError(f"{name} must be >= 1{' ' + alternative if alternative else ''}, got {value}")
     return value
 
 
@@ -484,3 +491,17 @@ def check_pixel_distributions(target: torch.Tensor, name: str = "target") -> tor
             f"up to {high:.4g}"
         )
     return target
+
+
+def check_multi_label(multi_label: object, name: str = "multi_label") -> bool:
+    """timm ``Mixup``'s ``multi_label`` switch: accepted so that timm's arguments drop in, but only ``False``.
+
+    Multi-label targets (rows that are not probability distributions, for a binary cross-entropy) are not
+    supported: every transform of the package checks that soft targets are distributions.
+    """
+    if check_bool(multi_label, name):
+        raise ValueError(
+            f"{name}=True (timm's dense multi-label targets) is not supported: the package mixes "
+            "single-label targets whose rows are probability distributions"
+        )
+    return False

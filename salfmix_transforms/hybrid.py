@@ -25,6 +25,7 @@ from ._validation import (
     check_grid,
     check_minmax,
     check_mode,
+    check_multi_label,
     check_optional_alpha,
     check_probability,
     check_ratio,
@@ -82,6 +83,7 @@ class HybridMix(BatchTransform):
         correct_lam: correct ``lam`` to the clipped box area (CutMix, SaliencyMix).
         label_smoothing: smoothing of the one-hot rows before mixing.
         num_classes: number of classes of the soft targets.
+        multi_label: timm's switch for multi-label targets; only ``False`` (the default) is supported.
         saliencymix_alpha: SaliencyMix's Beta parameter; SaliencyMix is enabled if > 0.
         resizemix_scope: ``None`` (ResizeMix off) or ResizeMix's scale range ``(low, high)``.
         salfmix_prob: probability that SalfMix transforms a sample; 0 turns SalfMix off.
@@ -112,6 +114,7 @@ class HybridMix(BatchTransform):
         correct_lam: bool = True,
         label_smoothing: float = 0.1,
         num_classes: int | None = 1000,
+        multi_label: bool = False,
         *,
         saliencymix_alpha: float = 0.0,
         resizemix_scope: tuple[float, float] | None = None,
@@ -127,6 +130,7 @@ class HybridMix(BatchTransform):
         generator: torch.Generator | None = None,
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
+        check_multi_label(multi_label)
         # The warm-up is SalfMix's (below): the frame itself never skips a call.
         super().__init__(
             num_classes=num_classes,
@@ -161,6 +165,7 @@ class HybridMix(BatchTransform):
             steps_per_epoch=steps_per_epoch,
             ignore_index=self.ignore_index,
         )
+        self.salfmix.message_name = type(self).__name__  # its warnings name what the user built
         self.mixup_enabled = True  # timm's switch: False turns the two-image mix off (SalfMix stays)
         self.methods, self.weights = switch_methods(
             self.mixup_alpha,

@@ -122,6 +122,8 @@ def build(name: str, num_classes: int, **overrides: Any) -> BatchTransform | Non
         name: a registry name (:data:`METHODS`).
         num_classes: number of classes of the soft targets.
         overrides: constructor arguments that replace the name's defaults (and ``label_smoothing=0``).
+            ``model=`` is accepted for every name (so a loop over :data:`METHODS` can pass it) and dropped
+            for the methods that take no saliency.
 
     Raises:
         ValueError: unknown ``name``, a bad ``num_classes``, or an override the transform rejects.
@@ -135,6 +137,8 @@ def build(name: str, num_classes: int, **overrides: Any) -> BatchTransform | Non
         if overrides:
             raise TypeError(f"the baseline takes no arguments, got {', '.join(sorted(overrides))}")
         return None
+    if not method.needs_model:
+        overrides.pop("model", None)  # a method without saliency has no use for it (as timm's Mixup)
     kwargs = {"num_classes": num_classes, "label_smoothing": 0.0, **method.defaults, **overrides}
     try:
         return method.factory(**kwargs)

@@ -61,6 +61,7 @@ from ._validation import (
     check_bool,
     check_minmax,
     check_mode,
+    check_multi_label,
     check_non_negative,
     check_optional_alpha,
     check_probability,
@@ -520,6 +521,7 @@ class Mixup(TwoImageMix):
         mode: ``'batch'``, ``'pair'`` or ``'elem'``.
         correct_lam: CutMix's ``lam`` corrected to the clipped box area.
         label_smoothing, num_classes: see :class:`TwoImageMix` (timm's defaults 0.1 and 1000).
+        multi_label: timm's switch for multi-label targets; only ``False`` (the default) is supported.
         warmup_epochs, steps_per_epoch, generator: see :class:`~salfmix_transforms._base.BatchTransform`.
 
     Raises:
@@ -537,8 +539,10 @@ class Mixup(TwoImageMix):
         correct_lam: bool = True,
         label_smoothing: float = 0.1,
         num_classes: int | None = 1000,
+        multi_label: bool = False,
         **kwargs: object,
     ) -> None:
+        check_multi_label(multi_label)
         super().__init__(
             prob=prob, mode=mode, label_smoothing=label_smoothing, num_classes=num_classes, **kwargs
         )
@@ -550,6 +554,11 @@ class Mixup(TwoImageMix):
         if with_cutmix:
             self.mixup_alpha = check_optional_alpha(mixup_alpha, "mixup_alpha")
         else:
+            if check_optional_alpha(mixup_alpha, "mixup_alpha") == 0:
+                raise ValueError(
+                    "mixup_alpha must be > 0, or turn CutMix on (cutmix_alpha > 0 or cutmix_minmax): with "
+                    "both off nothing is mixed"
+                )
             self.mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha")
         self._methods, self._weights = switch_methods(
             self.mixup_alpha,
@@ -653,8 +662,10 @@ class CutMix(_BoxMix):
         switch_prob: float = 0.5,
         label_smoothing: float = 0.1,
         num_classes: int | None = 1000,
+        multi_label: bool = False,
         **kwargs: object,
     ) -> None:
+        check_multi_label(multi_label)
         cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
         if cutmix_minmax is not None:
             cutmix_alpha = 1.0  # as timm: minmax forces CutMix on with alpha 1

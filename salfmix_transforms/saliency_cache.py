@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ._validation import check_non_negative_int, check_optional_positive_int
+from ._validation import check_non_negative_int, check_optional_positive_int, check_positive_int
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -145,12 +145,13 @@ class SaliencyCache:
     def __init__(
         self, num_samples: int, resolution: int = DEFAULT_RESOLUTION, device: torch.device | str = "cpu"
     ) -> None:
-        self.num_samples = check_optional_positive_int(num_samples, "num_samples")
-        if self.num_samples is None:
-            raise ValueError("num_samples must be the size of the training set (>= 1)")
+        if num_samples is None:
+            raise TypeError("num_samples must be the size of the training set (an int >= 1), got None")
+        self.num_samples = check_positive_int(num_samples, "num_samples")
         self.resolution = check_optional_positive_int(resolution, "resolution") or DEFAULT_RESOLUTION
-        self.maps = torch.zeros(num_samples, resolution, resolution, dtype=torch.bfloat16, device=device)
-        self.written_epoch = torch.full((num_samples,), -1, dtype=torch.int32, device=device)
+        shape = (self.num_samples, self.resolution, self.resolution)
+        self.maps = torch.zeros(shape, dtype=torch.bfloat16, device=device)
+        self.written_epoch = torch.full((self.num_samples,), -1, dtype=torch.int32, device=device)
 
     @property
     def bytes_per_sample(self) -> int:
@@ -245,6 +246,9 @@ class SaliencyCache:
         self, indices: torch.Tensor, means: torch.Tensor, confidence: torch.Tensor, epoch: int
     ) -> None:
         """Move each cell towards its new mean by its confidence: ``old + c * (mean - old)``.
+
+        Choice: a sample that appears twice in one update (a repeated-augmentation sampler) keeps the last
+        of its writes, not their mean.
 
         A cell seen only through the sample's own pixels (``c = 1``) is replaced; one that the view does not
         show, or that only pasted pixels covered (``c = 0``), keeps its value; a blended cell (Mixup's

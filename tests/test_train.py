@@ -739,3 +739,25 @@ def test_lowres_saliency_runs_the_pass_on_the_half_size_batch(tiny_folder, tmp_p
 def test_saliency_source_errors_are_one_line(tiny_folder, tmp_path, capsys, extra, needle):
     rc = train_timm.main(_tiny_args(tiny_folder, tmp_path, "bad", *extra))
     _assert_one_line_error(rc, capsys.readouterr().err, needle)
+
+
+# --- review findings ------------------------------------------------------------------------------------
+
+
+def test_resuming_with_another_saliency_source_is_refused(tiny_folder, tmp_path, capsys):
+    common = ["--method", "salfmix", "--saliency-source", "cached"]
+    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "src", *common)) == 0
+    argv = _tiny_args(tiny_folder, tmp_path, "src", "--method", "salfmix", "--epochs", "2")
+    rc = train_timm.main([*argv, "--resume", str(tmp_path / "src" / "last.pth.tar")])
+    _assert_one_line_error(rc, capsys.readouterr().err, "--saliency-source cached")
+
+
+def test_a_saliency_scale_without_the_lowres_source_is_reported(tiny_folder, tmp_path, capsys):
+    argv = _tiny_args(tiny_folder, tmp_path, "scale", "--method", "salfmix", "--saliency-scale", "0.25")
+    assert train_timm.main(argv) == 0
+    assert "--saliency-scale given, but" in capsys.readouterr().out
+
+
+def test_a_run_that_ends_inside_the_warm_up_says_salfmix_never_runs(tiny_folder, tmp_path, capsys):
+    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "short", "--method", "salfmix")) == 0
+    assert "the warm-up covers all 1 epoch(s): SalfMix never runs" in capsys.readouterr().out
