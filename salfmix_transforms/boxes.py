@@ -247,11 +247,8 @@ def box_mask(
     """Boolean masks (B, 1, H, W) of the per-sample half-open boxes ``[top, bottom) x [left, right)``.
 
     The corners are (B,) integer tensors (or Python ints, broadcast); boxes may be empty or reach past the
-    image, only their part inside the image is marked. Built on the device of the corners as the outer
-    product of a row mask (B, H, 1) and a column mask (B, 1, W), taken in ``uint8`` and viewed as ``bool``
-    (0 and 1 are valid bools): on CPU a broadcast ``bool`` ``&`` is a scalar loop, about 3x slower. Under
-    ``torch.compile`` the plain ``&`` is used instead: inductor fuses it, and its CPU code generator fails
-    on the ``uint8`` -> ``bool`` view (a C++ compile error in torch 2.14).
+    image, only their part inside the image is marked. The mask is built on the device of the corners as
+    the outer product of a row mask (B, H, 1) and a column mask (B, 1, W).
     """
     device = next((t.device for t in (top, left, bottom, right) if isinstance(t, torch.Tensor)), None)
     top, left, bottom, right = (
@@ -262,5 +259,9 @@ def box_mask(
     in_rows = (rows >= top) & (rows < bottom)
     in_cols = (cols >= left) & (cols < right)
     if torch.compiler.is_compiling():
+        # inductor fuses the plain ``&``, and its CPU code generator fails on the uint8 -> bool view below
+        # (a C++ compile error in torch 2.14).
         return (in_rows & in_cols).unsqueeze(1)
+    # A uint8 product viewed as bool (0 and 1 are valid bools): on CPU a broadcast bool ``&`` is a scalar
+    # loop, about 3x slower.
     return (in_rows.to(torch.uint8) * in_cols.to(torch.uint8)).view(torch.bool).unsqueeze(1)

@@ -186,11 +186,11 @@ def _mix_with_partner(
 
     The same roundings in the same order (two products, then their sum; IEEE addition is commutative), so
     the values equal the plain expression (and timm's ``x.mul_(lam).add_(x_flip.mul_(1 - lam))``) bit for
-    bit. The weights are Python floats or per-sample (B, 1, 1, 1) tensors of ``x``'s dtype. Faster: the
-    output is the only full-size allocation; the partner product is computed in chunks of samples that stay
-    in cache, each read from a flipped slice of ``x`` (``torch.flip`` copies, so the whole flipped batch is
-    never built).
+    bit. The weights are Python floats or per-sample (B, 1, 1, 1) tensors of ``x``'s dtype.
     """
+    # The output is the only full-size allocation: the partner product is computed in chunks of samples that
+    # stay in cache, each read from a flipped slice of x (torch.flip copies, so the whole flipped batch is
+    # never built).
     out = x * weight_x
     per_sample = isinstance(weight_partner, torch.Tensor)
     batch = x.shape[0]

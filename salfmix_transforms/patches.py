@@ -275,22 +275,27 @@ def copy_patches(
     overlapping ``P_m`` and ``P_l`` are handled as if ``P_m`` had been cut out first. Samples with
     ``plan.applied`` false come back unchanged.
 
-    Implementation: one clone (none with ``inplace``), then, for contiguous images, one ``index_select``
-    of the source windows and one ``index_copy_`` into the destination windows on the flat (B * C * H * W)
-    views, with the window offsets of every (sample, channel, row, column) cached per shape (on CPU about
-    2x faster than a ``gather``/``scatter_`` on the (B, C, H * W) view). Other layouts address the (ph, pw)
-    windows by flat pixel indices ``row * W + col`` on the (B, C, H * W) view: one ``gather`` from ``x``
-    and one ``scatter_`` into the output; should the output's H and W not merge into one dimension (an
-    exotic stride layout), an index-put with (B, ph, pw) index grids does the same. A non-applied sample
-    has its destination set to its own source, which writes the original pixels back onto themselves (no
-    data-dependent shapes, no host synchronisation). ``all_applied=True`` promises that ``plan.applied``
-    is all true (``prob=1``), which skips that (then no-op) redirection. Each branch below reads every
-    source window into a new tensor before it writes, so ``out`` may be ``x`` itself.
+    Args:
+        x: images (B, C, H, W) of any dtype and memory format (integer class masks viewed as
+            (B, 1, H, W) too).
+        plan: the decisions of Algorithm 1, lines 1-5 (:meth:`salfmix_transforms.SalfMix.plan`).
+        inplace: overwrite ``x`` and return it.
+        all_applied: a promise that ``plan.applied`` is all true (``prob=1``), which skips the redirection
+            of skipped samples.
+
+    Returns:
+        the images with ``P_m`` copied over ``P_l``.
     """
+    # A non-applied sample has its destination set to its own source, which writes the original pixels back
+    # onto themselves: no data-dependent shapes, no host synchronisation. Each branch reads every source
+    # window into a new tensor before it writes, so ``out`` may be ``x`` itself.
     batch, channels, height, width = x.shape
     out = x if inplace else x.clone()
     ph, pw = plan.patch_height, plan.patch_width
     if x.is_contiguous() and out.is_contiguous():
+        # One index_select of the source windows and one index_copy_ into the destination windows on the
+        # flat (B * C * H * W) views, with the window offsets cached per shape: on CPU about 2x faster than a
+        # gather / scatter_ on the (B, C, H * W) view.
         # Flat origins top * W + left of P_m and P_l, stacked (2, B); then both index vectors in one add.
         origins = torch.stack((plan.src_top, plan.dst_top)).long() * width + torch.stack(
             (plan.src_left, plan.dst_left)
@@ -304,6 +309,9 @@ def copy_patches(
     applied = plan.applied.to(x.device)
     dst_top = torch.where(applied, plan.dst_top, plan.src_top)
     dst_left = torch.where(applied, plan.dst_left, plan.src_left)
+    # Other layouts: the (ph, pw) windows by flat pixel indices row * W + col on the (B, C, H * W) view (one
+    # gather, one scatter_); if H and W do not merge into one dimension (an exotic stride layout), an
+    # index-put with (B, ph, pw) index grids.
     if height == 1 or out.stride(2) == out.stride(3) * width:
         flat_out = out.view(batch, channels, height * width)
         src = _flat_window_index(plan.src_top, plan.src_left, ph, pw, width).expand(batch, channels, -1)
