@@ -1,0 +1,263 @@
+"""train_seg.py and salfmix_transforms.segmentation (issue 15): data sets, metrics, runs, resume, errors.
+
+Every run is tiny (a few dozen 64x64 synthetic images, one or two epochs, two threads).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+import train_seg
+from salfmix_transforms.data import DatasetError
+from salfmix_transforms.segmentation import (
+    MEAN,
+    STD,
+    SegmentationFolder,
+    SyntheticShapes,
+    build_model,
+    confusion_matrix,
+    joint_transform,
+    segmentation_metrics,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAMVID = next(
+    (
+        p
+        for p in ("/work/shared/data/camvid", os.path.join(REPO, "..", "shared", "data", "camvid"))
+        if os.path.isfile(os.path.join(p, "train.txt"))
+    ),
+    None,
+)
+TINY = ["--limit-train", "16", "--limit-val", "8", "-b", "8", "--threads", "2", "--no-progress"]
+
+
+# -- data sets -----------------------------------------------------------------------------------------------
+
+
+def _write_folder(root, sizes=((16, 20), (16, 20)), classes=("a", "b", "Unlabelled"), drop_mask=None):
+    """A <root>/train/images|masks folder: image i is 10 * i in every channel, its mask has class i % 2
+    everywhere except a hot pixel (class 1 - i % 2) at (2, 3) and an Unlabelled (index 2) pixel at (0, 0)."""
+    for split in ("train", "val"):
+        os.makedirs(os.path.join(root, split, "images"))
+        os.makedirs(os.path.join(root, split, "masks"))
+        for i, (h, w) in enumerate(sizes):
+            name = f"img{i}.png"
+            image = torch.full((h, w, 3), 10 * i, dtype=torch.uint8)
+            image[2, 3] = 255
+            mask = torch.full((h, w), i % 2, dtype=torch.uint8)
+            mask[2, 3] = 1 - i % 2
+            mask[0, 0] = 2
+            Image.fromarray(image.numpy()).save(os.path.join(root, split, "images", name))
+            if name != drop_mask:
+                Image.fromarray(mask.numpy()).save(os.path.join(root, split, "masks", name))
+    with open(os.path.join(root, "classes.txt"), "w") as f:
+        f.writelines(f"{i} {c}\n" for i, c in enumerate(classes))
+
+
+def test_folder_pairs_images_and_masks_and_ignores_unlabelled(tmp_path):
+    _write_folder(tmp_path)
+    ds = SegmentationFolder(str(tmp_path), "val")
+    assert ds.classes == ["a", "b"] and ds.num_classes == 2 and len(ds) == 2
+    for i in range(2):
+        image, mask = ds[i]
+        assert image.dtype == torch.float32 and image.shape == (3, 16, 24)  # padded to multiples of 8
+        assert mask.dtype == torch.long and mask.shape == (16, 24)
+        raw = torch.tensor(10.0 * i / 255)
+        torch.testing.assert_close(image[:, 5, 5], (raw - torch.tensor(MEAN)) / torch.tensor(STD))
+        assert mask[5, 5] == i % 2 and mask[2, 3] == 1 - i % 2, "image i goes with mask i"
+        assert mask[0, 0] == 255, "the Unlabelled class becomes ignore_index"
+        assert (mask[:, 20:] == 255).all() and (image[:, :, 20:] != 0).all(), "padding: ignored pixels"
+
+
+def test_training_transform_moves_the_mask_with_the_image():
+    """A hot pixel: wherever crop and flip put the image's white pixel, the mask's class goes with it."""
+    from torchvision import tv_tensors
+
+    transform = joint_transform(True, (16, 16))
+    flips = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        image = torch.zeros(3, 16, 20, dtype=torch.uint8)
+        mask = torch.zeros(16, 20, dtype=torch.long)
+        image[:, 5, 17], mask[5, 17] = 255, 3
+        out_image, out_mask = transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        hot = out_image[0] > 0  # the white pixel (black normalises below 0)
+        assert out_image.dtype == torch.float32 and out_mask.shape == (16, 16)
+        assert torch.equal(hot, out_mask == 3) and int(hot.sum()) in (0, 1)
+        if hot.any():
+            col = int(hot.nonzero()[0, 1])
+            flips.add(col < 8)  # the pixel is right of centre unless flipped
+    assert flips == {True, False}, "both flipped and unflipped crops seen"
+
+
+def test_folder_errors_are_one_line(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        SegmentationFolder(str(tmp_path / "missing"), "train")
+    _write_folder(tmp_path / "a", drop_mask="img1.png")
+    with pytest.raises(DatasetError, match="has no mask"):
+        SegmentationFolder(str(tmp_path / "a"), "train")
+    _write_folder(tmp_path / "b")
+    Image.new("L", (5, 5)).save(tmp_path / "b" / "train" / "masks" / "img0.png")
+    with pytest.raises(DatasetError, match="mask") as info:
+        SegmentationFolder(str(tmp_path / "b"), "train")[0]
+    assert "\n" not in str(info.value)
+
+
+def test_synthetic_scenes_are_reproducible_and_labelled():
+    a, b = SyntheticShapes("val", limit=6), SyntheticShapes("val", limit=6)
+    assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+    assert not torch.equal(a.images, SyntheticShapes("train", limit=6).images)
+    values = set(a.masks.unique().tolist())
+    assert {0, 255} <= values <= {0, 1, 2, 3, 255} and len(values) >= 3
+    image, mask = a[0]
+    assert image.shape == (3, 64, 64) and mask.shape == (64, 64) and mask.dtype == torch.long
+
+
+@pytest.mark.parametrize("name", ["tinyseg", "lraspp_mobilenet_v3_large"])
+def test_models_return_logits_at_the_input_size(name):
+    from salfmix_transforms.segmentation import logits_of
+
+    model = build_model(name, 5).eval()
+    with torch.no_grad():
+        out = logits_of(model(torch.randn(2, 3, 64, 64)))
+    assert out.shape == (2, 5, 64, 64)
+
+
+# -- metrics -------------------------------------------------------------------------------------------------
+
+
+def test_metrics_perfect_prediction():
+    target = torch.tensor([[0, 1], [2, 2]])
+    m = segmentation_metrics(confusion_matrix(target, target, 4))
+    assert m["miou"] == 1.0 and m["pixel_acc"] == 1.0
+    assert math.isnan(m["iou"][3]), "a class in neither target nor prediction is left out of the mean"
+
+
+def test_metrics_one_class_wrong():
+    target = torch.tensor([0, 0, 1, 1])
+    pred = torch.tensor([0, 0, 1, 0])  # one class-1 pixel predicted as 0
+    cm = confusion_matrix(pred, target, 2)
+    assert cm.tolist() == [[2, 0], [1, 1]]
+    m = segmentation_metrics(cm)
+    # IoU(0) = 2 / (2 + 1), IoU(1) = 1 / (1 + 1)
+    assert m["miou"] == pytest.approx((2 / 3 + 1 / 2) / 2) and m["pixel_acc"] == pytest.approx(3 / 4)
+
+
+def test_metrics_exclude_ignored_pixels():
+    target = torch.tensor([0, 1, 255, 255])
+    pred = torch.tensor([0, 1, 1, 0])
+    cm = confusion_matrix(pred, target, 2, ignore_index=255)
+    assert int(cm.sum()) == 2
+    m = segmentation_metrics(cm)
+    assert m["miou"] == 1.0 and m["pixel_acc"] == 1.0
+
+
+# -- runs ----------------------------------------------------------------------------------------------------
+
+
+def _run(tmp_path, *flags: str, name: str = "run") -> tuple[int, str]:
+    rc = train_seg.main([*flags, *TINY, "--output", str(tmp_path), "--experiment", name])
+    return rc, str(tmp_path / name)
+
+
+def _summary(folder: str) -> list[dict[str, str]]:
+    with open(os.path.join(folder, "summary.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("method", ["baseline", "salfmix", "hybridmix-v3"])
+def test_one_epoch_on_the_synthetic_default(tmp_path, method):
+    flags = ["--method", method, "--epochs", "1"]
+    if method != "baseline":
+        flags += ["--salfmix-warmup-epochs", "0"]  # SalfMix really runs in the one epoch
+    rc, folder = _run(tmp_path, *flags)
+    assert rc == 0
+    rows = _summary(folder)
+    assert len(rows) == 1 and rows[0]["epoch"] == "0"
+    for key in ("train_loss", "eval_loss", "eval_miou", "eval_pixel_acc", "lr", "train_epoch_time"):
+        assert math.isfinite(float(rows[0][key])), key
+    assert 0 <= float(rows[0]["eval_miou"]) <= 1
+    aug = float(rows[0]["train_aug_time"])
+    assert aug == 0 if method == "baseline" else aug > 0
+    with open(os.path.join(folder, "results.json")) as f:
+        results = json.load(f)
+    assert results["method"] == method and results["dataset"] == "synthetic" and results["best_epoch"] == 0
+    assert results["best_miou"] == pytest.approx(float(rows[0]["eval_miou"]))
+    assert os.path.isabs(results["output_dir"]) and results["num_classes"] == 4
+    if method != "baseline":
+        assert "warmup_epochs=0" in results["transform"]
+    assert os.path.isfile(os.path.join(folder, "model_best.pth.tar"))
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path):
+    rc, folder = _run(tmp_path, "--method", "salfmix", "--epochs", "1")
+    assert rc == 0
+    # The run's flags (--method salfmix) come from the checkpoint; --epochs 2 is the new total.
+    rc = train_seg.main(["--resume", folder, "--epochs", "2", "--no-progress", "--threads", "2"])
+    assert rc == 0
+    rows = _summary(folder)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    with open(os.path.join(folder, "results.json")) as f:
+        results = json.load(f)
+    assert results["start_epoch"] == 1 and results["epochs"] == 2
+    assert results["best_epoch"] in (0, 1)
+    ckpt = torch.load(os.path.join(folder, "last.pth.tar"), map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1
+    # Nothing left to train: exit code 0, results kept.
+    assert _run(tmp_path, "--method", "salfmix", "--epochs", "2", "--resume", folder)[0] == 0
+    # Another method or model than the checkpoint's: a one-line error.
+    assert _run(tmp_path, "--method", "cutmix", "--epochs", "3", "--resume", folder)[0] == 2
+    assert train_seg.main(["--resume", folder, "--model", "lraspp_mobilenet_v3_large", "--epochs", "3"]) == 2
+    with open(os.path.join(folder, "args.json")) as f:
+        assert json.load(f)["method"] == "salfmix"
+
+
+@pytest.mark.skipif(CAMVID is None, reason="CamVid is not in ../shared/data/camvid")
+def test_one_epoch_on_a_camvid_subset(tmp_path):
+    rc, folder = _run(
+        tmp_path, "--dataset", "camvid", "--data-dir", CAMVID, "--method", "cutmix", "--epochs", "1"
+    )
+    assert rc == 0
+    with open(os.path.join(folder, "results.json")) as f:
+        results = json.load(f)
+    assert results["num_classes"] == 11 and "Unlabelled" not in results["classes"]
+    assert results["crop_size"] == [128, 168] and results["train_size"] == 16 and results["val_size"] == 8
+    assert 0 <= results["best_miou"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--data-dir", "/nonexistent/camvid"], "does not exist"),
+        (["--method", "nosuchmethod"], "invalid choice"),
+        (["--method", "salfmix", "--salfmix-grid", "0"], "--salfmix-grid 0"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys, flags, message):
+    rc, folder = _run(tmp_path, *flags)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err
+    assert err.startswith("train_seg.py: error:") and err.count("\n") == 1
+    assert not os.path.exists(folder), "nothing written"
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    """Model, optimizer, lr schedule and RNG state come back: epoch 1 resumed from checkpoint-0 is bit for bit
+    epoch 1 of the run that went on (HybridMix v3: crops, flips, SalfMix cells and CutMix boxes)."""
+    flags = ["--method", "hybridmix-v3", "--salfmix-warmup-epochs", "0", "--epochs", "2"]
+    assert _run(tmp_path, *flags, name="whole")[0] == 0
+    checkpoint = str(tmp_path / "whole" / "checkpoint-0.pth.tar")
+    rc, folder = _run(tmp_path, *flags, "--resume", checkpoint, name="resumed")
+    assert rc == 0
+    whole, resumed = _summary(str(tmp_path / "whole")), _summary(folder)
+    assert [r["epoch"] for r in resumed] == ["1"]
+    for key in ("train_loss", "eval_loss", "eval_miou", "eval_pixel_acc", "lr"):
+        assert resumed[0][key] == whole[1][key], key

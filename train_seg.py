@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""Train a semantic segmentation model with a SalfMix / HybridMix batch transform (issue 15).
+
+Built from timm's parts (``create_optimizer_v2``, ``create_scheduler_v2``, ``resume_checkpoint``,
+``update_summary``, ``random_seed``) and the package's (``methods.build``, ``AtomicCheckpointSaver``,
+``salfmix_transforms.segmentation``); flags that timm's ``train.py`` also has keep its names::
+
+    python train_seg.py                                           # synthetic scenes, tinyseg, a few minutes
+    python train_seg.py --dataset camvid --method hybridmix-v3 --epochs 50
+    python train_seg.py --dataset folder --data-dir DATA --model lraspp_mobilenet_v3_large
+    python train_seg.py --resume output/train_seg/<run>               # continue a run
+
+The batch transform is ``methods.build(--method, K, ignore_index=255, model=model)`` (the SalfMix family
+with ``--salfmix-grid``, ``--salfmix-ratio`` and one warm-up epoch, Algorithm 2), called on class masks; it
+returns soft dense targets (B, K, H, W), trained with
+``-(target * logits.log_softmax(1)).sum() / target.sum()`` (``salfmix_transforms.targets``). The baseline
+trains with cross-entropy and ``ignore_index``. Each epoch adds a row to ``summary.csv`` (train loss, eval
+loss, mIoU, pixel accuracy, lr, epoch and augmentation seconds); ``results.json`` has the best mIoU and its
+epoch (0-based); checkpoints are ranked by mIoU. ``--resume`` (a checkpoint or a run folder) takes the run's
+flags (data, model, method, optimizer, schedule, seed) from the checkpoint unless given, restores the model,
+optimizer, lr schedule and RNG state (a resumed epoch is the uninterrupted run's, bit for bit), and refuses
+another ``--model`` or ``--method``. Single process only (no DDP). A user error is one line on stderr and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+_logger = logging.getLogger("train_seg")
+IGNORE_INDEX = 255
+_CAMVID_DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "camvid")
+
+
+class UsageError(Exception):
+    """Bad flags, data or checkpoint: ``main`` prints the message on one line and returns 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage and exit; one line instead
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from salfmix_transforms import methods
+    from salfmix_transforms.segmentation import MODELS
+
+    p = _Parser(prog="train_seg.py", description=__doc__.split("\n")[0])
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--dataset",
+        choices=("synthetic", "camvid", "folder"),
+        default=None,
+        help="synthetic scenes (default without --data-dir), CamVid, or a <split>/images|masks folder "
+        "(default with --data-dir)",
+    )
+    d.add_argument("--data-dir", default=None, help="data folder (camvid default: ../shared/data/camvid)")
+    d.add_argument("--num-classes", type=_positive_int, default=None, help="for a folder without classes.txt")
+    d.add_argument("--limit-train", type=_positive_int, default=None, help="use the first N training images")
+    d.add_argument("--limit-val", type=_positive_int, default=None, help="use the first N validation images")
+    d.add_argument("--workers", "-j", type=_non_negative_int, default=0, help="data loader processes")
+    m = p.add_argument_group("model and augmentation")
+    m.add_argument("--model", choices=MODELS, default="tinyseg")
+    m.add_argument(
+        "--method",
+        choices=methods.METHODS,
+        default="salfmix",
+        metavar="NAME",
+        help=f"registry name: {', '.join(methods.METHODS)} (default salfmix)",
+    )
+    m.add_argument("--salfmix-grid", type=int, default=4, help="pooling grid n (Algorithm 1)")
+    m.add_argument("--salfmix-ratio", type=float, default=0.3, help="cell ratio r (Algorithm 1)")
+    m.add_argument(
+        "--salfmix-warmup-epochs",
+        type=_non_negative_int,
+        default=1,
+        help="epochs without SalfMix at the start (Algorithm 2; default 1)",
+    )
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=_positive_int, default=8)
+    t.add_argument("-b", "--batch-size", type=_positive_int, default=16)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--opt", default="adamw", help="timm optimizer name (create_optimizer_v2)")
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--sched", default="cosine", help="timm scheduler name (create_scheduler_v2), or none")
+    t.add_argument("--min-lr", type=float, default=0.0)
+    t.add_argument("--warmup-epochs", type=_non_negative_int, default=0, help="lr warm-up epochs")
+    t.add_argument("--warmup-lr", type=float, default=1e-5)
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--threads", type=_non_negative_int, default=0, help="torch CPU threads (0: torch's)")
+    t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    o = p.add_argument_group("output")
+    o.add_argument("--output", default="", help="root folder of runs (default ./output/train_seg)")
+    o.add_argument("--experiment", default="", help="run folder name (default: date, model and method)")
+    o.add_argument("--resume", default="", help="checkpoint or run folder to continue")
+    o.add_argument("--checkpoint-hist", type=_positive_int, default=3)
+    o.add_argument("--no-progress", action="store_true", help="log every --log-interval batches, no bar")
+    o.add_argument("--log-interval", type=_positive_int, default=50)
+    return p
+
+
+# The flags that define a run: a resumed run takes the checkpoint's for those not given on the command line.
+_RUN_FLAGS = (
+    "dataset", "data_dir", "num_classes", "limit_train", "limit_val", "model", "method", "salfmix_grid",
+    "salfmix_ratio", "salfmix_warmup_epochs", "epochs", "batch_size", "lr", "opt", "weight_decay", "momentum",
+    "sched", "min_lr", "warmup_epochs", "warmup_lr", "seed",
+)  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The flags; with ``--resume``, those of :data:`_RUN_FLAGS` not given come from the checkpoint.
+
+    Raises:
+        UsageError: a flag is unknown or malformed, or the checkpoint cannot be resumed.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        given = set(vars(parser.parse_args(argv)))
+        args._resume_ckpt = _load_resume(args, given)
+    if args.dataset is None:
+        args.dataset = "synthetic" if args.data_dir is None else "folder"
+    if args.dataset == "synthetic" and args.data_dir is not None:
+        raise UsageError("--data-dir goes with --dataset camvid or folder, not synthetic")
+    if args.dataset == "camvid" and args.data_dir is None:
+        args.data_dir = os.path.normpath(_CAMVID_DEFAULT)
+    if args.dataset == "folder" and args.data_dir is None:
+        raise UsageError("--dataset folder needs --data-dir")
+    if not 0 < args.salfmix_ratio < 1:
+        raise UsageError(f"--salfmix-ratio must be in (0, 1), got {args.salfmix_ratio}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    return args
+
+
+def _load_resume(args: argparse.Namespace, given: set[str]) -> dict[str, Any]:
+    """The metadata of the checkpoint that ``--resume`` means; fills the run flags that were not given."""
+    from timm.utils import load_checkpoint_metadata
+
+    from salfmix_transforms.checkpoints import CorruptCheckpointError, find_resume_checkpoint
+
+    try:
+        args.resume, note = find_resume_checkpoint(args.resume)
+    except CorruptCheckpointError as e:
+        raise UsageError(_one_line(e)) from e
+    if note:
+        _logger.warning("warning: %s", note)
+    if not os.path.isfile(args.resume):
+        raise UsageError(f"--resume {args.resume!r}: no such checkpoint")
+    try:
+        ckpt = load_checkpoint_metadata(args.resume)
+    except Exception as e:
+        raise UsageError(f"--resume {args.resume!r} cannot be read: {_one_line(e)}") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+        raise UsageError(f"{args.resume!r} is not a training checkpoint of train_seg.py")
+    saved = vars(ckpt.get("args") or argparse.Namespace())
+    for flag in _RUN_FLAGS:
+        if flag not in given and flag in saved:
+            setattr(args, flag, saved[flag])
+    if ckpt.get("arch") not in (None, args.model):
+        raise UsageError(f"checkpoint {args.resume!r} is of model {ckpt['arch']!r}, not --model {args.model}")
+    method = (ckpt.get("train_state") or {}).get("method")
+    if method is not None and method != args.method:
+        raise UsageError(f"checkpoint {args.resume!r} was trained with --method {method}, not {args.method}")
+    return ckpt
+
+
+# --- setup ----------------------------------------------------------------------------------------------
+
+
+def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
+    from salfmix_transforms.segmentation import SegmentationFolder, SyntheticShapes
+
+    if args.dataset == "synthetic":
+        kw = dict(seed=0)
+        train = SyntheticShapes("train", limit=args.limit_train, **kw)
+        val = SyntheticShapes("val", limit=args.limit_val, **kw)
+        return train, val, train.classes
+    kw = dict(num_classes=args.num_classes, ignore_index=IGNORE_INDEX)
+    train = SegmentationFolder(args.data_dir, "train", limit=args.limit_train, **kw)
+    val = SegmentationFolder(args.data_dir, "val", limit=args.limit_val, **kw)
+    return train, val, train.classes
+
+
+def build_transform(args: argparse.Namespace, num_classes: int, model: torch.nn.Module) -> Any:
+    """``methods.build`` for ``--method``; the SalfMix family gets the grid, ratio and warm-up flags."""
+    from salfmix_transforms import methods
+
+    spec = methods.spec(args.method)
+    if spec.factory is None:
+        return None
+    kw: dict[str, Any] = dict(ignore_index=IGNORE_INDEX, model=model)
+    if spec.self_mixing:
+        prefix = "salfmix_" if args.method.startswith("hybridmix") else ""
+        kw.update({f"{prefix}grid": args.salfmix_grid, f"{prefix}ratio": args.salfmix_ratio})
+        kw["warmup_epochs"] = args.salfmix_warmup_epochs
+    return methods.build(args.method, num_classes, **kw)
+
+
+def _output_dir(args: argparse.Namespace) -> str:
+    if args.resume and not args.output and not args.experiment:
+        return os.path.dirname(os.path.abspath(args.resume))
+    name = args.experiment or "-".join([time.strftime("%Y%m%d-%H%M%S"), args.model, args.method])
+    path = os.path.join(args.output or os.path.join("output", "train_seg"), name)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the run folder {path!r}: {_one_line(e)}") from e
+    return path
+
+
+class _TrainState:
+    """What the checkpoints hold besides the optimizer (timm's ``task`` hook of ``CheckpointSaver``)."""
+
+    def __init__(self, model: torch.nn.Module, scheduler: Any, method: str) -> None:
+        self.model, self.scheduler, self.method = model, scheduler, method
+        self.train_time_s = self.aug_time_s = 0.0
+
+    def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Any = None) -> dict[str, Any]:
+        from timm.utils import get_state_dict, unwrap_model
+
+        if ema:
+            return {}
+        return {
+            "state_dict": get_state_dict(self.model, unwrap_fn or unwrap_model),
+            "train_state": {
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "method": self.method,
+                "train_time_s": self.train_time_s,
+                "aug_time_s": self.aug_time_s,
+            },
+        }
+
+
+def _plain_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The flags as plain values (what ``weights_only`` checkpoint loading accepts)."""
+    return argparse.Namespace(
+        **{
+            k: v
+            for k, v in vars(args).items()
+            if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))
+        }
+    )
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+
+def dense_soft_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with soft dense targets (B, K, H, W), normalised by the labelled mass."""
+    return -(target * logits.float().log_softmax(1)).sum() / target.sum().clamp(min=1)
+
+
+def train_one_epoch(run: dict[str, Any], epoch: int) -> dict[str, float]:
+    from tqdm import tqdm
+
+    from salfmix_transforms.segmentation import logits_of
+
+    args, model, device, transform = run["args"], run["model"], run["device"], run["transform"]
+    model.train()
+    loss_sum, seen, aug_time = 0.0, 0, 0.0
+    start = time.perf_counter()
+    show = not args.no_progress and sys.stdout.isatty()
+    bar = tqdm(run["train_loader"], desc=f"epoch {epoch}", disable=not show, leave=False)
+    for i, (x, y) in enumerate(bar):
+        x, y = x.to(device), y.to(device)
+        if transform is not None:
+            t0 = time.perf_counter()
+            x, y = transform(x, y, model=model)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            aug_time += time.perf_counter() - t0
+        logits = logits_of(model(x))
+        if transform is None:
+            loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
+        else:
+            loss = dense_soft_loss(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {i}")
+        run["optimizer"].zero_grad(set_to_none=True)
+        loss.backward()
+        run["optimizer"].step()
+        run["num_updates"] += 1
+        if run["scheduler"] is not None:
+            run["scheduler"].step_update(num_updates=run["num_updates"])
+        loss_sum += loss.item() * x.shape[0]
+        seen += x.shape[0]
+        if show and i % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        elif not show and (i + 1) % args.log_interval == 0:
+            _logger.info("  epoch %d batch %d/%d loss %.4f", epoch, i + 1, len(bar), loss.item())
+    bar.close()
+    return {"loss": loss_sum / max(seen, 1), "epoch_time": time.perf_counter() - start, "aug_time": aug_time}
+
+
+@torch.no_grad()
+def validate(run: dict[str, Any]) -> dict[str, float]:
+    """Cross-entropy (mean over labelled pixels), mIoU and pixel accuracy (in [0, 1]) over the val set."""
+    from salfmix_transforms.segmentation import confusion_matrix, logits_of, segmentation_metrics
+
+    model, device, k = run["model"], run["device"], run["num_classes"]
+    model.eval()
+    cm = torch.zeros(k, k, dtype=torch.long, device=device)
+    loss_sum, labelled = 0.0, 0
+    for x, y in run["val_loader"]:
+        x, y = x.to(device), y.to(device)
+        logits = logits_of(model(x)).float()
+        loss_sum += float(F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum"))
+        labelled += int((y != IGNORE_INDEX).sum())
+        cm += confusion_matrix(logits.argmax(1), y, k, IGNORE_INDEX)
+    metrics = segmentation_metrics(cm.cpu())
+    return {"loss": loss_sum / max(labelled, 1), "miou": metrics["miou"], "pixel_acc": metrics["pixel_acc"]}
+
+
+def setup(args: argparse.Namespace) -> dict[str, Any]:
+    from timm.models import resume_checkpoint
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import random_seed
+
+    from salfmix_transforms._validation import check_grid
+    from salfmix_transforms.checkpoints import AtomicCheckpointSaver
+    from salfmix_transforms.segmentation import build_model
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise UsageError(f"--device {args.device!r} is not a device: {_one_line(e)}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device} asked for, but CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random_seed(args.seed, 0)
+    train_ds, val_ds, classes = build_datasets(args)
+    num_classes = len(classes) if args.num_classes is None else args.num_classes
+    height, width = train_ds.crop_size
+    if methods_spec(args.method).self_mixing:
+        try:
+            check_grid(args.salfmix_grid, "grid", height, width)
+        except (ValueError, TypeError) as e:
+            raise UsageError(
+                f"--salfmix-grid {args.salfmix_grid} does not fit {height}x{width} crops (need 1 <= n <= "
+                f"{min(height, width)})"
+            ) from e
+    if len(train_ds) < args.batch_size:
+        raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(train_ds)} training images")
+
+    resume_ckpt = getattr(args, "_resume_ckpt", None)
+
+    model = build_model(args.model, num_classes).to(device)
+    transform = build_transform(args, num_classes, model)
+    loader_kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda")
+    train_loader = torch.utils.data.DataLoader(
+        train_ds, args.batch_size, shuffle=True, drop_last=True, **loader_kw
+    )
+    val_loader = torch.utils.data.DataLoader(val_ds, args.batch_size, shuffle=False, **loader_kw)
+    try:
+        optimizer = create_optimizer_v2(
+            model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum
+        )
+        scheduler, num_epochs = create_scheduler_v2(
+            optimizer,
+            sched="none" if args.sched in ("none", "") else args.sched,
+            num_epochs=args.epochs,
+            min_lr=args.min_lr,
+            warmup_lr=args.warmup_lr,
+            warmup_epochs=args.warmup_epochs,
+            updates_per_epoch=len(train_loader),
+        )
+    except (AssertionError, ValueError, KeyError) as e:
+        raise UsageError(f"--opt {args.opt} / --sched {args.sched}: {_one_line(e)}") from e
+
+    state = _TrainState(model, scheduler, args.method)
+    start_epoch = 0
+    if resume_ckpt is not None:
+        try:
+            start_epoch = int(resume_checkpoint(model, args.resume, optimizer=optimizer, log_info=False) or 0)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise UsageError(f"checkpoint {args.resume!r} does not fit this model: {_one_line(e)}") from e
+        train_state = resume_ckpt.get("train_state") or {}
+        saved_args = vars(resume_ckpt.get("args") or argparse.Namespace())
+        changed = [k for k in _SCHEDULE_FLAGS if k in saved_args and saved_args[k] != getattr(args, k)]
+        if scheduler is not None and train_state.get("scheduler") and not changed:
+            scheduler.load_state_dict(dict(train_state["scheduler"]))
+        elif changed:
+            _logger.info("lr schedule rebuilt from the flags (%s changed)", ", ".join(changed))
+        state.train_time_s = float(train_state.get("train_time_s", 0.0))
+        state.aug_time_s = float(train_state.get("aug_time_s", 0.0))
+        if train_state.get("rng") is not None:
+            torch.set_rng_state(train_state["rng"])
+        if start_epoch >= num_epochs:
+            raise _NothingToTrain(f"checkpoint {args.resume!r} has trained {start_epoch} epoch(s) already")
+        if scheduler is not None:
+            scheduler.step(start_epoch)
+    output_dir = _output_dir(args)
+    saver = AtomicCheckpointSaver(
+        model=model,
+        optimizer=optimizer,
+        args=_plain_args(args),
+        checkpoint_dir=output_dir,
+        recovery_dir=output_dir,
+        decreasing=False,  # the metric is the mIoU
+        max_history=args.checkpoint_hist,
+        task=state,
+    )
+    if resume_ckpt is not None and os.path.dirname(os.path.abspath(args.resume)) == os.path.abspath(
+        output_dir
+    ):
+        saver.load_state_dict_from_checkpoint(args.resume)
+    with open(os.path.join(output_dir, "args.json"), "w") as f:
+        json.dump(vars(_plain_args(args)), f, indent=2, sort_keys=True)
+    return dict(
+        args=args, device=device, model=model, transform=transform, optimizer=optimizer, scheduler=scheduler,
+        train_loader=train_loader, val_loader=val_loader, num_classes=num_classes, classes=classes,
+        num_epochs=num_epochs, start_epoch=start_epoch, num_updates=start_epoch * len(train_loader),
+        output_dir=output_dir, saver=saver, state=state, crop=(height, width),
+        sizes=(len(train_ds), len(val_ds)),
+    )  # fmt: skip
+
+
+# Flags that define the lr schedule: a resumed run with one of them changed gets a new schedule.
+_SCHEDULE_FLAGS = ("epochs", "sched", "lr", "min_lr", "warmup_epochs", "warmup_lr")
+
+
+class _NothingToTrain(Exception):
+    """``--resume`` of a run that has done ``--epochs`` already."""
+
+
+def methods_spec(name: str) -> Any:
+    from salfmix_transforms import methods
+
+    return methods.spec(name)
+
+
+def train(run: dict[str, Any]) -> dict[str, Any]:
+    from timm.utils import trim_summary, update_summary
+
+    args, saver, state = run["args"], run["saver"], run["state"]
+    summary = os.path.join(run["output_dir"], "summary.csv")
+    trim_summary(summary, run["start_epoch"])
+    _logger.info(
+        "model %s (%.2f M parameters), %d classes, %s data: %d train (crops %dx%d) / %d val, method %s: %r, "
+        "device %s, %d threads, output %s",
+        args.model, sum(p.numel() for p in run["model"].parameters()) / 1e6, run["num_classes"], args.dataset,
+        run["sizes"][0], *run["crop"], run["sizes"][1], args.method, run["transform"], run["device"],
+        torch.get_num_threads(), os.path.abspath(run["output_dir"]),
+    )  # fmt: skip
+    warmup = getattr(getattr(run["transform"], "salfmix", run["transform"]), "warmup_epochs", 0)
+    if warmup >= run["num_epochs"]:
+        _logger.warning("warning: the warm-up covers all %d epoch(s): SalfMix never runs", run["num_epochs"])
+    last: dict[str, float] = {}
+    for epoch in range(run["start_epoch"], run["num_epochs"]):
+        if run["transform"] is not None:
+            run["transform"].set_epoch(epoch)
+        train_metrics = train_one_epoch(run, epoch)
+        last = validate(run)
+        lrs = [g["lr"] for g in run["optimizer"].param_groups]
+        lr = sum(lrs) / len(lrs)
+        if run["scheduler"] is not None:
+            run["scheduler"].step(epoch + 1, last["miou"])
+        state.train_time_s += train_metrics["epoch_time"]
+        state.aug_time_s += train_metrics["aug_time"]
+        update_summary(epoch, train_metrics, last, summary, lr=lr)
+        saver.save_checkpoint(epoch, metric=last["miou"])
+        _logger.info(
+            "epoch %d [%d/%d]  train loss %.4f  eval loss %.4f  mIoU %.2f%%  pixel acc %.2f%%  lr %.5f  "
+            "time %.1fs (augmentation %.1fs)",
+            epoch, epoch + 1, run["num_epochs"], train_metrics["loss"], last["loss"], 100 * last["miou"],
+            100 * last["pixel_acc"], lr, train_metrics["epoch_time"], train_metrics["aug_time"],
+        )  # fmt: skip
+    results = {
+        "model": args.model,
+        "method": args.method,
+        "transform": repr(run["transform"]),
+        "dataset": args.dataset,
+        "data_dir": None if args.data_dir is None else os.path.abspath(args.data_dir),
+        "classes": run["classes"],
+        "num_classes": run["num_classes"],
+        "crop_size": list(run["crop"]),
+        "train_size": run["sizes"][0],
+        "val_size": run["sizes"][1],
+        "epochs": run["num_epochs"],
+        "start_epoch": run["start_epoch"],
+        "best_miou": saver.best_metric,
+        "best_epoch": saver.best_epoch,
+        "final_miou": last.get("miou"),
+        "final_pixel_acc": last.get("pixel_acc"),
+        "train_time_s": state.train_time_s,
+        "aug_time_s": state.aug_time_s,
+        "output_dir": os.path.abspath(run["output_dir"]),
+        "best_checkpoint": os.path.abspath(os.path.join(run["output_dir"], "model_best.pth.tar")),
+    }
+    with open(os.path.join(run["output_dir"], "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    _logger.info(
+        "best mIoU %s at epoch %s; results.json, summary.csv and checkpoints in %s",
+        "n/a" if saver.best_metric is None else f"{100 * saver.best_metric:.2f}%",
+        saver.best_epoch,
+        results["output_dir"],
+    )
+    return results
+
+
+# --- entry point ----------------------------------------------------------------------------------------
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _fail(message: str) -> int:
+    print(f"train_seg.py: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train as the flags say; 0 on success, 2 (one line on stderr) on bad input."""
+    from salfmix_transforms.data import DatasetError
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("timm").setLevel(logging.WARNING)
+    try:
+        try:
+            args = parse_args(argv)
+            run = setup(args)
+        except _NothingToTrain as e:
+            _logger.warning("warning: %s", e)
+            return 0
+        except (UsageError, DatasetError, ValueError, TypeError) as e:
+            return _fail(_one_line(e))
+        try:
+            train(run)
+        except FloatingPointError as e:
+            return _fail(
+                f"{_one_line(e)}: training diverged (a lower --lr?); checkpoints in {run['output_dir']}"
+            )
+        return 0
+    finally:
+        root.removeHandler(handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
