@@ -12,7 +12,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-EXPECTED = {"01_tour.ipynb", "02_saliency_over_epochs.ipynb", "03_train_compare.ipynb"}
+EXPECTED = {
+    "01_tour.ipynb",
+    "02_saliency_over_epochs.ipynb",
+    "03_train_compare.ipynb",
+    "04_segmentation.ipynb",
+}
 
 
 def test_the_notebooks_are_there_and_committed_without_outputs():
