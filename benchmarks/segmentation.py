@@ -1,0 +1,340 @@
+"""Segmentation benchmark (issue 15): val mIoU of five methods trained with ``train_seg.py``.
+
+Rows: baseline, Cutout, CutMix, SalfMix, HybridMix v3, each trained once per seed in its own
+``train_seg.py`` subprocess. Every finished run appends one JSON line (method, seed, best mIoU and its epoch,
+final mIoU and pixel accuracy, training and augmentation seconds) to the protocol's results file; a run
+already there with the same settings is skipped, and a run folder left with ``last.pth.tar`` but no record
+(an interrupted benchmark) continues with ``--resume``, so the same command can be started again at any
+time. After each run the markdown table (best mIoU mean ± sample std over seeds, augmentation / training
+time ratio) is written next to the results file and printed at the end.
+
+Protocols:
+
+``camvid-cpu``
+    CamVid (SegNet's 11 classes, 367 train / 101 val images at 171x128) in ``../shared/data/camvid``
+    (relative to the project root), ``tinyseg``, 100 epochs, seeds 0 and 1, train_seg.py's other defaults
+    (AdamW lr 3e-3, wd 1e-4, cosine, batch 16, crops 128x168, SalfMix grid 4, ratio 0.3, one warm-up
+    epoch), one OpenMP thread per run. Length: the grid is 5 methods x 2 seeds = 10 runs, two at a time
+    (``--jobs 2`` on the 2-core CPU), so 5 runs back to back; at a conservative 65 s per epoch (train and
+    eval, on a loaded machine) 10 x 100 x 65 s / 2 = 32,500 s ~ 9 h, inside one night (10 h; 110 epochs
+    would be the ceiling). Measured one epoch under load (``--limit-train 64``, extrapolated to 22 batches):
+    ~12 s baseline, ~22 s SalfMix / HybridMix v3 training plus ~2 s eval, so the night has a 2-3x margin.
+    Skipped with a message when the data is absent.
+``synthetic-quick``
+    for tests: train_seg.py's synthetic scenes (64x64, 4 classes), 32 train / 16 val images, batch 8,
+    1 epoch without the SalfMix warm-up (so SalfMix runs), seed 0.
+
+Examples::
+
+    python benchmarks/segmentation.py --dry-run                          # the planned commands
+    python benchmarks/segmentation.py --jobs 2                           # the whole grid (a night), resumable
+    python benchmarks/segmentation.py --rows baseline salfmix --seeds 0 --epochs 5
+    python benchmarks/segmentation.py --protocol synthetic-quick --rows baseline salfmix
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import datetime
+import hashlib
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = ROOT / "train_seg.py"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+RUNS_DIR = RESULTS_DIR / "runs"  # per-run folders (git-ignored: ``runs/``)
+
+ROWS = {
+    "baseline": "Baseline",
+    "cutout": "Cutout",
+    "cutmix": "CutMix",
+    "salfmix": "SalfMix",
+    "hybridmix-v3": "HybridMix v3 (+ CutMix)",
+}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    description: str
+    dataset: str
+    data_dir: Path | None
+    epochs: int
+    seeds: tuple[int, ...]
+    args: tuple[str, ...] = ()  # extra train_seg.py flags (part of the settings)
+    threads: int = 1  # OMP_NUM_THREADS and --threads of each run
+
+
+_QUICK_ARGS = (
+    "--model", "tinyseg", "--limit-train", "32", "--limit-val", "16", "-b", "8",
+    "--salfmix-warmup-epochs", "0", "--checkpoint-hist", "1",
+)  # fmt: skip
+PROTOCOLS = {
+    "camvid-cpu": Protocol(
+        "CamVid (11 classes, 367 train / 101 val, 171x128), tinyseg, CPU",
+        "camvid",
+        ROOT.parent / "shared" / "data" / "camvid",
+        epochs=100,
+        seeds=(0, 1),
+        args=("--model", "tinyseg", "--checkpoint-hist", "1"),
+    ),
+    "synthetic-quick": Protocol(
+        "synthetic scenes (64x64, 4 classes), 32 train / 16 val, tinyseg, for tests",
+        "synthetic",
+        None,
+        epochs=1,
+        seeds=(0,),
+        args=_QUICK_ARGS,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    method: str
+    seed: int
+    command: list[str]
+    output: Path  # train_seg.py's run folder (--output / --experiment)
+
+    @property
+    def log(self) -> Path:
+        return self.output.with_name(self.output.name + ".log")
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """What decides a result besides method and seed; its hash (``settings_id``) names runs and records."""
+    return {"dataset": args.dataset, "epochs": args.epochs, "args": list(PROTOCOLS[args.protocol].args)}
+
+
+def settings_id(args: argparse.Namespace) -> str:
+    return hashlib.sha1(json.dumps(settings(args), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def plan_runs(args: argparse.Namespace) -> list[Run]:
+    """Every (method, seed), seed-major so that a partial benchmark covers every row early."""
+    protocol, sid = PROTOCOLS[args.protocol], settings_id(args)
+    runs = []
+    for seed in args.seeds:
+        for method in args.rows:
+            name = f"{args.protocol}-{method}-s{seed}-{sid}"
+            command = [sys.executable, str(TRAIN_SCRIPT), "--dataset", args.dataset]
+            if args.data_dir:
+                command += ["--data-dir", str(args.data_dir)]
+            command += ["--method", method, "--epochs", str(args.epochs), "--seed", str(seed), *protocol.args]
+            command += ["--threads", str(protocol.threads), "--output", str(args.runs_dir)]
+            command += ["--experiment", name, "--no-progress"]
+            runs.append(Run(method, seed, command, Path(args.runs_dir) / name))
+    return runs
+
+
+def load_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            print(f"[segmentation] {path}:{number}: unreadable line skipped", file=sys.stderr)
+    return records
+
+
+def mine(records: list[dict], args: argparse.Namespace) -> list[dict]:
+    sid = settings_id(args)
+    return [r for r in records if r.get("protocol") == args.protocol and r.get("settings_id") == sid]
+
+
+def done(records: list[dict], run: Run) -> bool:
+    return any(r.get("method") == run.method and r.get("seed") == run.seed for r in records)
+
+
+def command_for(run: Run) -> list[str]:
+    """Resume an interrupted run from its ``last.pth.tar``; a folder without one is moved aside."""
+    if (run.output / "last.pth.tar").is_file():
+        return [*run.command, "--resume", str(run.output)]
+    if run.output.exists():
+        run.output.rename(run.output.with_name(f"{run.output.name}.incomplete-{int(time.time())}"))
+    return run.command
+
+
+def whole_run_times(output: Path) -> tuple[float, float]:
+    """Training and augmentation seconds over every epoch (``summary.csv``, appended across resumes; an
+    epoch logged twice counts once, its last row)."""
+    with (output / "summary.csv").open(newline="") as handle:
+        rows = {row["epoch"]: row for row in csv.DictReader(handle)}.values()
+    return sum(float(r["train_epoch_time"]) for r in rows), sum(float(r["train_aug_time"]) for r in rows)
+
+
+def execute(run: Run, args: argparse.Namespace) -> dict:
+    """Train one (method, seed) and return its record; raises RuntimeError on failure."""
+    run.output.parent.mkdir(parents=True, exist_ok=True)
+    command = command_for(run)
+    threads = str(PROTOCOLS[args.protocol].threads)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    start = time.perf_counter()
+    with run.log.open("a") as handle:
+        handle.write("$ " + shlex.join(command) + "\n")
+        handle.flush()
+        code = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
+    tail = "\n".join(run.log.read_text().splitlines()[-15:])
+    if code != 0:
+        raise RuntimeError(f"train_seg.py exited with {code} (log {run.log}):\n{tail}")
+    try:
+        result = json.loads((run.output / "results.json").read_text())
+        train_s, aug_s = whole_run_times(run.output)
+    except (OSError, ValueError, KeyError) as exc:
+        raise RuntimeError(f"no results in {run.output}: {exc}") from exc
+    return {
+        "protocol": args.protocol,
+        "method": run.method,
+        "seed": run.seed,
+        "settings": settings(args),
+        "settings_id": settings_id(args),
+        "best_miou": result["best_miou"],
+        "best_epoch": result["best_epoch"],
+        "final_miou": result["final_miou"],
+        "final_pixel_acc": result["final_pixel_acc"],
+        "train_time_s": round(train_s, 2),
+        "aug_time_s": round(aug_s, 2),
+        "resumed": "--resume" in command,
+        "seconds": round(time.perf_counter() - start, 1),
+        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": shlex.join(command),
+        "output": str(run.output),
+    }
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def results_table(records: list[dict], args: argparse.Namespace) -> str:
+    header = ["method", "runs", "best mIoU % (mean ± std)", "final mIoU %", "final pixel acc %"]
+    header += ["per seed (best mIoU %)", "train min/run", "aug / train time"]
+    lines = ["| " + " | ".join(header) + " |", "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    records = mine(records, args)
+    for method, label in ROWS.items():
+        runs = sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])
+        train = sum(r["train_time_s"] for r in runs)
+        cells = [
+            f"{label} (`{method}`)",
+            str(len(runs)),
+            _mean_std([100 * r["best_miou"] for r in runs]),
+            _mean_std([100 * r["final_miou"] for r in runs]),
+            _mean_std([100 * r["final_pixel_acc"] for r in runs]),
+            ", ".join(f"{100 * r['best_miou']:.2f}" for r in runs) or "—",
+            f"{train / 60 / len(runs):.1f}" if runs else "—",
+            f"{sum(r['aug_time_s'] for r in runs) / train:.2f}" if train > 0 else "—",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    intro = (
+        f"### Segmentation, protocol `{args.protocol}`\n\n{PROTOCOLS[args.protocol].description}; "
+        f"{args.epochs} epoch(s), settings id `{settings_id(args)}`. mIoU and pixel accuracy on the "
+        "validation set: best over epochs and at the last epoch, mean ± sample std over seeds. "
+        "`train min/run`: training time of all epochs (augmentation included, evaluation not); "
+        "`aug / train time`: the augmentation's share of it (SalfMix's saliency pass included), summed "
+        "over the method's runs."
+    )
+    return intro + "\n\n" + "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="camvid-cpu")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), metavar="METHOD", help="subset of the rows")
+    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the protocol's)")
+    parser.add_argument("--epochs", type=int, help="override the protocol's epochs")
+    parser.add_argument("--jobs", type=int, default=1, help="training processes at once (2 on 2 free cores)")
+    parser.add_argument("--dry-run", action="store_true", help="print the planned commands, run nothing")
+    parser.add_argument("--results", type=Path, help="JSON lines (default results/<protocol>-seg.jsonl)")
+    parser.add_argument("--table", type=Path, help="markdown table (default: the results file's .md)")
+    parser.add_argument("--runs-dir", type=Path, help="run folders (default results/runs/<protocol>)")
+    args = parser.parse_args(argv)
+    protocol = PROTOCOLS[args.protocol]
+    args.dataset, args.data_dir = protocol.dataset, protocol.data_dir
+    args.rows = args.rows or list(ROWS)
+    args.seeds = args.seeds if args.seeds is not None else list(protocol.seeds)
+    args.epochs = args.epochs or protocol.epochs
+    args.results = args.results or RESULTS_DIR / f"{args.protocol}-seg.jsonl"
+    args.table = args.table or args.results.with_suffix(".md")
+    args.runs_dir = (args.runs_dir or RUNS_DIR / args.protocol).resolve()
+    if args.jobs < 1 or args.epochs < 1:
+        parser.error("--jobs and --epochs must be >= 1")
+    return args
+
+
+def write_table(args: argparse.Namespace) -> str:
+    table = results_table(load_results(args.results), args)
+    args.table.parent.mkdir(parents=True, exist_ok=True)
+    args.table.write_text(table)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        print(f"[segmentation] data directory {args.data_dir} is absent", file=sys.stderr)
+        if not args.dry_run:
+            print("[segmentation] skipped", file=sys.stderr)
+            return 0
+    records = mine(load_results(args.results), args)
+    runs = plan_runs(args)
+    pending = [run for run in runs if not done(records, run)]
+    print(
+        f"[segmentation] protocol {args.protocol}: {len(runs)} runs requested, {len(runs) - len(pending)} "
+        f"already in {args.results}, {len(pending)} to do",
+        file=sys.stderr,
+    )
+    if args.dry_run:
+        for run in runs:
+            state = "done" if done(records, run) else "todo"
+            if state == "todo" and (run.output / "last.pth.tar").is_file():
+                state = "resume"
+            threads = PROTOCOLS[args.protocol].threads
+            print(
+                f"[{state}] {run.method} seed {run.seed}: OMP_NUM_THREADS={threads} {shlex.join(run.command)}"
+            )
+        return 0
+    failures = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(execute, run, args): run for run in pending}
+        for future in concurrent.futures.as_completed(futures):
+            run = futures[future]
+            try:
+                record = future.result()
+            except (RuntimeError, OSError) as exc:
+                failures += 1
+                print(f"[segmentation] {run.method} seed {run.seed} FAILED: {exc}", file=sys.stderr)
+                continue
+            args.results.parent.mkdir(parents=True, exist_ok=True)
+            with args.results.open("a") as handle:  # only this thread writes the results and the table
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+            write_table(args)
+            print(
+                f"[segmentation] {run.method} seed {run.seed}: best mIoU {100 * record['best_miou']:.2f}% "
+                f"({record['seconds'] / 60:.1f} min)",
+                file=sys.stderr,
+            )
+    print(write_table(args))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
