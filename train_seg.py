@@ -19,8 +19,14 @@ loss, mIoU, pixel accuracy, lr, epoch and augmentation seconds); ``results.json`
 epoch (0-based); checkpoints are ranked by mIoU. ``--resume`` (a checkpoint or a run folder) takes the run's
 flags (data, model, method, optimizer, schedule, seed) from the checkpoint unless given, restores the model,
 optimizer, lr schedule and RNG state (a resumed epoch is the uninterrupted run's, bit for bit), and refuses
-another ``--model`` or ``--method``. Single process only (no DDP). A user error is one line on stderr and
-exit code 2.
+another ``--model`` or ``--method``. A user error is one line on stderr and exit code 2.
+
+Data parallel: ``torchrun --nproc_per_node N train_seg.py ...`` (timm's ``init_distributed_device``; gloo
+on CPU, NCCL on GPUs). ``-b`` is the batch per process; the training set is sharded by torch's
+``DistributedSampler``, the validation set by ``ShardSampler`` (no padding) and the confusion matrices are
+summed over the processes, so the mIoU counts every validation pixel once. BatchNorm statistics are
+averaged after each epoch (timm's ``distribute_bn``); the SalfMix saliency pass steps around the DDP
+wrapper. Every rank's RNG state is checkpointed: a resume with the same number of processes is exact.
 """
 
 from __future__ import annotations
@@ -38,39 +44,34 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from salfmix_transforms.cli import (
+    OneLineArgumentParser,
+    UsageError,
+    logging_to_stdout,
+    non_negative_int,
+    one_line,
+    positive_int,
+    report_error,
+)
+from salfmix_transforms.distributed import (
+    ShardSampler,
+    all_reduce_sum,
+    gather_rng_states,
+    set_rng_state,
+    without_ddp,
+)
+
 _logger = logging.getLogger("train_seg")
+PROG = "train_seg.py"
 IGNORE_INDEX = 255
 _CAMVID_DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "camvid")
-
-
-class UsageError(Exception):
-    """Bad flags, data or checkpoint: ``main`` prints the message on one line and returns 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would print usage and exit; one line instead
-        raise UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     from salfmix_transforms import methods
     from salfmix_transforms.segmentation import MODELS
 
-    p = _Parser(prog="train_seg.py", description=__doc__.split("\n")[0])
+    p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     d = p.add_argument_group("data")
     d.add_argument(
         "--dataset",
@@ -80,10 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(default with --data-dir)",
     )
     d.add_argument("--data-dir", default=None, help="data folder (camvid default: ../shared/data/camvid)")
-    d.add_argument("--num-classes", type=_positive_int, default=None, help="for a folder without classes.txt")
-    d.add_argument("--limit-train", type=_positive_int, default=None, help="use the first N training images")
-    d.add_argument("--limit-val", type=_positive_int, default=None, help="use the first N validation images")
-    d.add_argument("--workers", "-j", type=_non_negative_int, default=0, help="data loader processes")
+    d.add_argument("--num-classes", type=positive_int, default=None, help="for a folder without classes.txt")
+    d.add_argument("--limit-train", type=positive_int, default=None, help="use the first N training images")
+    d.add_argument("--limit-val", type=positive_int, default=None, help="use the first N validation images")
+    d.add_argument("--workers", "-j", type=non_negative_int, default=0, help="data loader processes")
     m = p.add_argument_group("model and augmentation")
     m.add_argument("--model", choices=MODELS, default="tinyseg")
     m.add_argument(
@@ -97,31 +98,31 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--salfmix-ratio", type=float, default=0.3, help="cell ratio r (Algorithm 1)")
     m.add_argument(
         "--salfmix-warmup-epochs",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=1,
         help="epochs without SalfMix at the start (Algorithm 2; default 1)",
     )
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=_positive_int, default=8)
-    t.add_argument("-b", "--batch-size", type=_positive_int, default=16)
+    t.add_argument("--epochs", type=positive_int, default=8)
+    t.add_argument("-b", "--batch-size", type=positive_int, default=16)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--opt", default="adamw", help="timm optimizer name (create_optimizer_v2)")
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--sched", default="cosine", help="timm scheduler name (create_scheduler_v2), or none")
     t.add_argument("--min-lr", type=float, default=0.0)
-    t.add_argument("--warmup-epochs", type=_non_negative_int, default=0, help="lr warm-up epochs")
+    t.add_argument("--warmup-epochs", type=non_negative_int, default=0, help="lr warm-up epochs")
     t.add_argument("--warmup-lr", type=float, default=1e-5)
     t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--threads", type=_non_negative_int, default=0, help="torch CPU threads (0: torch's)")
+    t.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's)")
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     o = p.add_argument_group("output")
     o.add_argument("--output", default="", help="root folder of runs (default ./output/train_seg)")
     o.add_argument("--experiment", default="", help="run folder name (default: date, model and method)")
     o.add_argument("--resume", default="", help="checkpoint or run folder to continue")
-    o.add_argument("--checkpoint-hist", type=_positive_int, default=3)
+    o.add_argument("--checkpoint-hist", type=positive_int, default=3)
     o.add_argument("--no-progress", action="store_true", help="log every --log-interval batches, no bar")
-    o.add_argument("--log-interval", type=_positive_int, default=50)
+    o.add_argument("--log-interval", type=positive_int, default=50)
     return p
 
 
@@ -170,7 +171,7 @@ def _load_resume(args: argparse.Namespace, given: set[str]) -> dict[str, Any]:
     try:
         args.resume, note = find_resume_checkpoint(args.resume)
     except CorruptCheckpointError as e:
-        raise UsageError(_one_line(e)) from e
+        raise UsageError(one_line(e)) from e
     if note:
         _logger.warning("warning: %s", note)
     if not os.path.isfile(args.resume):
@@ -178,7 +179,7 @@ def _load_resume(args: argparse.Namespace, given: set[str]) -> dict[str, Any]:
     try:
         ckpt = load_checkpoint_metadata(args.resume)
     except Exception as e:
-        raise UsageError(f"--resume {args.resume!r} cannot be read: {_one_line(e)}") from e
+        raise UsageError(f"--resume {args.resume!r} cannot be read: {one_line(e)}") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         raise UsageError(f"{args.resume!r} is not a training checkpoint of train_seg.py")
     saved = vars(ckpt.get("args") or argparse.Namespace())
@@ -233,15 +234,18 @@ def _output_dir(args: argparse.Namespace) -> str:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create the run folder {path!r}: {_one_line(e)}") from e
+        raise UsageError(f"cannot create the run folder {path!r}: {one_line(e)}") from e
     return path
 
 
 class _TrainState:
-    """What the checkpoints hold besides the optimizer (timm's ``task`` hook of ``CheckpointSaver``)."""
+    """What the checkpoints hold besides the optimizer (timm's ``task`` hook of ``CheckpointSaver``): the
+    lr schedule, every rank's RNG states (captured at the end of the epoch, so a resumed run draws what the
+    uninterrupted run would have drawn), the method, and the training and augmentation seconds so far."""
 
     def __init__(self, model: torch.nn.Module, scheduler: Any, method: str) -> None:
         self.model, self.scheduler, self.method = model, scheduler, method
+        self.rng_states: list[dict[str, Any]] = []
         self.train_time_s = self.aug_time_s = 0.0
 
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Any = None) -> dict[str, Any]:
@@ -253,7 +257,7 @@ class _TrainState:
             "state_dict": get_state_dict(self.model, unwrap_fn or unwrap_model),
             "train_state": {
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
+                "rng": self.rng_states,
                 "method": self.method,
                 "train_time_s": self.train_time_s,
                 "aug_time_s": self.aug_time_s,
@@ -272,6 +276,10 @@ def _plain_args(args: argparse.Namespace) -> argparse.Namespace:
     )
 
 
+def _is_primary(args: argparse.Namespace) -> bool:
+    return args.rank == 0
+
+
 # --- training -------------------------------------------------------------------------------------------
 
 
@@ -281,6 +289,7 @@ def dense_soft_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def train_one_epoch(run: dict[str, Any], epoch: int) -> dict[str, float]:
+    """One pass over this rank's shard; the loss is averaged over every rank's images."""
     from tqdm import tqdm
 
     from salfmix_transforms.segmentation import logits_of
@@ -289,7 +298,7 @@ def train_one_epoch(run: dict[str, Any], epoch: int) -> dict[str, float]:
     model.train()
     loss_sum, seen, aug_time = 0.0, 0, 0.0
     start = time.perf_counter()
-    show = not args.no_progress and sys.stdout.isatty()
+    show = not args.no_progress and sys.stdout.isatty() and _is_primary(args)
     bar = tqdm(run["train_loader"], desc=f"epoch {epoch}", disable=not show, leave=False)
     for i, (x, y) in enumerate(bar):
         x, y = x.to(device), y.to(device)
@@ -316,18 +325,24 @@ def train_one_epoch(run: dict[str, Any], epoch: int) -> dict[str, float]:
         seen += x.shape[0]
         if show and i % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        elif not show and (i + 1) % args.log_interval == 0:
+        elif not show and _is_primary(args) and (i + 1) % args.log_interval == 0:
             _logger.info("  epoch %d batch %d/%d loss %.4f", epoch, i + 1, len(bar), loss.item())
     bar.close()
+    loss_sum, seen = all_reduce_sum([loss_sum, seen], device, args.distributed)
     return {"loss": loss_sum / max(seen, 1), "epoch_time": time.perf_counter() - start, "aug_time": aug_time}
 
 
 @torch.no_grad()
 def validate(run: dict[str, Any]) -> dict[str, float]:
-    """Cross-entropy (mean over labelled pixels), mIoU and pixel accuracy (in [0, 1]) over the val set."""
+    """Cross-entropy (mean over labelled pixels), mIoU and pixel accuracy (in [0, 1]) over the val set.
+
+    Each rank evaluates its shard (:class:`~salfmix_transforms.distributed.ShardSampler`: every image once)
+    and the confusion matrices and loss sums are added over the ranks before the metrics are computed.
+    """
     from salfmix_transforms.segmentation import confusion_matrix, logits_of, segmentation_metrics
 
-    model, device, k = run["model"], run["device"], run["num_classes"]
+    args, device, k = run["args"], run["device"], run["num_classes"]
+    model = without_ddp(run["model"])
     model.eval()
     cm = torch.zeros(k, k, dtype=torch.long, device=device)
     loss_sum, labelled = 0.0, 0
@@ -337,31 +352,29 @@ def validate(run: dict[str, Any]) -> dict[str, float]:
         loss_sum += float(F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum"))
         labelled += int((y != IGNORE_INDEX).sum())
         cm += confusion_matrix(logits.argmax(1), y, k, IGNORE_INDEX)
+    cm = all_reduce_sum(cm, device, args.distributed)
+    loss_sum, labelled = all_reduce_sum([loss_sum, labelled], device, args.distributed)
     metrics = segmentation_metrics(cm.cpu())
     return {"loss": loss_sum / max(labelled, 1), "miou": metrics["miou"], "pixel_acc": metrics["pixel_acc"]}
 
 
-def setup(args: argparse.Namespace) -> dict[str, Any]:
-    from timm.models import resume_checkpoint
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-    from timm.utils import random_seed
-
-    from salfmix_transforms._validation import check_grid
-    from salfmix_transforms.checkpoints import AtomicCheckpointSaver
-    from salfmix_transforms.segmentation import build_model
+def _device(args: argparse.Namespace) -> torch.device:
+    """Check ``--device``, then let timm set up the process group when started by ``torchrun`` (it sets
+    ``args.distributed``, ``world_size``, ``rank`` and ``local_rank``)."""
+    from timm.utils import init_distributed_device
 
     try:
         device = torch.device(args.device)
     except RuntimeError as e:
-        raise UsageError(f"--device {args.device!r} is not a device: {_one_line(e)}") from e
+        raise UsageError(f"--device {args.device!r} is not a device: {one_line(e)}") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device} asked for, but CUDA is not available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    random_seed(args.seed, 0)
-    train_ds, val_ds, classes = build_datasets(args)
-    num_classes = len(classes) if args.num_classes is None else args.num_classes
+    return init_distributed_device(args)
+
+
+def _check_data(args: argparse.Namespace, train_ds: Any) -> None:
+    from salfmix_transforms._validation import check_grid
+
     height, width = train_ds.crop_size
     if methods_spec(args.method).self_mixing:
         try:
@@ -371,18 +384,42 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
                 f"--salfmix-grid {args.salfmix_grid} does not fit {height}x{width} crops (need 1 <= n <= "
                 f"{min(height, width)})"
             ) from e
-    if len(train_ds) < args.batch_size:
-        raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(train_ds)} training images")
+    per_rank = len(train_ds) // args.world_size
+    if per_rank < args.batch_size:
+        raise UsageError(
+            f"--batch-size {args.batch_size} is larger than the {per_rank} training images per process"
+        )
 
-    resume_ckpt = getattr(args, "_resume_ckpt", None)
 
-    model = build_model(args.model, num_classes).to(device)
-    transform = build_transform(args, num_classes, model)
+def _loaders(args: argparse.Namespace, train_ds: Any, val_ds: Any, device: torch.device) -> tuple[Any, ...]:
+    """The train loader (shuffled; under DDP timm's usual ``DistributedSampler`` with ``drop_last``), the
+    val loader (under DDP a :class:`ShardSampler`: no padding, every image counted once) and the train
+    sampler (``None`` in a single process)."""
+    train_sampler = val_sampler = None
+    if args.distributed:
+        train_sampler = torch.utils.data.DistributedSampler(
+            train_ds, shuffle=True, seed=args.seed, drop_last=True
+        )
+        val_sampler = ShardSampler(len(val_ds), args.rank, args.world_size)
     loader_kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda")
     train_loader = torch.utils.data.DataLoader(
-        train_ds, args.batch_size, shuffle=True, drop_last=True, **loader_kw
+        train_ds,
+        args.batch_size,
+        shuffle=train_sampler is None,
+        sampler=train_sampler,
+        drop_last=True,
+        **loader_kw,
     )
-    val_loader = torch.utils.data.DataLoader(val_ds, args.batch_size, shuffle=False, **loader_kw)
+    val_loader = torch.utils.data.DataLoader(
+        val_ds, args.batch_size, shuffle=False, sampler=val_sampler, **loader_kw
+    )
+    return train_loader, val_loader, train_sampler
+
+
+def _optimizer_and_scheduler(args: argparse.Namespace, model: torch.nn.Module, updates: int) -> tuple:
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
     try:
         optimizer = create_optimizer_v2(
             model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum
@@ -394,33 +431,54 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
             min_lr=args.min_lr,
             warmup_lr=args.warmup_lr,
             warmup_epochs=args.warmup_epochs,
-            updates_per_epoch=len(train_loader),
+            updates_per_epoch=updates,
         )
     except (AssertionError, ValueError, KeyError) as e:
-        raise UsageError(f"--opt {args.opt} / --sched {args.sched}: {_one_line(e)}") from e
+        raise UsageError(f"--opt {args.opt} / --sched {args.sched}: {one_line(e)}") from e
+    return optimizer, scheduler, num_epochs
 
-    state = _TrainState(model, scheduler, args.method)
-    start_epoch = 0
-    if resume_ckpt is not None:
-        try:
-            start_epoch = int(resume_checkpoint(model, args.resume, optimizer=optimizer, log_info=False) or 0)
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise UsageError(f"checkpoint {args.resume!r} does not fit this model: {_one_line(e)}") from e
-        train_state = resume_ckpt.get("train_state") or {}
-        saved_args = vars(resume_ckpt.get("args") or argparse.Namespace())
-        changed = [k for k in _SCHEDULE_FLAGS if k in saved_args and saved_args[k] != getattr(args, k)]
-        if scheduler is not None and train_state.get("scheduler") and not changed:
-            scheduler.load_state_dict(dict(train_state["scheduler"]))
-        elif changed:
-            _logger.info("lr schedule rebuilt from the flags (%s changed)", ", ".join(changed))
-        state.train_time_s = float(train_state.get("train_time_s", 0.0))
-        state.aug_time_s = float(train_state.get("aug_time_s", 0.0))
-        if train_state.get("rng") is not None:
-            torch.set_rng_state(train_state["rng"])
-        if start_epoch >= num_epochs:
-            raise _NothingToTrain(f"checkpoint {args.resume!r} has trained {start_epoch} epoch(s) already")
-        if scheduler is not None:
-            scheduler.step(start_epoch)
+
+def _resume(
+    args: argparse.Namespace, model: torch.nn.Module, optimizer: Any, state: _TrainState, num_epochs: int
+) -> int:
+    """Load the ``--resume`` checkpoint into the model, optimizer, schedule, timers and this rank's RNG;
+    returns the first epoch to train."""
+    from timm.models import resume_checkpoint
+    from timm.utils import random_seed
+
+    ckpt = args._resume_ckpt
+    try:
+        start_epoch = int(resume_checkpoint(model, args.resume, optimizer=optimizer, log_info=False) or 0)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise UsageError(f"checkpoint {args.resume!r} does not fit this model: {one_line(e)}") from e
+    train_state = ckpt.get("train_state") or {}
+    saved_args = vars(ckpt.get("args") or argparse.Namespace())
+    changed = [k for k in _SCHEDULE_FLAGS if k in saved_args and saved_args[k] != getattr(args, k)]
+    if state.scheduler is not None and train_state.get("scheduler") and not changed:
+        state.scheduler.load_state_dict(dict(train_state["scheduler"]))
+    elif changed and _is_primary(args):
+        _logger.info("lr schedule rebuilt from the flags (%s changed)", ", ".join(changed))
+    state.train_time_s = float(train_state.get("train_time_s", 0.0))
+    state.aug_time_s = float(train_state.get("aug_time_s", 0.0))
+    rng = train_state.get("rng")
+    if isinstance(rng, torch.Tensor):  # checkpoints of earlier versions: the one process's torch state
+        torch.set_rng_state(rng)
+    elif rng and len(rng) == args.world_size:
+        set_rng_state(rng[args.rank])
+    elif rng:
+        _logger.warning("warning: checkpoint RNG states are for %d processes; re-seeding", len(rng))
+        random_seed(args.seed + start_epoch, args.rank)
+    if start_epoch >= num_epochs:
+        raise _NothingToTrain(f"checkpoint {args.resume!r} has trained {start_epoch} epoch(s) already")
+    if state.scheduler is not None:
+        state.scheduler.step(start_epoch)
+    return start_epoch
+
+
+def _saver(args: argparse.Namespace, model: torch.nn.Module, optimizer: Any, state: _TrainState) -> tuple:
+    """The run folder and timm's checkpoint saver made atomic, ranked by mIoU (primary process only)."""
+    from salfmix_transforms.checkpoints import AtomicCheckpointSaver
+
     output_dir = _output_dir(args)
     saver = AtomicCheckpointSaver(
         model=model,
@@ -432,18 +490,44 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         max_history=args.checkpoint_hist,
         task=state,
     )
-    if resume_ckpt is not None and os.path.dirname(os.path.abspath(args.resume)) == os.path.abspath(
-        output_dir
-    ):
+    if args.resume and os.path.dirname(os.path.abspath(args.resume)) == os.path.abspath(output_dir):
         saver.load_state_dict_from_checkpoint(args.resume)
     with open(os.path.join(output_dir, "args.json"), "w") as f:
         json.dump(vars(_plain_args(args)), f, indent=2, sort_keys=True)
+    return output_dir, saver
+
+
+def setup(args: argparse.Namespace) -> dict[str, Any]:
+    """Device and process group, data, model, batch transform, optimizer, schedule, resume, saver."""
+    from timm.utils import random_seed
+
+    from salfmix_transforms.segmentation import build_model
+
+    device = _device(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random_seed(args.seed, args.rank)
+    train_ds, val_ds, classes = build_datasets(args)
+    num_classes = len(classes) if args.num_classes is None else args.num_classes
+    _check_data(args, train_ds)
+
+    model = build_model(args.model, num_classes).to(device)
+    transform = build_transform(args, num_classes, model)
+    train_loader, val_loader, train_sampler = _loaders(args, train_ds, val_ds, device)
+    optimizer, scheduler, num_epochs = _optimizer_and_scheduler(args, model, len(train_loader))
+    state = _TrainState(model, scheduler, args.method)
+    start_epoch = _resume(args, model, optimizer, state, num_epochs) if args.resume else 0
+    if args.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    output_dir, saver = _saver(args, model, optimizer, state) if _is_primary(args) else ("", None)
     return dict(
         args=args, device=device, model=model, transform=transform, optimizer=optimizer, scheduler=scheduler,
-        train_loader=train_loader, val_loader=val_loader, num_classes=num_classes, classes=classes,
-        num_epochs=num_epochs, start_epoch=start_epoch, num_updates=start_epoch * len(train_loader),
-        output_dir=output_dir, saver=saver, state=state, crop=(height, width),
-        sizes=(len(train_ds), len(val_ds)),
+        train_loader=train_loader, val_loader=val_loader, train_sampler=train_sampler,
+        num_classes=num_classes, classes=classes, num_epochs=num_epochs, start_epoch=start_epoch,
+        num_updates=start_epoch * len(train_loader), output_dir=output_dir, saver=saver, state=state,
+        crop=train_ds.crop_size, sizes=(len(train_ds), len(val_ds)),
     )  # fmt: skip
 
 
@@ -461,27 +545,41 @@ def methods_spec(name: str) -> Any:
     return methods.spec(name)
 
 
-def train(run: dict[str, Any]) -> dict[str, Any]:
-    from timm.utils import trim_summary, update_summary
-
-    args, saver, state = run["args"], run["saver"], run["state"]
-    summary = os.path.join(run["output_dir"], "summary.csv")
-    trim_summary(summary, run["start_epoch"])
+def _log_start(run: dict[str, Any]) -> None:
+    args = run["args"]
     _logger.info(
         "model %s (%.2f M parameters), %d classes, %s data: %d train (crops %dx%d) / %d val, method %s: %r, "
-        "device %s, %d threads, output %s",
+        "device %s%s, %d threads, output %s",
         args.model, sum(p.numel() for p in run["model"].parameters()) / 1e6, run["num_classes"], args.dataset,
         run["sizes"][0], *run["crop"], run["sizes"][1], args.method, run["transform"], run["device"],
-        torch.get_num_threads(), os.path.abspath(run["output_dir"]),
+        f" x{args.world_size} (DDP)" if args.distributed else "", torch.get_num_threads(),
+        os.path.abspath(run["output_dir"]),
     )  # fmt: skip
     warmup = getattr(getattr(run["transform"], "salfmix", run["transform"]), "warmup_epochs", 0)
     if warmup >= run["num_epochs"]:
         _logger.warning("warning: the warm-up covers all %d epoch(s): SalfMix never runs", run["num_epochs"])
+
+
+def train(run: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate every epoch; the primary process writes ``summary.csv``, the checkpoints and
+    ``results.json``. Returns the results (on every rank)."""
+    from timm.utils import distribute_bn, trim_summary, update_summary
+
+    args, saver, state = run["args"], run["saver"], run["state"]
+    primary = _is_primary(args)
+    summary = os.path.join(run["output_dir"], "summary.csv")
+    if primary:
+        trim_summary(summary, run["start_epoch"])
+        _log_start(run)
     last: dict[str, float] = {}
     for epoch in range(run["start_epoch"], run["num_epochs"]):
+        if run["train_sampler"] is not None:
+            run["train_sampler"].set_epoch(epoch)
         if run["transform"] is not None:
             run["transform"].set_epoch(epoch)
         train_metrics = train_one_epoch(run, epoch)
+        if args.distributed:
+            distribute_bn(run["model"], args.world_size, reduce=True)
         last = validate(run)
         lrs = [g["lr"] for g in run["optimizer"].param_groups]
         lr = sum(lrs) / len(lrs)
@@ -489,6 +587,9 @@ def train(run: dict[str, Any]) -> dict[str, Any]:
             run["scheduler"].step(epoch + 1, last["miou"])
         state.train_time_s += train_metrics["epoch_time"]
         state.aug_time_s += train_metrics["aug_time"]
+        state.rng_states = gather_rng_states(args.world_size, args.distributed)  # collective: every rank
+        if not primary:
+            continue
         update_summary(epoch, train_metrics, last, summary, lr=lr)
         saver.save_checkpoint(epoch, metric=last["miou"])
         _logger.info(
@@ -497,7 +598,22 @@ def train(run: dict[str, Any]) -> dict[str, Any]:
             epoch, epoch + 1, run["num_epochs"], train_metrics["loss"], last["loss"], 100 * last["miou"],
             100 * last["pixel_acc"], lr, train_metrics["epoch_time"], train_metrics["aug_time"],
         )  # fmt: skip
-    results = {
+    results = _results(run, last)
+    if primary:
+        with open(os.path.join(run["output_dir"], "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        _logger.info(
+            "best mIoU %s at epoch %s; results.json, summary.csv and checkpoints in %s",
+            "n/a" if results["best_miou"] is None else f"{100 * results['best_miou']:.2f}%",
+            results["best_epoch"],
+            results["output_dir"],
+        )
+    return results
+
+
+def _results(run: dict[str, Any], last: dict[str, float]) -> dict[str, Any]:
+    args, saver, state = run["args"], run["saver"], run["state"]
+    return {
         "model": args.model,
         "method": args.method,
         "transform": repr(run["transform"]),
@@ -510,8 +626,9 @@ def train(run: dict[str, Any]) -> dict[str, Any]:
         "val_size": run["sizes"][1],
         "epochs": run["num_epochs"],
         "start_epoch": run["start_epoch"],
-        "best_miou": saver.best_metric,
-        "best_epoch": saver.best_epoch,
+        "world_size": args.world_size,
+        "best_miou": None if saver is None else saver.best_metric,
+        "best_epoch": None if saver is None else saver.best_epoch,
         "final_miou": last.get("miou"),
         "final_pixel_acc": last.get("pixel_acc"),
         "train_time_s": state.train_time_s,
@@ -519,57 +636,41 @@ def train(run: dict[str, Any]) -> dict[str, Any]:
         "output_dir": os.path.abspath(run["output_dir"]),
         "best_checkpoint": os.path.abspath(os.path.join(run["output_dir"], "model_best.pth.tar")),
     }
-    with open(os.path.join(run["output_dir"], "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    _logger.info(
-        "best mIoU %s at epoch %s; results.json, summary.csv and checkpoints in %s",
-        "n/a" if saver.best_metric is None else f"{100 * saver.best_metric:.2f}%",
-        saver.best_epoch,
-        results["output_dir"],
-    )
-    return results
 
 
 # --- entry point ----------------------------------------------------------------------------------------
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
-def _fail(message: str) -> int:
-    print(f"train_seg.py: error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Train as the flags say; 0 on success, 2 (one line on stderr) on bad input."""
+    primary = int(os.environ.get("RANK", "0")) == 0
+    try:
+        with logging_to_stdout(primary):
+            return _parse_setup_and_train(argv)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _parse_setup_and_train(argv: Sequence[str] | None) -> int:
     from salfmix_transforms.data import DatasetError
 
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.getLogger("timm").setLevel(logging.WARNING)
     try:
-        try:
-            args = parse_args(argv)
-            run = setup(args)
-        except _NothingToTrain as e:
-            _logger.warning("warning: %s", e)
-            return 0
-        except (UsageError, DatasetError, ValueError, TypeError) as e:
-            return _fail(_one_line(e))
-        try:
-            train(run)
-        except FloatingPointError as e:
-            return _fail(
-                f"{_one_line(e)}: training diverged (a lower --lr?); checkpoints in {run['output_dir']}"
-            )
+        args = parse_args(argv)
+        args.distributed, args.world_size, args.rank, args.local_rank = False, 1, 0, 0
+        run = setup(args)
+    except _NothingToTrain as e:
+        _logger.warning("warning: %s", e)
         return 0
-    finally:
-        root.removeHandler(handler)
+    except (UsageError, DatasetError, ValueError, TypeError) as e:
+        return report_error(PROG, e)
+    try:
+        train(run)
+    except FloatingPointError as e:
+        return report_error(
+            PROG, f"{one_line(e)}: training diverged (a lower --lr?); checkpoints in {run['output_dir']}"
+        )
+    return 0
 
 
 if __name__ == "__main__":

@@ -43,18 +43,35 @@ import copy
 import datetime
 import json
 import logging
-import math
 import os
-import random
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from salfmix_transforms.cli import (
+    OneLineArgumentParser,
+    UsageError,
+    logging_to_stdout,
+    non_negative_float,
+    non_negative_int,
+    one_line,
+    positive_float,
+    positive_int,
+    probability,
+    report_error,
+)
+from salfmix_transforms.distributed import (
+    ShardSampler,
+    all_reduce_sum,
+    gather_rng_states,
+    set_rng_state,
+    without_ddp,
+)
 
 __all__ = [
     "DEFAULTS",
@@ -69,6 +86,7 @@ __all__ = [
 ]
 
 _logger = logging.getLogger("train_timm")
+PROG = "train_timm.py"
 
 # What `python train_timm.py` without flags does: a run that finishes in a few minutes on a laptop CPU.
 DEFAULTS: dict[str, Any] = dict(
@@ -154,10 +172,6 @@ _PAPER_ALPHA = 1.0  # Beta(1, 1) for Mixup / CutMix / SaliencyMix when a method 
 _PREACT_MODELS = ("preactresnet18", "preactresnet50", "preactresnet101")
 
 
-class UsageError(Exception):
-    """Bad command-line input; ``main`` prints it as one line on stderr and returns 2."""
-
-
 class CheckpointError(UsageError):
     """A checkpoint that cannot be resumed (missing, unreadable, or of another model)."""
 
@@ -169,50 +183,10 @@ class _NothingToTrain(Exception):
 # --- command line -------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + message, and no SystemExit
-        raise UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0.0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The parser, with :data:`DEFAULTS` (``--preset`` and ``--method`` change defaults, see parse_args)."""
-    p = _Parser(
-        prog="train_timm.py",
+    p = OneLineArgumentParser(
+        prog=PROG,
         description="timm-style training with SalfMix / HybridMix batch transforms (Choi et al. 2021).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -229,12 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-split", default="validation", help="validation split (val/valid/test... are searched)"
     )
     g.add_argument(
-        "--num-classes", type=_positive_int, default=None, help="classifier size (default: data set's)"
+        "--num-classes", type=positive_int, default=None, help="classifier size (default: data set's)"
     )
-    g.add_argument("--img-size", type=_positive_int, default=None, help="image side (default: data set's)")
-    g.add_argument(
-        "-j", "--workers", type=_non_negative_int, default=2, help="data loader processes per rank"
-    )
+    g.add_argument("--img-size", type=positive_int, default=None, help="image side (default: data set's)")
+    g.add_argument("-j", "--workers", type=non_negative_int, default=2, help="data loader processes per rank")
 
     g = p.add_argument_group("model")
     g.add_argument(
@@ -242,21 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--width",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help=f"width multiplier of preactresnet* (default {DEFAULTS['width']}; --preset: 1.0)",
     )
-    g.add_argument("--drop", type=_probability, default=0.0, help="dropout before the classifier")
+    g.add_argument("--drop", type=probability, default=0.0, help="dropout before the classifier")
     g.add_argument("--model-ema", action="store_true", help="keep an EMA of the weights (timm ModelEmaV3)")
-    g.add_argument("--model-ema-decay", type=_probability, default=0.9998, help="EMA decay")
+    g.add_argument("--model-ema-decay", type=probability, default=0.9998, help="EMA decay")
 
     g = p.add_argument_group("optimisation")
     g.add_argument(
-        "-b", "--batch-size", type=_positive_int, default=DEFAULTS["batch_size"], help="batch per rank"
+        "-b", "--batch-size", type=positive_int, default=DEFAULTS["batch_size"], help="batch per rank"
     )
     g.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULTS["epochs"],
         help="epochs to train in all (with --resume: the total; a new length rebuilds the lr schedule, a "
         "checkpoint that has done them all changes nothing)",
@@ -264,58 +236,58 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--opt", default=DEFAULTS["opt"], help="timm optimizer (momentum = SGD, sgd = Nesterov SGD)"
     )
-    g.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"], help="learning rate")
-    g.add_argument("--momentum", type=_probability, default=DEFAULTS["momentum"], help="SGD momentum")
+    g.add_argument("--lr", type=positive_float, default=DEFAULTS["lr"], help="learning rate")
+    g.add_argument("--momentum", type=probability, default=DEFAULTS["momentum"], help="SGD momentum")
     g.add_argument(
-        "--weight-decay", type=_non_negative_float, default=DEFAULTS["weight_decay"], help="weight decay"
+        "--weight-decay", type=non_negative_float, default=DEFAULTS["weight_decay"], help="weight decay"
     )
     g.add_argument(
         "--sched", default=DEFAULTS["sched"], help="timm scheduler: cosine, step, multistep, ..., none"
     )
     g.add_argument(
         "--decay-milestones",
-        type=_non_negative_int,
+        type=non_negative_int,
         nargs="+",
         default=DEFAULTS["decay_milestones"],
         help="epochs of the lr decays (multistep)",
     )
     g.add_argument(
-        "--decay-epochs", type=_positive_float, default=90.0, help="epoch interval of lr decay (step)"
+        "--decay-epochs", type=positive_float, default=90.0, help="epoch interval of lr decay (step)"
     )
     g.add_argument(
-        "--decay-rate", type=_non_negative_float, default=DEFAULTS["decay_rate"], help="lr decay factor"
+        "--decay-rate", type=non_negative_float, default=DEFAULTS["decay_rate"], help="lr decay factor"
     )
-    g.add_argument("--warmup-epochs", type=_non_negative_int, default=0, help="lr warm-up epochs")
-    g.add_argument("--warmup-lr", type=_non_negative_float, default=1e-5, help="lr at the start of warm-up")
-    g.add_argument("--min-lr", type=_non_negative_float, default=0.0, help="lower lr bound (cosine)")
-    g.add_argument("--smoothing", type=_probability, default=0.0, help="label smoothing")
+    g.add_argument("--warmup-epochs", type=non_negative_int, default=0, help="lr warm-up epochs")
+    g.add_argument("--warmup-lr", type=non_negative_float, default=1e-5, help="lr at the start of warm-up")
+    g.add_argument("--min-lr", type=non_negative_float, default=0.0, help="lower lr bound (cosine)")
+    g.add_argument("--smoothing", type=probability, default=0.0, help="label smoothing")
 
     g = p.add_argument_group("two-image mixing (timm names)")
-    g.add_argument("--mixup", type=_non_negative_float, default=0.0, help="Mixup alpha, on when > 0")
-    g.add_argument("--cutmix", type=_non_negative_float, default=0.0, help="CutMix alpha, on when > 0")
+    g.add_argument("--mixup", type=non_negative_float, default=0.0, help="Mixup alpha, on when > 0")
+    g.add_argument("--cutmix", type=non_negative_float, default=0.0, help="CutMix alpha, on when > 0")
     g.add_argument(
-        "--cutmix-minmax", type=_probability, nargs=2, default=None, help="CutMix box side ratio bounds"
+        "--cutmix-minmax", type=probability, nargs=2, default=None, help="CutMix box side ratio bounds"
     )
     g.add_argument(
-        "--saliencymix", type=_non_negative_float, default=0.0, help="SaliencyMix alpha, on when > 0"
+        "--saliencymix", type=non_negative_float, default=0.0, help="SaliencyMix alpha, on when > 0"
     )
     g.add_argument("--resizemix", action="store_true", help="ResizeMix")
     g.add_argument(
         "--resizemix-scope",
-        type=_probability,
+        type=probability,
         nargs=2,
         default=None,
         help="ResizeMix scale range (paper 0.1 0.8)",
     )
     g.add_argument(
-        "--mixup-prob", type=_probability, default=1.0, help="probability of mixing a batch/pair/elem"
+        "--mixup-prob", type=probability, default=1.0, help="probability of mixing a batch/pair/elem"
     )
-    g.add_argument("--mixup-switch-prob", type=_probability, default=0.5, help="Mixup <-> CutMix switch prob")
+    g.add_argument("--mixup-switch-prob", type=probability, default=0.5, help="Mixup <-> CutMix switch prob")
     g.add_argument(
         "--mixup-mode", default="batch", choices=("batch", "pair", "elem"), help="mixing granularity"
     )
     g.add_argument(
-        "--mixup-off-epoch", type=_non_negative_int, default=0, help="stop two-image mixing here (0: never)"
+        "--mixup-off-epoch", type=non_negative_int, default=0, help="stop two-image mixing here (0: never)"
     )
 
     g = p.add_argument_group("single-image methods and HybridMix (this package)")
@@ -324,19 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--random-selfmix", action="store_true", help="SalfMix without saliency (Table 10 ablation)"
     )
     g.add_argument("--cutout", action="store_true", help="Cutout")
-    g.add_argument("--cutout-ratio", type=_probability, default=0.5, help="Cutout box side / image side")
+    g.add_argument("--cutout-ratio", type=probability, default=0.5, help="Cutout box side / image side")
     g.add_argument("--saliency-cutout", action="store_true", help="drop the least salient patch (Table 9)")
+    g.add_argument("--salfmix-prob", type=probability, default=None, help="probability of SalfMix per sample")
     g.add_argument(
-        "--salfmix-prob", type=_probability, default=None, help="probability of SalfMix per sample"
+        "--salfmix-grid", type=positive_int, default=4, help="pooling grid n (paper: 4 CIFAR, 8 Tiny)"
     )
-    g.add_argument(
-        "--salfmix-grid", type=_positive_int, default=4, help="pooling grid n (paper: 4 CIFAR, 8 Tiny)"
-    )
-    g.add_argument("--salfmix-ratio", type=_probability, default=0.3, help="patch side ratio r")
+    g.add_argument("--salfmix-ratio", type=probability, default=0.3, help="patch side ratio r")
     g.add_argument("--salfmix-no-pool", action="store_true", help="no pooling of the saliency map (ablation)")
     g.add_argument(
         "--salfmix-warmup-epochs",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="epochs without SalfMix at the start (default 1, Algorithm 2; the same for SalfMix alone, "
         "SaliencyCutout and RandomSelfMix)",
@@ -351,11 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
         "by --saliency-scale",
     )
     g.add_argument(
-        "--saliency-scale", type=_probability, default=0.5, help="down-scaling of --saliency-source lowres"
+        "--saliency-scale", type=probability, default=0.5, help="down-scaling of --saliency-source lowres"
     )
     g.add_argument(
         "--saliency-refresh",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         metavar="K",
         help="--saliency-source cached: maps older than K epochs get the exact pass (0: every written map)",
@@ -381,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--threads",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         help="torch CPU threads per process (0: PyTorch's default, one per core or OMP_NUM_THREADS)",
     )
@@ -398,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint or run folder to continue (last.pth.tar; when it is missing or corrupt, the newest "
         "intact checkpoint-N); same --method and --opt, --epochs in all",
     )
-    g.add_argument("--checkpoint-hist", type=_positive_int, default=10, help="ranked checkpoints to keep")
-    g.add_argument("--log-interval", type=_positive_int, default=50, help="batches between log lines")
+    g.add_argument("--checkpoint-hist", type=positive_int, default=10, help="ranked checkpoints to keep")
+    g.add_argument("--log-interval", type=positive_int, default=50, help="batches between log lines")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return p
 
@@ -733,66 +703,6 @@ def _disable_mixing(transform: Any) -> Any:
     return transform
 
 
-# --- distributed helpers ------------------------------------------------------------------------------
-
-
-class _ShardSampler(torch.utils.data.Sampler):
-    """Every ``world``-th sample from ``rank``, no padding, so summed eval metrics count each image once."""
-
-    def __init__(self, size: int, rank: int, world: int) -> None:
-        self.indices = list(range(rank, size, world))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def _all_reduce_sum(values: list[float], args: argparse.Namespace, device: torch.device) -> list[float]:
-    if not args.distributed:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return t.tolist()
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()  # noqa: NPY002  (timm's random_seed seeds the legacy global RNG)
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))  # noqa: NPY002
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(Exception):
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _gather_rng_states(args: argparse.Namespace) -> list[dict[str, Any]]:
-    state = _rng_state()
-    if not args.distributed:
-        return [state]
-    gathered: list[Any] = [None] * args.world_size
-    torch.distributed.all_gather_object(gathered, state)
-    return gathered
-
-
 class _TrainState:
     """What ``CheckpointSaver`` stores besides the optimizer: timm's task checkpoint hook (duck-typed).
 
@@ -921,7 +831,7 @@ def _output_dir(args: argparse.Namespace) -> str:
     try:
         return get_outdir(root, name, inc=True)
     except OSError as e:
-        raise UsageError(f"cannot create the run folder in --output {root!r}: {_one_line(e)}") from e
+        raise UsageError(f"cannot create the run folder in --output {root!r}: {one_line(e)}") from e
 
 
 def _resolve_resume(path: str, primary: bool) -> str:
@@ -946,7 +856,7 @@ def _load_resume_metadata(path: str, args: argparse.Namespace) -> dict[str, Any]
     try:
         ckpt = load_checkpoint_metadata(path)
     except Exception as e:  # unreadable / not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path!r}: {_one_line(e)}") from e
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {one_line(e)}") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         raise CheckpointError(f"{path!r} is not a training checkpoint of this script (no state_dict / epoch)")
     arch = ckpt.get("arch")
@@ -1090,7 +1000,7 @@ def _check_device(name: str) -> None:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError) as e:
-        raise UsageError(f"--device {name!r} is not a device: {_one_line(e)}") from e
+        raise UsageError(f"--device {name!r} is not a device: {one_line(e)}") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} asked for, but CUDA is not available")
 
@@ -1105,7 +1015,7 @@ def _check_input_size(model: torch.nn.Module, name: str, img_size: int, device: 
             model(torch.zeros(1, 3, img_size, img_size, device=device))
     except Exception as e:  # AssertionError (timm's ViTs), RuntimeError (pooling below 1x1), ...
         raise UsageError(
-            f"model {name!r} cannot take the data's {img_size}x{img_size} images ({_one_line(e)}); "
+            f"model {name!r} cannot take the data's {img_size}x{img_size} images ({one_line(e)}); "
             "pass an --img-size it takes, or another --model"
         ) from e
     finally:
@@ -1186,7 +1096,7 @@ def _setup(args: argparse.Namespace) -> _Run:
         train_sampler = torch.utils.data.DistributedSampler(
             train_ds, shuffle=True, seed=args.seed, drop_last=True
         )
-        val_sampler = _ShardSampler(len(val_ds), args.rank, args.world_size)
+        val_sampler = ShardSampler(len(val_ds), args.rank, args.world_size)
     per_rank = len(train_ds) // args.world_size
     if per_rank < args.batch_size:
         raise UsageError(
@@ -1219,9 +1129,7 @@ def _setup(args: argparse.Namespace) -> _Run:
                 model, args.resume, optimizer=optimizer, loss_scaler=loss_scaler, log_info=_is_primary(args)
             )
         except (RuntimeError, KeyError, ValueError) as e:  # state dict of another shape / optimizer
-            raise CheckpointError(
-                f"checkpoint {args.resume!r} does not fit this model: {_one_line(e)}"
-            ) from e
+            raise CheckpointError(f"checkpoint {args.resume!r} does not fit this model: {one_line(e)}") from e
         train_state = resume_ckpt.get("train_state") or {}
         if lr_scheduler is not None and train_state.get("scheduler"):
             changed = _schedule_changes(resume_ckpt.get("args"), args)
@@ -1254,7 +1162,7 @@ def _setup(args: argparse.Namespace) -> _Run:
         try:
             model = torch.compile(model, backend=args.torchcompile)
         except Exception as e:  # torch's InvalidBackend, ...: raised here, before any file is written
-            raise UsageError(f"--torchcompile {args.torchcompile}: {_one_line(e)}") from e
+            raise UsageError(f"--torchcompile {args.torchcompile}: {one_line(e)}") from e
 
     if lr_scheduler is not None and start_epoch > 0:
         lr_scheduler.step(start_epoch)
@@ -1286,7 +1194,7 @@ def _setup(args: argparse.Namespace) -> _Run:
             json.dump(vars(_checkpoint_args(args)), f, indent=2, sort_keys=True)
     if rng_states:
         if len(rng_states) == args.world_size:
-            _set_rng_state(rng_states[args.rank])
+            set_rng_state(rng_states[args.rank])
         else:
             _logger.warning("checkpoint RNG states are for %d processes; re-seeding", len(rng_states))
             random_seed(args.seed + start_epoch, args.rank)
@@ -1331,7 +1239,7 @@ def _restore_saliency_cache(cache: Any, train_state: dict[str, Any], args: argpa
     try:
         cache.load_state_dict(saved)
     except ValueError as e:
-        raise CheckpointError(f"checkpoint {args.resume!r}: {_one_line(e)}") from e
+        raise CheckpointError(f"checkpoint {args.resume!r}: {one_line(e)}") from e
 
 
 def _checkpoint_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -1438,7 +1346,7 @@ def train_one_epoch(run: _Run, epoch: int, transform: Any, loss_fn: torch.nn.Mod
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     _sync(device)
-    total_loss, total_seen = _all_reduce_sum([float(loss_sum), float(seen)], args, device)
+    total_loss, total_seen = all_reduce_sum([float(loss_sum), float(seen)], device, args.distributed)
     return {
         "loss": total_loss / max(1.0, total_seen),
         "epoch_time": time.perf_counter() - epoch_start,
@@ -1502,14 +1410,9 @@ def validate(run: _Run, model: torch.nn.Module) -> dict[str, float]:
                 torch.tensor(float(n), dtype=torch.float64, device=device),
             ]
         )
-    loss, c1, c5, count = _all_reduce_sum(sums.tolist(), args, device)
+    loss, c1, c5, count = all_reduce_sum(sums.tolist(), device, args.distributed)
     count = max(count, 1.0)
     return {"loss": loss / count, "top1_err": 100.0 * (1 - c1 / count), "top5_err": 100.0 * (1 - c5 / count)}
-
-
-def _eval_model(model: torch.nn.Module) -> torch.nn.Module:
-    # DDP's forward would broadcast buffers; ranks see different numbers of eval batches, so bypass it.
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def _warn_if_warmup_covers_the_run(run: _Run) -> None:
@@ -1571,7 +1474,7 @@ def _train(run: _Run) -> dict[str, Any]:
         train_metrics = train_one_epoch(run, epoch, transform, loss_fn)
         if args.distributed:
             distribute_bn(run.model, args.world_size, reduce=True)
-        eval_metrics = validate(run, _eval_model(run.model))
+        eval_metrics = validate(run, without_ddp(run.model))
         if run.model_ema is not None:
             ema_metrics = validate(run, run.model_ema.module)
             eval_metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
@@ -1582,7 +1485,7 @@ def _train(run: _Run) -> dict[str, Any]:
         run.state.train_time_s += train_metrics["epoch_time"]
         run.state.aug_time_s += train_metrics["aug_time"]
         last_eval = eval_metrics
-        run.state.rng_states = _gather_rng_states(args)  # collective: every rank
+        run.state.rng_states = gather_rng_states(args.world_size, args.distributed)  # collective: every rank
         if primary:
             update_summary(epoch, train_metrics, eval_metrics, summary_path, lr=lr)
             best_metric, best_epoch = run.saver.save_checkpoint(epoch, metric=eval_metrics["top1_err"])
@@ -1636,59 +1539,41 @@ def _train(run: _Run) -> dict[str, Any]:
 
 # --- entry point --------------------------------------------------------------------------------------
 
-_handler: logging.Handler | None = None
-
-
-def _setup_logging(primary: bool) -> None:
-    global _handler
-    root = logging.getLogger()
-    if _handler is not None:
-        root.removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stdout)  # progress and results on stdout; errors alone on stderr
-    _handler.setFormatter(logging.Formatter("%(message)s"))
-    root.addHandler(_handler)
-    root.setLevel(logging.INFO if primary else logging.WARNING)
-    logging.getLogger("timm").setLevel(logging.WARNING)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
-def _fail(message: str) -> int:
-    print(f"train_timm.py: error: {message}", file=sys.stderr)
-    return 2
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train as the flags say; 0 on success, 2 (one line on stderr) on bad input."""
-    from salfmix_transforms.data import DatasetError
-
     try:
         args = parse_args(argv)
     except UsageError as e:
-        return _fail(_one_line(e))
+        return report_error(PROG, e)
     args.distributed, args.world_size, args.rank, args.local_rank = False, 1, 0, 0
-    _setup_logging(primary=int(os.environ.get("RANK", "0")) == 0)
     try:
-        try:
-            run = _setup(args)
-        except _NothingToTrain as e:
-            _logger.warning("warning: %s", e)
-            return 0
-        except (UsageError, DatasetError, ValueError) as e:
-            return _fail(_one_line(e))
-        try:
-            _train(run)
-        except FloatingPointError as e:  # a NaN / inf loss: the completed epochs are checkpointed already
-            return _fail(
-                f"{_one_line(e)}: training diverged (a lower --lr?); the checkpoints of the completed epochs "
-                f"are in {os.path.abspath(run.output_dir) if run.output_dir else 'the run folder'}"
-            )
-        return 0
+        with logging_to_stdout(primary=int(os.environ.get("RANK", "0")) == 0):
+            return _setup_and_train(args)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _setup_and_train(args: argparse.Namespace) -> int:
+    from salfmix_transforms.data import DatasetError
+
+    try:
+        run = _setup(args)
+    except _NothingToTrain as e:
+        _logger.warning("warning: %s", e)
+        return 0
+    except (UsageError, DatasetError, ValueError) as e:
+        return report_error(PROG, e)
+    try:
+        _train(run)
+    except FloatingPointError as e:  # a NaN / inf loss: the completed epochs are checkpointed already
+        return report_error(
+            PROG,
+            f"{one_line(e)}: training diverged (a lower --lr?); the checkpoints of the completed epochs "
+            f"are in {os.path.abspath(run.output_dir) if run.output_dir else 'the run folder'}",
+        )
+    return 0
 
 
 if __name__ == "__main__":

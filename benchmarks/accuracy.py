@@ -36,22 +36,26 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import csv
 import datetime
-import hashlib
 import json
 import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # imported from its file path (the tests): _runs.py stands next to this file
+    sys.path.insert(0, str(HERE))
+
+import _runs  # noqa: E402
+
+# append_result: kept as accuracy.append_result for callers (the tests) that add records themselves
+from _runs import append_result, settings_id, whole_run_times  # noqa: E402, F401
+
+ROOT = HERE.parent
 TRAIN_SCRIPT = ROOT / "train_timm.py"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RUNS_DIR = RESULTS_DIR / "runs"  # per-run output folders (git-ignored: ``runs/``)
@@ -159,27 +163,13 @@ PROTOCOLS = {
 
 
 @dataclass(frozen=True)
-class Run:
+class Run(_runs.Run):
     protocol: str
-    method: str
-    seed: int
-    settings: dict
-    command: list[str]
-    output: Path  # train_timm.py's run folder (--output/--experiment); must not exist before a fresh start
-
-    @property
-    def log(self) -> Path:
-        return self.output.with_name(self.output.name + ".log")
+    settings: dict  # what decides the result besides method and seed (data, epochs, width, extras)
 
     @property
     def settings_id(self) -> str:
         return settings_id(self.settings)
-
-
-def settings_id(settings: dict) -> str:
-    """Short hash of what decides a run's result besides method and seed (data, epochs, width, extras)."""
-    blob = json.dumps(settings, sort_keys=True).encode()
-    return hashlib.sha1(blob).hexdigest()[:10]
 
 
 def protocol_settings(args: argparse.Namespace) -> dict:
@@ -223,43 +213,12 @@ def plan_runs(args: argparse.Namespace) -> list[Run]:
             if args.val_split:
                 command += ["--val-split", args.val_split]
             command += list(args.train_args)
-            runs.append(Run(args.protocol, method, seed, settings, command, output_root / experiment))
+            runs.append(Run(method, seed, command, output_root / experiment, args.protocol, settings))
     return runs
 
 
-def load_results(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            print(f"[accuracy] {path}:{number}: unreadable line skipped", file=sys.stderr)
-    return records
-
-
 def completed(records: list[dict], run: Run) -> dict | None:
-    for record in records:
-        if (
-            record.get("protocol") == run.protocol
-            and record.get("method") == run.method
-            and record.get("seed") == run.seed
-            and record.get("settings_id") == run.settings_id
-        ):
-            return record
-    return None
-
-
-def append_result(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    return _runs.done(_runs.mine(records, run.protocol, run.settings_id), run)
 
 
 def _number(data: dict, key: str) -> float | None:
@@ -267,28 +226,6 @@ def _number(data: dict, key: str) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return None
-
-
-def whole_run_times(output: Path) -> tuple[float, float] | None:
-    """Training and augmentation seconds summed over every epoch of a run, resumed parts included.
-
-    ``results.json`` of a run resumed from a checkpoint older than the time totals in ``train_state`` counts
-    only the epochs of the invocation that finished the run; ``summary.csv`` (timm's ``update_summary``,
-    appended to across resumes) has one row per epoch, whichever version wrote the checkpoints. An epoch
-    logged twice (re-run after a resume from an older checkpoint) counts once, with its last row. ``None``
-    without the file.
-    """
-    path = output / "summary.csv"
-    if not path.is_file():
-        return None
-    with path.open(newline="") as handle:
-        by_epoch = {row["epoch"]: row for row in csv.DictReader(handle)}
-    try:
-        train = sum(float(row["train_epoch_time"]) for row in by_epoch.values())
-        aug = sum(float(row["train_aug_time"]) for row in by_epoch.values())
-    except (KeyError, TypeError, ValueError):
-        return None
-    return train, aug
 
 
 def read_run_result(output: Path) -> dict:
@@ -324,38 +261,15 @@ def read_run_result(output: Path) -> dict:
 
 
 def _command_for(run: Run) -> list[str]:
-    """The run's command, continuing an interrupted run from its last checkpoint when there is one.
-
-    train_timm.py picks a new folder (``name-1``) when ``--experiment`` exists and no ``--resume`` is given,
-    so a folder left by an interrupted run is either resumed (it has ``last.pth.tar``) or moved aside.
-    """
-    if not run.output.exists():
-        return run.command
-    checkpoint = run.output / "last.pth.tar"
-    if checkpoint.is_file():
-        return [*run.command, "--resume", str(checkpoint)]
-    stale = run.output.with_name(f"{run.output.name}.incomplete-{int(time.time())}")
-    run.output.rename(stale)
-    return run.command
+    """The run's command, resumed from its ``last.pth.tar`` (``--resume`` names the checkpoint) when there is
+    one; a folder without one is moved aside (:func:`_runs.command_for`)."""
+    return _runs.command_for(run)
 
 
 def execute(run: Run, args: argparse.Namespace) -> dict:
     """Train one (method, seed); return its results record (raises on failure)."""
-    run.output.parent.mkdir(parents=True, exist_ok=True)
     command = _command_for(run)
-    env = dict(os.environ)
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
-        env["MKL_NUM_THREADS"] = str(args.threads)
-    start = time.perf_counter()
-    with run.log.open("a") as handle:
-        handle.write("$ " + shlex.join(command) + "\n")
-        handle.flush()
-        process = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if process.returncode != 0:
-        tail = "\n".join(run.log.read_text().splitlines()[-15:])
-        raise RuntimeError(f"train_timm.py exited with {process.returncode} (log: {run.log}):\n{tail}")
+    seconds = _runs.train(run, command, args.threads)
     record = {
         "protocol": run.protocol,
         "method": run.method,
@@ -377,15 +291,6 @@ def execute(run: Run, args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "—"
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {statistics.stdev(values):.2f}"
-
-
 def _train_minutes(record: dict) -> float:
     """Training minutes of a run (all epochs); the invocation's wall time for records that lack them."""
     seconds = record.get("train_time_s")
@@ -395,7 +300,7 @@ def _train_minutes(record: dict) -> float:
 def results_table(records: list[dict], args: argparse.Namespace) -> str:
     settings = protocol_settings(args)
     wanted = settings_id(settings)
-    mine = [r for r in records if r.get("protocol") == args.protocol and r.get("settings_id") == wanted]
+    mine = _runs.mine(records, args.protocol, wanted)
     others = len([r for r in records if r.get("protocol") == args.protocol]) - len(mine)
     rows = []
     for method, label, _table in ROWS:
@@ -412,8 +317,8 @@ def results_table(records: list[dict], args: argparse.Namespace) -> str:
             [
                 f"{label} (`{method}`)",
                 str(len(runs)),
-                _mean_std(best),
-                _mean_std(final) if len(final) == len(runs) else "—",
+                _runs.mean_std(best),
+                _runs.mean_std(final) if len(final) == len(runs) else "—",
                 ", ".join(f"{r['best_top1_err']:.2f}" for r in runs) or "—",
                 f"{statistics.fmean(minutes):.0f}" if minutes else "—",
                 paper,
@@ -524,15 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.data_dir).is_dir():
         print(f"[accuracy] skipped: data directory {args.data_dir} is absent", file=sys.stderr)
         return 0
-    records = load_results(args.results)
+    records = _runs.load_results(args.results, "accuracy")
     runs = plan_runs(args)
     pending = [run for run in runs if completed(records, run) is None]
-    print(
-        f"[accuracy] protocol {args.protocol}: {len(runs)} runs requested, "
-        f"{len(runs) - len(pending)} already in {args.results}, {len(pending)} to do"
-        + (f" (at most {args.max_runs} now)" if args.max_runs else ""),
-        file=sys.stderr,
-    )
+    note = f" (at most {args.max_runs} now)" if args.max_runs else ""
+    _runs.print_plan("accuracy", args, runs, pending, note)
     if args.dry_run:
         for run in runs:
             state = "done" if completed(records, run) else "todo"
@@ -541,35 +442,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.max_runs is not None:
         pending = pending[: args.max_runs]
-    failures = 0
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {}
-        for number, run in enumerate(pending, 1):
-            futures[pool.submit(execute, run, args)] = run
-            print(f"[accuracy] queued {number}/{len(pending)}: {run.method} seed {run.seed}", file=sys.stderr)
-        for future in concurrent.futures.as_completed(futures):
-            run = futures[future]
-            try:
-                record = future.result()
-            except (RuntimeError, OSError) as exc:
-                failures += 1
-                print(f"[accuracy] {run.method} seed {run.seed} FAILED: {exc}", file=sys.stderr)
-                continue
-            append_result(args.results, record)  # only this thread writes the results and the table
-            # Re-read the file: another invocation (other rows or seeds) may have appended runs meanwhile.
-            records = load_results(args.results)
-            args.table.parent.mkdir(parents=True, exist_ok=True)
-            args.table.write_text(results_table(records, args))
-            print(
-                f"[accuracy] {run.method} seed {run.seed}: best top-1 error {record['best_top1_err']:.2f}% "
-                f"({record['seconds'] / 60:.1f} min)",
-                file=sys.stderr,
-            )
-    table = results_table(load_results(args.results), args)
-    args.table.parent.mkdir(parents=True, exist_ok=True)
-    args.table.write_text(table)
-    print(table)
-    return 1 if failures else 0
+    for number, run in enumerate(pending, 1):
+        print(f"[accuracy] queued {number}/{len(pending)}: {run.method} seed {run.seed}", file=sys.stderr)
+    return _runs.run_all(
+        pending,
+        args,
+        tag="accuracy",
+        execute=execute,
+        results_table=results_table,
+        outcome=lambda record: f"best top-1 error {record['best_top1_err']:.2f}%",
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ Protocols:
     would be the ceiling). Measured one epoch under load (``--limit-train 64``, extrapolated to 22 batches):
     ~12 s baseline, ~22 s SalfMix / HybridMix v3 training plus ~2 s eval, so the night has a 2-3x margin.
     Skipped with a message when the data is absent.
+``camvid-short``
+    ``camvid-cpu`` at half the length (50 epochs, its own cosine schedule): the grid that fits in one
+    working session beside development (measured on a quiet machine, two runs at a time: ~10.5 s per
+    epoch for baseline / Cutout / CutMix, ~19 s for SalfMix / HybridMix v3, ~2 s eval; 10 runs x 50 epochs
+    -> ~70 min quiet, ~2 h with tests running beside it). The table in BENCHMARKS.md comes from it.
 ``synthetic-quick``
     for tests: train_seg.py's synthetic scenes (64x64, 4 classes), 32 train / 16 val images, batch 8,
     1 epoch without the SalfMix warm-up (so SalfMix runs), seed 0.
@@ -35,21 +40,20 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import csv
 import datetime
-import hashlib
 import json
-import os
 import shlex
-import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # imported from its file path (the tests): _runs.py stands next to this file
+    sys.path.insert(0, str(HERE))
+
+import _runs  # noqa: E402
+
+ROOT = HERE.parent
 TRAIN_SCRIPT = ROOT / "train_seg.py"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RUNS_DIR = RESULTS_DIR / "runs"  # per-run folders (git-ignored: ``runs/``)
@@ -87,6 +91,14 @@ PROTOCOLS = {
         seeds=(0, 1),
         args=("--model", "tinyseg", "--checkpoint-hist", "1"),
     ),
+    "camvid-short": Protocol(
+        "CamVid (11 classes, 367 train / 101 val, 171x128), tinyseg, CPU, half length",
+        "camvid",
+        ROOT.parent / "shared" / "data" / "camvid",
+        epochs=50,
+        seeds=(0, 1),
+        args=("--model", "tinyseg", "--checkpoint-hist", "1"),
+    ),
     "synthetic-quick": Protocol(
         "synthetic scenes (64x64, 4 classes), 32 train / 16 val, tinyseg, for tests",
         "synthetic",
@@ -98,28 +110,16 @@ PROTOCOLS = {
 }
 
 
-@dataclass(frozen=True)
-class Run:
-    method: str
-    seed: int
-    command: list[str]
-    output: Path  # train_seg.py's run folder (--output / --experiment)
-
-    @property
-    def log(self) -> Path:
-        return self.output.with_name(self.output.name + ".log")
-
-
 def settings(args: argparse.Namespace) -> dict:
     """What decides a result besides method and seed; its hash (``settings_id``) names runs and records."""
     return {"dataset": args.dataset, "epochs": args.epochs, "args": list(PROTOCOLS[args.protocol].args)}
 
 
 def settings_id(args: argparse.Namespace) -> str:
-    return hashlib.sha1(json.dumps(settings(args), sort_keys=True).encode()).hexdigest()[:10]
+    return _runs.settings_id(settings(args))
 
 
-def plan_runs(args: argparse.Namespace) -> list[Run]:
+def plan_runs(args: argparse.Namespace) -> list[_runs.Run]:
     """Every (method, seed), seed-major so that a partial benchmark covers every row early."""
     protocol, sid = PROTOCOLS[args.protocol], settings_id(args)
     runs = []
@@ -132,69 +132,32 @@ def plan_runs(args: argparse.Namespace) -> list[Run]:
             command += ["--method", method, "--epochs", str(args.epochs), "--seed", str(seed), *protocol.args]
             command += ["--threads", str(protocol.threads), "--output", str(args.runs_dir)]
             command += ["--experiment", name, "--no-progress"]
-            runs.append(Run(method, seed, command, Path(args.runs_dir) / name))
+            runs.append(_runs.Run(method, seed, command, Path(args.runs_dir) / name))
     return runs
 
 
-def load_results(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            print(f"[segmentation] {path}:{number}: unreadable line skipped", file=sys.stderr)
-    return records
-
-
 def mine(records: list[dict], args: argparse.Namespace) -> list[dict]:
-    sid = settings_id(args)
-    return [r for r in records if r.get("protocol") == args.protocol and r.get("settings_id") == sid]
+    return _runs.mine(records, args.protocol, settings_id(args))
 
 
-def done(records: list[dict], run: Run) -> bool:
-    return any(r.get("method") == run.method and r.get("seed") == run.seed for r in records)
+def command_for(run: _runs.Run) -> list[str]:
+    """Resume an interrupted run from its ``last.pth.tar`` (``--resume`` names the run folder); a folder
+    without one is moved aside (:func:`_runs.command_for`)."""
+    return _runs.command_for(run, resume_folder=True)
 
 
-def command_for(run: Run) -> list[str]:
-    """Resume an interrupted run from its ``last.pth.tar``; a folder without one is moved aside."""
-    if (run.output / "last.pth.tar").is_file():
-        return [*run.command, "--resume", str(run.output)]
-    if run.output.exists():
-        run.output.rename(run.output.with_name(f"{run.output.name}.incomplete-{int(time.time())}"))
-    return run.command
-
-
-def whole_run_times(output: Path) -> tuple[float, float]:
-    """Training and augmentation seconds over every epoch (``summary.csv``, appended across resumes; an
-    epoch logged twice counts once, its last row)."""
-    with (output / "summary.csv").open(newline="") as handle:
-        rows = {row["epoch"]: row for row in csv.DictReader(handle)}.values()
-    return sum(float(r["train_epoch_time"]) for r in rows), sum(float(r["train_aug_time"]) for r in rows)
-
-
-def execute(run: Run, args: argparse.Namespace) -> dict:
+def execute(run: _runs.Run, args: argparse.Namespace) -> dict:
     """Train one (method, seed) and return its record; raises RuntimeError on failure."""
-    run.output.parent.mkdir(parents=True, exist_ok=True)
     command = command_for(run)
-    threads = str(PROTOCOLS[args.protocol].threads)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    start = time.perf_counter()
-    with run.log.open("a") as handle:
-        handle.write("$ " + shlex.join(command) + "\n")
-        handle.flush()
-        code = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
-    tail = "\n".join(run.log.read_text().splitlines()[-15:])
-    if code != 0:
-        raise RuntimeError(f"train_seg.py exited with {code} (log {run.log}):\n{tail}")
+    seconds = _runs.train(run, command, PROTOCOLS[args.protocol].threads)
     try:
         result = json.loads((run.output / "results.json").read_text())
-        train_s, aug_s = whole_run_times(run.output)
+        times = _runs.whole_run_times(run.output)
+        if times is None:
+            raise ValueError("no summary.csv with per-epoch times")
     except (OSError, ValueError, KeyError) as exc:
         raise RuntimeError(f"no results in {run.output}: {exc}") from exc
+    train_s, aug_s = times
     return {
         "protocol": args.protocol,
         "method": run.method,
@@ -208,19 +171,11 @@ def execute(run: Run, args: argparse.Namespace) -> dict:
         "train_time_s": round(train_s, 2),
         "aug_time_s": round(aug_s, 2),
         "resumed": "--resume" in command,
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": round(seconds, 1),
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": shlex.join(command),
         "output": str(run.output),
     }
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def results_table(records: list[dict], args: argparse.Namespace) -> str:
@@ -234,9 +189,9 @@ def results_table(records: list[dict], args: argparse.Namespace) -> str:
         cells = [
             f"{label} (`{method}`)",
             str(len(runs)),
-            _mean_std([100 * r["best_miou"] for r in runs]),
-            _mean_std([100 * r["final_miou"] for r in runs]),
-            _mean_std([100 * r["final_pixel_acc"] for r in runs]),
+            _runs.mean_std([100 * r["best_miou"] for r in runs]),
+            _runs.mean_std([100 * r["final_miou"] for r in runs]),
+            _runs.mean_std([100 * r["final_pixel_acc"] for r in runs]),
             ", ".join(f"{100 * r['best_miou']:.2f}" for r in runs) or "—",
             f"{train / 60 / len(runs):.1f}" if runs else "—",
             f"{sum(r['aug_time_s'] for r in runs) / train:.2f}" if train > 0 else "—",
@@ -280,13 +235,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def write_table(args: argparse.Namespace) -> str:
-    table = results_table(load_results(args.results), args)
-    args.table.parent.mkdir(parents=True, exist_ok=True)
-    args.table.write_text(table)
-    return table
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.data_dir is not None and not args.data_dir.is_dir():
@@ -294,46 +242,28 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             print("[segmentation] skipped", file=sys.stderr)
             return 0
-    records = mine(load_results(args.results), args)
+    records = mine(_runs.load_results(args.results, "segmentation"), args)
     runs = plan_runs(args)
-    pending = [run for run in runs if not done(records, run)]
-    print(
-        f"[segmentation] protocol {args.protocol}: {len(runs)} runs requested, {len(runs) - len(pending)} "
-        f"already in {args.results}, {len(pending)} to do",
-        file=sys.stderr,
-    )
+    pending = [run for run in runs if not _runs.done(records, run)]
+    _runs.print_plan("segmentation", args, runs, pending)
     if args.dry_run:
         for run in runs:
-            state = "done" if done(records, run) else "todo"
-            if state == "todo" and (run.output / "last.pth.tar").is_file():
+            state = "done" if _runs.done(records, run) else "todo"
+            if state == "todo" and _runs.resumable(run):
                 state = "resume"
             threads = PROTOCOLS[args.protocol].threads
             print(
                 f"[{state}] {run.method} seed {run.seed}: OMP_NUM_THREADS={threads} {shlex.join(run.command)}"
             )
         return 0
-    failures = 0
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(execute, run, args): run for run in pending}
-        for future in concurrent.futures.as_completed(futures):
-            run = futures[future]
-            try:
-                record = future.result()
-            except (RuntimeError, OSError) as exc:
-                failures += 1
-                print(f"[segmentation] {run.method} seed {run.seed} FAILED: {exc}", file=sys.stderr)
-                continue
-            args.results.parent.mkdir(parents=True, exist_ok=True)
-            with args.results.open("a") as handle:  # only this thread writes the results and the table
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-            write_table(args)
-            print(
-                f"[segmentation] {run.method} seed {run.seed}: best mIoU {100 * record['best_miou']:.2f}% "
-                f"({record['seconds'] / 60:.1f} min)",
-                file=sys.stderr,
-            )
-    print(write_table(args))
-    return 1 if failures else 0
+    return _runs.run_all(
+        pending,
+        args,
+        tag="segmentation",
+        execute=execute,
+        results_table=results_table,
+        outcome=lambda record: f"best mIoU {100 * record['best_miou']:.2f}%",
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _batch_helpers import images, tiny_classifier
 from torch import nn
 
 from salfmix_transforms import (
@@ -25,17 +26,13 @@ from salfmix_transforms import (
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.arange(4)
+    """The adversarial run's batch: x = torch.rand(4, 3, 16, 16) (seed 0), y = torch.arange(4)."""
+    return images(4, 3, 16, 16, seed=0), torch.arange(4)
 
 
 def _net(num_classes: int = 4) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * 16 * 16, num_classes),
-    )
+    """Conv, batch norm, ReLU, flatten, linear on the 16x16 images (unseeded: the global generator)."""
+    return tiny_classifier(num_classes, image_size=16, batchnorm=True, seed=None)
 
 
 # -- 1. autograd through the out-of-place two-image methods ---------------------------------------------

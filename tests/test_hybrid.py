@@ -7,6 +7,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
+from _batch_helpers import tiny_classifier
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from timm.data import mixup as timm_mixup
@@ -29,17 +30,6 @@ def _batch(b: int = 4, h: int = 16, w: int = 16, seed: int = 0) -> torch.Tensor:
 
 def _saliency(b: int = 4, h: int = 16, w: int = 16, seed: int = 1) -> torch.Tensor:
     return torch.rand(b, h, w, generator=_gen(seed))
-
-
-def _model(classes: int = 5) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(4, classes),
-    )
 
 
 def _pin(monkeypatch, lam, cy=None, cx=None):
@@ -177,7 +167,7 @@ def test_saliency_comes_from_the_unmixed_batch_and_original_labels(monkeypatch):
     monkeypatch.setattr(saliency_module, "gradient_saliency", spy)
     x, target = _batch(4), torch.tensor([3, 1, 4, 1])
     hybrid = HybridMix.v1(num_classes=5, warmup_epochs=0, saliency_mode="eval")
-    hybrid(x, target, model=_model(), generator=_gen(0))
+    hybrid(x, target, model=tiny_classifier(5), generator=_gen(0))
     assert torch.equal(seen["x"], x)
     assert torch.equal(seen["target"], target)
     assert seen["mode"] == "eval"
@@ -226,7 +216,7 @@ def test_mixup_disabled_and_salfmix_off_is_identity():
 
 
 def test_runs_with_a_model_and_is_reproducible():
-    x, target, model = _batch(4), torch.tensor([0, 1, 2, 3]), _model(4)
+    x, target, model = _batch(4), torch.tensor([0, 1, 2, 3]), tiny_classifier(4)
     for preset in ("v1", "v2", "v3"):
         hybrid = getattr(HybridMix, preset)(num_classes=4, mode="elem", warmup_epochs=0)
         a = hybrid(x, target, model=model, generator=_gen(9))

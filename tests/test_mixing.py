@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _batch_helpers import labelled_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from timm.data import mixup as timm_mixup
@@ -45,11 +46,6 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 def _batch(b: int = 4, c: int = 3, h: int = 16, w: int = 20, seed: int = 0) -> torch.Tensor:
     return torch.rand(b, c, h, w, generator=_gen(seed))
-
-
-def _const_batch(b: int, h: int = 16, w: int = 20) -> torch.Tensor:
-    """Image i is the constant i + 1, so every output pixel tells which image it came from."""
-    return (torch.arange(b, dtype=torch.float32) + 1).view(b, 1, 1, 1).expand(b, 3, h, w).contiguous()
 
 
 def _pin_lambda(monkeypatch, values):
@@ -110,7 +106,7 @@ def test_rows_sum_to_one_and_shape(cls, mode, batch):
 
 
 def _pasted_fraction(out: torch.Tensor, batch: int) -> torch.Tensor:
-    """Fraction of each output image that holds its partner's constant value (see _const_batch)."""
+    """Fraction of each output image that holds its partner's constant value (see labelled_batch)."""
     partner_value = (torch.arange(batch, dtype=torch.float32).flip(0) + 1).view(batch, 1, 1, 1)
     return (out[:, 0:1] == partner_value).float().mean(dim=(1, 2, 3)).double()
 
@@ -119,7 +115,7 @@ def _pasted_fraction(out: torch.Tensor, batch: int) -> torch.Tensor:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("batch", [4, 5])
 def test_label_weight_of_pasted_image_is_its_area(cls, mode, batch):
-    x = _const_batch(batch)
+    x = labelled_batch(batch, 16, 20)
     target = torch.arange(batch)
     for seed in range(4):
         out, soft = cls(mode=mode, num_classes=batch, generator=_gen(seed))(x, target)
@@ -189,7 +185,7 @@ def test_correct_lam_false_keeps_the_drawn_lambda(monkeypatch):
 def test_minmax_forces_corrected_lambda_and_box_ranges():
     mix = CutMix(cutmix_alpha=0.3, cutmix_minmax=(0.2, 0.6), correct_lam=False, num_classes=2, mode="elem")
     assert mix.alpha == 1.0
-    x = _const_batch(2, h=20, w=30)
+    x = labelled_batch(2, 20, 30)
     for seed in range(5):
         out, soft = mix(x, torch.tensor([0, 1]), generator=_gen(seed))
         area = _pasted_fraction(out, 2)
@@ -286,7 +282,7 @@ def test_per_sample_modes_equal_timm(monkeypatch, mode, use_cutmix):
 
 @pytest.mark.parametrize("cls", METHODS)
 def test_pair_mode_is_symmetric(cls):
-    x = _const_batch(6) if cls is not Mixup else _batch(6)
+    x = labelled_batch(6, 16, 20) if cls is not Mixup else _batch(6)
     target = torch.arange(6)
     out, soft = cls(mode="pair", num_classes=6, generator=_gen(3))(x, target)
     for i in range(3):
@@ -361,7 +357,7 @@ def test_saliencymix_box_is_centred_on_the_source_peak(monkeypatch, mode):
     saliency = torch.zeros(4, 16, 20)
     for b, (py, px) in enumerate(peaks):
         saliency[b, py, px] = 1.0
-    x = _const_batch(4)
+    x = labelled_batch(4, 16, 20)
     out, _ = SaliencyMix(mode=mode, num_classes=4)(x, torch.arange(4), saliency=saliency)
     for i in range(4):
         py, px = peaks[3 - i]  # the source is the flipped partner
@@ -375,7 +371,7 @@ def test_saliencymix_per_sample_false_uses_the_first_sources_map(monkeypatch):
     saliency = torch.zeros(4, 16, 20)
     saliency[3, 5, 6] = 1.0  # the source of sample 0
     saliency[0, 12, 15] = 1.0
-    x = _const_batch(4)
+    x = labelled_batch(4, 16, 20)
     out, _ = SaliencyMix(per_sample=False, num_classes=4)(x, torch.arange(4), saliency=saliency)
     for i in range(4):
         changed = (out[i, 0] != x[i, 0]).nonzero()
@@ -554,7 +550,7 @@ def test_property_rows_sum_to_one(method, mode, batch, height, width, smoothing,
     seed=st.integers(0, 2**31 - 1),
 )
 def test_property_pasted_area_equals_label_weight(method, mode, batch, height, width, seed):
-    x = _const_batch(batch, height, width)
+    x = labelled_batch(batch, height, width)
     out, soft = method(mode=mode, num_classes=batch, generator=_gen(seed))(x, torch.arange(batch))
     area = _pasted_fraction(out, batch)
     for i in range(batch):

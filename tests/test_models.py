@@ -10,14 +10,7 @@ from torch import nn
 import salfmix_transforms.models  # noqa: F401  (registers the models in timm)
 from salfmix_transforms.models import PreActBasicBlock, PreActBottleneck, PreActResNet
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Small convolutions; on a shared 2-core machine extra OpenMP threads only spin against other processes.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small convolutions: see conftest.py
 
 
 def _num_params(model: nn.Module) -> int:

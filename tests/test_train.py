@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import re
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _train_helpers import assert_one_line_error, read_results, read_summary, run_fails, tiny_args
 from PIL import Image
 
 import train_timm
@@ -28,56 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train_timm.py"
 
 
-# --- fixtures and helpers -----------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # The runs are tiny; on a shared 2-core machine extra OpenMP threads only spin against other processes.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    """ImageFolder: train/ 2 classes x 8 PNGs, val/ 2 x 4 (val7/: 4 + 3), 32x32, one colour per class."""
-    root = tmp_path_factory.mktemp("tiny_folder")
-    rng = np.random.default_rng(0)
-    for split, counts in (("train", (8, 8)), ("val", (4, 4)), ("val7", (4, 3))):
-        for label, colour in enumerate(((200, 60, 40), (40, 60, 200))):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for i in range(counts[label]):
-                pixels = np.clip(rng.normal(colour, 40, size=(32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i:02d}.png")
-    return root
-
-
-def _tiny_args(data: Path, out: Path, name: str, *extra: str) -> list[str]:
-    return [
-        "--data-dir", str(data), "--val-split", "val", "--width", "0.125", "-b", "8", "--epochs", "1",
-        "--workers", "0", "--output", str(out), "--experiment", name, "--no-progress", *extra,
-    ]  # fmt: skip
-
-
-def _summary(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "summary.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
-
-
-def _assert_one_line_error(rc: int, err: str, needle: str) -> None:
-    assert rc == 2
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("train_timm.py: error: ")
-    assert needle in lines[0], lines[0]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny runs: see conftest.py
 
 
 # --- command line -------------------------------------------------------------------------------------
@@ -460,11 +410,11 @@ def test_data_errors(kwargs, needle):
     ],
 )
 def test_one_epoch_run(tiny_folder, tmp_path, capsys, method, extra):
-    rc = train_timm.main(_tiny_args(tiny_folder, tmp_path, method, "--method", method, *extra))
+    rc = train_timm.main(tiny_args(tiny_folder, tmp_path, method, "--method", method, *extra))
     out, err = capsys.readouterr()
     assert rc == 0, err
     run_dir = tmp_path / method
-    rows = _summary(run_dir)
+    rows = read_summary(run_dir)
     assert [int(r["epoch"]) for r in rows] == [0]
     row = rows[0]
     assert math.isfinite(float(row["train_loss"])) and float(row["train_loss"]) > 0
@@ -474,7 +424,7 @@ def test_one_epoch_run(tiny_folder, tmp_path, capsys, method, extra):
     aug = float(row["train_aug_time"])
     assert aug > 0 and aug < float(row["train_epoch_time"])
     assert (run_dir / "last.pth.tar").is_file() and (run_dir / "checkpoint-0.pth.tar").is_file()
-    results = _results(run_dir)
+    results = read_results(run_dir)
     assert results["best_epoch"] == 0 and results["method"] == method and results["dataset"] == "folder"
     assert results["best_top1_err"] == pytest.approx(float(row["eval_top1_err"]))
     assert "epoch 0 [1/1]" in out
@@ -483,13 +433,13 @@ def test_one_epoch_run(tiny_folder, tmp_path, capsys, method, extra):
 def test_epochs_are_numbered_the_same_way_everywhere(tiny_folder, tmp_path, capsys):
     # Issue 13, observation 5: the per-epoch lines counted from 1, "best ... at epoch N" and results.json
     # from 0. Now every place counts from 0, as timm's summary.csv and checkpoint names do.
-    argv = _tiny_args(tiny_folder, tmp_path, "numbered", "--method", "cutout", "--epochs", "2")
+    argv = tiny_args(tiny_folder, tmp_path, "numbered", "--method", "cutout", "--epochs", "2")
     assert train_timm.main(argv) == 0
     out = capsys.readouterr().out
     run_dir = tmp_path / "numbered"
     logged = [int(n) for n in re.findall(r"^epoch (\d+) \[\d+/2\]", out, flags=re.MULTILINE)]
-    assert logged == [int(r["epoch"]) for r in _summary(run_dir)] == [0, 1]
-    results = _results(run_dir)
+    assert logged == [int(r["epoch"]) for r in read_summary(run_dir)] == [0, 1]
+    results = read_results(run_dir)
     best = re.search(r"best top-1 error .* at epoch (\d+);", out)
     assert best is not None and int(best.group(1)) == results["best_epoch"] in (0, 1)
     assert (run_dir / f"checkpoint-{results['best_epoch']}.pth.tar").is_file()
@@ -516,7 +466,7 @@ def test_the_first_epoch_is_the_warm_up_and_the_second_runs_salfmix(tiny_folder,
 
     monkeypatch.setattr(saliency_module, "gradient_saliency", counting_saliency)
     monkeypatch.setattr(train_timm, "train_one_epoch", recording_epoch)
-    argv = _tiny_args(tiny_folder, tmp_path, "warm", "--method", "salfmix", "--epochs", "2")
+    argv = tiny_args(tiny_folder, tmp_path, "warm", "--method", "salfmix", "--epochs", "2")
     assert train_timm.main(argv) == 0
     batches = len(calls)
     assert passes_at_epoch_start == [0, 0]  # epoch 0 (the warm-up) ran no saliency pass
@@ -526,53 +476,53 @@ def test_the_first_epoch_is_the_warm_up_and_the_second_runs_salfmix(tiny_folder,
 @pytest.mark.parametrize("workers", ["0", pytest.param("1", marks=pytest.mark.slow)])
 def test_resume_continues_the_same_run(tiny_folder, tmp_path, capsys, workers):
     common = ["--method", "salfmix", "--sched", "constant", "--workers", workers]
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "straight", *common, "--epochs", "2")) == 0
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "split", *common)) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "straight", *common, "--epochs", "2")) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "split", *common)) == 0
     split = tmp_path / "split"
     ckpt = torch.load(split / "last.pth.tar", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["arch"] == "preactresnet18" and "train_state" in ckpt
     # Without --output / --experiment the run continues in the checkpoint's own folder.
-    argv = _tiny_args(tiny_folder, tmp_path, "split", *common, "--resume", str(split / "last.pth.tar"))
+    argv = tiny_args(tiny_folder, tmp_path, "split", *common, "--resume", str(split / "last.pth.tar"))
     argv = argv[: argv.index("--output")] + argv[argv.index("--no-progress") :]
     argv[argv.index("--epochs") + 1] = "2"
     assert train_timm.main(argv) == 0
     capsys.readouterr()
-    rows = _summary(split)
+    rows = read_summary(split)
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert (split / "checkpoint-1.pth.tar").is_file()
-    results = _results(split)
+    results = read_results(split)
     assert results["start_epoch"] == 1
     # The times cover both invocations: the checkpoint carries the first epoch's seconds.
     for key, column in (("train_time_s", "train_epoch_time"), ("aug_time_s", "train_aug_time")):
         assert results[key] == pytest.approx(sum(float(row[column]) for row in rows)), key
     assert results["train_time_s"] > float(rows[1]["train_epoch_time"])
     # Model, optimizer and RNG states restored: the second epoch is the uninterrupted run's second epoch.
-    straight = _summary(tmp_path / "straight")
+    straight = read_summary(tmp_path / "straight")
     for key in ("train_loss", "eval_loss", "eval_top1_err"):
         assert float(rows[1][key]) == pytest.approx(float(straight[1][key]), rel=1e-5, abs=1e-6), key
 
 
 def test_amp_channels_last_ema_and_resume_with_ema(tiny_folder, tmp_path, capsys):
     extra = ["--method", "cutmix", "--amp", "--channels-last", "--model-ema", "--model-ema-decay", "0.9"]
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "opts", *extra)) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "opts", *extra)) == 0
     run_dir = tmp_path / "opts"
-    row = _summary(run_dir)[0]
+    row = read_summary(run_dir)[0]
     assert math.isfinite(float(row["train_loss"])) and "eval_ema_top1_err" in row
     ckpt = torch.load(run_dir / "last.pth.tar", map_location="cpu", weights_only=False)
     assert "state_dict_ema" in ckpt
     resume = ["--resume", str(run_dir / "last.pth.tar"), "--epochs", "2", "--mixup-off-epoch", "1"]
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "opts", *extra, *resume)) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "opts", *extra, *resume)) == 0
     capsys.readouterr()
-    assert [int(r["epoch"]) for r in _summary(run_dir)] == [0, 1]
+    assert [int(r["epoch"]) for r in read_summary(run_dir)] == [0, 1]
 
 
 @pytest.mark.slow
 def test_torchcompile_run_with_hybridmix(tiny_folder, tmp_path, capsys):
     # The eager backend runs the compiled-model path (saliency through torch.compile), no C++ build.
     extra = ["--method", "hybridmix-v1", "--epochs", "2", "--torchcompile", "eager"]
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "compiled", *extra)) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "compiled", *extra)) == 0
     capsys.readouterr()
-    rows = _summary(tmp_path / "compiled")
+    rows = read_summary(tmp_path / "compiled")
     assert len(rows) == 2 and all(math.isfinite(float(r["train_loss"])) for r in rows)
     ckpt = torch.load(tmp_path / "compiled" / "last.pth.tar", map_location="cpu", weights_only=False)
     assert not any(k.startswith("_orig_mod.") for k in ckpt["state_dict"])
@@ -583,7 +533,7 @@ def test_torchcompile_run_with_hybridmix(tiny_folder, tmp_path, capsys):
 
 def test_bad_input_one_line_errors(tiny_folder, tmp_path, capsys):
     # A checkpoint to misuse.
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "base")) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "base")) == 0
     ckpt = str(tmp_path / "base" / "last.pth.tar")
     capsys.readouterr()
     junk = tmp_path / "junk.pth.tar"
@@ -595,31 +545,29 @@ def test_bad_input_one_line_errors(tiny_folder, tmp_path, capsys):
         (["--dataset", "imagenet-99", "--data-dir", str(tiny_folder)], "unknown dataset"),
         (["--bogus"], "unrecognized arguments"),
         (
-            _tiny_args(tiny_folder, tmp_path, "g", "--method", "salfmix", "--salfmix-grid", "64"),
+            tiny_args(tiny_folder, tmp_path, "g", "--method", "salfmix", "--salfmix-grid", "64"),
             "--salfmix-grid",
         ),
-        (_tiny_args(tiny_folder, tmp_path, "o", "--cutout", "--salfmix"), "single-image method"),
+        (tiny_args(tiny_folder, tmp_path, "o", "--cutout", "--salfmix"), "single-image method"),
         (
-            _tiny_args(tiny_folder, tmp_path, "r", "--model", "preactresnet50", "--resume", ckpt),
+            tiny_args(tiny_folder, tmp_path, "r", "--model", "preactresnet50", "--resume", ckpt),
             "preactresnet18",
         ),
-        (_tiny_args(tiny_folder, tmp_path, "w", "--width", "0.25", "--resume", ckpt), "--width"),
+        (tiny_args(tiny_folder, tmp_path, "w", "--width", "0.25", "--resume", ckpt), "--width"),
         (
-            _tiny_args(tiny_folder, tmp_path, "m", "--resume", str(tmp_path / "nope.pth.tar")),
+            tiny_args(tiny_folder, tmp_path, "m", "--resume", str(tmp_path / "nope.pth.tar")),
             "does not exist",
         ),
-        (_tiny_args(tiny_folder, tmp_path, "j", "--resume", str(junk)), "cannot read checkpoint"),
-        (_tiny_args(tiny_folder, tmp_path, "b", "-b", "64"), "--batch-size"),
-        (_tiny_args(tiny_folder, tmp_path, "k", "--num-classes", "1"), "--num-classes"),
-        (_tiny_args(tiny_folder, tmp_path, "t", "--model", "resnet18", "--width", "0.5"), "--width"),
-        (_tiny_args(tiny_folder, tmp_path, "v", "--val-split", "holdout"), "holdout"),
+        (tiny_args(tiny_folder, tmp_path, "j", "--resume", str(junk)), "cannot read checkpoint"),
+        (tiny_args(tiny_folder, tmp_path, "b", "-b", "64"), "--batch-size"),
+        (tiny_args(tiny_folder, tmp_path, "k", "--num-classes", "1"), "--num-classes"),
+        (tiny_args(tiny_folder, tmp_path, "t", "--model", "resnet18", "--width", "0.5"), "--width"),
+        (tiny_args(tiny_folder, tmp_path, "v", "--val-split", "holdout"), "holdout"),
     ]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "CUDA is not available"))
     for argv, needle in cases:
-        rc = train_timm.main(argv)
-        _, err = capsys.readouterr()
-        _assert_one_line_error(rc, err, needle)
+        run_fails(capsys, argv, needle)
 
 
 def test_bad_input_exit_code_of_the_script(tmp_path):
@@ -631,7 +579,7 @@ def test_bad_input_exit_code_of_the_script(tmp_path):
         text=True,
         timeout=120,
     )
-    _assert_one_line_error(proc.returncode, proc.stderr, "does not exist")
+    assert_one_line_error(proc.returncode, proc.stderr, "does not exist")
 
 
 # --- distributed --------------------------------------------------------------------------------------
@@ -642,18 +590,18 @@ def test_torchrun_two_cpu_processes_with_salfmix(tiny_folder, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(SCRIPT),
-        *_tiny_args(tiny_folder, tmp_path, "ddp", "--method", "salfmix", "-b", "4", "--device", "cpu"),
+        *tiny_args(tiny_folder, tmp_path, "ddp", "--method", "salfmix", "-b", "4", "--device", "cpu"),
         "--salfmix-warmup-epochs", "0", "--val-split", "val7",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "ddp"
-    rows = _summary(run_dir)
+    rows = read_summary(run_dir)
     assert len(rows) == 1 and math.isfinite(float(rows[0]["train_loss"]))
     # Each of the 7 validation images is counted once over the two ranks (no padding to an even split).
     wrong = float(rows[0]["eval_top1_err"]) * 7 / 100
     assert wrong == pytest.approx(round(wrong), abs=1e-6)
-    results = _results(run_dir)
+    results = read_results(run_dir)
     assert results["world_size"] == 2 and results["best_epoch"] == 0
     ckpt = torch.load(run_dir / "last.pth.tar", map_location="cpu", weights_only=False)
     assert len(ckpt["train_state"]["rng"]) == 2  # every rank's RNG state, for an exact resume
@@ -683,7 +631,7 @@ def test_cached_saliency_runs_no_extra_pass_and_keeps_the_cache_in_the_checkpoin
     tiny_folder, tmp_path, monkeypatch, method
 ):
     passes = _count_saliency_passes(monkeypatch)
-    argv = _tiny_args(tiny_folder, tmp_path, "cached", "--method", method, "--saliency-source", "cached")
+    argv = tiny_args(tiny_folder, tmp_path, "cached", "--method", method, "--saliency-source", "cached")
     assert train_timm.main([*argv, "--epochs", "2"]) == 0
     assert passes == []  # the maps come from the training steps' own backward
     run_dir = tmp_path / "cached"
@@ -693,15 +641,15 @@ def test_cached_saliency_runs_no_extra_pass_and_keeps_the_cache_in_the_checkpoin
     # 16 images, batch 8: every image is seen in both epochs; the last write is epoch 1's.
     assert cache["written_epoch"].tolist() == [1] * 16
     assert float(cache["maps"].float().abs().sum()) > 0
-    assert _results(run_dir)["saliency_source"] == "cached"
+    assert read_results(run_dir)["saliency_source"] == "cached"
 
 
 def test_cached_saliency_resumes_with_its_cache(tiny_folder, tmp_path):
     common = ["--method", "salfmix", "--saliency-source", "cached", "--sched", "constant"]
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "first", *common)) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "first", *common)) == 0
     first = torch.load(tmp_path / "first" / "last.pth.tar", map_location="cpu", weights_only=False)
     assert first["train_state"]["saliency_cache"]["written_epoch"].tolist() == [0] * 16  # warm-up fills it
-    argv = _tiny_args(tiny_folder, tmp_path, "first", *common, "--epochs", "2")
+    argv = tiny_args(tiny_folder, tmp_path, "first", *common, "--epochs", "2")
     assert train_timm.main([*argv, "--resume", str(tmp_path / "first" / "last.pth.tar")]) == 0
     second = torch.load(tmp_path / "first" / "last.pth.tar", map_location="cpu", weights_only=False)
     assert second["train_state"]["saliency_cache"]["written_epoch"].tolist() == [1] * 16
@@ -709,10 +657,10 @@ def test_cached_saliency_resumes_with_its_cache(tiny_folder, tmp_path):
 
 def test_the_refresh_option_runs_the_exact_pass_for_old_maps(tiny_folder, tmp_path, monkeypatch):
     passes = _count_saliency_passes(monkeypatch)
-    argv = _tiny_args(tiny_folder, tmp_path, "refresh", "--method", "salfmix", "--saliency-source", "cached")
+    argv = tiny_args(tiny_folder, tmp_path, "refresh", "--method", "salfmix", "--saliency-source", "cached")
     assert train_timm.main([*argv, "--epochs", "3", "--saliency-refresh", "1"]) == 0
     assert passes == []  # every map is one epoch old at its next visit: never older than 1
-    argv = _tiny_args(tiny_folder, tmp_path, "refresh0", "--method", "salfmix", "--saliency-source", "cached")
+    argv = tiny_args(tiny_folder, tmp_path, "refresh0", "--method", "salfmix", "--saliency-source", "cached")
     assert train_timm.main([*argv, "--epochs", "3", "--saliency-refresh", "0"]) == 0
     # K = 0: every written map is refreshed, once per batch after the warm-up epoch (2 epochs x 2 batches).
     assert passes == [(8, 3, 32, 32)] * 4
@@ -720,7 +668,7 @@ def test_the_refresh_option_runs_the_exact_pass_for_old_maps(tiny_folder, tmp_pa
 
 def test_lowres_saliency_runs_the_pass_on_the_half_size_batch(tiny_folder, tmp_path, monkeypatch):
     passes = _count_saliency_passes(monkeypatch)
-    argv = _tiny_args(tiny_folder, tmp_path, "lowres", "--method", "salfmix", "--saliency-source", "lowres")
+    argv = tiny_args(tiny_folder, tmp_path, "lowres", "--method", "salfmix", "--saliency-source", "lowres")
     assert train_timm.main([*argv, "--salfmix-warmup-epochs", "0"]) == 0
     assert passes and all(shape[2:] == (16, 16) for shape in passes)
 
@@ -737,8 +685,7 @@ def test_lowres_saliency_runs_the_pass_on_the_half_size_batch(tiny_folder, tmp_p
     ],
 )
 def test_saliency_source_errors_are_one_line(tiny_folder, tmp_path, capsys, extra, needle):
-    rc = train_timm.main(_tiny_args(tiny_folder, tmp_path, "bad", *extra))
-    _assert_one_line_error(rc, capsys.readouterr().err, needle)
+    run_fails(capsys, tiny_args(tiny_folder, tmp_path, "bad", *extra), needle)
 
 
 # --- review findings ------------------------------------------------------------------------------------
@@ -746,18 +693,17 @@ def test_saliency_source_errors_are_one_line(tiny_folder, tmp_path, capsys, extr
 
 def test_resuming_with_another_saliency_source_is_refused(tiny_folder, tmp_path, capsys):
     common = ["--method", "salfmix", "--saliency-source", "cached"]
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "src", *common)) == 0
-    argv = _tiny_args(tiny_folder, tmp_path, "src", "--method", "salfmix", "--epochs", "2")
-    rc = train_timm.main([*argv, "--resume", str(tmp_path / "src" / "last.pth.tar")])
-    _assert_one_line_error(rc, capsys.readouterr().err, "--saliency-source cached")
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "src", *common)) == 0
+    argv = tiny_args(tiny_folder, tmp_path, "src", "--method", "salfmix", "--epochs", "2")
+    run_fails(capsys, [*argv, "--resume", str(tmp_path / "src" / "last.pth.tar")], "--saliency-source cached")
 
 
 def test_a_saliency_scale_without_the_lowres_source_is_reported(tiny_folder, tmp_path, capsys):
-    argv = _tiny_args(tiny_folder, tmp_path, "scale", "--method", "salfmix", "--saliency-scale", "0.25")
+    argv = tiny_args(tiny_folder, tmp_path, "scale", "--method", "salfmix", "--saliency-scale", "0.25")
     assert train_timm.main(argv) == 0
     assert "--saliency-scale given, but" in capsys.readouterr().out
 
 
 def test_a_run_that_ends_inside_the_warm_up_says_salfmix_never_runs(tiny_folder, tmp_path, capsys):
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "short", "--method", "salfmix")) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "short", "--method", "salfmix")) == 0
     assert "the warm-up covers all 1 epoch(s): SalfMix never runs" in capsys.readouterr().out

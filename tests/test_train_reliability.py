@@ -6,9 +6,7 @@ output is left behind. The data is a few 32x32 PNGs in class folders; every run 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -16,60 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _train_helpers import make_image_folder, read_results, read_summary, run_fails, tiny_args
 from PIL import Image
 
 import train_timm
 from salfmix_transforms.data import DatasetError, build_datasets
 
-# --- fixtures and helpers (as in test_train.py) -------------------------------------------------------
+# --- fixtures and helpers (shared with test_train.py: conftest.py, _train_helpers.py) ----------------------
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _make_folder(root: Path, counts=((8, 8), (4, 4)), size: int = 32) -> Path:
-    """train/ and val/ with class0 (reddish) and class1 (bluish) PNGs; ``counts`` per split and class."""
-    rng = np.random.default_rng(0)
-    for split, split_counts in zip(("train", "val"), counts):
-        for label, colour in enumerate(((200, 60, 40), (40, 60, 200))):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(split_counts[label]):
-                pixels = np.clip(rng.normal(colour, 40, size=(size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i:02d}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    return _make_folder(tmp_path_factory.mktemp("tiny_folder"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
 def own_folder(tmp_path) -> Path:
     """A tiny folder data set that the test may damage."""
-    return _make_folder(tmp_path / "data")
-
-
-def _tiny_args(data: Path, out: Path, name: str, *extra: str) -> list[str]:
-    return [
-        "--data-dir", str(data), "--val-split", "val", "--width", "0.125", "-b", "8", "--epochs", "1",
-        "--workers", "0", "--output", str(out), "--experiment", name, "--no-progress", *extra,
-    ]  # fmt: skip
-
-
-def _summary(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "summary.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
+    return make_image_folder(tmp_path / "data")
 
 
 def _epoch_of(path: Path) -> int:
@@ -84,23 +43,6 @@ def _listed(run_dir: Path) -> dict[str, str]:
     """checksums.sha256 of a run folder (``sha256sum`` format: digest, two spaces, file name)."""
     lines = (run_dir / "checksums.sha256").read_text().splitlines()
     return {name: digest for digest, name in (line.split("  ", 1) for line in lines)}
-
-
-def _assert_one_line_error(rc: int, err: str, *needles: str) -> None:
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("train_timm.py: error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
-def _run_fails(capsys, argv: list[str], *needles: str) -> str:
-    rc = train_timm.main(argv)
-    _, err = capsys.readouterr()
-    _assert_one_line_error(rc, err, *needles)
-    return err
 
 
 def _scripted_top1(monkeypatch, errors: list[float]) -> None:
@@ -125,11 +67,11 @@ def _flip_a_byte(path: Path) -> None:
 
 def test_resume_with_more_epochs_rebuilds_the_cosine_schedule(tiny_folder, tmp_path, capsys):
     # The README's `--resume last.pth.tar --epochs 20`: the old 1-epoch cosine gave lr 0 from epoch 1 on.
-    args = _tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline")
+    args = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline")
     assert train_timm.main(args) == 0
     assert train_timm.main([*args, "--resume", str(tmp_path / "a" / "last.pth.tar"), "--epochs", "3"]) == 0
     capsys.readouterr()
-    lrs = [float(row["lr"]) for row in _summary(tmp_path / "a")]
+    lrs = [float(row["lr"]) for row in read_summary(tmp_path / "a")]
     # The 3-epoch cosine of timm (t_initial 3) from epoch 1 on: 0.05 * (1 + cos(pi * epoch / 3)) / 2.
     assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)])
 
@@ -137,12 +79,12 @@ def test_resume_with_more_epochs_rebuilds_the_cosine_schedule(tiny_folder, tmp_p
 def test_resume_with_no_epochs_left_changes_nothing(tiny_folder, tmp_path, capsys):
     # It rewrote results.json with null final errors. Now nothing is written, and a finished command run
     # again (a benchmark restarted after a kill) still exits with 0.
-    args = _tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline")
+    args = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline")
     assert train_timm.main(args) == 0
     capsys.readouterr()
     before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
     for experiment in ("a", "b"):  # its own folder, a new one
-        argv = _tiny_args(tiny_folder, tmp_path, experiment, "--method", "baseline")
+        argv = tiny_args(tiny_folder, tmp_path, experiment, "--method", "baseline")
         assert train_timm.main([*argv, "--resume", str(tmp_path / "a" / "last.pth.tar")]) == 0
         out, err = capsys.readouterr()
         assert "nothing to train" in out and "--epochs 1" in out and "1 epoch" in out and not err, out + err
@@ -152,12 +94,12 @@ def test_resume_with_no_epochs_left_changes_nothing(tiny_folder, tmp_path, capsy
 
 def test_resume_into_a_new_experiment_keeps_the_best(tiny_folder, tmp_path, capsys, monkeypatch):
     _scripted_top1(monkeypatch, [10.0, 30.0, 40.0])  # epoch 0 stays the best
-    args = _tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "2")
+    args = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "2")
     assert train_timm.main(args) == 0
     resume = ["--resume", str(tmp_path / "a" / "last.pth.tar"), "--epochs", "3"]
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "b", "--method", "baseline", *resume)) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "b", "--method", "baseline", *resume)) == 0
     capsys.readouterr()
-    results = _results(tmp_path / "b")
+    results = read_results(tmp_path / "b")
     assert (results["best_epoch"], results["best_top1_err"]) == (0, 10.0)
     assert _epoch_of(tmp_path / "b" / "model_best.pth.tar") == 0  # the best's weights come along
     assert _sha256(tmp_path / "b" / "model_best.pth.tar") == _listed(tmp_path / "b")["model_best.pth.tar"]
@@ -165,14 +107,14 @@ def test_resume_into_a_new_experiment_keeps_the_best(tiny_folder, tmp_path, caps
 
 def test_resume_from_an_older_checkpoint_rederives_model_best(tiny_folder, tmp_path, capsys, monkeypatch):
     _scripted_top1(monkeypatch, [30.0, 10.0, 20.0, 40.0])
-    args = _tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "3")
+    args = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "3")
     assert train_timm.main(args) == 0
     assert _epoch_of(tmp_path / "a" / "model_best.pth.tar") == 1
     # Back to epoch 0 and another epoch 1 (error 40): epoch 1 of the first branch is no longer the best.
     resume = ["--resume", str(tmp_path / "a" / "checkpoint-0.pth.tar"), "--epochs", "2"]
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", *resume)) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", *resume)) == 0
     capsys.readouterr()
-    results = _results(tmp_path / "a")
+    results = read_results(tmp_path / "a")
     assert (results["best_epoch"], results["best_top1_err"]) == (0, 30.0)
     assert _epoch_of(tmp_path / "a" / "model_best.pth.tar") == 0
 
@@ -185,10 +127,10 @@ def test_resume_from_an_older_checkpoint_rederives_model_best(tiny_folder, tmp_p
     ],
 )
 def test_resume_with_another_method_or_optimizer_is_refused(tiny_folder, tmp_path, capsys, flags, needles):
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline")) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline")) == 0
     capsys.readouterr()
     resume = ["--resume", str(tmp_path / "a" / "last.pth.tar"), "--epochs", "2"]
-    _run_fails(capsys, _tiny_args(tiny_folder, tmp_path, "b", *flags, *resume), *needles)
+    run_fails(capsys, tiny_args(tiny_folder, tmp_path, "b", *flags, *resume), *needles)
     assert not (tmp_path / "b").exists()
 
 
@@ -221,13 +163,13 @@ def test_a_kill_while_a_checkpoint_is_replaced_leaves_the_old_one(
     monkeypatch.setattr(os, "replace", killing(real_replace))
     monkeypatch.setattr(os, "link", killing(real_link))
     with pytest.raises(_Killed):
-        train_timm.main(_tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "2"))
+        train_timm.main(tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "2"))
     capsys.readouterr()
     assert _epoch_of(tmp_path / "a" / name) == 0
 
 
 def test_checkpoints_are_listed_with_their_sha256(tiny_folder, tmp_path, capsys):
-    argv = _tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "2")
+    argv = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "2")
     assert train_timm.main(argv) == 0
     capsys.readouterr()
     run_dir = tmp_path / "a"
@@ -242,7 +184,7 @@ def test_checkpoints_are_copied_where_hard_links_fail(tiny_folder, tmp_path, cap
         raise OSError("hard links not supported")
 
     monkeypatch.setattr(os, "link", no_link)
-    argv = _tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "2")
+    argv = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "2")
     assert train_timm.main(argv) == 0
     capsys.readouterr()
     run_dir = tmp_path / "a"
@@ -262,7 +204,7 @@ def test_checkpoints_are_copied_where_hard_links_fail(tiny_folder, tmp_path, cap
     ],
 )
 def test_resume_falls_back_to_the_newest_intact_checkpoint(tiny_folder, tmp_path, capsys, damage, used):
-    args = _tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--sched", "constant")
+    args = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--sched", "constant")
     assert train_timm.main([*args, "--epochs", "2"]) == 0
     run_dir = tmp_path / "a"
     last = run_dir / "last.pth.tar"
@@ -277,18 +219,18 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tiny_folder, tmp_path
     assert train_timm.main([*args, "--epochs", "3", "--resume", str(target)]) == 0
     out, err = capsys.readouterr()
     assert f"resuming from the newest intact checkpoint {run_dir / used}" in out and not err, out + err
-    assert [int(r["epoch"]) for r in _summary(run_dir)] == [0, 1, 2]
+    assert [int(r["epoch"]) for r in read_summary(run_dir)] == [0, 1, 2]
     assert _epoch_of(last) == 2
 
 
 def test_a_checkpoint_with_flipped_bits_is_refused(tiny_folder, tmp_path, capsys):
-    args = _tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline")
+    args = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline")
     assert train_timm.main([*args, "--epochs", "2"]) == 0
     capsys.readouterr()
     ckpt = tmp_path / "a" / "checkpoint-0.pth.tar"
     _flip_a_byte(ckpt)
-    _run_fails(capsys, [*args, "--epochs", "3", "--resume", str(ckpt)], "checkpoint-0.pth.tar", "sha256")
-    assert [int(r["epoch"]) for r in _summary(tmp_path / "a")] == [0, 1]  # untouched
+    run_fails(capsys, [*args, "--epochs", "3", "--resume", str(ckpt)], "checkpoint-0.pth.tar", "sha256")
+    assert [int(r["epoch"]) for r in read_summary(tmp_path / "a")] == [0, 1]  # untouched
 
 
 # --- C. flags -----------------------------------------------------------------------------------------
@@ -303,40 +245,40 @@ def test_a_checkpoint_with_flipped_bits_is_refused(tiny_folder, tmp_path, capsys
     ],
 )
 def test_a_method_and_a_flag_of_another_method_are_refused(tiny_folder, tmp_path, capsys, argv, needles):
-    _run_fails(capsys, _tiny_args(tiny_folder, tmp_path, "a", *argv), *needles)
+    run_fails(capsys, tiny_args(tiny_folder, tmp_path, "a", *argv), *needles)
     assert not (tmp_path / "a").exists()
 
 
 def test_tuning_flags_of_a_method_that_does_not_run_warn_once(tiny_folder, tmp_path, capsys):
     extra = ["--method", "baseline", "--cutout-ratio", "0.3", "--salfmix-grid", "2", "--mixup-prob", "0.5"]
-    assert train_timm.main(_tiny_args(tiny_folder, tmp_path, "a", *extra)) == 0
+    assert train_timm.main(tiny_args(tiny_folder, tmp_path, "a", *extra)) == 0
     out, err = capsys.readouterr()
     warned = [line for line in (out + err).splitlines() if "--cutout-ratio" in line]
     assert len(warned) == 1, out + err
     assert all(flag in warned[0] for flag in ("--salfmix-grid", "--mixup-prob", "baseline"))
     # A flag of the method that runs is not reported.
-    argv = _tiny_args(tiny_folder, tmp_path, "b", "--method", "salfmix", "--salfmix-grid", "2")
+    argv = tiny_args(tiny_folder, tmp_path, "b", "--method", "salfmix", "--salfmix-grid", "2")
     assert train_timm.main(argv) == 0
     out, err = capsys.readouterr()
     assert "--salfmix-grid" not in out + err
 
 
 def test_an_unknown_compile_backend_is_one_line(tiny_folder, tmp_path, capsys):
-    argv = _tiny_args(tiny_folder, tmp_path, "a", "--torchcompile", "nosuchbackend")
-    _run_fails(capsys, argv, "--torchcompile nosuchbackend")
+    argv = tiny_args(tiny_folder, tmp_path, "a", "--torchcompile", "nosuchbackend")
+    run_fails(capsys, argv, "--torchcompile nosuchbackend")
     assert not (tmp_path / "a").exists()
 
 
 def test_a_model_that_cannot_take_the_image_size_is_refused_before_training(tiny_folder, tmp_path, capsys):
-    argv = _tiny_args(tiny_folder, tmp_path, "a", "--model", "test_vit3", "--method", "baseline")
+    argv = tiny_args(tiny_folder, tmp_path, "a", "--model", "test_vit3", "--method", "baseline")
     del argv[argv.index("--width") : argv.index("--width") + 2]
-    _run_fails(capsys, argv, "test_vit3", "32x32", "--img-size")
+    run_fails(capsys, argv, "test_vit3", "32x32", "--img-size")
     assert not (tmp_path / "a").exists()
 
 
 def test_a_diverging_loss_is_one_line(tiny_folder, tmp_path, capsys):
-    argv = _tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--lr", "1e30")
-    _run_fails(capsys, argv, "loss is", "diverged")
+    argv = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--lr", "1e30")
+    run_fails(capsys, argv, "loss is", "diverged")
 
 
 def test_a_diverging_loss_keeps_the_completed_epochs(tiny_folder, tmp_path, capsys, monkeypatch):
@@ -348,22 +290,22 @@ def test_a_diverging_loss_keeps_the_completed_epochs(tiny_folder, tmp_path, caps
         return real_epoch(run, epoch, *args, **kwargs)
 
     monkeypatch.setattr(train_timm, "train_one_epoch", diverging)
-    argv = _tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "2")
-    _run_fails(capsys, argv, "loss is nan at epoch 1", str(tmp_path / "a"))
+    argv = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--epochs", "2")
+    run_fails(capsys, argv, "loss is nan at epoch 1", str(tmp_path / "a"))
     run_dir = tmp_path / "a"
     assert _epoch_of(run_dir / "last.pth.tar") == 0 and (run_dir / "checkpoint-0.pth.tar").is_file()
-    assert [int(r["epoch"]) for r in _summary(run_dir)] == [0]
+    assert [int(r["epoch"]) for r in read_summary(run_dir)] == [0]
 
 
 def test_more_threads_than_cpus_is_refused(tiny_folder, tmp_path, capsys):
-    _run_fails(capsys, _tiny_args(tiny_folder, tmp_path, "a", "--threads", "100000"), "--threads 100000")
+    run_fails(capsys, tiny_args(tiny_folder, tmp_path, "a", "--threads", "100000"), "--threads 100000")
     assert not (tmp_path / "a").exists()
 
 
 def test_an_output_folder_under_a_file_is_one_line(tiny_folder, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
-    _run_fails(capsys, _tiny_args(tiny_folder, afile / "sub", "a"), "--output", str(afile))
+    run_fails(capsys, tiny_args(tiny_folder, afile / "sub", "a"), "--output", str(afile))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and afile.read_text() == "not a folder"
 
 
@@ -408,12 +350,12 @@ def _truncated(root: Path) -> None:
 )
 def test_bad_image_folders_are_one_line_errors(own_folder, tmp_path, capsys, damage, needles):
     damage(own_folder)
-    _run_fails(capsys, _tiny_args(own_folder, tmp_path / "out", "a"), *needles)
+    run_fails(capsys, tiny_args(own_folder, tmp_path / "out", "a"), *needles)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_few_unreadable_images_are_skipped_and_reported_once(tmp_path, caplog):
-    root = _make_folder(tmp_path, counts=((150, 150), (4, 4)))
+    root = make_image_folder(tmp_path, (("train", (150, 150)), ("val", (4, 4))))
     truncated = root / "train" / "class0" / "00.png"
     truncated.write_bytes(truncated.read_bytes()[:200])
     (root / "train" / "class1" / "junk.jpg").write_bytes(b"not a jpeg")
@@ -450,9 +392,9 @@ def test_images_of_another_size_are_resized_before_training(own_folder, tmp_path
     Image.new("RGB", (24, 20), (40, 60, 200)).save(own_folder / "train" / "class1" / "00.png")
     train_ds, val_ds, _, img_size = build_datasets(data_dir=str(own_folder), val_split="val")
     assert img_size == 32 and val_ds[0][0].shape == train_ds[8][0].shape == (3, 32, 32)
-    assert train_timm.main(_tiny_args(own_folder, tmp_path, "a", "--method", "baseline")) == 0
+    assert train_timm.main(tiny_args(own_folder, tmp_path, "a", "--method", "baseline")) == 0
     capsys.readouterr()
-    assert len(_summary(tmp_path / "a")) == 1
+    assert len(read_summary(tmp_path / "a")) == 1
 
 
 def test_data_errors_are_dataset_errors(own_folder):

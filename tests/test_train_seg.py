@@ -5,13 +5,13 @@ Every run is tiny (a few dozen 64x64 synthetic images, one or two epochs, two th
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 
 import pytest
 import torch
+from _train_helpers import read_summary
 from PIL import Image
 
 import train_seg
@@ -168,11 +168,6 @@ def _run(tmp_path, *flags: str, name: str = "run") -> tuple[int, str]:
     return rc, str(tmp_path / name)
 
 
-def _summary(folder: str) -> list[dict[str, str]]:
-    with open(os.path.join(folder, "summary.csv")) as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.mark.parametrize("method", ["baseline", "salfmix", "hybridmix-v3"])
 def test_one_epoch_on_the_synthetic_default(tmp_path, method):
     flags = ["--method", method, "--epochs", "1"]
@@ -180,7 +175,7 @@ def test_one_epoch_on_the_synthetic_default(tmp_path, method):
         flags += ["--salfmix-warmup-epochs", "0"]  # SalfMix really runs in the one epoch
     rc, folder = _run(tmp_path, *flags)
     assert rc == 0
-    rows = _summary(folder)
+    rows = read_summary(folder)
     assert len(rows) == 1 and rows[0]["epoch"] == "0"
     for key in ("train_loss", "eval_loss", "eval_miou", "eval_pixel_acc", "lr", "train_epoch_time"):
         assert math.isfinite(float(rows[0][key])), key
@@ -203,7 +198,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     # The run's flags (--method salfmix) come from the checkpoint; --epochs 2 is the new total.
     rc = train_seg.main(["--resume", folder, "--epochs", "2", "--no-progress", "--threads", "2"])
     assert rc == 0
-    rows = _summary(folder)
+    rows = read_summary(folder)
     assert [r["epoch"] for r in rows] == ["0", "1"]
     with open(os.path.join(folder, "results.json")) as f:
         results = json.load(f)
@@ -257,7 +252,79 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     checkpoint = str(tmp_path / "whole" / "checkpoint-0.pth.tar")
     rc, folder = _run(tmp_path, *flags, "--resume", checkpoint, name="resumed")
     assert rc == 0
-    whole, resumed = _summary(str(tmp_path / "whole")), _summary(folder)
+    whole, resumed = read_summary(str(tmp_path / "whole")), read_summary(folder)
     assert [r["epoch"] for r in resumed] == ["1"]
     for key in ("train_loss", "eval_loss", "eval_miou", "eval_pixel_acc", "lr"):
         assert resumed[0][key] == whole[1][key], key
+
+
+# -- DDP -----------------------------------------------------------------------------------------------------
+
+
+def _torchrun(tmp_path, name: str, *flags: str) -> str:
+    """``train_seg.py`` in two gloo processes (one thread each) on the synthetic scenes; the run folder."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+    cmd += [os.path.join(REPO, "train_seg.py"), *flags, "--device", "cpu", "--threads", "1", "--no-progress"]
+    cmd += [
+        "--limit-train",
+        "16",
+        "--limit-val",
+        "7",
+        "-b",
+        "4",
+        "--output",
+        str(tmp_path),
+        "--experiment",
+        name,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return str(tmp_path / name)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_count_every_val_pixel_once(tmp_path):
+    """Two gloo ranks train SalfMix on disjoint shards; the val confusion matrix is summed over the ranks,
+    so the logged mIoU and pixel accuracy are those of one process evaluating the saved model on every val
+    image once (7 images: an uneven split that a padding sampler would count twice)."""
+    from salfmix_transforms.segmentation import logits_of
+
+    folder = _torchrun(
+        tmp_path, "ddp", "--method", "salfmix", "--salfmix-warmup-epochs", "0", "--epochs", "1"
+    )
+    rows = read_summary(folder)
+    assert len(rows) == 1 and math.isfinite(float(rows[0]["train_loss"]))
+    with open(os.path.join(folder, "results.json")) as f:
+        results = json.load(f)
+    assert results["world_size"] == 2 and results["train_size"] == 16 and results["val_size"] == 7
+    ckpt = torch.load(os.path.join(folder, "last.pth.tar"), map_location="cpu", weights_only=False)
+    assert len(ckpt["train_state"]["rng"]) == 2, "every rank's RNG state, for an exact resume"
+    assert not any(k.startswith("module.") for k in ckpt["state_dict"]), "saved unwrapped"
+
+    model = build_model("tinyseg", 4)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    cm = torch.zeros(4, 4, dtype=torch.long)
+    with torch.no_grad():
+        for image, mask in SyntheticShapes("val", limit=7, seed=0):
+            cm += confusion_matrix(logits_of(model(image[None])).argmax(1), mask[None], 4)
+    expected = segmentation_metrics(cm)
+    assert float(rows[0]["eval_miou"]) == pytest.approx(expected["miou"], abs=1e-4)
+    assert float(rows[0]["eval_pixel_acc"]) == pytest.approx(expected["pixel_acc"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_torchrun_resume_reproduces_the_uninterrupted_run(tmp_path):
+    """Two ranks, HybridMix v3: epoch 1 resumed from checkpoint-0 is the uninterrupted run's epoch 1 (each
+    rank gets its own RNG state back; the samplers follow the epoch)."""
+    flags = ["--method", "hybridmix-v3", "--salfmix-warmup-epochs", "0", "--epochs", "2"]
+    whole = _torchrun(tmp_path, "whole", *flags)
+    checkpoint = os.path.join(whole, "checkpoint-0.pth.tar")
+    resumed = _torchrun(tmp_path, "resumed", *flags, "--resume", checkpoint)
+    assert [r["epoch"] for r in read_summary(resumed)] == ["1"]
+    for key in ("train_loss", "eval_loss", "eval_miou", "eval_pixel_acc", "lr"):
+        assert read_summary(resumed)[0][key] == read_summary(whole)[1][key], key

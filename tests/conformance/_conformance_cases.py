@@ -4,7 +4,8 @@ The conformance tests state, as properties, the contracts that torchvision's ``M
 mix augmentations document (and test) for their own transforms, and check them on every transform here. A
 case builds its transform with ``num_classes=NUM_CLASSES`` and no label smoothing (so that the returned
 targets are exactly the one-hot rows, or mixes of two of them), and calls it with a saliency map when the
-transform needs one.
+transform needs one. The tests draw their images and one-hot targets with ``images`` and ``one_hot`` of
+``tests/_batch_helpers.py``.
 """
 
 from __future__ import annotations
@@ -162,19 +163,9 @@ def hybrid_without_salfmix(case: Case, prob: float, mode: str) -> BatchTransform
     return case.build(prob=prob, mode=mode)
 
 
-def one_hot(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
-    return torch.nn.functional.one_hot(labels, num_classes).float()
-
-
 def bits(t: torch.Tensor) -> torch.Tensor:
     """The raw bits of a floating tensor as integers of the same width, for byte-identity checks."""
     return t.contiguous().view(INT_DTYPES[t.dtype])
-
-
-def images(batch: int, channels: int, height: int, width: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
-    """Uniform images in [0, 1) of ``dtype``, all values distinct across samples with high probability."""
-    x = torch.rand(batch, channels, height, width, generator=torch.Generator().manual_seed(seed))
-    return x.to(dtype)
 
 
 def channels_ok(case: Case, channels: int) -> bool:

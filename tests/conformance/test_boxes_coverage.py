@@ -15,6 +15,7 @@ from unittest import mock
 
 import pytest
 import torch
+from _batch_helpers import labelled_batch
 
 from salfmix_transforms import Cutout, ResizeMix, mixing
 from salfmix_transforms._random import rand, randint_between
@@ -108,12 +109,6 @@ def test_cutout_centre_check_catches_the_planted_bug(height, width, mask_ratio):
 # -- ResizeMix: the pasted box is floor(tau * H) x floor(tau * W) -----------------------------------------
 
 
-def _labelled_batch(batch: int, height: int, width: int) -> torch.Tensor:
-    """Sample i is the constant i + 1: every output pixel says which sample it came from."""
-    values = torch.arange(1, batch + 1, dtype=torch.float32).view(batch, 1, 1, 1)
-    return values.expand(batch, 3, height, width).contiguous()
-
-
 def _pasted_boxes(out: torch.Tensor) -> list[tuple[int, int, int, int]]:
     """Per sample i, the box ``(top, left, rows, cols)`` holding its partner's value ``B - i``, checked to be
     a full rectangle and the rest to be the sample's own value ``i + 1``."""
@@ -135,7 +130,7 @@ def _pasted_boxes(out: torch.Tensor) -> list[tuple[int, int, int, int]]:
 
 def _assert_resizemix_box_size(tau: float, height: int, width: int, mode: str, interpolation: str):
     batch = 4  # even: every sample has a partner other than itself
-    x = _labelled_batch(batch, height, width)
+    x = labelled_batch(batch, height, width)
     fn = ResizeMix((tau, tau), num_classes=batch, mode=mode, interpolation=interpolation)
     out, target = fn(x, torch.arange(batch), generator=_gen(3))
     rows, cols = math.floor(tau * height), math.floor(tau * width)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import torch
+from _batch_helpers import images, one_hot
 from _conformance_cases import NUM_CLASSES
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
@@ -164,9 +165,7 @@ def _images(d: Draw, channels_ok: Callable[[int], bool] = lambda c: True) -> tor
         d.suspects.add("x")
     height, width = d.draw(st.integers(2, 16)), d.draw(st.integers(2, 16))
     dtype = d.pick("x", IMAGE_DTYPES, store=False)
-    x = torch.rand(
-        batch, channels, height, width, generator=torch.Generator().manual_seed(d.draw(st.integers(0, 99)))
-    )
+    x = images(batch, channels, height, width, seed=d.draw(st.integers(0, 99)))
     x = (x * 255).to(dtype) if not dtype.is_floating_point else x.to(dtype)
     kind = d.pick("x", IMAGE_KINDS, store=False)
     if kind == "ndarray":
@@ -187,11 +186,11 @@ def _target(d: Draw, batch: int, num_classes: object) -> torch.Tensor:
         "indices": labels,
         "indices-int32": labels.int(),
         "soft": soft,
-        "soft-float64": torch.nn.functional.one_hot(labels % width, width).double(),
+        "soft-float64": one_hot(labels % width, width).double(),
         "soft-sum-2": 2 * soft,
         "soft-sum-half": 0.5 * soft,
         "soft-nan": torch.where(torch.arange(width) == 0, NAN, soft),
-        "soft-negative": soft - torch.nn.functional.one_hot(labels % width, width) * 0.5 + 0.5 / width,
+        "soft-negative": soft - one_hot(labels % width, width) * 0.5 + 0.5 / width,
         "index-too-large": torch.full((batch,), width),
         "index-negative": -1 - labels,
         "float-1d": labels.float(),

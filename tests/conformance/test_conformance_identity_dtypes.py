@@ -18,6 +18,7 @@ from unittest import mock
 
 import pytest
 import torch
+from _batch_helpers import images, one_hot
 from _conformance_cases import (
     CASES,
     DTYPES,
@@ -28,8 +29,6 @@ from _conformance_cases import (
     bits,
     channels_ok,
     hybrid_without_salfmix,
-    images,
-    one_hot,
     saliency_of,
 )
 from hypothesis import HealthCheck, given, settings
@@ -76,7 +75,7 @@ def test_probability_zero_is_the_identity(case, data, mode, dtype, seed):
     assert out.data_ptr() != x.data_ptr(), "not a new tensor (inplace=False)"
     assert out.dtype == dtype
     assert torch.equal(bits(out), bits(x))
-    assert torch.equal(target, one_hot(labels))
+    assert torch.equal(target, one_hot(labels, NUM_CLASSES))
 
 
 @pytest.mark.parametrize("case", [c for c in TWO_IMAGE if c.lam_pinned], ids=repr)
@@ -96,7 +95,7 @@ def test_lambda_one_is_the_identity(case, data, mode, dtype, seed):
         out, target = case.call(fn, x, labels, generator=torch.Generator().manual_seed(seed))
     assert out.dtype == dtype
     assert torch.equal(bits(out), bits(x))
-    assert torch.equal(target, one_hot(labels))
+    assert torch.equal(target, one_hot(labels, NUM_CLASSES))
 
 
 @pytest.mark.parametrize("case", TWO_IMAGE, ids=repr)
@@ -114,7 +113,7 @@ def test_rows_that_are_not_mixed_are_byte_identical(case, data, mode, dtype, pro
     labels = torch.arange(batch)  # distinct labels: a row's target is its own one-hot only if it is not mixed
     fn = hybrid_without_salfmix(case, prob=prob, mode=mode)
     out, target = case.call(fn, x, labels, generator=torch.Generator().manual_seed(seed))
-    own = (target == one_hot(labels)).all(dim=1)
+    own = (target == one_hot(labels, NUM_CLASSES)).all(dim=1)
     if batch % 2 == 1:
         assert own[batch // 2], "the middle sample of an odd batch is its own partner: never mixed"
     for i in torch.nonzero(own).flatten().tolist():

@@ -18,7 +18,8 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from _conformance_cases import CASES, NUM_CLASSES, TWO_IMAGE, Case, channels_ok, images
+from _batch_helpers import images, tiny_classifier
+from _conformance_cases import CASES, NUM_CLASSES, TWO_IMAGE, Case, channels_ok
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
@@ -27,19 +28,6 @@ from torch.utils.data.dataloader import default_collate
 from salfmix_transforms import ResizeMix, SaliencyMix
 
 FAST = settings(max_examples=6, deadline=None, derandomize=True, database=None)
-
-
-class _TinyNet(torch.nn.Module):
-    """A small classifier, the ``model=`` whose gradient saliency SalfMix uses inside a collate_fn."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.head = torch.nn.Linear(4, NUM_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
 
 def _collate(fn, batch):
@@ -76,7 +64,7 @@ def _check_soft_targets(case: Case, target: torch.Tensor, labels: torch.Tensor) 
 @pytest.mark.parametrize("batch_size", [4, 5])
 def test_works_as_dataloader_collate_fn(case, batch_size):
     # 11 samples: full batches, then an odd or a single-sample last batch.
-    fn = case.build(model=_TinyNet()) if case.needs_map else case.build()
+    fn = case.build(model=tiny_classifier(NUM_CLASSES)) if case.needs_map else case.build()
     loader = DataLoader(
         _dataset(), batch_size=batch_size, collate_fn=lambda batch: fn(*default_collate(batch))
     )
@@ -96,7 +84,7 @@ def test_works_as_dataloader_collate_fn(case, batch_size):
 )
 def test_collate_fn_in_worker_processes(case):
     """The transform (and a model it holds) travels to DataLoader workers and runs there."""
-    fn = case.build(model=_TinyNet()) if case.needs_map else case.build()
+    fn = case.build(model=tiny_classifier(NUM_CLASSES)) if case.needs_map else case.build()
     loader = DataLoader(_dataset(8), batch_size=4, num_workers=2, collate_fn=partial(_collate, fn))
     batches = list(loader)
     assert len(batches) == 2

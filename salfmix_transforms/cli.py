@@ -1,0 +1,125 @@
+"""What the training scripts share on the command line: one-line errors and checked flag types.
+
+``train_timm.py`` and ``train_seg.py`` promise that a user error is one line on stderr and exit code 2,
+never a traceback. argparse's own complaints (an unknown flag, an invalid choice, a value its ``type``
+refuses) would print the usage and raise ``SystemExit``; :class:`OneLineArgumentParser` raises
+:class:`UsageError` instead, the same exception the scripts raise for their own checks, and
+:func:`report_error` prints it::
+
+    parser = OneLineArgumentParser(prog="train_seg.py")
+    parser.add_argument("--epochs", type=positive_int, default=8)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        return report_error("train_seg.py", e)   # "train_seg.py: error: argument --epochs: ..." -> 2
+
+The flag types (:func:`positive_int`, :func:`probability`, ...) raise ``argparse.ArgumentTypeError``, which
+argparse turns into "argument --flag: <message>", so the message names the flag and what it expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import sys
+from collections.abc import Iterator
+
+__all__ = [
+    "OneLineArgumentParser",
+    "UsageError",
+    "logging_to_stdout",
+    "non_negative_float",
+    "non_negative_int",
+    "one_line",
+    "positive_float",
+    "positive_int",
+    "probability",
+    "report_error",
+]
+
+
+class UsageError(Exception):
+    """Bad command-line input, data or checkpoint: the script prints it as one line and returns 2."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose errors raise :class:`UsageError` (no usage, no ``SystemExit``)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def positive_int(text: str) -> int:
+    """An ``int`` >= 1 (epochs, batch size, ...)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An ``int`` >= 0 (warm-up epochs, worker processes, ...)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A number >= 0 (NaN refused): weight decay, a Beta alpha, ..."""
+    value = float(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0: a learning rate."""
+    value = float(text)
+    if not value > 0.0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1] (NaN refused): a probability, a ratio, a momentum."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
+def one_line(error: BaseException) -> str:
+    """The exception's message with every run of white space (newlines included) made one space."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def report_error(prog: str, error: BaseException | str) -> int:
+    """Print ``"<prog>: error: <message>"`` as one line on stderr and return the exit code 2."""
+    message = error if isinstance(error, str) else one_line(error)
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def logging_to_stdout(primary: bool = True) -> Iterator[None]:
+    """Progress and results as bare lines on stdout (errors alone go to stderr) while the block runs.
+
+    Only the primary process of a distributed run logs at INFO; the others log warnings. timm's own
+    loggers are kept at WARNING. The handler is removed at the end, so that a script's ``main`` can be
+    called repeatedly (as the tests do) without printing each line twice.
+    """
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if primary else logging.WARNING)
+    logging.getLogger("timm").setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)

@@ -1,0 +1,114 @@
+"""What the training scripts share for data-parallel runs (``torchrun``, one process per device).
+
+timm's helpers do the set-up (``timm.utils.init_distributed_device``) and the BatchNorm statistics
+(``distribute_bn``); these are the pieces timm keeps inside its ``train.py``:
+
+* :class:`ShardSampler`: the validation split across ranks without padding, so that metrics summed over
+  the ranks (:func:`all_reduce_sum`) count every image exactly once (torch's ``DistributedSampler`` pads
+  an uneven split with repeats).
+* :func:`rng_state` / :func:`set_rng_state` / :func:`gather_rng_states`: every rank's torch, NumPy and
+  Python random states, saved in the checkpoints so that a resumed run draws what the uninterrupted run
+  would have drawn (crops, flips, SalfMix cells, mixing boxes).
+* :func:`without_ddp`: the module below a ``DistributedDataParallel`` wrapper, for evaluation (ranks see
+  different numbers of validation batches, and DDP's forward would wait for the others).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ShardSampler",
+    "all_reduce_sum",
+    "gather_rng_states",
+    "rng_state",
+    "set_rng_state",
+    "without_ddp",
+]
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every ``world_size``-th index from ``rank``: disjoint shards that cover ``range(size)`` once.
+
+    Args:
+        size: length of the data set.
+        rank: this process's rank, in ``[0, world_size)``.
+        world_size: number of processes.
+    """
+
+    def __init__(self, size: int, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+        self.indices = list(range(rank, size, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def all_reduce_sum(
+    values: Sequence[float] | torch.Tensor, device: torch.device, distributed: bool
+) -> list[float] | torch.Tensor:
+    """The element-wise sum of ``values`` over every rank (in float64 for a list; a tensor keeps its dtype
+    and is summed in place). Returns ``values`` unchanged when ``distributed`` is False."""
+    if not distributed:
+        return values
+    if isinstance(values, torch.Tensor):
+        torch.distributed.all_reduce(values)
+        return values
+    total = torch.tensor(list(values), dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return total.tolist()
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch (and CUDA, when initialised), NumPy (the legacy global generator that timm's
+    ``random_seed`` seeds) and Python random states, as values ``torch.load(weights_only=True)`` accepts."""
+    name, keys, *rest = np.random.get_state()  # noqa: NPY002
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), *(_plain(v) for v in rest)),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (the CUDA part only where CUDA is available)."""
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))  # noqa: NPY002
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(Exception):  # another number of GPUs: keep the seeded state
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_rng_states(world_size: int, distributed: bool) -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state`, indexed by rank (a collective: every rank must call it)."""
+    state = rng_state()
+    if not distributed:
+        return [state]
+    gathered: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
+
+
+def without_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """``model.module`` for a ``DistributedDataParallel`` wrapper, else ``model`` (compiled: kept)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -1,0 +1,87 @@
+"""salfmix_transforms.cli and .distributed: what train_timm.py and train_seg.py share."""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from salfmix_transforms.cli import (
+    OneLineArgumentParser,
+    UsageError,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    report_error,
+)
+from salfmix_transforms.distributed import (
+    ShardSampler,
+    all_reduce_sum,
+    gather_rng_states,
+    rng_state,
+    set_rng_state,
+)
+
+
+@pytest.mark.parametrize(("size", "world"), [(7, 2), (8, 2), (5, 3), (2, 4), (0, 2)])
+def test_shards_cover_every_index_exactly_once(size, world):
+    shards = [list(ShardSampler(size, rank, world)) for rank in range(world)]
+    assert sorted(i for shard in shards for i in shard) == list(range(size))
+    assert [len(ShardSampler(size, rank, world)) for rank in range(world)] == [len(s) for s in shards]
+
+
+def test_shard_rank_out_of_range_is_named():
+    with pytest.raises(ValueError, match="rank"):
+        ShardSampler(4, 2, 2)
+
+
+def test_all_reduce_sum_without_a_group_returns_the_values():
+    assert all_reduce_sum([1.5, 2.0], torch.device("cpu"), distributed=False) == [1.5, 2.0]
+    cm = torch.ones(2, 2, dtype=torch.long)
+    assert all_reduce_sum(cm, torch.device("cpu"), distributed=False) is cm
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)  # noqa: NPY002
+    random.seed(3)
+    states = gather_rng_states(world_size=1, distributed=False)
+    torch.save({"rng": states}, tmp_path / "ckpt.pth")
+    expected = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    set_rng_state(torch.load(tmp_path / "ckpt.pth", weights_only=True)["rng"][0])
+    drawn = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    assert torch.equal(drawn[0], expected[0]) and np.array_equal(drawn[1], expected[1])
+    assert drawn[2] == expected[2]
+    assert set(rng_state()) >= {"torch", "numpy", "python"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad"),
+    [
+        (positive_int, ("1", 1), "0"),
+        (non_negative_int, ("0", 0), "-1"),
+        (non_negative_float, ("0", 0.0), "nan"),
+        (positive_float, ("0.5", 0.5), "inf"),
+        (probability, ("1", 1.0), "1.5"),
+    ],
+)
+def test_flag_types_name_the_flag_in_one_line(kind, good, bad):
+    parser = OneLineArgumentParser(prog="prog")
+    parser.add_argument("--value", type=kind)
+    assert parser.parse_args(["--value", good[0]]).value == good[1]
+    with pytest.raises(UsageError, match=r"argument --value: must .*got " + bad):
+        parser.parse_args(["--value", bad])
+
+
+def test_parser_errors_raise_instead_of_exiting(capsys):
+    parser = OneLineArgumentParser(prog="prog")
+    with pytest.raises(UsageError, match="unrecognized arguments: --nope"):
+        parser.parse_args(["--nope"])
+    assert report_error("prog", UsageError("bad\n  input")) == 2
+    assert capsys.readouterr().err == "prog: error: bad input\n"
+    assert isinstance(parser, argparse.ArgumentParser)
