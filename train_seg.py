@@ -2,31 +2,40 @@
 """Train a semantic segmentation model with a SalfMix / HybridMix batch transform (issue 15).
 
 Built from timm's parts (``create_optimizer_v2``, ``create_scheduler_v2``, ``resume_checkpoint``,
-``update_summary``, ``random_seed``) and the package's (``methods.build``, ``AtomicCheckpointSaver``,
-``salfmix_transforms.segmentation``); flags that timm's ``train.py`` also has keep its names::
+``update_summary``, ``random_seed``, ``init_distributed_device``, ``distribute_bn``) and the package's
+(``AtomicCheckpointSaver``, ``salfmix_transforms.segmentation``); flags that timm's ``train.py`` also has keep
+its names::
 
-    python train_seg.py                                           # synthetic scenes, tinyseg, a few minutes
+    python train_seg.py                                           # synthetic scenes, tinyseg, under a minute
     python train_seg.py --dataset camvid --method hybridmix-v3 --epochs 50
+    python train_seg.py --dataset camvid --salfmix --hybrid cutmix --cutmix 0.5 --salfmix-grid 8
     python train_seg.py --dataset folder --data-dir DATA --model lraspp_mobilenet_v3_large
     python train_seg.py --resume output/train_seg/<run>               # continue a run
+    torchrun --nproc_per_node 2 train_seg.py --dataset camvid         # data parallel
 
-The batch transform is ``methods.build(--method, K, ignore_index=255, model=model)`` (the SalfMix family
-with ``--salfmix-grid``, ``--salfmix-ratio`` and one warm-up epoch, Algorithm 2), called on class masks; it
-returns soft dense targets (B, K, H, W), trained with
-``-(target * logits.log_softmax(1)).sum() / target.sum()`` (``salfmix_transforms.targets``). The baseline
-trains with cross-entropy and ``ignore_index``. Each epoch adds a row to ``summary.csv`` (train loss, eval
-loss, mIoU, pixel accuracy, lr, epoch and augmentation seconds); ``results.json`` has the best mIoU and its
-epoch (0-based); checkpoints are ranked by mIoU. ``--resume`` (a checkpoint or a run folder) takes the run's
-flags (data, model, method, optimizer, schedule, seed) from the checkpoint unless given, restores the model,
-optimizer, lr schedule and RNG state (a resumed epoch is the uninterrupted run's, bit for bit), and refuses
-another ``--model`` or ``--method``. A user error is one line on stderr and exit code 2.
+The augmentation flags are ``train_timm.py``'s (``salfmix_transforms.flags``: ``--method NAME`` for a row of
+the paper's tables, or ``--salfmix``, ``--salfmix-grid/ratio/prob/warmup-epochs``, ``--hybrid``, ``--mixup``,
+``--cutmix``, ``--cutout``, ...; SalfMix when none is given), and so is the batch transform they build, here
+for class masks with ``ignore_index`` 255 and the model for saliency. It returns soft dense targets
+(B, K, H, W), trained with ``-(target * logits.log_softmax(1)).sum() / target.sum()``; the baseline trains
+with cross-entropy and ``ignore_index``. Each epoch adds a row to ``summary.csv`` (train loss, eval loss,
+mIoU, pixel accuracy, lr, epoch and augmentation seconds); ``results.json`` has the best mIoU and its epoch
+(0-based); checkpoints are ranked by mIoU.
 
-Data parallel: ``torchrun --nproc_per_node N train_seg.py ...`` (timm's ``init_distributed_device``; gloo
-on CPU, NCCL on GPUs). ``-b`` is the batch per process; the training set is sharded by torch's
-``DistributedSampler``, the validation set by ``ShardSampler`` (no padding) and the confusion matrices are
-summed over the processes, so the mIoU counts every validation pixel once. BatchNorm statistics are
-averaged after each epoch (timm's ``distribute_bn``); the SalfMix saliency pass steps around the DDP
-wrapper. Every rank's RNG state is checkpointed: a resume with the same number of processes is exact.
+``--resume`` (a checkpoint or a run folder) takes the run's flags (data, loader workers, model,
+augmentation, optimizer, schedule, seed) from the checkpoint unless given, restores the model, optimizer, lr
+schedule, every rank's RNG state and the best checkpoint so far (resuming an older ``checkpoint-N`` makes
+``model_best`` that of the epochs kept), and refuses another ``--model`` or augmentation. With the same
+number of processes and loader workers a resumed epoch is the uninterrupted run's, bit for bit.
+
+Data parallel (``torchrun``; gloo on CPU, NCCL on GPUs): ``-b`` is the batch per process; the training set is
+sharded by torch's ``DistributedSampler``, the validation set by ``ShardSampler`` (no padding) and the
+confusion matrices are summed over the processes, so the mIoU counts every validation pixel once. BatchNorm
+statistics are averaged after each epoch; the SalfMix saliency pass steps around the DDP wrapper; rank 0
+writes the run folder, and a folder it cannot write stops every rank.
+
+A user error (flags, data found bad at start or during training, a validation set without labelled pixels,
+a checkpoint that does not fit, an unwritable run folder) is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -48,9 +58,12 @@ from salfmix_transforms.cli import (
     OneLineArgumentParser,
     UsageError,
     logging_to_stdout,
+    non_negative_float,
     non_negative_int,
     one_line,
+    positive_float,
     positive_int,
+    probability,
     report_error,
 )
 from salfmix_transforms.distributed import (
@@ -60,6 +73,16 @@ from salfmix_transforms.distributed import (
     set_rng_state,
     without_ddp,
 )
+from salfmix_transforms.flags import (
+    add_augmentation_flags,
+    augmentation_dests,
+    build_batch_transform,
+    disable_mixing,
+    method_name,
+    parse_augmentation_flags,
+    unused_tuning_flags,
+    uses_grid,
+)
 
 _logger = logging.getLogger("train_seg")
 PROG = "train_seg.py"
@@ -68,7 +91,8 @@ _CAMVID_DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from salfmix_transforms import methods
+    """The flags: data, model, training and output, and the augmentation flags of ``train_timm.py``
+    (``salfmix_transforms.flags``: ``--method``, ``--salfmix-*``, ``--hybrid``, ``--mixup``, ...)."""
     from salfmix_transforms.segmentation import MODELS
 
     p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
@@ -85,35 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit-train", type=positive_int, default=None, help="use the first N training images")
     d.add_argument("--limit-val", type=positive_int, default=None, help="use the first N validation images")
     d.add_argument("--workers", "-j", type=non_negative_int, default=0, help="data loader processes")
-    m = p.add_argument_group("model and augmentation")
-    m.add_argument("--model", choices=MODELS, default="tinyseg")
-    m.add_argument(
-        "--method",
-        choices=methods.METHODS,
-        default="salfmix",
-        metavar="NAME",
-        help=f"registry name: {', '.join(methods.METHODS)} (default salfmix)",
-    )
-    m.add_argument("--salfmix-grid", type=int, default=4, help="pooling grid n (Algorithm 1)")
-    m.add_argument("--salfmix-ratio", type=float, default=0.3, help="cell ratio r (Algorithm 1)")
-    m.add_argument(
-        "--salfmix-warmup-epochs",
-        type=non_negative_int,
-        default=1,
-        help="epochs without SalfMix at the start (Algorithm 2; default 1)",
-    )
+    p.add_argument_group("model").add_argument("--model", choices=MODELS, default="tinyseg")
+    add_augmentation_flags(p, grid_help="pooling grid n (Algorithm 1; 4 for CamVid's 128x168 crops)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=positive_int, default=8)
-    t.add_argument("-b", "--batch-size", type=positive_int, default=16)
-    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("-b", "--batch-size", type=positive_int, default=16, help="batch per process")
+    t.add_argument("--lr", type=positive_float, default=3e-3)
     t.add_argument("--opt", default="adamw", help="timm optimizer name (create_optimizer_v2)")
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
+    t.add_argument("--momentum", type=probability, default=0.9)
     t.add_argument("--sched", default="cosine", help="timm scheduler name (create_scheduler_v2), or none")
-    t.add_argument("--min-lr", type=float, default=0.0)
+    t.add_argument("--min-lr", type=non_negative_float, default=0.0)
     t.add_argument("--warmup-epochs", type=non_negative_int, default=0, help="lr warm-up epochs")
-    t.add_argument("--warmup-lr", type=float, default=1e-5)
-    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--warmup-lr", type=non_negative_float, default=1e-5)
+    t.add_argument("--smoothing", type=probability, default=0.0, help="label smoothing (per pixel)")
+    t.add_argument("--seed", type=int, default=42, help="random seed (rank is added)")
     t.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's)")
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     o = p.add_argument_group("output")
@@ -127,26 +137,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The flags that define a run: a resumed run takes the checkpoint's for those not given on the command line.
+# --workers too: loader workers draw crops and flips from their own seeds, one process from the main RNG.
 _RUN_FLAGS = (
-    "dataset", "data_dir", "num_classes", "limit_train", "limit_val", "model", "method", "salfmix_grid",
-    "salfmix_ratio", "salfmix_warmup_epochs", "epochs", "batch_size", "lr", "opt", "weight_decay", "momentum",
-    "sched", "min_lr", "warmup_epochs", "warmup_lr", "seed",
+    "dataset", "data_dir", "num_classes", "limit_train", "limit_val", "workers", "model", "epochs",
+    "batch_size", "lr", "opt", "weight_decay", "momentum", "sched", "min_lr", "warmup_epochs", "warmup_lr",
+    "smoothing", "seed",
+    *augmentation_dests(),
 )  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The flags; with ``--resume``, those of :data:`_RUN_FLAGS` not given come from the checkpoint.
+    """The flags; with ``--resume``, those of :data:`_RUN_FLAGS` not given come from the checkpoint (a
+    checkpoint of an earlier version, which saved ``--method`` alone, gets that method's flags).
 
     Raises:
         UsageError: a flag is unknown or malformed, or the checkpoint cannot be resumed.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.resume:
-        for action in parser._actions:
-            action.default = argparse.SUPPRESS
-        given = set(vars(parser.parse_args(argv)))
-        args._resume_ckpt = _load_resume(args, given)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = parser.parse_args(argv)
+    ckpt, saved = None, {}
+    if first.resume:
+        first.resume, ckpt = _load_resume(first.resume)
+        saved = {k: v for k, v in vars(ckpt.get("args") or argparse.Namespace()).items() if k in _RUN_FLAGS}
+        _check_resume_method(first, ckpt)
+    args = parse_augmentation_flags(parser, argv, saved)
+    if ckpt is not None:
+        args.resume, args._resume_ckpt = first.resume, ckpt
+        _check_resume_method(args, ckpt)
     if args.dataset is None:
         args.dataset = "synthetic" if args.data_dir is None else "folder"
     if args.dataset == "synthetic" and args.data_dir is not None:
@@ -157,41 +175,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise UsageError("--dataset folder needs --data-dir")
     if not 0 < args.salfmix_ratio < 1:
         raise UsageError(f"--salfmix-ratio must be in (0, 1), got {args.salfmix_ratio}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise UsageError(f"--lr must be > 0, got {args.lr}")
     return args
 
 
-def _load_resume(args: argparse.Namespace, given: set[str]) -> dict[str, Any]:
-    """The metadata of the checkpoint that ``--resume`` means; fills the run flags that were not given."""
+def _load_resume(path: str) -> tuple[str, dict[str, Any]]:
+    """The checkpoint that ``--resume path`` means (a file, or a run folder's newest intact checkpoint) and
+    its metadata."""
     from timm.utils import load_checkpoint_metadata
 
     from salfmix_transforms.checkpoints import CorruptCheckpointError, find_resume_checkpoint
 
     try:
-        args.resume, note = find_resume_checkpoint(args.resume)
+        path, note = find_resume_checkpoint(path)
     except CorruptCheckpointError as e:
         raise UsageError(one_line(e)) from e
     if note:
         _logger.warning("warning: %s", note)
-    if not os.path.isfile(args.resume):
-        raise UsageError(f"--resume {args.resume!r}: no such checkpoint")
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume {path!r}: no such checkpoint")
     try:
-        ckpt = load_checkpoint_metadata(args.resume)
+        ckpt = load_checkpoint_metadata(path)
     except Exception as e:
-        raise UsageError(f"--resume {args.resume!r} cannot be read: {one_line(e)}") from e
+        raise UsageError(f"--resume {path!r} cannot be read: {one_line(e)}") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
-        raise UsageError(f"{args.resume!r} is not a training checkpoint of train_seg.py")
-    saved = vars(ckpt.get("args") or argparse.Namespace())
-    for flag in _RUN_FLAGS:
-        if flag not in given and flag in saved:
-            setattr(args, flag, saved[flag])
+        raise UsageError(f"{path!r} is not a training checkpoint of train_seg.py")
+    return path, ckpt
+
+
+def _check_resume_method(args: argparse.Namespace, ckpt: dict[str, Any]) -> None:
+    """Refuse another ``--model`` or another augmentation than the checkpoint's. Called on the bare flags
+    (so that ``--method M`` is named as given) and again once the checkpoint's flags are filled in."""
+    path = args.resume
     if ckpt.get("arch") not in (None, args.model):
-        raise UsageError(f"checkpoint {args.resume!r} is of model {ckpt['arch']!r}, not --model {args.model}")
+        raise UsageError(f"checkpoint {path!r} is of model {ckpt['arch']!r}, not --model {args.model}")
     method = (ckpt.get("train_state") or {}).get("method")
-    if method is not None and method != args.method:
-        raise UsageError(f"checkpoint {args.resume!r} was trained with --method {method}, not {args.method}")
-    return ckpt
+    mine = args.method if getattr(args, "given_flags", None) is None else method_name(args)
+    if method is not None and mine is not None and method != mine:
+        raise UsageError(f"checkpoint {path!r} was trained with --method {method}, not {mine}")
 
 
 # --- setup ----------------------------------------------------------------------------------------------
@@ -212,27 +232,27 @@ def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
 
 
 def build_transform(args: argparse.Namespace, num_classes: int, model: torch.nn.Module) -> Any:
-    """``methods.build`` for ``--method``; the SalfMix family gets the grid, ratio and warm-up flags."""
-    from salfmix_transforms import methods
-
-    spec = methods.spec(args.method)
-    if spec.factory is None:
-        return None
-    kw: dict[str, Any] = dict(ignore_index=IGNORE_INDEX, model=model)
-    if spec.self_mixing:
-        prefix = "salfmix_" if args.method.startswith("hybridmix") else ""
-        kw.update({f"{prefix}grid": args.salfmix_grid, f"{prefix}ratio": args.salfmix_ratio})
-        kw["warmup_epochs"] = args.salfmix_warmup_epochs
-    return methods.build(args.method, num_classes, **kw)
+    """The batch transform of the augmentation flags (``flags.build_batch_transform``) for class masks with
+    ``ignore_index`` 255, given the model for saliency; ``None`` for the baseline."""
+    return build_batch_transform(args, num_classes, ignore_index=IGNORE_INDEX, model=model)
 
 
 def _output_dir(args: argparse.Namespace) -> str:
+    """The run folder, created and checked writable (a resumed run without --output / --experiment
+    continues in its own).
+
+    Raises:
+        UsageError: the folder cannot be created or written (a file in the way, no permission, ...).
+    """
     if args.resume and not args.output and not args.experiment:
-        return os.path.dirname(os.path.abspath(args.resume))
-    name = args.experiment or "-".join([time.strftime("%Y%m%d-%H%M%S"), args.model, args.method])
-    path = os.path.join(args.output or os.path.join("output", "train_seg"), name)
+        path = os.path.dirname(os.path.abspath(args.resume))
+    else:
+        name = args.experiment or "-".join([time.strftime("%Y%m%d-%H%M%S"), args.model, method_name(args)])
+        path = os.path.join(args.output or os.path.join("output", "train_seg"), name)
     try:
         os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
     except OSError as e:
         raise UsageError(f"cannot create the run folder {path!r}: {one_line(e)}") from e
     return path
@@ -310,7 +330,9 @@ def train_one_epoch(run: dict[str, Any], epoch: int) -> dict[str, float]:
             aug_time += time.perf_counter() - t0
         logits = logits_of(model(x))
         if transform is None:
-            loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
+            loss = F.cross_entropy(
+                logits.float(), y, ignore_index=IGNORE_INDEX, label_smoothing=args.smoothing
+            )
         else:
             loss = dense_soft_loss(logits, y)
         if not torch.isfinite(loss):
@@ -333,12 +355,13 @@ def train_one_epoch(run: dict[str, Any], epoch: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def validate(run: dict[str, Any]) -> dict[str, float]:
+def validate(run: dict[str, Any], epoch: int) -> dict[str, float]:
     """Cross-entropy (mean over labelled pixels), mIoU and pixel accuracy (in [0, 1]) over the val set.
 
     Each rank evaluates its shard (:class:`~salfmix_transforms.distributed.ShardSampler`: every image once)
     and the confusion matrices and loss sums are added over the ranks before the metrics are computed.
     """
+    from salfmix_transforms.data import DatasetError
     from salfmix_transforms.segmentation import confusion_matrix, logits_of, segmentation_metrics
 
     args, device, k = run["args"], run["device"], run["num_classes"]
@@ -354,8 +377,15 @@ def validate(run: dict[str, Any]) -> dict[str, float]:
         cm += confusion_matrix(logits.argmax(1), y, k, IGNORE_INDEX)
     cm = all_reduce_sum(cm, device, args.distributed)
     loss_sum, labelled = all_reduce_sum([loss_sum, labelled], device, args.distributed)
+    if labelled == 0:
+        raise DatasetError(
+            f"the validation set has no labelled pixel (every mask pixel is the ignore index {IGNORE_INDEX} "
+            "or a class named Unlabelled/void): mIoU and pixel accuracy are undefined"
+        )
+    if not math.isfinite(loss_sum):
+        raise FloatingPointError(f"eval loss is {loss_sum / labelled} after epoch {epoch}")
     metrics = segmentation_metrics(cm.cpu())
-    return {"loss": loss_sum / max(labelled, 1), "miou": metrics["miou"], "pixel_acc": metrics["pixel_acc"]}
+    return {"loss": loss_sum / labelled, "miou": metrics["miou"], "pixel_acc": metrics["pixel_acc"]}
 
 
 def _device(args: argparse.Namespace) -> torch.device:
@@ -376,7 +406,7 @@ def _check_data(args: argparse.Namespace, train_ds: Any) -> None:
     from salfmix_transforms._validation import check_grid
 
     height, width = train_ds.crop_size
-    if methods_spec(args.method).self_mixing:
+    if uses_grid(args):
         try:
             check_grid(args.salfmix_grid, "grid", height, width)
         except (ValueError, TypeError) as e:
@@ -466,7 +496,11 @@ def _resume(
     elif rng and len(rng) == args.world_size:
         set_rng_state(rng[args.rank])
     elif rng:
-        _logger.warning("warning: checkpoint RNG states are for %d processes; re-seeding", len(rng))
+        _logger.warning(
+            "warning: the checkpoint's RNG states are of %d process(es), this run has %d: re-seeding",
+            len(rng),
+            args.world_size,
+        )
         random_seed(args.seed + start_epoch, args.rank)
     if start_epoch >= num_epochs:
         raise _NothingToTrain(f"checkpoint {args.resume!r} has trained {start_epoch} epoch(s) already")
@@ -476,24 +510,50 @@ def _resume(
 
 
 def _saver(args: argparse.Namespace, model: torch.nn.Module, optimizer: Any, state: _TrainState) -> tuple:
-    """The run folder and timm's checkpoint saver made atomic, ranked by mIoU (primary process only)."""
-    from salfmix_transforms.checkpoints import AtomicCheckpointSaver
+    """The run folder and timm's checkpoint saver made atomic, ranked by mIoU, with the resumed run's best
+    (``checkpoints.restore_best``); ``args.json`` written. Primary process only.
+
+    Raises:
+        UsageError: the run folder cannot be created or written.
+    """
+    from salfmix_transforms.checkpoints import AtomicCheckpointSaver, restore_best
 
     output_dir = _output_dir(args)
-    saver = AtomicCheckpointSaver(
-        model=model,
-        optimizer=optimizer,
-        args=_plain_args(args),
-        checkpoint_dir=output_dir,
-        recovery_dir=output_dir,
-        decreasing=False,  # the metric is the mIoU
-        max_history=args.checkpoint_hist,
-        task=state,
-    )
-    if args.resume and os.path.dirname(os.path.abspath(args.resume)) == os.path.abspath(output_dir):
-        saver.load_state_dict_from_checkpoint(args.resume)
-    with open(os.path.join(output_dir, "args.json"), "w") as f:
-        json.dump(vars(_plain_args(args)), f, indent=2, sort_keys=True)
+    try:
+        saver = AtomicCheckpointSaver(
+            model=model,
+            optimizer=optimizer,
+            args=_plain_args(args),
+            checkpoint_dir=output_dir,
+            recovery_dir=output_dir,
+            decreasing=False,  # the metric is the mIoU
+            max_history=args.checkpoint_hist,
+            task=state,
+        )
+        if args.resume:
+            restore_best(saver, args.resume, args._resume_ckpt)
+        with open(os.path.join(output_dir, "args.json"), "w") as f:
+            json.dump(vars(_plain_args(args)), f, indent=2, sort_keys=True)
+    except OSError as e:
+        raise UsageError(f"cannot write to the run folder {output_dir!r}: {one_line(e)}") from e
+    return output_dir, saver
+
+
+def _saver_on_primary(args: argparse.Namespace, model: torch.nn.Module, optimizer: Any, state: Any) -> tuple:
+    """:func:`_saver` on the primary process; under DDP every rank learns the run folder, or the error
+    that stops the run (so that no rank trains on into a collective that the stopped one never joins)."""
+    output_dir, saver, error = "", None, None
+    if _is_primary(args):
+        try:
+            output_dir, saver = _saver(args, model, optimizer, state)
+        except UsageError as e:
+            error = str(e)
+    if args.distributed:
+        shared = [output_dir, error]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        output_dir, error = shared
+    if error is not None:
+        raise UsageError(error)
     return output_dir, saver
 
 
@@ -509,19 +569,21 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     random_seed(args.seed, args.rank)
     train_ds, val_ds, classes = build_datasets(args)
     num_classes = len(classes) if args.num_classes is None else args.num_classes
+    if num_classes < len(classes):
+        raise UsageError(f"--num-classes {num_classes} is smaller than the data set's {len(classes)} classes")
     _check_data(args, train_ds)
 
     model = build_model(args.model, num_classes).to(device)
     transform = build_transform(args, num_classes, model)
     train_loader, val_loader, train_sampler = _loaders(args, train_ds, val_ds, device)
     optimizer, scheduler, num_epochs = _optimizer_and_scheduler(args, model, len(train_loader))
-    state = _TrainState(model, scheduler, args.method)
+    state = _TrainState(model, scheduler, method_name(args))
     start_epoch = _resume(args, model, optimizer, state, num_epochs) if args.resume else 0
     if args.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    output_dir, saver = _saver(args, model, optimizer, state) if _is_primary(args) else ("", None)
+    output_dir, saver = _saver_on_primary(args, model, optimizer, state)
     return dict(
         args=args, device=device, model=model, transform=transform, optimizer=optimizer, scheduler=scheduler,
         train_loader=train_loader, val_loader=val_loader, train_sampler=train_sampler,
@@ -539,22 +601,22 @@ class _NothingToTrain(Exception):
     """``--resume`` of a run that has done ``--epochs`` already."""
 
 
-def methods_spec(name: str) -> Any:
-    from salfmix_transforms import methods
-
-    return methods.spec(name)
-
-
 def _log_start(run: dict[str, Any]) -> None:
     args = run["args"]
     _logger.info(
         "model %s (%.2f M parameters), %d classes, %s data: %d train (crops %dx%d) / %d val, method %s: %r, "
         "device %s%s, %d threads, output %s",
         args.model, sum(p.numel() for p in run["model"].parameters()) / 1e6, run["num_classes"], args.dataset,
-        run["sizes"][0], *run["crop"], run["sizes"][1], args.method, run["transform"], run["device"],
+        run["sizes"][0], *run["crop"], run["sizes"][1], method_name(args), run["transform"], run["device"],
         f" x{args.world_size} (DDP)" if args.distributed else "", torch.get_num_threads(),
         os.path.abspath(run["output_dir"]),
     )  # fmt: skip
+    unused = unused_tuning_flags(args)
+    if unused:
+        _logger.warning(
+            "warning: %s given, but the %s run does not use %s (ignored)",
+            ", ".join(unused), method_name(args), "it" if len(unused) == 1 else "them",
+        )  # fmt: skip
     warmup = getattr(getattr(run["transform"], "salfmix", run["transform"]), "warmup_epochs", 0)
     if warmup >= run["num_epochs"]:
         _logger.warning("warning: the warm-up covers all %d epoch(s): SalfMix never runs", run["num_epochs"])
@@ -575,12 +637,14 @@ def train(run: dict[str, Any]) -> dict[str, Any]:
     for epoch in range(run["start_epoch"], run["num_epochs"]):
         if run["train_sampler"] is not None:
             run["train_sampler"].set_epoch(epoch)
+        if run["transform"] is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+            run["transform"] = disable_mixing(run["transform"])
         if run["transform"] is not None:
             run["transform"].set_epoch(epoch)
         train_metrics = train_one_epoch(run, epoch)
         if args.distributed:
             distribute_bn(run["model"], args.world_size, reduce=True)
-        last = validate(run)
+        last = validate(run, epoch)
         lrs = [g["lr"] for g in run["optimizer"].param_groups]
         lr = sum(lrs) / len(lrs)
         if run["scheduler"] is not None:
@@ -615,7 +679,7 @@ def _results(run: dict[str, Any], last: dict[str, float]) -> dict[str, Any]:
     args, saver, state = run["args"], run["saver"], run["state"]
     return {
         "model": args.model,
-        "method": args.method,
+        "method": method_name(args),
         "transform": repr(run["transform"]),
         "dataset": args.dataset,
         "data_dir": None if args.data_dir is None else os.path.abspath(args.data_dir),
@@ -670,6 +734,9 @@ def _parse_setup_and_train(argv: Sequence[str] | None) -> int:
         return report_error(
             PROG, f"{one_line(e)}: training diverged (a lower --lr?); checkpoints in {run['output_dir']}"
         )
+    except DatasetError as e:  # an image or mask read during training: the completed epochs are saved
+        done = f"checkpoints of the completed epochs in {run['output_dir']}"
+        return report_error(PROG, f"{one_line(e)} ({done})")
     return 0
 
 

@@ -72,6 +72,19 @@ from salfmix_transforms.distributed import (
     set_rng_state,
     without_ddp,
 )
+from salfmix_transforms.flags import (
+    DEFAULT_METHOD,
+    METHODS,
+    add_augmentation_flags,
+    build_batch_transform,
+    disable_mixing,
+    flag_name,
+    method_name,
+    parse_augmentation_flags,
+    unused_tuning_flags,
+    uses_grid,
+    uses_saliency,
+)
 
 __all__ = [
     "DEFAULTS",
@@ -143,32 +156,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# --method NAME: the registry's names (salfmix_transforms.methods.METHODS, one per row of the paper's tables),
-# as the flags they stand for (they set flag defaults; explicit flags win). The transforms themselves are
-# built by the registry (methods.build), so a name means the same transform here and everywhere else.
-METHODS: dict[str, dict[str, Any]] = {
-    "baseline": {},
-    "cutout": dict(cutout=True),
-    "cutout-sal": dict(saliency_cutout=True),
-    "salfmix": dict(salfmix=True),
-    "salfmix-nosal": dict(random_selfmix=True),
-    "mixup": dict(mixup=1.0),
-    "cutmix": dict(cutmix=1.0),
-    "saliencymix": dict(saliencymix=1.0),
-    "resizemix": dict(resizemix=True),
-    "hybridmix-v1": dict(salfmix=True, hybrid="mixup"),
-    "hybridmix-v2": dict(salfmix=True, hybrid="saliencymix"),
-    "hybridmix-v3": dict(salfmix=True, hybrid="cutmix"),
-}
-
-# What runs when no augmentation flag is given: the paper's method (Algorithm 1).
-DEFAULT_METHOD = "salfmix"
-
 # Where SalfMix's saliency comes from (--saliency-source); exact is the paper's.
 SALIENCY_SOURCES = ("exact", "cached", "lowres")
 
-HYBRID_PARTNERS = ("none", "mixup", "saliencymix", "cutmix", "resizemix")
-_PAPER_ALPHA = 1.0  # Beta(1, 1) for Mixup / CutMix / SaliencyMix when a method is switched on without alpha
 _PREACT_MODELS = ("preactresnet18", "preactresnet50", "preactresnet101")
 
 
@@ -262,56 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-lr", type=non_negative_float, default=0.0, help="lower lr bound (cosine)")
     g.add_argument("--smoothing", type=probability, default=0.0, help="label smoothing")
 
-    g = p.add_argument_group("two-image mixing (timm names)")
-    g.add_argument("--mixup", type=non_negative_float, default=0.0, help="Mixup alpha, on when > 0")
-    g.add_argument("--cutmix", type=non_negative_float, default=0.0, help="CutMix alpha, on when > 0")
-    g.add_argument(
-        "--cutmix-minmax", type=probability, nargs=2, default=None, help="CutMix box side ratio bounds"
-    )
-    g.add_argument(
-        "--saliencymix", type=non_negative_float, default=0.0, help="SaliencyMix alpha, on when > 0"
-    )
-    g.add_argument("--resizemix", action="store_true", help="ResizeMix")
-    g.add_argument(
-        "--resizemix-scope",
-        type=probability,
-        nargs=2,
-        default=None,
-        help="ResizeMix scale range (paper 0.1 0.8)",
-    )
-    g.add_argument(
-        "--mixup-prob", type=probability, default=1.0, help="probability of mixing a batch/pair/elem"
-    )
-    g.add_argument("--mixup-switch-prob", type=probability, default=0.5, help="Mixup <-> CutMix switch prob")
-    g.add_argument(
-        "--mixup-mode", default="batch", choices=("batch", "pair", "elem"), help="mixing granularity"
-    )
-    g.add_argument(
-        "--mixup-off-epoch", type=non_negative_int, default=0, help="stop two-image mixing here (0: never)"
-    )
+    add_augmentation_flags(p, grid_help="pooling grid n (paper: 4 CIFAR, 8 Tiny)")
 
-    g = p.add_argument_group("single-image methods and HybridMix (this package)")
-    g.add_argument("--salfmix", action="store_true", help="SalfMix (Algorithm 1)")
-    g.add_argument(
-        "--random-selfmix", action="store_true", help="SalfMix without saliency (Table 10 ablation)"
-    )
-    g.add_argument("--cutout", action="store_true", help="Cutout")
-    g.add_argument("--cutout-ratio", type=probability, default=0.5, help="Cutout box side / image side")
-    g.add_argument("--saliency-cutout", action="store_true", help="drop the least salient patch (Table 9)")
-    g.add_argument("--salfmix-prob", type=probability, default=None, help="probability of SalfMix per sample")
-    g.add_argument(
-        "--salfmix-grid", type=positive_int, default=4, help="pooling grid n (paper: 4 CIFAR, 8 Tiny)"
-    )
-    g.add_argument("--salfmix-ratio", type=probability, default=0.3, help="patch side ratio r")
-    g.add_argument("--salfmix-no-pool", action="store_true", help="no pooling of the saliency map (ablation)")
-    g.add_argument(
-        "--salfmix-warmup-epochs",
-        type=non_negative_int,
-        default=None,
-        help="epochs without SalfMix at the start (default 1, Algorithm 2; the same for SalfMix alone, "
-        "SaliencyCutout and RandomSelfMix)",
-    )
-    g.add_argument("--saliency-mode", default=None, choices=("train", "eval"), help="model mode for saliency")
+    g = p.add_argument_group("where the saliency comes from, paper presets")
     g.add_argument(
         "--saliency-source",
         default="exact",
@@ -330,13 +273,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="--saliency-source cached: maps older than K epochs get the exact pass (0: every written map)",
     )
-    g.add_argument(
-        "--hybrid",
-        default="none",
-        choices=HYBRID_PARTNERS,
-        help="HybridMix: SalfMix plus this two-image method",
-    )
-    g.add_argument("--method", default=None, choices=tuple(METHODS), help="shortcut for a paper table row")
     g.add_argument("--preset", default=None, choices=tuple(PRESETS), help="the paper's hyper-parameters")
 
     g = p.add_argument_group("runtime")
@@ -382,297 +318,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    defaults: dict[str, Any] = {}
-    if args.preset:
-        defaults.update(PRESETS[args.preset])
-    if args.method:
-        defaults.update(METHODS[args.method])
-    if defaults:
-        parser.set_defaults(**defaults)
-        args = parser.parse_args(argv)
-    if args.method is None and method_name(args) == "baseline":
-        # No augmentation flag at all: the product's method (the baseline is `--method baseline`).
-        defaults.update(METHODS[DEFAULT_METHOD])
-        parser.set_defaults(**defaults, method=DEFAULT_METHOD)
-        args = parser.parse_args(argv)
+    preset = parser.parse_args(argv).preset
+    args = parse_augmentation_flags(parser, argv, PRESETS[preset] if preset else None)
     if args.width is None and args.model in _PREACT_MODELS:
         args.width = DEFAULTS["width"]
     if args.amp_dtype is not None and not args.amp:
         args.amp = True
-    # Not a plain value: kept out of args.json and the checkpoints (see _checkpoint_args).
-    args.given_flags = _given_flags(argv)
-    _check_method_flags(args)
     return args
 
 
-def _given_flags(argv: list[str]) -> frozenset[str]:
-    """The flags written in ``argv`` (as dests), not those that defaults, --preset or --method set."""
-    parser = build_parser()
-    unset = object()  # argparse leaves an attribute that the namespace already has to the flags given
-    namespace = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), unset))
-    parsed = vars(parser.parse_args(argv, namespace=namespace))
-    return frozenset(dest for dest, value in parsed.items() if value is not unset)
-
-
-# The single-image flags and their registry names, and every flag that switches an augmentation on.
-_SINGLE_FLAGS = {
-    "cutout": "cutout",
-    "saliency_cutout": "cutout-sal",
-    "salfmix": "salfmix",
-    "random_selfmix": "salfmix-nosal",
-}
-_SELECTING_FLAGS = (*_SINGLE_FLAGS, "mixup", "cutmix", "cutmix_minmax", "saliencymix", "resizemix", "hybrid")
-
-# Tuning flags and the augmentations that read them ("mixup+cutmix": timm's switch between the two).
-_GRID_METHODS = frozenset({"salfmix", "salfmix-nosal", "cutout-sal"})
-_TWO_IMAGE_METHODS = frozenset({"mixup", "cutmix", "saliencymix", "resizemix"})
-_TUNING_FLAGS: dict[str, frozenset[str]] = {
-    "cutout_ratio": frozenset({"cutout"}),
-    **dict.fromkeys(("salfmix_grid", "salfmix_ratio", "salfmix_no_pool", "saliency_mode"), _GRID_METHODS),
-    **dict.fromkeys(("mixup_prob", "mixup_mode", "mixup_off_epoch"), _TWO_IMAGE_METHODS),
-    "mixup_switch_prob": frozenset({"mixup+cutmix"}),
-    "resizemix_scope": frozenset({"resizemix"}),
-}
-
-
-def _components(args: argparse.Namespace) -> frozenset[str]:
-    """The augmentations the flags switch on, by registry name (a HybridMix is SalfMix plus its partner)."""
-    names = {name for flag, name in _SINGLE_FLAGS.items() if getattr(args, flag)}
-    names |= {flag for flag in ("mixup", "cutmix", "saliencymix") if getattr(args, flag) > 0}
-    if args.cutmix_minmax:
-        names.add("cutmix")  # as timm: --cutmix-minmax switches CutMix on
-    if args.resizemix:
-        names.add("resizemix")
-    if args.hybrid != "none":
-        names |= {"salfmix", args.hybrid}
-    return frozenset(names)
-
-
-def _check_method_flags(args: argparse.Namespace) -> None:
-    """Refuse ``--method M`` with flags that switch another augmentation on (or one of M's off): the run
-    would be named M but train something else. The message names the method that trains both, if any."""
-    if not args.method:
-        return
-    base = vars(build_parser().parse_args([]))
-    by_method = {m: _components(argparse.Namespace(**{**base, **flags})) for m, flags in METHODS.items()}
-    expected, selected = by_method[args.method], _components(args)
-    if selected == expected:
-        return
-    flags = " ".join(_as_flag(args, dest) for dest in _SELECTING_FLAGS if dest in args.given_flags)
-    same = [m for m, c in by_method.items() if c == selected]
-    hint = f"use --method {same[0]}" if same else "drop --method and give the flags alone"
-    raise UsageError(
-        f"--method {args.method} is {'+'.join(sorted(expected)) or 'no augmentation'}, but with {flags} the "
-        f"run would train {'+'.join(sorted(selected)) or 'no augmentation'} under that name: {hint}"
-    )
-
-
-def _as_flag(args: argparse.Namespace, dest: str) -> str:
-    """``dest``'s flag as given: ``--salfmix``, ``--mixup 1.0``, ``--cutmix-minmax 0.2 0.8``."""
-    value = getattr(args, dest)
-    if value is True:
-        return _flag(dest)
-    return " ".join([_flag(dest), *map(str, value if isinstance(value, list) else [value])])
-
-
-def unused_tuning_flags(args: argparse.Namespace) -> list[str]:
-    """The tuning flags given on the command line that no selected augmentation reads (``--cutout-ratio``
-    without Cutout, ...), as flags."""
-    selected = set(_components(args))
-    if {"mixup", "cutmix"} <= selected:
-        selected.add("mixup+cutmix")
-    given = getattr(args, "given_flags", frozenset())
-    unused = [_flag(f) for f, readers in _TUNING_FLAGS.items() if f in given and not readers & selected]
-    if "saliency_scale" in given and args.saliency_source != "lowres":
-        unused.append("--saliency-scale")  # read by --saliency-source lowres only
+def unused_flags(args: argparse.Namespace) -> list[str]:
+    """The tuning flags given that nothing reads: the augmentation's (``flags.unused_tuning_flags``) and
+    ``--saliency-scale`` without ``--saliency-source lowres``."""
+    unused = unused_tuning_flags(args)
+    if "saliency_scale" in args.given_flags and args.saliency_source != "lowres":
+        unused.append("--saliency-scale")
     return unused
-
-
-def method_name(args: argparse.Namespace) -> str:
-    """A short name of the augmentation the flags select (``--method`` when given)."""
-    if args.method:
-        return args.method
-    parts = []
-    for flag, name in (
-        ("cutout", "cutout"),
-        ("saliency_cutout", "cutout-sal"),
-        ("salfmix", "salfmix"),
-        ("random_selfmix", "salfmix-nosal"),
-    ):
-        if getattr(args, flag):
-            parts.append(name)
-    if args.hybrid != "none":
-        parts.append(f"hybrid-{args.hybrid}")
-    for flag in ("mixup", "cutmix", "saliencymix"):
-        if getattr(args, flag) > 0 or (flag == "cutmix" and args.cutmix_minmax):  # timm: minmax = CutMix on
-            parts.append(flag)
-    if args.resizemix:
-        parts.append("resizemix")
-    return "+".join(parts) or "baseline"
-
-
-# --- batch transform ----------------------------------------------------------------------------------
-
-
-def build_batch_transform(args: argparse.Namespace, num_classes: int) -> Any:
-    """The package's batch transform selected by the flags, or ``None`` for the baseline.
-
-    ======================================  ==============================================================
-    flags                                   transform
-    ======================================  ==============================================================
-    (none)                                  ``None``: one-hot (smoothed) targets only
-    ``--cutout``                            ``Cutout(mask_ratio=--cutout-ratio)``
-    ``--saliency-cutout``                   ``SaliencyCutout(grid, ratio)``
-    ``--salfmix``                           ``SalfMix(grid, ratio, prob)``
-    ``--random-selfmix``                    ``RandomSelfMix(grid, ratio, prob)``
-    one of --mixup/--cutmix/--saliencymix/  ``Mixup`` / ``CutMix`` / ``SaliencyMix`` / ``ResizeMix``
-    --resizemix
-    --mixup and --cutmix                    ``HybridMix`` without SalfMix (timm's Mixup/CutMix switch)
-    ``--hybrid X`` or --salfmix with a      ``HybridMix``: SalfMix then X (alpha 1 unless given)
-    two-image method
-    ======================================  ==============================================================
-
-    Every transform gets ``num_classes`` and ``label_smoothing=--smoothing`` (soft targets out).
-    ``--salfmix-prob`` and ``--salfmix-warmup-epochs`` go to the SalfMix-based methods only (elsewhere they
-    are an error); unset, every SalfMix-based method skips one warm-up epoch (Algorithm 2).
-
-    Raises:
-        ValueError: methods that cannot be combined, or arguments the transform rejects.
-    """
-    from salfmix_transforms import methods
-
-    common: dict[str, Any] = dict(label_smoothing=args.smoothing)
-    single = [
-        flag for flag in ("cutout", "saliency_cutout", "salfmix", "random_selfmix") if getattr(args, flag)
-    ]
-    two = [flag for flag in ("mixup", "cutmix", "saliencymix") if getattr(args, flag) > 0]
-    if args.cutmix_minmax and "cutmix" not in two:
-        two.insert(1 if "mixup" in two else 0, "cutmix")  # as timm: --cutmix-minmax switches CutMix on
-    if args.resizemix:
-        two.append("resizemix")
-    if len(single) > 1:
-        raise ValueError(
-            "choose one single-image method: " + " and ".join(_flag(f) for f in single) + " were given"
-        )
-
-    if not uses_grid(args):
-        given = [f for f in ("salfmix_prob", "salfmix_warmup_epochs") if getattr(args, f) is not None]
-        if given:
-            raise ValueError(f"{_flag(given[0])} needs a SalfMix-based method (--salfmix, --hybrid, ...)")
-
-    salfmix_kw: dict[str, Any] = dict(
-        grid=args.salfmix_grid, ratio=args.salfmix_ratio, pool=not args.salfmix_no_pool
-    )
-    if args.saliency_mode is not None:
-        salfmix_kw["saliency_mode"] = args.saliency_mode
-    if args.saliency_source == "lowres":
-        salfmix_kw["saliency_scale"] = args.saliency_scale
-    # Choice: every SalfMix-family method skips the first epoch, as HybridMix does in Algorithm 2 (the
-    # saliency of an untrained network is noise); RandomSelfMix too, so that the ablation differs from SalfMix
-    # only by the saliency. The classes themselves default to 0 (library users decide).
-    warmup_epochs = 1 if args.salfmix_warmup_epochs is None else args.salfmix_warmup_epochs
-    warmup = dict(warmup_epochs=warmup_epochs)
-    mix_kw: dict[str, Any] = dict(prob=args.mixup_prob, mode=args.mixup_mode)
-
-    hybrid = args.hybrid != "none" or (bool(two) and bool(single)) or {"mixup", "cutmix"} <= set(two)
-    if hybrid:
-        if single and single != ["salfmix"]:
-            raise ValueError(f"HybridMix combines SalfMix with a two-image method, not {_flag(single[0])}")
-        return _build_hybrid(args, two, dict(num_classes=num_classes, **common), warmup)
-
-    if single:
-        name = single[0]
-        prob = {} if args.salfmix_prob is None else dict(prob=args.salfmix_prob)
-        # The loop owns the loader's batch, so the single-image methods may overwrite it (as timm's Mixup
-        # does), which saves one copy of the batch per step.
-        if name == "cutout":
-            return methods.build("cutout", num_classes, mask_ratio=args.cutout_ratio, inplace=True, **common)
-        method = {"saliency_cutout": "cutout-sal", "salfmix": "salfmix", "random_selfmix": "salfmix-nosal"}[
-            name
-        ]
-        return methods.build(method, num_classes, **salfmix_kw, **prob, **common, **warmup, inplace=True)
-    if len(two) > 1:
-        raise ValueError(
-            "choose one two-image method (or --mixup with --cutmix): "
-            + " and ".join(_flag(f) for f in two)
-            + " were given"
-        )
-    if two:
-        name = two[0]
-        if name == "mixup":
-            return methods.build("mixup", num_classes, mixup_alpha=args.mixup, **mix_kw, **common)
-        if name == "cutmix":
-            minmax = tuple(args.cutmix_minmax) if args.cutmix_minmax else None
-            alpha = args.cutmix or _PAPER_ALPHA
-            return methods.build(
-                "cutmix", num_classes, cutmix_alpha=alpha, cutmix_minmax=minmax, **mix_kw, **common
-            )
-        if name == "saliencymix":
-            return methods.build("saliencymix", num_classes, alpha=args.saliencymix, **mix_kw, **common)
-        scope = {} if args.resizemix_scope is None else dict(scope=tuple(args.resizemix_scope))
-        return methods.build("resizemix", num_classes, **scope, **mix_kw, **common)
-    return None
-
-
-# The single-image flags and their registry names.
-_SINGLE_IMAGE_METHODS = {
-    "saliency_cutout": "cutout-sal",
-    "salfmix": "salfmix",
-    "random_selfmix": "salfmix-nosal",
-}
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _build_hybrid(
-    args: argparse.Namespace, two: list[str], common: dict[str, Any], warmup: dict[str, Any]
-) -> Any:
-    from salfmix_transforms.hybrid import HybridMix
-
-    partner = args.hybrid
-    if partner != "none":
-        others = [t for t in two if t != partner]
-        if others:
-            raise ValueError(f"--hybrid {partner} cannot be combined with {_flag(others[0])}")
-        two = [partner]
-    alphas = dict(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, saliencymix_alpha=args.saliencymix)
-    kw: dict[str, Any] = {}
-    for name in ("mixup", "cutmix", "saliencymix"):
-        if name in two:
-            kw[f"{name}_alpha"] = alphas[f"{name}_alpha"] or _PAPER_ALPHA
-        else:
-            kw[f"{name}_alpha"] = 0.0
-    if "resizemix" in two:
-        kw["resizemix_scope"] = tuple(args.resizemix_scope) if args.resizemix_scope else (0.1, 0.8)
-    if args.cutmix_minmax:
-        kw["cutmix_minmax"] = tuple(args.cutmix_minmax)
-    with_salfmix = args.salfmix or args.hybrid != "none"
-    if with_salfmix:
-        if args.salfmix_prob is not None:
-            kw["salfmix_prob"] = args.salfmix_prob
-    else:
-        kw["salfmix_prob"] = 0.0
-    kw.update(
-        salfmix_grid=args.salfmix_grid,
-        salfmix_ratio=args.salfmix_ratio,
-        salfmix_pool=not args.salfmix_no_pool,
-        prob=args.mixup_prob,
-        switch_prob=args.mixup_switch_prob,
-        mode=args.mixup_mode,
-    )
-    if args.saliency_mode is not None:
-        kw["saliency_mode"] = args.saliency_mode
-    if args.saliency_source == "lowres":
-        kw["saliency_scale"] = args.saliency_scale
-    return HybridMix(**kw, **common, **warmup)
-
-
-def uses_saliency(args: argparse.Namespace) -> bool:
-    """Whether the selected augmentation takes the model's saliency (SalfMix, ``cutout-sal``, HybridMix)."""
-    return bool(args.salfmix or args.saliency_cutout or args.hybrid != "none")
 
 
 def check_saliency_source(args: argparse.Namespace) -> None:
@@ -688,19 +349,6 @@ def check_saliency_source(args: argparse.Namespace) -> None:
         )
     if args.saliency_refresh is not None and args.saliency_source != "cached":
         raise UsageError("--saliency-refresh goes with --saliency-source cached")
-
-
-def uses_grid(args: argparse.Namespace) -> bool:
-    """Whether the selected augmentation pools a saliency grid (``--salfmix-grid`` must fit the image)."""
-    return bool(args.salfmix or args.random_selfmix or args.saliency_cutout or args.hybrid != "none")
-
-
-def _disable_mixing(transform: Any) -> Any:
-    """``--mixup-off-epoch``: switch off the two-image part (timm's ``mixup_enabled = False``, which every
-    two-image transform and HybridMix honour; the single-image methods have no two-image part)."""
-    if hasattr(transform, "mixup_enabled"):
-        transform.mixup_enabled = False
-    return transform
 
 
 class _TrainState:
@@ -916,58 +564,8 @@ def _schedule_changes(saved_args: Any, args: argparse.Namespace) -> list[str]:
     for name in _SCHEDULE_FLAGS:
         old, new = getattr(saved_args, name, None), getattr(args, name)
         if old is not None and (list(old) if isinstance(old, (list, tuple)) else old) != new:
-            changes.append(f"{_flag(name)} {old} -> {new}")
+            changes.append(f"{flag_name(name)} {old} -> {new}")
     return changes
-
-
-def _checkpoint_epoch(path: str) -> int | None:
-    """The epoch of checkpoint ``path``; ``None`` when there is no readable checkpoint."""
-    from timm.utils import load_checkpoint_metadata
-
-    if not os.path.isfile(path):
-        return None
-    try:
-        return int(load_checkpoint_metadata(path)["epoch"])
-    except Exception:  # unreadable, not a checkpoint: not a source of model_best
-        return None
-
-
-def _restore_best(saver: Any, path: str, ckpt: dict[str, Any]) -> None:
-    """Continue the resumed run's checkpoint bookkeeping in ``saver``'s folder.
-
-    The ranked history is timm's saver state (only in the checkpoint's own folder, where its files are); the
-    best metric and epoch count the checkpoint's own metric too, in any folder; and ``model_best.pth.tar`` is
-    made the best epoch's checkpoint: copied from the resumed run into a new --experiment, re-derived when an
-    older ``checkpoint-N`` is resumed (the later epochs, and their best, are no longer the run's).
-    """
-    state = ckpt.get("saver") or {}
-    if os.path.dirname(os.path.abspath(path)) == os.path.abspath(saver.checkpoint_dir):
-        saver.load_state_dict(state)
-    else:
-        saver.best_metric, saver.best_epoch = state.get("best_metric"), state.get("best_epoch")
-    metric, epoch = ckpt.get("metric"), int(ckpt["epoch"])
-    if metric is not None and (saver.best_metric is None or saver.cmp(metric, saver.best_metric)):
-        saver.best_metric, saver.best_epoch = metric, epoch
-    if saver.best_epoch is not None:
-        _restore_model_best(saver, path, epoch)
-
-
-def _restore_model_best(saver: Any, path: str, epoch: int) -> None:
-    """Make ``model_best.pth.tar`` of ``saver``'s folder the best epoch's checkpoint: the resumed one (of
-    ``epoch``), or the ``checkpoint-N`` / ``model_best`` of its folder that has the best epoch."""
-    from salfmix_transforms.checkpoints import verify
-
-    best = saver.best_epoch
-    if _checkpoint_epoch(os.path.join(saver.checkpoint_dir, "model_best.pth.tar")) == best:
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    sources = [path] if epoch == best else []
-    sources += [os.path.join(folder, name) for name in (f"checkpoint-{best}.pth.tar", "model_best.pth.tar")]
-    for source in sources:
-        if _checkpoint_epoch(source) == best and verify(source) is not False:
-            saver.install(source, "model_best.pth.tar")
-            return
-    _logger.warning("no intact checkpoint of the best epoch %d: model_best.pth.tar is not updated", best)
 
 
 def build_optimizer_and_scheduler(
@@ -1027,7 +625,7 @@ def _setup(args: argparse.Namespace) -> _Run:
     from timm.utils import ModelEmaV3, NativeScaler, init_distributed_device, random_seed
 
     from salfmix_transforms._validation import check_grid
-    from salfmix_transforms.checkpoints import AtomicCheckpointSaver
+    from salfmix_transforms.checkpoints import AtomicCheckpointSaver, restore_best
     from salfmix_transforms.data import build_datasets, canonical_name, with_source_coordinates
     from salfmix_transforms.saliency_cache import SaliencyCache
 
@@ -1036,7 +634,7 @@ def _setup(args: argparse.Namespace) -> _Run:
     if args.threads > cpus:
         raise UsageError(f"--threads {args.threads} is more than the {cpus} CPUs of this machine")
     device = init_distributed_device(args)
-    unused = unused_tuning_flags(args)
+    unused = unused_flags(args)
     if unused and _is_primary(args):
         _logger.warning(
             "warning: %s given, but the %s run does not use %s (ignored)",
@@ -1189,7 +787,7 @@ def _setup(args: argparse.Namespace) -> _Run:
             task=state,
         )
         if resume_ckpt is not None:
-            _restore_best(saver, args.resume, resume_ckpt)
+            restore_best(saver, args.resume, resume_ckpt)
         with open(os.path.join(output_dir, "args.json"), "w") as f:
             json.dump(vars(_checkpoint_args(args)), f, indent=2, sort_keys=True)
     if rng_states:
@@ -1468,7 +1066,7 @@ def _train(run: _Run) -> dict[str, Any]:
         if run.train_sampler is not None:
             run.train_sampler.set_epoch(epoch)
         if transform is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
-            transform = _disable_mixing(transform)
+            transform = disable_mixing(transform)
         if transform is not None:
             transform.set_epoch(epoch)
         train_metrics = train_one_epoch(run, epoch, transform, loss_fn)

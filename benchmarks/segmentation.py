@@ -53,6 +53,8 @@ if str(HERE) not in sys.path:  # imported from its file path (the tests): _runs.
 
 import _runs  # noqa: E402
 
+from salfmix_transforms import methods  # noqa: E402
+
 ROOT = HERE.parent
 TRAIN_SCRIPT = ROOT / "train_seg.py"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -76,11 +78,11 @@ class Protocol:
     seeds: tuple[int, ...]
     args: tuple[str, ...] = ()  # extra train_seg.py flags (part of the settings)
     threads: int = 1  # OMP_NUM_THREADS and --threads of each run
+    salfmix_args: tuple[str, ...] = ()  # extra flags of the SalfMix-family rows only (part of the settings)
 
 
 _QUICK_ARGS = (
-    "--model", "tinyseg", "--limit-train", "32", "--limit-val", "16", "-b", "8",
-    "--salfmix-warmup-epochs", "0", "--checkpoint-hist", "1",
+    "--model", "tinyseg", "--limit-train", "32", "--limit-val", "16", "-b", "8", "--checkpoint-hist", "1",
 )  # fmt: skip
 PROTOCOLS = {
     "camvid-cpu": Protocol(
@@ -106,13 +108,18 @@ PROTOCOLS = {
         epochs=1,
         seeds=(0,),
         args=_QUICK_ARGS,
+        salfmix_args=("--salfmix-warmup-epochs", "0"),
     ),
 }
 
 
 def settings(args: argparse.Namespace) -> dict:
     """What decides a result besides method and seed; its hash (``settings_id``) names runs and records."""
-    return {"dataset": args.dataset, "epochs": args.epochs, "args": list(PROTOCOLS[args.protocol].args)}
+    protocol = PROTOCOLS[args.protocol]
+    decided = {"dataset": args.dataset, "epochs": args.epochs, "args": list(protocol.args)}
+    if protocol.salfmix_args:  # only where there are some: the ids of the other protocols stay as they were
+        decided["salfmix_args"] = list(protocol.salfmix_args)
+    return decided
 
 
 def settings_id(args: argparse.Namespace) -> str:
@@ -130,6 +137,8 @@ def plan_runs(args: argparse.Namespace) -> list[_runs.Run]:
             if args.data_dir:
                 command += ["--data-dir", str(args.data_dir)]
             command += ["--method", method, "--epochs", str(args.epochs), "--seed", str(seed), *protocol.args]
+            if methods.spec(method).self_mixing:
+                command += protocol.salfmix_args
             command += ["--threads", str(protocol.threads), "--output", str(args.runs_dir)]
             command += ["--experiment", name, "--no-progress"]
             runs.append(_runs.Run(method, seed, command, Path(args.runs_dir) / name))

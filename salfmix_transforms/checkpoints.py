@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -29,11 +30,15 @@ __all__ = [
     "CHECKSUMS",
     "AtomicCheckpointSaver",
     "CorruptCheckpointError",
+    "checkpoint_epoch",
     "find_resume_checkpoint",
     "read_checksums",
+    "restore_best",
     "sha256_file",
     "verify",
 ]
+
+_logger = logging.getLogger(__name__)
 
 CHECKSUMS = "checksums.sha256"
 _LAST = "last.pth.tar"
@@ -227,3 +232,49 @@ def find_resume_checkpoint(path: str) -> tuple[str, str | None]:
             f"resume from another checkpoint of {folder}"
         )
     return path, None
+
+
+def checkpoint_epoch(path: str | os.PathLike) -> int | None:
+    """The epoch of checkpoint ``path``; ``None`` when there is no readable checkpoint."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        return int(load_checkpoint_metadata(str(path))["epoch"])
+    except Exception:  # unreadable, not a checkpoint: not a source of model_best
+        return None
+
+
+def restore_best(saver: AtomicCheckpointSaver, path: str, ckpt: dict[str, Any]) -> None:
+    """Continue the bookkeeping of the resumed checkpoint ``path`` (metadata ``ckpt``) in ``saver``'s folder.
+
+    The ranked history is timm's saver state (only in the checkpoint's own folder, where its files are); the
+    best metric and epoch count the checkpoint's own metric too, in any folder; and ``model_best.pth.tar`` is
+    made the best epoch's checkpoint: copied from the resumed run into a new folder, re-derived when an older
+    ``checkpoint-N`` is resumed (the later epochs, and their best, are no longer the run's).
+    """
+    state = ckpt.get("saver") or {}
+    if os.path.dirname(os.path.abspath(path)) == os.path.abspath(saver.checkpoint_dir):
+        saver.load_state_dict(state)
+    else:
+        saver.best_metric, saver.best_epoch = state.get("best_metric"), state.get("best_epoch")
+    metric, epoch = ckpt.get("metric"), int(ckpt["epoch"])
+    if metric is not None and (saver.best_metric is None or saver.cmp(metric, saver.best_metric)):
+        saver.best_metric, saver.best_epoch = metric, epoch
+    if saver.best_epoch is not None:
+        _install_model_best(saver, path, epoch)
+
+
+def _install_model_best(saver: AtomicCheckpointSaver, path: str, epoch: int) -> None:
+    """Make ``model_best.pth.tar`` of ``saver``'s folder the best epoch's checkpoint: the resumed one (of
+    ``epoch``), or the ``checkpoint-N`` / ``model_best`` of its folder that has the best epoch."""
+    best = saver.best_epoch
+    if checkpoint_epoch(os.path.join(saver.checkpoint_dir, "model_best.pth.tar")) == best:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    sources = [path] if epoch == best else []
+    sources += [os.path.join(folder, name) for name in (f"checkpoint-{best}.pth.tar", "model_best.pth.tar")]
+    for source in sources:
+        if checkpoint_epoch(source) == best and verify(source) is not False:
+            saver.install(source, "model_best.pth.tar")
+            return
+    _logger.warning("no intact checkpoint of the best epoch %d: model_best.pth.tar is not updated", best)

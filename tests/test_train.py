@@ -19,6 +19,7 @@ import train_timm
 from salfmix_transforms import methods
 from salfmix_transforms.cutout import Cutout, SaliencyCutout
 from salfmix_transforms.data import DatasetError, build_datasets
+from salfmix_transforms.flags import disable_mixing
 from salfmix_transforms.hybrid import HybridMix
 from salfmix_transforms.mixing import CutMix, Mixup, ResizeMix, SaliencyMix
 from salfmix_transforms.salfmix import RandomSelfMix, SalfMix
@@ -297,10 +298,10 @@ def test_conflicting_methods_are_rejected(argv):
 
 def test_mixup_off_epoch_switch():
     hybrid = HybridMix.v3(num_classes=10)
-    assert train_timm._disable_mixing(hybrid) is hybrid and hybrid.mixup_enabled is False
-    assert train_timm._disable_mixing(Mixup(num_classes=10)).mixup_enabled is False  # identity from then on
+    assert disable_mixing(hybrid) is hybrid and hybrid.mixup_enabled is False
+    assert disable_mixing(Mixup(num_classes=10)).mixup_enabled is False  # identity from then on
     salfmix = SalfMix(num_classes=10)
-    assert train_timm._disable_mixing(salfmix) is salfmix
+    assert disable_mixing(salfmix) is salfmix
 
 
 # --- data ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Every run is tiny (a few dozen 64x64 synthetic images, one or two epochs, two th
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -233,7 +234,14 @@ def test_one_epoch_on_a_camvid_subset(tmp_path):
     [
         (["--data-dir", "/nonexistent/camvid"], "does not exist"),
         (["--method", "nosuchmethod"], "invalid choice"),
-        (["--method", "salfmix", "--salfmix-grid", "0"], "--salfmix-grid 0"),
+        (
+            ["--method", "salfmix", "--salfmix-grid", "0"],
+            "argument --salfmix-grid: must be an int >= 1, got 0",
+        ),
+        (["--method", "salfmix", "--salfmix-grid", "200"], "--salfmix-grid 200 does not fit 64x64 crops"),
+        (["--method", "cutmix", "--mixup", "1"], "--method cutmix is cutmix, but with --mixup 1.0"),
+        (["--cutout", "--salfmix"], "choose one single-image method"),
+        (["--lr", "nan"], "argument --lr: must be a finite number > 0"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys, flags, message):
@@ -328,3 +336,149 @@ def test_torchrun_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in read_summary(resumed)] == ["1"]
     for key in ("train_loss", "eval_loss", "eval_miou", "eval_pixel_acc", "lr"):
         assert read_summary(resumed)[0][key] == read_summary(whole)[1][key], key
+
+
+# -- the augmentation flags of train_timm.py ------------------------------------------------------------
+
+
+def _transform(*flags: str):
+    args = train_seg.parse_args(list(flags))
+    return args, train_seg.build_transform(args, 4, build_model("tinyseg", 4))
+
+
+def test_augmentation_flags_are_train_timms():
+    """--hybrid, --salfmix-*, --mixup, ... build what --method builds, for class masks (ignore_index 255)."""
+    _, by_flags = _transform("--salfmix", "--hybrid", "cutmix")
+    _, by_name = _transform("--method", "hybridmix-v3")
+    assert repr(by_flags) == repr(by_name) and by_name.ignore_index == 255
+    args, mixup = _transform("--mixup", "0.4", "--smoothing", "0.1", "--mixup-mode", "elem")
+    assert train_seg.method_name(args) == "mixup"
+    assert (mixup.mixup_alpha, mixup.label_smoothing, mixup.mode) == (0.4, 0.1, "elem")
+    args, salfmix = _transform("--salfmix-grid", "8", "--salfmix-prob", "0.5", "--salfmix-warmup-epochs", "0")
+    assert train_seg.method_name(args) == "salfmix", "no augmentation flag: the default method, SalfMix"
+    assert (salfmix.grid, salfmix.prob, salfmix.warmup_epochs) == (8, 0.5, 0)
+    assert _transform("--method", "baseline")[1] is None
+
+
+def test_mixup_off_epoch_and_unused_flags(tmp_path, caplog):
+    flags = ["--method", "hybridmix-v1", "--salfmix-warmup-epochs", "0", "--mixup-off-epoch", "1"]
+    args = train_seg.parse_args(
+        [*flags, "--cutout-ratio", "0.3", *TINY, "--epochs", "2", "--output", str(tmp_path)]
+    )
+    run = train_seg.setup(args)
+    with caplog.at_level("WARNING"):
+        train_seg.train(run)
+    assert "--cutout-ratio given, but the hybridmix-v1 run does not use it" in caplog.text
+    assert run["transform"].mixup_enabled is False, "--mixup-off-epoch 1: no two-image mixing from epoch 1"
+
+
+def test_resume_takes_the_augmentation_flags_of_the_checkpoint(tmp_path):
+    """A run trained with flags (no --method) resumes with the same transform; so does a checkpoint of the
+    earlier version, whose args had --method alone (its flags come from the method)."""
+    rc, folder = _run(tmp_path, "--salfmix", "--mixup", "0.4", "--salfmix-ratio", "0.25", "--epochs", "1")
+    assert rc == 0
+    rc = train_seg.main(["--resume", folder, "--epochs", "2", "--no-progress", "--threads", "2"])
+    assert rc == 0
+    with open(os.path.join(folder, "results.json")) as f:
+        results = json.load(f)
+    assert results["method"] == "salfmix+mixup" and results["start_epoch"] == 1
+    assert "mixup_alpha=0.4" in results["transform"] and "ratio=0.25" in results["transform"]
+
+    rc, folder = _run(tmp_path, "--method", "hybridmix-v3", "--epochs", "1", name="old")
+    ckpt = torch.load(os.path.join(folder, "last.pth.tar"), map_location="cpu", weights_only=False)
+    old_args = {k: v for k, v in vars(ckpt["args"]).items() if k not in ("salfmix", "hybrid", "cutmix")}
+    ckpt["args"] = argparse.Namespace(**old_args)
+    os.makedirs(tmp_path / "old-copy")
+    torch.save(ckpt, tmp_path / "old-copy" / "last.pth.tar")
+    args = train_seg.parse_args(["--resume", str(tmp_path / "old-copy" / "last.pth.tar"), "--epochs", "2"])
+    assert train_seg.method_name(args) == "hybridmix-v3" and args.salfmix and args.hybrid == "cutmix"
+    assert (
+        train_seg.main(["--resume", str(tmp_path / "old-copy" / "last.pth.tar"), "--method", "cutmix"]) == 2
+    )
+
+
+# -- what a new user ran into (review of the DDP version) ----------------------------------------------------
+
+
+def test_resume_of_an_earlier_checkpoint_makes_model_best_that_runs_best(tmp_path):
+    """Resuming checkpoint-0 of a run whose best was a later epoch: the later epochs are no longer the run's,
+    so model_best.pth.tar must be the resumed run's best (epoch 0 here), not the abandoned epoch's."""
+    rc, folder = _run(tmp_path, "--method", "baseline", "--epochs", "3")
+    assert rc == 0
+    with open(os.path.join(folder, "results.json")) as f:
+        abandoned_best = json.load(f)["best_epoch"]
+    assert abandoned_best != 0, "precondition: the abandoned run's best is a later epoch"
+    args = train_seg.parse_args(["--resume", os.path.join(folder, "checkpoint-0.pth.tar"), *TINY])
+    run = train_seg.setup(args)
+    assert (run["saver"].best_epoch, run["start_epoch"]) == (0, 1)
+    best = torch.load(os.path.join(folder, "model_best.pth.tar"), map_location="cpu", weights_only=False)
+    assert best["epoch"] == 0
+
+
+def _folder_with(tmp_path, n=8):
+    root = tmp_path / "data"
+    _write_folder(root, sizes=((16, 20),) * n)
+    return root
+
+
+def test_a_bad_mask_found_during_training_is_one_line(tmp_path, capsys):
+    root = _folder_with(tmp_path)
+    Image.new("L", (20, 24)).save(root / "train" / "masks" / "img3.png")  # not image 0: read mid-epoch
+    rc, _ = _run(tmp_path, "--dataset", "folder", "--data-dir", str(root), "--epochs", "1")
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("train_seg.py: error:") and err.count("\n") == 1
+    assert "img3.png" in err
+
+
+def test_a_validation_set_without_labelled_pixels_is_refused(tmp_path, capsys):
+    root = _folder_with(tmp_path)
+    for name in os.listdir(root / "val" / "masks"):
+        Image.new("L", (20, 16), 2).save(root / "val" / "masks" / name)  # all Unlabelled
+    rc, _ = _run(tmp_path, "--dataset", "folder", "--data-dir", str(root), "--epochs", "1")
+    err = capsys.readouterr().err
+    assert rc == 2 and "no labelled pixel" in err and err.count("\n") == 1
+
+
+def test_num_classes_smaller_than_the_synthetic_data_is_refused(tmp_path, capsys):
+    rc, _ = _run(tmp_path, "--num-classes", "2", "--epochs", "1")
+    err = capsys.readouterr().err
+    assert rc == 2 and "--num-classes 2 is smaller than the data set's 4 classes" in err
+
+
+def test_an_unwritable_run_folder_is_one_line_before_training(tmp_path, capsys):
+    os.makedirs(tmp_path / "run" / "args.json")  # a directory where the run writes a file
+    rc, folder = _run(tmp_path, "--epochs", "1")
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("train_seg.py: error:") and "args.json" in err
+    assert not os.path.exists(os.path.join(folder, "summary.csv")), "refused before training"
+
+
+@pytest.mark.slow
+def test_torchrun_output_folder_error_is_one_line_on_every_rank(tmp_path):
+    """Rank 0 creates the run folder; when it cannot, every rank stops with the same line (no rank trains on
+    and dies in a collective)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "afile").write_text("")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+    cmd += [os.path.join(REPO, "train_seg.py"), "--device", "cpu", "--threads", "1", "--epochs", "1"]
+    cmd += ["--limit-train", "16", "--limit-val", "4", "-b", "4", "--output", str(tmp_path / "afile")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.count("train_seg.py: error: cannot create the run folder") == 2, proc.stderr[-3000:]
+    assert "_sync_buffers" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
+
+
+def test_resume_keeps_the_number_of_loader_workers(tmp_path):
+    """Loader workers draw crops and flips from their own seeds, a single process from the main RNG: a
+    resume must keep the run's --workers (from the checkpoint) to reproduce the uninterrupted epoch."""
+    flags = ["--method", "baseline", "--epochs", "2", "--workers", "1"]
+    assert _run(tmp_path, *flags, name="whole")[0] == 0
+    checkpoint = str(tmp_path / "whole" / "checkpoint-0.pth.tar")
+    assert train_seg.main(["--resume", checkpoint, "--output", str(tmp_path), "--experiment", "resumed"]) == 0
+    whole, resumed = read_summary(str(tmp_path / "whole")), read_summary(str(tmp_path / "resumed"))
+    assert [r["epoch"] for r in resumed] == ["1"]
+    for key in ("train_loss", "eval_loss", "eval_miou"):
+        assert resumed[0][key] == whole[1][key], key

@@ -1,0 +1,427 @@
+"""The augmentation flags of the training scripts, and the batch transform they select.
+
+``train_timm.py`` (classification) and ``train_seg.py`` (segmentation) take the same augmentation flags, so a
+run means the same thing in both: timm's two-image flags (``--mixup``, ``--cutmix``, ``--cutmix-minmax``,
+``--mixup-prob``, ``--mixup-switch-prob``, ``--mixup-mode``, ``--mixup-off-epoch``) under timm's names, the
+package's (``--salfmix``, ``--salfmix-grid``, ``--salfmix-ratio``, ``--salfmix-prob``, ``--salfmix-no-pool``,
+``--salfmix-warmup-epochs``, ``--saliency-mode``, ``--cutout``, ``--saliency-cutout``, ``--random-selfmix``,
+``--saliencymix``, ``--resizemix``, ``--hybrid``), and ``--method NAME``, a shortcut for the flags of one row
+of the paper's tables (the registry's names, :data:`salfmix_transforms.methods.METHODS`)::
+
+    parser = OneLineArgumentParser(prog="train.py")
+    add_augmentation_flags(parser)
+    args = parse_augmentation_flags(parser, argv)     # --method's flags as defaults; refuses contradictions
+    transform = build_batch_transform(args, num_classes, ignore_index=255)
+
+Without any augmentation flag a run trains :data:`DEFAULT_METHOD` (SalfMix, the paper's method); the baseline
+is ``--method baseline``. The transforms themselves are built by the registry (``methods.build``) or as
+``HybridMix``, so a name means the same transform here and everywhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from .cli import UsageError, non_negative_float, non_negative_int, positive_int, probability
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "HYBRID_PARTNERS",
+    "METHODS",
+    "add_augmentation_flags",
+    "build_batch_transform",
+    "disable_mixing",
+    "method_name",
+    "parse_augmentation_flags",
+    "unused_tuning_flags",
+    "uses_grid",
+    "uses_saliency",
+]
+
+# --method NAME: the registry's names, as the flags they stand for (they set flag defaults; explicit flags
+# win).
+METHODS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "cutout": dict(cutout=True),
+    "cutout-sal": dict(saliency_cutout=True),
+    "salfmix": dict(salfmix=True),
+    "salfmix-nosal": dict(random_selfmix=True),
+    "mixup": dict(mixup=1.0),
+    "cutmix": dict(cutmix=1.0),
+    "saliencymix": dict(saliencymix=1.0),
+    "resizemix": dict(resizemix=True),
+    "hybridmix-v1": dict(salfmix=True, hybrid="mixup"),
+    "hybridmix-v2": dict(salfmix=True, hybrid="saliencymix"),
+    "hybridmix-v3": dict(salfmix=True, hybrid="cutmix"),
+}
+
+# What runs when no augmentation flag is given: the paper's method (Algorithm 1).
+DEFAULT_METHOD = "salfmix"
+
+HYBRID_PARTNERS = ("none", "mixup", "saliencymix", "cutmix", "resizemix")
+_PAPER_ALPHA = 1.0  # Beta(1, 1) for Mixup / CutMix / SaliencyMix when a method is switched on without alpha
+
+# The single-image flags and their registry names, and every flag that switches an augmentation on.
+_SINGLE_FLAGS = {
+    "cutout": "cutout",
+    "saliency_cutout": "cutout-sal",
+    "salfmix": "salfmix",
+    "random_selfmix": "salfmix-nosal",
+}
+_SELECTING_FLAGS = (*_SINGLE_FLAGS, "mixup", "cutmix", "cutmix_minmax", "saliencymix", "resizemix", "hybrid")
+
+# Tuning flags and the augmentations that read them ("mixup+cutmix": timm's switch between the two).
+_GRID_METHODS = frozenset({"salfmix", "salfmix-nosal", "cutout-sal"})
+_TWO_IMAGE_METHODS = frozenset({"mixup", "cutmix", "saliencymix", "resizemix"})
+_TUNING_FLAGS: dict[str, frozenset[str]] = {
+    "cutout_ratio": frozenset({"cutout"}),
+    **dict.fromkeys(("salfmix_grid", "salfmix_ratio", "salfmix_no_pool", "saliency_mode"), _GRID_METHODS),
+    **dict.fromkeys(("mixup_prob", "mixup_mode", "mixup_off_epoch"), _TWO_IMAGE_METHODS),
+    "mixup_switch_prob": frozenset({"mixup+cutmix"}),
+    "resizemix_scope": frozenset({"resizemix"}),
+}
+
+
+# --- the flags ------------------------------------------------------------------------------------------
+
+
+def add_augmentation_flags(parser: argparse.ArgumentParser, grid_help: str = "pooling grid n") -> None:
+    """Add the two groups of augmentation flags ("two-image mixing", "single-image methods and HybridMix")
+    and ``--method`` to ``parser``. ``grid_help`` is the help of ``--salfmix-grid`` (the paper's value
+    depends on the image size)."""
+    g = parser.add_argument_group("two-image mixing (timm names)")
+    g.add_argument("--mixup", type=non_negative_float, default=0.0, help="Mixup alpha, on when > 0")
+    g.add_argument("--cutmix", type=non_negative_float, default=0.0, help="CutMix alpha, on when > 0")
+    g.add_argument(
+        "--cutmix-minmax", type=probability, nargs=2, default=None, help="CutMix box side ratio bounds"
+    )
+    g.add_argument(
+        "--saliencymix", type=non_negative_float, default=0.0, help="SaliencyMix alpha, on when > 0"
+    )
+    g.add_argument("--resizemix", action="store_true", help="ResizeMix")
+    g.add_argument(
+        "--resizemix-scope",
+        type=probability,
+        nargs=2,
+        default=None,
+        help="ResizeMix scale range (paper 0.1 0.8)",
+    )
+    g.add_argument(
+        "--mixup-prob", type=probability, default=1.0, help="probability of mixing a batch/pair/elem"
+    )
+    g.add_argument("--mixup-switch-prob", type=probability, default=0.5, help="Mixup <-> CutMix switch prob")
+    g.add_argument(
+        "--mixup-mode", default="batch", choices=("batch", "pair", "elem"), help="mixing granularity"
+    )
+    g.add_argument(
+        "--mixup-off-epoch", type=non_negative_int, default=0, help="stop two-image mixing here (0: never)"
+    )
+
+    g = parser.add_argument_group("single-image methods and HybridMix (this package)")
+    g.add_argument("--salfmix", action="store_true", help="SalfMix (Algorithm 1)")
+    g.add_argument(
+        "--random-selfmix", action="store_true", help="SalfMix without saliency (Table 10 ablation)"
+    )
+    g.add_argument("--cutout", action="store_true", help="Cutout")
+    g.add_argument("--cutout-ratio", type=probability, default=0.5, help="Cutout box side / image side")
+    g.add_argument("--saliency-cutout", action="store_true", help="drop the least salient patch (Table 9)")
+    g.add_argument("--salfmix-prob", type=probability, default=None, help="probability of SalfMix per sample")
+    g.add_argument("--salfmix-grid", type=positive_int, default=4, help=grid_help)
+    g.add_argument("--salfmix-ratio", type=probability, default=0.3, help="patch side ratio r")
+    g.add_argument("--salfmix-no-pool", action="store_true", help="no pooling of the saliency map (ablation)")
+    g.add_argument(
+        "--salfmix-warmup-epochs",
+        type=non_negative_int,
+        default=None,
+        help="epochs without SalfMix at the start (default 1, Algorithm 2; the same for SalfMix alone, "
+        "SaliencyCutout and RandomSelfMix)",
+    )
+    g.add_argument("--saliency-mode", default=None, choices=("train", "eval"), help="model mode for saliency")
+    g.add_argument(
+        "--hybrid",
+        default="none",
+        choices=HYBRID_PARTNERS,
+        help="HybridMix: SalfMix plus this two-image method",
+    )
+    g.add_argument(
+        "--method",
+        default=None,
+        choices=tuple(METHODS),
+        metavar="NAME",
+        help=f"shortcut for a paper table row: {', '.join(METHODS)} (default {DEFAULT_METHOD} when no "
+        "augmentation flag is given)",
+    )
+
+
+def augmentation_dests() -> tuple[str, ...]:
+    """The ``args`` attributes :func:`add_augmentation_flags` defines (``mixup``, ..., ``method``)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_augmentation_flags(parser)
+    return tuple(action.dest for action in parser._actions)
+
+
+def parse_augmentation_flags(
+    parser: argparse.ArgumentParser, argv: Sequence[str], defaults: dict[str, Any] | None = None
+) -> argparse.Namespace:
+    """Parse ``argv`` with ``defaults`` and ``--method``'s flags as defaults (explicit flags win; a
+    ``"method"`` in ``defaults`` counts as given, but its flags yield to the other ``defaults``).
+
+    Without any augmentation flag the run trains :data:`DEFAULT_METHOD` (``args.method`` is set to it). The
+    flags written in ``argv`` are kept in ``args.given_flags`` (a frozenset of dests, not a plain value:
+    keep it out of checkpoints).
+
+    Raises:
+        UsageError: a flag is malformed, or ``--method M`` comes with flags that would train another method
+            under M's name (the message names the method that trains those flags, if any).
+    """
+    argv = list(argv)
+    defaults = dict(defaults or {})
+    method = parser.parse_args(argv).method or defaults.get("method")
+    if method:
+        defaults = {**METHODS[method], **defaults}
+    parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    if args.method is None and method_name(args) == "baseline":
+        # No augmentation flag at all: the product's method (the baseline is `--method baseline`).
+        parser.set_defaults(**defaults, **METHODS[DEFAULT_METHOD], method=DEFAULT_METHOD)
+        args = parser.parse_args(argv)
+    args.given_flags = _given_flags(parser, argv)
+    _check_method_flags(args)
+    return args
+
+
+def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> frozenset[str]:
+    """The flags written in ``argv`` (as dests), not those that defaults or ``--method`` set."""
+    unset = object()  # argparse leaves an attribute that the namespace already has to the flags given
+    namespace = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), unset))
+    parsed = vars(parser.parse_args(argv, namespace=namespace))
+    return frozenset(dest for dest, value in parsed.items() if value is not unset)
+
+
+def _components(args: argparse.Namespace) -> frozenset[str]:
+    """The augmentations the flags switch on, by registry name (a HybridMix is SalfMix plus its partner)."""
+    names = {name for flag, name in _SINGLE_FLAGS.items() if getattr(args, flag)}
+    names |= {flag for flag in ("mixup", "cutmix", "saliencymix") if getattr(args, flag) > 0}
+    if args.cutmix_minmax:
+        names.add("cutmix")  # as timm: --cutmix-minmax switches CutMix on
+    if args.resizemix:
+        names.add("resizemix")
+    if args.hybrid != "none":
+        names |= {"salfmix", args.hybrid}
+    return frozenset(names)
+
+
+def _check_method_flags(args: argparse.Namespace) -> None:
+    """Refuse ``--method M`` with flags that switch another augmentation on (or one of M's off): the run
+    would be named M but train something else."""
+    if not args.method:
+        return
+    parser = argparse.ArgumentParser(add_help=False)
+    add_augmentation_flags(parser)
+    base = vars(parser.parse_args([]))
+    by_method = {m: _components(argparse.Namespace(**{**base, **flags})) for m, flags in METHODS.items()}
+    expected, selected = by_method[args.method], _components(args)
+    if selected == expected:
+        return
+    flags = " ".join(_as_flag(args, dest) for dest in _SELECTING_FLAGS if dest in args.given_flags)
+    same = [m for m, c in by_method.items() if c == selected]
+    hint = f"use --method {same[0]}" if same else "drop --method and give the flags alone"
+    raise UsageError(
+        f"--method {args.method} is {'+'.join(sorted(expected)) or 'no augmentation'}, but with {flags} the "
+        f"run would train {'+'.join(sorted(selected)) or 'no augmentation'} under that name: {hint}"
+    )
+
+
+def flag_name(dest: str) -> str:
+    """The command-line spelling of an ``args`` attribute: ``salfmix_grid`` -> ``--salfmix-grid``."""
+    return "--" + dest.replace("_", "-")
+
+
+def _as_flag(args: argparse.Namespace, dest: str) -> str:
+    """``dest``'s flag as given: ``--salfmix``, ``--mixup 1.0``, ``--cutmix-minmax 0.2 0.8``."""
+    value = getattr(args, dest)
+    if value is True:
+        return flag_name(dest)
+    return " ".join([flag_name(dest), *map(str, value if isinstance(value, list) else [value])])
+
+
+def unused_tuning_flags(args: argparse.Namespace) -> list[str]:
+    """The tuning flags given on the command line that no selected augmentation reads (``--cutout-ratio``
+    without Cutout, ...), as flags."""
+    selected = set(_components(args))
+    if {"mixup", "cutmix"} <= selected:
+        selected.add("mixup+cutmix")
+    given = getattr(args, "given_flags", frozenset())
+    return [flag_name(f) for f, readers in _TUNING_FLAGS.items() if f in given and not readers & selected]
+
+
+def method_name(args: argparse.Namespace) -> str:
+    """A short name of the augmentation the flags select (``--method`` when given)."""
+    if args.method:
+        return args.method
+    parts = [name for flag, name in _SINGLE_FLAGS.items() if getattr(args, flag)]
+    if args.hybrid != "none":
+        parts.append(f"hybrid-{args.hybrid}")
+    for flag in ("mixup", "cutmix", "saliencymix"):
+        if getattr(args, flag) > 0 or (flag == "cutmix" and args.cutmix_minmax):  # timm: minmax = CutMix on
+            parts.append(flag)
+    if args.resizemix:
+        parts.append("resizemix")
+    return "+".join(parts) or "baseline"
+
+
+def uses_saliency(args: argparse.Namespace) -> bool:
+    """Whether the selected augmentation takes the model's saliency (SalfMix, ``cutout-sal``, HybridMix)."""
+    return bool(args.salfmix or args.saliency_cutout or args.hybrid != "none")
+
+
+def uses_grid(args: argparse.Namespace) -> bool:
+    """Whether the selected augmentation pools a saliency grid (``--salfmix-grid`` must fit the image)."""
+    return bool(args.salfmix or args.random_selfmix or args.saliency_cutout or args.hybrid != "none")
+
+
+# --- the batch transform --------------------------------------------------------------------------------
+
+
+def build_batch_transform(args: argparse.Namespace, num_classes: int, **common: Any) -> Any:
+    """The package's batch transform selected by the flags, or ``None`` for the baseline.
+
+    ======================================  ==============================================================
+    flags                                   transform
+    ======================================  ==============================================================
+    (none)                                  ``None``: one-hot (smoothed) targets only
+    ``--cutout``                            ``Cutout(mask_ratio=--cutout-ratio)``
+    ``--saliency-cutout``                   ``SaliencyCutout(grid, ratio)``
+    ``--salfmix``                           ``SalfMix(grid, ratio, prob)``
+    ``--random-selfmix``                    ``RandomSelfMix(grid, ratio, prob)``
+    one of --mixup/--cutmix/--saliencymix/  ``Mixup`` / ``CutMix`` / ``SaliencyMix`` / ``ResizeMix``
+    --resizemix
+    --mixup and --cutmix                    ``HybridMix`` without SalfMix (timm's Mixup/CutMix switch)
+    ``--hybrid X`` or --salfmix with a      ``HybridMix``: SalfMix then X (alpha 1 unless given)
+    two-image method
+    ======================================  ==============================================================
+
+    Every transform gets ``num_classes``, ``label_smoothing=--smoothing`` (soft targets out; 0 when the
+    script has no ``--smoothing``) and ``common`` (``ignore_index=`` for class masks, ``model=``).
+    ``--salfmix-prob`` and ``--salfmix-warmup-epochs`` go to the SalfMix-based methods only (elsewhere they
+    are an error); unset, every SalfMix-based method skips one warm-up epoch (Algorithm 2). A script with
+    ``--saliency-source lowres`` passes ``--saliency-scale`` on.
+
+    Raises:
+        ValueError: methods that cannot be combined, or arguments the transform rejects.
+    """
+    from . import methods
+
+    common = dict(label_smoothing=getattr(args, "smoothing", 0.0), **common)
+    single = [flag for flag in _SINGLE_FLAGS if getattr(args, flag)]
+    two = _two_image_flags(args)
+    if len(single) > 1:
+        raise ValueError(
+            "choose one single-image method: " + " and ".join(flag_name(f) for f in single) + " were given"
+        )
+    if not uses_grid(args):
+        given = [f for f in ("salfmix_prob", "salfmix_warmup_epochs") if getattr(args, f) is not None]
+        if given:
+            raise ValueError(f"{flag_name(given[0])} needs a SalfMix-based method (--salfmix, --hybrid, ...)")
+    hybrid = args.hybrid != "none" or (bool(two) and bool(single)) or {"mixup", "cutmix"} <= set(two)
+    if hybrid:
+        if single and single != ["salfmix"]:
+            raise ValueError(
+                f"HybridMix combines SalfMix with a two-image method, not {flag_name(single[0])}"
+            )
+        return _build_hybrid(args, two, dict(num_classes=num_classes, **common))
+    if single:
+        # The training loop owns the loader's batch, so the single-image methods may overwrite it (as timm's
+        # Mixup does), which saves one copy of the batch per step.
+        if single[0] == "cutout":
+            return methods.build("cutout", num_classes, mask_ratio=args.cutout_ratio, inplace=True, **common)
+        prob = {} if args.salfmix_prob is None else dict(prob=args.salfmix_prob)
+        kw = dict(**_salfmix_kwargs(args, prefix=""), **prob, **common)
+        return methods.build(_SINGLE_FLAGS[single[0]], num_classes, **kw, inplace=True)
+    if len(two) > 1:
+        raise ValueError(
+            "choose one two-image method (or --mixup with --cutmix): "
+            + " and ".join(flag_name(f) for f in two)
+            + " were given"
+        )
+    return _build_two_image(args, two[0], num_classes, common) if two else None
+
+
+def _two_image_flags(args: argparse.Namespace) -> list[str]:
+    two = [flag for flag in ("mixup", "cutmix", "saliencymix") if getattr(args, flag) > 0]
+    if args.cutmix_minmax and "cutmix" not in two:
+        two.insert(1 if "mixup" in two else 0, "cutmix")  # as timm: --cutmix-minmax switches CutMix on
+    if args.resizemix:
+        two.append("resizemix")
+    return two
+
+
+def _salfmix_kwargs(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    """Grid, ratio, pooling, saliency mode / scale and warm-up of the SalfMix part (``prefix`` "salfmix_"
+    for HybridMix's names)."""
+    kw: dict[str, Any] = {
+        f"{prefix}grid": args.salfmix_grid,
+        f"{prefix}ratio": args.salfmix_ratio,
+        f"{prefix}pool": not args.salfmix_no_pool,
+    }
+    if args.saliency_mode is not None:
+        kw["saliency_mode"] = args.saliency_mode
+    if getattr(args, "saliency_source", "exact") == "lowres":
+        kw["saliency_scale"] = args.saliency_scale
+    # Choice: every SalfMix-family method skips the first epoch, as HybridMix does in Algorithm 2 (the
+    # saliency of an untrained network is noise); RandomSelfMix too, so that the ablation differs from SalfMix
+    # only by the saliency. The classes themselves default to 0 (library users decide).
+    kw["warmup_epochs"] = 1 if args.salfmix_warmup_epochs is None else args.salfmix_warmup_epochs
+    return kw
+
+
+def _build_two_image(args: argparse.Namespace, name: str, num_classes: int, common: dict[str, Any]) -> Any:
+    from . import methods
+
+    kw: dict[str, Any] = dict(prob=args.mixup_prob, mode=args.mixup_mode, **common)
+    if name == "mixup":
+        return methods.build("mixup", num_classes, mixup_alpha=args.mixup, **kw)
+    if name == "cutmix":
+        minmax = tuple(args.cutmix_minmax) if args.cutmix_minmax else None
+        alpha = args.cutmix or _PAPER_ALPHA
+        return methods.build("cutmix", num_classes, cutmix_alpha=alpha, cutmix_minmax=minmax, **kw)
+    if name == "saliencymix":
+        return methods.build("saliencymix", num_classes, alpha=args.saliencymix, **kw)
+    scope = {} if args.resizemix_scope is None else dict(scope=tuple(args.resizemix_scope))
+    return methods.build("resizemix", num_classes, **scope, **kw)
+
+
+def _build_hybrid(args: argparse.Namespace, two: list[str], common: dict[str, Any]) -> Any:
+    from .hybrid import HybridMix
+
+    partner = args.hybrid
+    if partner != "none":
+        others = [t for t in two if t != partner]
+        if others:
+            raise ValueError(f"--hybrid {partner} cannot be combined with {flag_name(others[0])}")
+        two = [partner]
+    alphas = dict(mixup=args.mixup, cutmix=args.cutmix, saliencymix=args.saliencymix)
+    kw: dict[str, Any] = {
+        f"{name}_alpha": (alpha or _PAPER_ALPHA) if name in two else 0.0 for name, alpha in alphas.items()
+    }
+    if "resizemix" in two:
+        kw["resizemix_scope"] = tuple(args.resizemix_scope) if args.resizemix_scope else (0.1, 0.8)
+    if args.cutmix_minmax:
+        kw["cutmix_minmax"] = tuple(args.cutmix_minmax)
+    if args.salfmix or args.hybrid != "none":
+        if args.salfmix_prob is not None:
+            kw["salfmix_prob"] = args.salfmix_prob
+    else:
+        kw["salfmix_prob"] = 0.0
+    kw.update(prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode)
+    return HybridMix(**kw, **_salfmix_kwargs(args, prefix="salfmix_"), **common)
+
+
+def disable_mixing(transform: Any) -> Any:
+    """``--mixup-off-epoch``: switch off the two-image part (timm's ``mixup_enabled = False``, which every
+    two-image transform and HybridMix honour; the single-image methods have no two-image part)."""
+    if hasattr(transform, "mixup_enabled"):
+        transform.mixup_enabled = False
+    return transform
