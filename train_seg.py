@@ -46,7 +46,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -65,10 +64,12 @@ from salfmix_transforms.cli import (
     positive_int,
     probability,
     report_error,
+    writable_folder,
 )
 from salfmix_transforms.distributed import (
     ShardSampler,
     all_reduce_sum,
+    broadcast_from_primary,
     gather_rng_states,
     set_rng_state,
     without_ddp,
@@ -249,13 +250,7 @@ def _output_dir(args: argparse.Namespace) -> str:
     else:
         name = args.experiment or "-".join([time.strftime("%Y%m%d-%H%M%S"), args.model, method_name(args)])
         path = os.path.join(args.output or os.path.join("output", "train_seg"), name)
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise UsageError(f"cannot create the run folder {path!r}: {one_line(e)}") from e
-    return path
+    return writable_folder(path)
 
 
 class _TrainState:
@@ -548,10 +543,7 @@ def _saver_on_primary(args: argparse.Namespace, model: torch.nn.Module, optimize
             output_dir, saver = _saver(args, model, optimizer, state)
         except UsageError as e:
             error = str(e)
-    if args.distributed:
-        shared = [output_dir, error]
-        torch.distributed.broadcast_object_list(shared, src=0)
-        output_dir, error = shared
+    output_dir, error = broadcast_from_primary([output_dir, error], args.distributed)
     if error is not None:
         raise UsageError(error)
     return output_dir, saver

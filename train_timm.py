@@ -64,10 +64,12 @@ from salfmix_transforms.cli import (
     positive_int,
     probability,
     report_error,
+    writable_folder,
 )
 from salfmix_transforms.distributed import (
     ShardSampler,
     all_reduce_sum,
+    broadcast_from_primary,
     gather_rng_states,
     set_rng_state,
     without_ddp,
@@ -469,15 +471,15 @@ def _output_dir(args: argparse.Namespace) -> str:
     from timm.utils import get_outdir
 
     if args.resume and not args.output and not args.experiment:
-        return os.path.dirname(os.path.abspath(args.resume))  # continue in the run's own folder
+        return writable_folder(os.path.dirname(os.path.abspath(args.resume)))  # the run's own folder
     root = args.output or os.path.join(".", "output", "train")
     name = args.experiment or "-".join(
         [datetime.datetime.now().strftime("%Y%m%d-%H%M%S"), args.model, method_name(args)]
     )
     if args.resume and os.path.isdir(os.path.join(root, name)):
-        return os.path.join(root, name)
+        return writable_folder(os.path.join(root, name))
     try:
-        return get_outdir(root, name, inc=True)
+        return writable_folder(get_outdir(root, name, inc=True))
     except OSError as e:
         raise UsageError(f"cannot create the run folder in --output {root!r}: {one_line(e)}") from e
 
@@ -620,12 +622,51 @@ def _check_input_size(model: torch.nn.Module, name: str, img_size: int, device: 
         model.train(training)
 
 
+def _saver(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    model_ema: Any,
+    loss_scaler: Any,
+    state: _TrainState,
+    resume_ckpt: dict[str, Any] | None,
+) -> tuple[str, Any]:
+    """The run folder (created, checked writable) and timm's checkpoint saver made atomic, with the resumed
+    run's best restored; ``args.json`` written. Primary process only.
+
+    Raises:
+        UsageError: the run folder cannot be created or written.
+    """
+    from salfmix_transforms.checkpoints import AtomicCheckpointSaver, restore_best
+
+    output_dir = _output_dir(args)
+    try:
+        saver = AtomicCheckpointSaver(
+            model=model,
+            optimizer=optimizer,
+            args=_checkpoint_args(args),
+            model_ema=model_ema,
+            amp_scaler=loss_scaler,
+            checkpoint_dir=output_dir,
+            recovery_dir=output_dir,
+            decreasing=True,  # the metric is the top-1 error
+            max_history=args.checkpoint_hist,
+            task=state,
+        )
+        if resume_ckpt is not None:
+            restore_best(saver, args.resume, resume_ckpt)
+        with open(os.path.join(output_dir, "args.json"), "w") as f:
+            json.dump(vars(_checkpoint_args(args)), f, indent=2, sort_keys=True)
+    except OSError as e:
+        raise UsageError(f"cannot write to the run folder {output_dir!r}: {one_line(e)}") from e
+    return output_dir, saver
+
+
 def _setup(args: argparse.Namespace) -> _Run:
     from timm.models import load_checkpoint, resume_checkpoint
     from timm.utils import ModelEmaV3, NativeScaler, init_distributed_device, random_seed
 
     from salfmix_transforms._validation import check_grid
-    from salfmix_transforms.checkpoints import AtomicCheckpointSaver, restore_best
     from salfmix_transforms.data import build_datasets, canonical_name, with_source_coordinates
     from salfmix_transforms.saliency_cache import SaliencyCache
 
@@ -772,24 +813,16 @@ def _setup(args: argparse.Namespace) -> _Run:
     state.method = method_name(args)
     state.train_time_s, state.aug_time_s = train_time_so_far, aug_time_so_far
     state.saliency_cache = saliency_cache
+    error = None
     if _is_primary(args):
-        output_dir = _output_dir(args)
-        saver = AtomicCheckpointSaver(
-            model=model,
-            optimizer=optimizer,
-            args=_checkpoint_args(args),
-            model_ema=model_ema,
-            amp_scaler=loss_scaler,
-            checkpoint_dir=output_dir,
-            recovery_dir=output_dir,
-            decreasing=True,  # the metric is the top-1 error
-            max_history=args.checkpoint_hist,
-            task=state,
-        )
-        if resume_ckpt is not None:
-            restore_best(saver, args.resume, resume_ckpt)
-        with open(os.path.join(output_dir, "args.json"), "w") as f:
-            json.dump(vars(_checkpoint_args(args)), f, indent=2, sort_keys=True)
+        try:
+            output_dir, saver = _saver(args, model, optimizer, model_ema, loss_scaler, state, resume_ckpt)
+        except UsageError as e:
+            error = str(e)
+    # Every rank stops with rank 0's error (no rank trains on into a collective the stopped one never joins).
+    output_dir, error = broadcast_from_primary([output_dir, error], args.distributed)
+    if error is not None:
+        raise UsageError(error)
     if rng_states:
         if len(rng_states) == args.world_size:
             set_rng_state(rng_states[args.rank])

@@ -23,7 +23,9 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "positive_int",
     "probability",
     "report_error",
+    "writable_folder",
 ]
 
 
@@ -123,3 +126,21 @@ def logging_to_stdout(primary: bool = True) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+
+
+def writable_folder(path: str, what: str = "the run folder") -> str:
+    """Create ``path`` (with its parents) and check that a file can be written in it; returns ``path``.
+
+    A permission problem then stops a script before it trains, instead of as a traceback at the end of the
+    first epoch.
+
+    Raises:
+        UsageError: ``path`` cannot be created or written (a file in the way, no permission, ...).
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write {what} {path!r}: {one_line(e)}") from e
+    return path

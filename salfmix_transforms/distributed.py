@@ -9,6 +9,8 @@ timm's helpers do the set-up (``timm.utils.init_distributed_device``) and the Ba
 * :func:`rng_state` / :func:`set_rng_state` / :func:`gather_rng_states`: every rank's torch, NumPy and
   Python random states, saved in the checkpoints so that a resumed run draws what the uninterrupted run
   would have drawn (crops, flips, SalfMix cells, mixing boxes).
+* :func:`broadcast_from_primary`: what rank 0 alone found out (the run folder it created, or why it could
+  not), so that every rank goes on or stops together instead of waiting in a collective.
 * :func:`without_ddp`: the module below a ``DistributedDataParallel`` wrapper, for evaluation (ranks see
   different numbers of validation batches, and DDP's forward would wait for the others).
 """
@@ -26,6 +28,7 @@ import torch
 __all__ = [
     "ShardSampler",
     "all_reduce_sum",
+    "broadcast_from_primary",
     "gather_rng_states",
     "rng_state",
     "set_rng_state",
@@ -67,6 +70,17 @@ def all_reduce_sum(
     total = torch.tensor(list(values), dtype=torch.float64, device=device)
     torch.distributed.all_reduce(total)
     return total.tolist()
+
+
+def broadcast_from_primary(values: list[Any], distributed: bool) -> list[Any]:
+    """Rank 0's ``values`` (picklable) on every rank (a collective: every rank must call it); ``values``
+    itself when not ``distributed``. For what only the primary process knows: the run folder it created,
+    or the error that stops the run on every rank."""
+    if not distributed:
+        return values
+    shared = list(values)
+    torch.distributed.broadcast_object_list(shared, src=0)
+    return shared
 
 
 def rng_state() -> dict[str, Any]:

@@ -609,6 +609,23 @@ def test_torchrun_two_cpu_processes_with_salfmix(tiny_folder, tmp_path):
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])  # saved unwrapped
 
 
+@pytest.mark.slow
+def test_torchrun_run_folder_error_stops_every_rank_with_one_line(tiny_folder, tmp_path):
+    """Rank 0 creates the run folder; when it cannot (a file in the way), every rank stops with its line
+    instead of rank 1 training on into a collective that rank 0 never joins."""
+    (tmp_path / "afile").write_text("")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    flags = ["--method", "baseline", "-b", "4", "--device", "cpu"]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(SCRIPT),
+        *tiny_args(tiny_folder, tmp_path / "afile", "ddp", *flags),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.count("train_timm.py: error: cannot create the run folder") == 2, proc.stderr[-3000:]
+    assert "[rank1]: Traceback" not in proc.stderr
+
+
 # --- --saliency-source (issue 14) ------------------------------------------------------------------------
 
 

@@ -76,6 +76,22 @@ def test_resume_with_more_epochs_rebuilds_the_cosine_schedule(tiny_folder, tmp_p
     assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)])
 
 
+def test_resume_into_a_run_folder_it_cannot_write_is_one_line(tiny_folder, tmp_path, capsys):
+    """A resumed run continues in its own folder; when that folder cannot be written (here args.json is a
+    directory), the run stops with one line before it trains, and the checkpoints stay as they were."""
+    args = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline")
+    assert train_timm.main(args) == 0
+    last = tmp_path / "a" / "last.pth.tar"
+    before = last.read_bytes()
+    os.remove(tmp_path / "a" / "args.json")
+    os.makedirs(tmp_path / "a" / "args.json")
+    capsys.readouterr()
+    assert train_timm.main([*args, "--resume", str(last), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("train_timm.py: error:") and err.count("\n") == 1 and "args.json" in err
+    assert last.read_bytes() == before and len(read_summary(tmp_path / "a")) == 1
+
+
 def test_resume_with_no_epochs_left_changes_nothing(tiny_folder, tmp_path, capsys):
     # It rewrote results.json with null final errors. Now nothing is written, and a finished command run
     # again (a benchmark restarted after a kill) still exits with 0.

@@ -467,7 +467,7 @@ def test_torchrun_output_folder_error_is_one_line_on_every_rank(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert proc.stderr.count("train_seg.py: error: cannot create the run folder") == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("train_seg.py: error: cannot write the run folder") == 2, proc.stderr[-3000:]
     assert "_sync_buffers" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
 
 
