@@ -505,30 +505,27 @@ def _resume(
 
 
 def _saver(args: argparse.Namespace, model: torch.nn.Module, optimizer: Any, state: _TrainState) -> tuple:
-    """The run folder and timm's checkpoint saver made atomic, ranked by mIoU, with the resumed run's best
-    (``checkpoints.restore_best``); ``args.json`` written. Primary process only.
+    """The run folder and its checkpoint saver, ranked by mIoU (``checkpoints.open_run_folder``: the resumed
+    run's best restored, ``args.json`` written). Primary process only.
 
     Raises:
         UsageError: the run folder cannot be created or written.
     """
-    from salfmix_transforms.checkpoints import AtomicCheckpointSaver, restore_best
+    from salfmix_transforms.checkpoints import open_run_folder
 
     output_dir = _output_dir(args)
     try:
-        saver = AtomicCheckpointSaver(
+        saver = open_run_folder(
+            output_dir,
+            _plain_args(args),
+            args.resume,
+            getattr(args, "_resume_ckpt", None),
             model=model,
             optimizer=optimizer,
-            args=_plain_args(args),
-            checkpoint_dir=output_dir,
-            recovery_dir=output_dir,
             decreasing=False,  # the metric is the mIoU
             max_history=args.checkpoint_hist,
             task=state,
         )
-        if args.resume:
-            restore_best(saver, args.resume, args._resume_ckpt)
-        with open(os.path.join(output_dir, "args.json"), "w") as f:
-            json.dump(vars(_plain_args(args)), f, indent=2, sort_keys=True)
     except OSError as e:
         raise UsageError(f"cannot write to the run folder {output_dir!r}: {one_line(e)}") from e
     return output_dir, saver

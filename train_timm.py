@@ -637,26 +637,23 @@ def _saver(
     Raises:
         UsageError: the run folder cannot be created or written.
     """
-    from salfmix_transforms.checkpoints import AtomicCheckpointSaver, restore_best
+    from salfmix_transforms.checkpoints import open_run_folder
 
     output_dir = _output_dir(args)
     try:
-        saver = AtomicCheckpointSaver(
+        saver = open_run_folder(
+            output_dir,
+            _checkpoint_args(args),
+            args.resume,
+            resume_ckpt,
             model=model,
             optimizer=optimizer,
-            args=_checkpoint_args(args),
             model_ema=model_ema,
             amp_scaler=loss_scaler,
-            checkpoint_dir=output_dir,
-            recovery_dir=output_dir,
             decreasing=True,  # the metric is the top-1 error
             max_history=args.checkpoint_hist,
             task=state,
         )
-        if resume_ckpt is not None:
-            restore_best(saver, args.resume, resume_ckpt)
-        with open(os.path.join(output_dir, "args.json"), "w") as f:
-            json.dump(vars(_checkpoint_args(args)), f, indent=2, sort_keys=True)
     except OSError as e:
         raise UsageError(f"cannot write to the run folder {output_dir!r}: {one_line(e)}") from e
     return output_dir, saver

@@ -16,8 +16,10 @@ intact ``checkpoint-N.pth.tar``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -32,6 +34,7 @@ __all__ = [
     "CorruptCheckpointError",
     "checkpoint_epoch",
     "find_resume_checkpoint",
+    "open_run_folder",
     "read_checksums",
     "restore_best",
     "sha256_file",
@@ -278,3 +281,30 @@ def _install_model_best(saver: AtomicCheckpointSaver, path: str, epoch: int) -> 
             saver.install(source, "model_best.pth.tar")
             return
     _logger.warning("no intact checkpoint of the best epoch %d: model_best.pth.tar is not updated", best)
+
+
+def open_run_folder(
+    output_dir: str,
+    run_args: argparse.Namespace,
+    resume: str = "",
+    resume_ckpt: dict[str, Any] | None = None,
+    **saver_kwargs: Any,
+) -> AtomicCheckpointSaver:
+    """The checkpoint saver of a training script's run folder ``output_dir``, ready for the first epoch.
+
+    An :class:`AtomicCheckpointSaver` (timm's arguments in ``saver_kwargs``: model, optimizer, ``decreasing``,
+    ``max_history``, ``task``, ...) saving ``run_args`` (plain values) in every checkpoint; a resumed run's
+    best so far restored (:func:`restore_best`, from checkpoint ``resume`` with metadata ``resume_ckpt``); and
+    ``run_args`` written to ``args.json``.
+
+    Raises:
+        OSError: the folder cannot be written.
+    """
+    saver = AtomicCheckpointSaver(
+        args=run_args, checkpoint_dir=output_dir, recovery_dir=output_dir, **saver_kwargs
+    )
+    if resume and resume_ckpt is not None:
+        restore_best(saver, resume, resume_ckpt)
+    with open(os.path.join(output_dir, "args.json"), "w") as f:
+        json.dump(vars(run_args), f, indent=2, sort_keys=True)
+    return saver
