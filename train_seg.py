@@ -161,11 +161,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if first.resume:
         first.resume, ckpt = _load_resume(first.resume)
         saved = {k: v for k, v in vars(ckpt.get("args") or argparse.Namespace()).items() if k in _RUN_FLAGS}
-        _check_resume_method(first, ckpt)
+        if first.method is not None:  # named as given, before the checkpoint's flags join it
+            _check_resume_method(first.resume, ckpt, first.method)
     args = parse_augmentation_flags(parser, argv, saved)
     if ckpt is not None:
         args.resume, args._resume_ckpt = first.resume, ckpt
-        _check_resume_method(args, ckpt)
+        _check_resume_model(args.resume, ckpt, args.model)
+        _check_resume_method(args.resume, ckpt, method_name(args))
     if args.dataset is None:
         args.dataset = "synthetic" if args.data_dir is None else "folder"
     if args.dataset == "synthetic" and args.data_dir is not None:
@@ -203,16 +205,18 @@ def _load_resume(path: str) -> tuple[str, dict[str, Any]]:
     return path, ckpt
 
 
-def _check_resume_method(args: argparse.Namespace, ckpt: dict[str, Any]) -> None:
-    """Refuse another ``--model`` or another augmentation than the checkpoint's. Called on the bare flags
-    (so that ``--method M`` is named as given) and again once the checkpoint's flags are filled in."""
-    path = args.resume
-    if ckpt.get("arch") not in (None, args.model):
-        raise UsageError(f"checkpoint {path!r} is of model {ckpt['arch']!r}, not --model {args.model}")
-    method = (ckpt.get("train_state") or {}).get("method")
-    mine = args.method if getattr(args, "given_flags", None) is None else method_name(args)
-    if method is not None and mine is not None and method != mine:
-        raise UsageError(f"checkpoint {path!r} was trained with --method {method}, not {mine}")
+def _check_resume_model(path: str, ckpt: dict[str, Any], model: str) -> None:
+    """Refuse a ``--model`` other than the checkpoint's."""
+    if ckpt.get("arch") not in (None, model):
+        raise UsageError(f"checkpoint {path!r} is of model {ckpt['arch']!r}, not --model {model}")
+
+
+def _check_resume_method(path: str, ckpt: dict[str, Any], method: str) -> None:
+    """Refuse an augmentation other than the checkpoint's (``method``: a ``--method`` name or
+    ``flags.method_name``)."""
+    trained = (ckpt.get("train_state") or {}).get("method")
+    if trained is not None and trained != method:
+        raise UsageError(f"checkpoint {path!r} was trained with --method {trained}, not {method}")
 
 
 # --- setup ----------------------------------------------------------------------------------------------

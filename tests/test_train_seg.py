@@ -482,3 +482,13 @@ def test_resume_keeps_the_number_of_loader_workers(tmp_path):
     assert [r["epoch"] for r in resumed] == ["1"]
     for key in ("train_loss", "eval_loss", "eval_miou"):
         assert resumed[0][key] == whole[1][key], key
+
+
+def test_resume_takes_the_model_of_the_checkpoint(tmp_path):
+    """A run of another model than the default resumes without --model (the checkpoint names it)."""
+    flags = ["--method", "baseline", "--model", "lraspp_mobilenet_v3_large", "--epochs", "1"]
+    flags += ["--limit-train", "8", "-b", "8"]
+    rc, folder = _run(tmp_path, *flags)
+    assert rc == 0
+    assert train_seg.main(["--resume", folder, "--epochs", "2", "--no-progress", "--threads", "2"]) == 0
+    assert [r["epoch"] for r in read_summary(folder)] == ["0", "1"]
