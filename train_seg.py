@@ -183,25 +183,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _load_resume(path: str) -> tuple[str, dict[str, Any]]:
     """The checkpoint that ``--resume path`` means (a file, or a run folder's newest intact checkpoint) and
-    its metadata."""
-    from timm.utils import load_checkpoint_metadata
-
-    from salfmix_transforms.checkpoints import CorruptCheckpointError, find_resume_checkpoint
+    its metadata (``checkpoints.load_resume_checkpoint``)."""
+    from salfmix_transforms.checkpoints import load_resume_checkpoint
 
     try:
-        path, note = find_resume_checkpoint(path)
-    except CorruptCheckpointError as e:
+        path, ckpt, note = load_resume_checkpoint(path)
+    except ValueError as e:  # CorruptCheckpointError included
         raise UsageError(one_line(e)) from e
     if note:
         _logger.warning("warning: %s", note)
-    if not os.path.isfile(path):
-        raise UsageError(f"--resume {path!r}: no such checkpoint")
-    try:
-        ckpt = load_checkpoint_metadata(path)
-    except Exception as e:
-        raise UsageError(f"--resume {path!r} cannot be read: {one_line(e)}") from e
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
-        raise UsageError(f"{path!r} is not a training checkpoint of train_seg.py")
     return path, ckpt
 
 

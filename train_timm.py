@@ -484,31 +484,23 @@ def _output_dir(args: argparse.Namespace) -> str:
         raise UsageError(f"cannot create the run folder in --output {root!r}: {one_line(e)}") from e
 
 
-def _resolve_resume(path: str, primary: bool) -> str:
-    """The checkpoint file that ``--resume path`` means (a run folder, a damaged ``last.pth.tar``: see
-    ``salfmix_transforms.checkpoints.find_resume_checkpoint``); a fallback is logged."""
-    from salfmix_transforms.checkpoints import CorruptCheckpointError, find_resume_checkpoint
+def _load_resume_metadata(args: argparse.Namespace) -> dict[str, Any]:
+    """The metadata of the checkpoint that ``--resume`` means (``checkpoints.load_resume_checkpoint``: a run
+    folder, a damaged ``last.pth.tar``; a fallback is logged); ``args.resume`` becomes its path. The
+    checkpoint must fit the flags.
+
+    Raises:
+        CheckpointError: no such checkpoint, unreadable, corrupt, or of another model, width or method.
+    """
+    from salfmix_transforms.checkpoints import load_resume_checkpoint
 
     try:
-        chosen, note = find_resume_checkpoint(path)
-    except CorruptCheckpointError as e:
-        raise CheckpointError(str(e)) from e
-    if note and primary:
+        args.resume, ckpt, note = load_resume_checkpoint(args.resume)
+    except ValueError as e:  # CorruptCheckpointError included
+        raise CheckpointError(one_line(e)) from e
+    if note and _is_primary(args):
         _logger.warning("warning: %s", note)
-    return chosen
-
-
-def _load_resume_metadata(path: str, args: argparse.Namespace) -> dict[str, Any]:
-    from timm.utils import load_checkpoint_metadata
-
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
-    try:
-        ckpt = load_checkpoint_metadata(path)
-    except Exception as e:  # unreadable / not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path!r}: {one_line(e)}") from e
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
-        raise CheckpointError(f"{path!r} is not a training checkpoint of this script (no state_dict / epoch)")
+    path = args.resume
     arch = ckpt.get("arch")
     if arch and arch != args.model:
         raise CheckpointError(f"checkpoint {path!r} is of model {arch!r}, not --model {args.model!r}")
@@ -712,9 +704,7 @@ def _setup(args: argparse.Namespace) -> _Run:
         saliency_cache = SaliencyCache(len(train_ds), device=device)
         transform.track_provenance = True
 
-    if args.resume:
-        args.resume = _resolve_resume(args.resume, _is_primary(args))
-    resume_ckpt = _load_resume_metadata(args.resume, args) if args.resume else None
+    resume_ckpt = _load_resume_metadata(args) if args.resume else None
 
     model = _create_model(args, num_classes)
     num_params = sum(p.numel() for p in model.parameters())

@@ -34,6 +34,7 @@ __all__ = [
     "CorruptCheckpointError",
     "checkpoint_epoch",
     "find_resume_checkpoint",
+    "load_resume_checkpoint",
     "open_run_folder",
     "read_checksums",
     "restore_best",
@@ -235,6 +236,29 @@ def find_resume_checkpoint(path: str) -> tuple[str, str | None]:
             f"resume from another checkpoint of {folder}"
         )
     return path, None
+
+
+def load_resume_checkpoint(path: str) -> tuple[str, dict[str, Any], str | None]:
+    """What ``--resume path`` of a training script means: the checkpoint file
+    (:func:`find_resume_checkpoint`), its metadata (timm's ``load_checkpoint_metadata``) and the fallback
+    note (``None`` when ``path`` itself is used).
+
+    Raises:
+        CorruptCheckpointError: the file fails its checksum.
+        ValueError: no such file, a file that is not a torch checkpoint, or one that is not a training
+            checkpoint (no ``state_dict`` / ``epoch``); the message names the path.
+    """
+    path, note = find_resume_checkpoint(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {path!r} does not exist")
+    try:
+        ckpt = load_checkpoint_metadata(path)
+    except Exception as e:  # not a torch file, truncated, ...
+        message = " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(f"cannot read checkpoint {path!r} (not a torch.save file?): {message}") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+        raise ValueError(f"{path!r} is not a training checkpoint (no state_dict / epoch)")
+    return path, ckpt, note
 
 
 def checkpoint_epoch(path: str | os.PathLike) -> int | None:

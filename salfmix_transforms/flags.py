@@ -31,8 +31,10 @@ __all__ = [
     "HYBRID_PARTNERS",
     "METHODS",
     "add_augmentation_flags",
+    "augmentation_dests",
     "build_batch_transform",
     "disable_mixing",
+    "flag_name",
     "method_name",
     "parse_augmentation_flags",
     "unused_tuning_flags",
@@ -157,9 +159,13 @@ def add_augmentation_flags(parser: argparse.ArgumentParser, grid_help: str = "po
 
 def augmentation_dests() -> tuple[str, ...]:
     """The ``args`` attributes :func:`add_augmentation_flags` defines (``mixup``, ..., ``method``)."""
+    return tuple(vars(_augmentation_parser().parse_args([])))
+
+
+def _augmentation_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     add_augmentation_flags(parser)
-    return tuple(action.dest for action in parser._actions)
+    return parser
 
 
 def parse_augmentation_flags(
@@ -218,9 +224,7 @@ def _check_method_flags(args: argparse.Namespace) -> None:
     would be named M but train something else."""
     if not args.method:
         return
-    parser = argparse.ArgumentParser(add_help=False)
-    add_augmentation_flags(parser)
-    base = vars(parser.parse_args([]))
+    base = vars(_augmentation_parser().parse_args([]))
     by_method = {m: _components(argparse.Namespace(**{**base, **flags})) for m, flags in METHODS.items()}
     expected, selected = by_method[args.method], _components(args)
     if selected == expected:
