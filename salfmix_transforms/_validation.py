@@ -400,8 +400,11 @@ def check_optional_alpha(alpha: object, name: str) -> float:
 
 
 def check_fill(value: object, name: str = "fill") -> float:
-    """The constant written into a cut-out region: a real number."""
-    return _check_real(value, name)
+    """The constant written into a cut-out region: a finite real number (NaN or inf would reach the loss)."""
+    value = _check_real(value, name)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {value}")
+    return value
 
 
 def _check_interval(value: object, name: str, low_open: bool) -> tuple[float, float]:

@@ -293,3 +293,11 @@ def test_salfmixa_copies_the_patch_of_an_array_of_any_dtype(dtype, shape):
     out = transform(image=image, saliency=_hot_map().numpy())["image"]
     assert out.dtype == image.dtype and out.shape == image.shape
     assert np.array_equal(out, _expected_copy(image, _hot_map(), 4))
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("cls", [Cutout, SaliencyCutout])
+def test_a_non_finite_fill_is_refused(cls, fill):
+    """A NaN or infinite fill would reach the loss as NaN: refused at construction, naming the argument."""
+    with pytest.raises(ValueError, match="fill must be a finite"):
+        cls(fill=fill)
