@@ -15,16 +15,14 @@ Protocols:
     (relative to the project root), ``tinyseg``, 100 epochs, seeds 0 and 1, train_seg.py's other defaults
     (AdamW lr 3e-3, wd 1e-4, cosine, batch 16, crops 128x168, SalfMix grid 4, ratio 0.3, one warm-up
     epoch), one OpenMP thread per run. Length: the grid is 5 methods x 2 seeds = 10 runs, two at a time
-    (``--jobs 2`` on the 2-core CPU), so 5 runs back to back; at a conservative 65 s per epoch (train and
-    eval, on a loaded machine) 10 x 100 x 65 s / 2 = 32,500 s ~ 9 h, inside one night (10 h; 110 epochs
-    would be the ceiling). Measured one epoch under load (``--limit-train 64``, extrapolated to 22 batches):
-    ~12 s baseline, ~22 s SalfMix / HybridMix v3 training plus ~2 s eval, so the night has a 2-3x margin.
-    Skipped with a message when the data is absent.
+    (``--jobs 2`` on the 2-core CPU). Measured on a quiet machine with two runs at a time (camvid-short, seed
+    2): ~9.8 s of training per epoch for baseline / Cutout / CutMix, ~16.4-17.5 s for SalfMix / HybridMix v3,
+    ~1.3 s of evaluation; so 10 x 100 epochs x ~15 s / 2 ~ 2.1 h quiet, and with the 2-4x slow-down of a
+    shared machine still inside one night (10 h). Skipped with a message when the data is absent.
 ``camvid-short``
     ``camvid-cpu`` at half the length (50 epochs, its own cosine schedule): the grid that fits in one
-    working session beside development (measured on a quiet machine, two runs at a time: ~10.5 s per
-    epoch for baseline / Cutout / CutMix, ~19 s for SalfMix / HybridMix v3, ~2 s eval; 10 runs x 50 epochs
-    -> ~70 min quiet, ~2 h with tests running beside it). The table in BENCHMARKS.md comes from it.
+    working session beside development (3 seeds: ~58 min quiet). The table in BENCHMARKS.md comes from it
+    (``--seeds 0 1 2``).
 ``synthetic-quick``
     for tests: train_seg.py's synthetic scenes (64x64, 4 classes), 32 train / 16 val images, batch 8,
     1 epoch without the SalfMix warm-up (so SalfMix runs), seed 0.
