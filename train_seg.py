@@ -60,6 +60,7 @@ from salfmix_transforms.cli import (
     non_negative_float,
     non_negative_int,
     one_line,
+    plain_flags,
     positive_float,
     positive_int,
     probability,
@@ -272,17 +273,6 @@ class _TrainState:
                 "aug_time_s": self.aug_time_s,
             },
         }
-
-
-def _plain_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The flags as plain values (what ``weights_only`` checkpoint loading accepts)."""
-    return argparse.Namespace(
-        **{
-            k: v
-            for k, v in vars(args).items()
-            if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))
-        }
-    )
 
 
 def _is_primary(args: argparse.Namespace) -> bool:
@@ -511,7 +501,7 @@ def _saver(args: argparse.Namespace, model: torch.nn.Module, optimizer: Any, sta
     try:
         saver = open_run_folder(
             output_dir,
-            _plain_args(args),
+            plain_flags(args),
             args.resume,
             getattr(args, "_resume_ckpt", None),
             model=model,

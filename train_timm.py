@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import datetime
 import json
 import logging
@@ -60,6 +59,7 @@ from salfmix_transforms.cli import (
     non_negative_float,
     non_negative_int,
     one_line,
+    plain_flags,
     positive_float,
     positive_int,
     probability,
@@ -635,7 +635,7 @@ def _saver(
     try:
         saver = open_run_folder(
             output_dir,
-            _checkpoint_args(args),
+            plain_flags(args),
             args.resume,
             resume_ckpt,
             model=model,
@@ -858,14 +858,6 @@ def _restore_saliency_cache(cache: Any, train_state: dict[str, Any], args: argpa
         cache.load_state_dict(saved)
     except ValueError as e:
         raise CheckpointError(f"checkpoint {args.resume!r}: {one_line(e)}") from e
-
-
-def _checkpoint_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The flags as plain values (what ``weights_only`` checkpoint loading accepts)."""
-    plain = {
-        k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, tuple, type(None)))
-    }
-    return argparse.Namespace(**copy.deepcopy(plain))
 
 
 # --- training -----------------------------------------------------------------------------------------

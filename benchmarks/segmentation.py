@@ -38,6 +38,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import shlex
@@ -91,14 +92,6 @@ PROTOCOLS = {
         seeds=(0, 1),
         args=("--model", "tinyseg", "--checkpoint-hist", "1"),
     ),
-    "camvid-short": Protocol(
-        "CamVid (11 classes, 367 train / 101 val, 171x128), tinyseg, CPU, half length",
-        "camvid",
-        ROOT.parent / "shared" / "data" / "camvid",
-        epochs=50,
-        seeds=(0, 1),
-        args=("--model", "tinyseg", "--checkpoint-hist", "1"),
-    ),
     "synthetic-quick": Protocol(
         "synthetic scenes (64x64, 4 classes), 32 train / 16 val, tinyseg, for tests",
         "synthetic",
@@ -109,6 +102,9 @@ PROTOCOLS = {
         salfmix_args=("--salfmix-warmup-epochs", "0"),
     ),
 }
+PROTOCOLS["camvid-short"] = dataclasses.replace(
+    PROTOCOLS["camvid-cpu"], description=PROTOCOLS["camvid-cpu"].description + ", half length", epochs=50
+)
 
 
 def settings(args: argparse.Namespace) -> dict:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -35,6 +36,7 @@ __all__ = [
     "non_negative_float",
     "non_negative_int",
     "one_line",
+    "plain_flags",
     "positive_float",
     "positive_int",
     "probability",
@@ -92,6 +94,16 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
     return value
+
+
+def plain_flags(args: argparse.Namespace) -> argparse.Namespace:
+    """The flags as plain values (str, numbers, bools, ``None``, lists and tuples of those, deep-copied):
+    what ``args.json`` and a ``weights_only`` checkpoint load hold. Anything else (a frozenset of the given
+    flags, a loaded checkpoint) is left out."""
+    plain = {
+        k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, tuple, type(None)))
+    }
+    return argparse.Namespace(**copy.deepcopy(plain))
 
 
 def one_line(error: BaseException) -> str:

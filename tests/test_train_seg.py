@@ -492,3 +492,12 @@ def test_resume_takes_the_model_of_the_checkpoint(tmp_path):
     assert rc == 0
     assert train_seg.main(["--resume", folder, "--epochs", "2", "--no-progress", "--threads", "2"]) == 0
     assert [r["epoch"] for r in read_summary(folder)] == ["0", "1"]
+
+
+def test_resume_keeps_list_valued_flags(tmp_path):
+    """--cutmix-minmax / --resizemix-scope take two values: they are saved in the checkpoint and come back."""
+    rc, folder = _run(tmp_path, "--method", "cutmix", "--cutmix-minmax", "0.3", "0.7", "--epochs", "1")
+    assert rc == 0
+    assert train_seg.main(["--resume", folder, "--epochs", "2", "--no-progress", "--threads", "2"]) == 0
+    with open(os.path.join(folder, "results.json")) as f:
+        assert "cutmix_minmax=(0.3, 0.7)" in json.load(f)["transform"]
