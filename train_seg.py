@@ -68,6 +68,7 @@ from salfmix_transforms.cli import (
     writable_folder,
 )
 from salfmix_transforms.distributed import (
+    DataOrder,
     ShardSampler,
     all_reduce_sum,
     broadcast_from_primary,
@@ -411,18 +412,20 @@ def _loaders(args: argparse.Namespace, train_ds: Any, val_ds: Any, device: torch
         )
         val_sampler = ShardSampler(len(val_ds), args.rank, args.world_size)
     loader_kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda")
+    data_order = DataOrder(args.seed, args.rank)  # paired seeds: every method sees the same batches
     train_loader = torch.utils.data.DataLoader(
         train_ds,
         args.batch_size,
         shuffle=train_sampler is None,
         sampler=train_sampler,
         drop_last=True,
+        generator=data_order.generator,
         **loader_kw,
     )
     val_loader = torch.utils.data.DataLoader(
         val_ds, args.batch_size, shuffle=False, sampler=val_sampler, **loader_kw
     )
-    return train_loader, val_loader, train_sampler
+    return train_loader, val_loader, train_sampler, data_order
 
 
 def _optimizer_and_scheduler(args: argparse.Namespace, model: torch.nn.Module, updates: int) -> tuple:
@@ -548,7 +551,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
 
     model = build_model(args.model, num_classes).to(device)
     transform = build_transform(args, num_classes, model)
-    train_loader, val_loader, train_sampler = _loaders(args, train_ds, val_ds, device)
+    train_loader, val_loader, train_sampler, data_order = _loaders(args, train_ds, val_ds, device)
     optimizer, scheduler, num_epochs = _optimizer_and_scheduler(args, model, len(train_loader))
     state = _TrainState(model, scheduler, method_name(args))
     start_epoch = _resume(args, model, optimizer, state, num_epochs) if args.resume else 0
@@ -559,7 +562,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     output_dir, saver = _saver_on_primary(args, model, optimizer, state)
     return dict(
         args=args, device=device, model=model, transform=transform, optimizer=optimizer, scheduler=scheduler,
-        train_loader=train_loader, val_loader=val_loader, train_sampler=train_sampler,
+        train_loader=train_loader, val_loader=val_loader, train_sampler=train_sampler, data_order=data_order,
         num_classes=num_classes, classes=classes, num_epochs=num_epochs, start_epoch=start_epoch,
         num_updates=start_epoch * len(train_loader), output_dir=output_dir, saver=saver, state=state,
         crop=train_ds.crop_size, sizes=(len(train_ds), len(val_ds)),
@@ -608,6 +611,7 @@ def train(run: dict[str, Any]) -> dict[str, Any]:
         _log_start(run)
     last: dict[str, float] = {}
     for epoch in range(run["start_epoch"], run["num_epochs"]):
+        run["data_order"].set_epoch(epoch)
         if run["train_sampler"] is not None:
             run["train_sampler"].set_epoch(epoch)
         if run["transform"] is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:

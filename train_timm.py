@@ -67,6 +67,7 @@ from salfmix_transforms.cli import (
     writable_folder,
 )
 from salfmix_transforms.distributed import (
+    DataOrder,
     ShardSampler,
     all_reduce_sum,
     broadcast_from_primary,
@@ -409,6 +410,7 @@ class _Run:
     train_loader: Any
     val_loader: Any
     train_sampler: Any
+    data_order: DataOrder
     transform: Any
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
@@ -731,12 +733,14 @@ def _setup(args: argparse.Namespace) -> _Run:
     # Workers are restarted every epoch (not persistent) and seeded from the main RNG, which checkpoints
     # restore: a resumed run draws the same crops, flips and orders as an uninterrupted one.
     loader_kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda")
+    data_order = DataOrder(args.seed, args.rank)  # paired seeds: every method sees the same batches
     train_loader = torch.utils.data.DataLoader(
         train_ds,
         batch_size=args.batch_size,
         shuffle=train_sampler is None,
         sampler=train_sampler,
         drop_last=True,
+        generator=data_order.generator,
         **loader_kw,
     )
     val_loader = torch.utils.data.DataLoader(
@@ -825,6 +829,7 @@ def _setup(args: argparse.Namespace) -> _Run:
         train_loader=train_loader,
         val_loader=val_loader,
         train_sampler=train_sampler,
+        data_order=data_order,
         transform=transform,
         optimizer=optimizer,
         lr_scheduler=lr_scheduler,
@@ -1075,6 +1080,7 @@ def _train(run: _Run) -> dict[str, Any]:
     if run.saver is not None and run.saver.best_metric is not None:
         best_metric, best_epoch = run.saver.best_metric, run.saver.best_epoch
     for epoch in range(run.start_epoch, run.num_epochs):
+        run.data_order.set_epoch(epoch)
         if run.train_sampler is not None:
             run.train_sampler.set_epoch(epoch)
         if transform is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:

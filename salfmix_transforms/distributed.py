@@ -11,6 +11,9 @@ timm's helpers do the set-up (``timm.utils.init_distributed_device``) and the Ba
   would have drawn (crops, flips, SalfMix cells, mixing boxes).
 * :func:`broadcast_from_primary`: what rank 0 alone found out (the run folder it created, or why it could
   not), so that every rank goes on or stops together instead of waiting in a collective.
+* :class:`DataOrder`: the training loader's shuffling and worker seeds as a function of (seed, epoch,
+  rank) alone, so that runs of different methods with one seed see the same batches in the same order
+  (paired seeds) however many random numbers their augmentation draws.
 * :func:`without_ddp`: the module below a ``DistributedDataParallel`` wrapper, for evaluation (ranks see
   different numbers of validation batches, and DDP's forward would wait for the others).
 """
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "DataOrder",
     "ShardSampler",
     "all_reduce_sum",
     "broadcast_from_primary",
@@ -55,6 +59,34 @@ class ShardSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class DataOrder:
+    """The random stream of a training ``DataLoader``, re-seeded from ``(seed, epoch, rank)`` every epoch.
+
+    A ``DataLoader`` without a ``generator`` draws its shuffling order and its workers' base seed from the
+    global torch RNG, which the batch transforms also draw from (SalfMix's patch positions, CutMix's
+    boxes): two runs with one seed but different methods then see different batches from the second epoch
+    on. Passing :attr:`generator` to the loader and calling :meth:`set_epoch` before each epoch makes the
+    order, and the crops and flips drawn in the loader's worker processes, the same for every method
+    (``num_workers >= 1``; with ``num_workers=0`` the image transforms run in the main process and draw from
+    the global RNG). A resumed run gets the same order too, since nothing here depends on earlier epochs.
+
+    Args:
+        seed: the run's seed (``--seed``).
+        rank: this process's rank (0 in a single process).
+    """
+
+    def __init__(self, seed: int, rank: int = 0) -> None:
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.generator = torch.Generator()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Re-seed :attr:`generator` for ``epoch`` (0-based), as ``DistributedSampler.set_epoch``."""
+        entropy = [self.seed % 2**63, int(epoch), self.rank]
+        self.generator.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 
 
 def all_reduce_sum(

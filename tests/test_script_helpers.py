@@ -20,6 +20,7 @@ from salfmix_transforms.cli import (
     report_error,
 )
 from salfmix_transforms.distributed import (
+    DataOrder,
     ShardSampler,
     all_reduce_sum,
     gather_rng_states,
@@ -44,6 +45,40 @@ def test_all_reduce_sum_without_a_group_returns_the_values():
     assert all_reduce_sum([1.5, 2.0], torch.device("cpu"), distributed=False) == [1.5, 2.0]
     cm = torch.ones(2, 2, dtype=torch.long)
     assert all_reduce_sum(cm, torch.device("cpu"), distributed=False) is cm
+
+
+class _IndexAndDraw(torch.utils.data.Dataset):
+    """Sample i is (i, a number drawn from the global torch RNG of the process that loads it)."""
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, index: int):
+        return index, torch.rand(())
+
+
+def _epoch_batches(order: DataOrder, epoch: int, transform_draws: int) -> list[list[float]]:
+    """One epoch of a shuffled 1-worker loader, after ``transform_draws`` draws from the global RNG (what a
+    batch transform of some method would have drawn so far)."""
+    loader = torch.utils.data.DataLoader(
+        _IndexAndDraw(), batch_size=4, shuffle=True, num_workers=1, generator=order.generator
+    )
+    torch.rand(transform_draws)
+    order.set_epoch(epoch)
+    return [torch.stack([i.double(), r.double()]).flatten().tolist() for i, r in loader]
+
+
+def test_data_order_pairs_runs_whatever_the_transforms_draw():
+    """Paired seeds: the batches (and the loader workers' random draws) of an epoch depend on seed, epoch
+    and rank only, not on how many random numbers a method drew before."""
+    torch.manual_seed(0)
+    plain = _epoch_batches(DataOrder(seed=3), epoch=1, transform_draws=0)
+    torch.manual_seed(0)
+    mixing = _epoch_batches(DataOrder(seed=3), epoch=1, transform_draws=1000)
+    assert plain == mixing
+    assert plain != _epoch_batches(DataOrder(seed=3), epoch=2, transform_draws=0)
+    assert plain != _epoch_batches(DataOrder(seed=4), epoch=1, transform_draws=0)
+    assert plain != _epoch_batches(DataOrder(seed=3, rank=1), epoch=1, transform_draws=0)
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
