@@ -170,10 +170,9 @@ PROTOCOLS = {
         seeds=(0, 1),
         # The paper's Tiny-ImageNet settings where they fit (Section 5.1; train_timm.py's defaults give SGD
         # lr 0.05 momentum 0.9 wd 1e-4): batch 128, grid 8, r = 0.3; a cosine schedule for the short run.
-        args=(
-            "-b", "128", "--salfmix-grid", "8", "--salfmix-ratio", "0.3", "--sched", "cosine",
-            "-j", "1", "--checkpoint-hist", "1",
-        ),  # fmt: skip
+        args=tuple(
+            "-b 128 --salfmix-grid 8 --salfmix-ratio 0.3 --sched cosine -j 1 --checkpoint-hist 1".split()
+        ),
         val_split="val",
         threads=1,
         # Cheap rows first, so that a partial run pairs SalfMix (cached) with the baseline and Cutout early.
