@@ -166,6 +166,66 @@ def mean_std(values: list[float]) -> str:
     return f"{mean:.2f} ± {statistics.stdev(values):.2f}"
 
 
+def t_quantile(probability: float, df: int) -> float:
+    """Student's t quantile (scipy, which scikit-learn in the ``train`` extra brings)."""
+    from scipy.stats import t
+
+    return float(t.ppf(probability, df))
+
+
+def paired_difference(runs_a: list[dict], runs_b: list[dict], key: str) -> dict | None:
+    """``a - b`` of ``key`` over the seeds both have, with a 95 % confidence interval.
+
+    Seeds pair two methods' runs: seed s starts both from the same weights (and, for runs made since
+    ``DataOrder``, the same batches), so the difference is taken seed by seed and its spread is the spread
+    of the differences, not of each method. The interval is ``mean ± t(0.975, n - 1) * sd / sqrt(n)``;
+    ``None`` without a shared seed, and no interval from a single pair.
+    """
+    by_seed_b = {r["seed"]: r[key] for r in runs_b if r.get(key) is not None}
+    pairs = sorted((r["seed"], r[key] - by_seed_b[r["seed"]]) for r in runs_a if r["seed"] in by_seed_b)
+    if not pairs:
+        return None
+    diffs = [d for _, d in pairs]
+    mean = statistics.fmean(diffs)
+    low = high = None
+    if len(diffs) > 1:
+        half = t_quantile(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+        low, high = mean - half, mean + half
+    return {"seeds": [s for s, _ in pairs], "diffs": diffs, "mean": mean, "low": low, "high": high}
+
+
+def paired_table(
+    comparisons: list[tuple[str, str]], runs: dict[str, list[dict]], key: str, what: str, better: str
+) -> list[str]:
+    """Markdown lines of the paired differences ``a - b`` of ``key`` for each comparison with shared seeds.
+
+    ``better``: ``"lower"`` (an error) or ``"higher"`` (mIoU) - which sign of the difference favours ``a``.
+    """
+    header = f"| comparison | seeds | {what} per seed | mean | 95 % CI | distinguishable from 0? |"
+    lines = [header, "| --- | --- | --- | ---: | --- | --- |"]
+    for a, b in comparisons:
+        result = paired_difference(runs.get(a, []), runs.get(b, []), key)
+        if result is None:
+            continue
+        seeds = ", ".join(str(s) for s in result["seeds"])
+        per_seed = ", ".join(f"{d:+.2f}" for d in result["diffs"])
+        if result["low"] is None:
+            interval, verdict = "— (one seed)", "no interval"
+        elif result["low"] == result["high"]:  # equal differences (errors come in steps of 1/N images)
+            interval, verdict = "— (no spread)", "cannot tell from equal differences"
+        else:
+            interval = f"[{result['low']:+.2f}, {result['high']:+.2f}]"
+            if result["low"] > 0 or result["high"] < 0:
+                favours = (result["mean"] < 0) == (better == "lower")
+                verdict = f"yes: `{a if favours else b}` better"
+            else:
+                verdict = "no"
+        lines.append(
+            f"| `{a}` − `{b}` | {seeds} | {per_seed} | {result['mean']:+.2f} | {interval} | {verdict} |"
+        )
+    return lines
+
+
 def print_plan(
     tag: str, args: argparse.Namespace, runs: list[Run], pending: list[Run], note: str = ""
 ) -> None:

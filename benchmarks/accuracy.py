@@ -355,6 +355,17 @@ def _paper_cell(row: str, column: str) -> str:
     return "—"
 
 
+# Paired differences shown under each table (a - b of the top-1 error, seed by seed; issue 23).
+PAIRED_COMPARISONS: list[tuple[str, str]] = [
+    ("salfmix", "baseline"),
+    ("salfmix", "cutout"),
+    ("salfmix-cached", "baseline"),
+    ("salfmix-cached", "cutout"),
+    ("hybridmix-v3", "cutmix"),
+    ("salfmix-cached", "salfmix"),
+    ("hybridmix-v1-cached", "hybridmix-v1"),
+]
+
 PAPER_HEADERS = {"cifar": "paper (CIFAR-10 / CIFAR-100)", "tinyimagenet": "paper (Tiny-ImageNet-200, R-18)"}
 
 
@@ -409,7 +420,19 @@ def results_table(records: list[dict], args: argparse.Namespace) -> str:
             "",
             f"({others} result(s) of this protocol with other settings are in the file, not shown.)",
         ]
-    return "\n".join([*intro, "", *lines]) + "\n"
+    by_method = {m: [r for r in mine if r.get("method") == m] for m in METHODS}
+    paired = _runs.paired_table(PAIRED_COMPARISONS, by_method, "best_top1_err", "Δ best top-1 err", "lower")
+    if len(paired) > 2:
+        paired = [
+            "",
+            "Paired differences of the best top-1 error (percentage points; negative: the first method has "
+            "the lower error), seed by seed, with a 95 % t interval over the seeds:",
+            "",
+            *paired,
+        ]
+    else:
+        paired = []
+    return "\n".join([*intro, "", *lines, *paired]) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------

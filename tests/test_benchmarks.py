@@ -10,6 +10,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ def _load(path: Path, name: str):
 
 accuracy = _load(ACCURACY, "benchmarks_accuracy")
 perturbation = _load(PERTURBATION, "benchmarks_perturbation")
+pointing = _load(ROOT / "benchmarks" / "pointing.py", "benchmarks_pointing")
 
 
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -239,6 +241,18 @@ def test_accuracy_tiny_run_writes_a_row_and_resumes(tiny_folder, tmp_path):
         assert row[2] == "—" and 0.0 < float(row[4]) < 100.0
         assert 0.0 <= float(row[5]) <= 100.0 and 0.0 <= float(row[6]) <= 100.0
 
+    # pointing.py on the same network: a box on every validation image (the left half), grid 4.
+    boxed = tmp_path / "boxed"
+    shutil.copytree(tiny_folder, boxed)
+    names = sorted(p.name for p in (boxed / "val").rglob("*.png"))
+    (boxed / "val_boxes.tsv").write_text("".join(f"{n}\tclass0\t0\t0\t15\t31\n" for n in names))
+    probe = _run(str(ROOT / "benchmarks" / "pointing.py"), "--runs", str(run_dir), "--data-dir", str(boxed),
+                 "--grid", "4", "--out", str(out))  # fmt: skip
+    assert probe.returncode == 0, probe.stdout[-3000:] + probe.stderr[-3000:]
+    (row,) = _table_with(_tables(out.read_text()), "network")[1:]
+    assert row[1] == "8" and float(row[2]) == 50.0 and float(row[3]) == 50.0  # grid 4: 8 of 16 centres
+    assert all(0.0 <= float(v) <= 100.0 for v in row[4:])
+
 
 # --- perturbation.py helpers ---------------------------------------------------------------------------
 
@@ -310,6 +324,66 @@ def test_table_mean_and_std_over_seeds():
     cached = next(row for row in rows if "`salfmix-cached`" in row[0])
     assert cached[1] == "0" and cached[6] == "—"
     assert accuracy.completed(records, accuracy.plan_runs(args)[0]) is None  # baseline seed 0 not done
+
+
+def test_tin20_plans_the_paper_tinyimagenet_settings_and_quotes_table_7():
+    args = _args("--protocol", "tin20")
+    runs = accuracy.plan_runs(args)
+    assert [(r.method, r.seed) for r in runs[:6]] == [(m, 0) for m in accuracy.PROTOCOLS["tin20"].rows]
+    assert len(runs) == 12  # six rows, seeds 0 and 1
+    for run in runs:
+        command = " ".join(run.command)
+        assert "--epochs 30 --width 0.25" in command and "--val-split val" in command
+        assert "-b 128 --salfmix-grid 8 --salfmix-ratio 0.3 --sched cosine" in command
+    sid = accuracy.settings_id(accuracy.protocol_settings(args))
+    records = [
+        {"protocol": "tin20", "method": m, "seed": 0, "settings_id": sid, "best_top1_err": e, "seconds": 60.0}
+        for m, e in (("baseline", 70.0), ("salfmix", 68.5))
+    ]
+    tables = _tables(accuracy.results_table(records, args))
+    rows = {row[0]: row for row in _table_with(tables, "method")[1:]}
+    assert len(rows) == 6  # the protocol's rows only
+    assert rows["SalfMix (`salfmix`)"][6] == "40.28 (Table 7)"
+    assert rows["HybridMix v3 (+ CutMix) (`hybridmix-v3`)"][6] == "36.86 (Table 7)"
+    assert rows["SalfMix, cached saliency (`salfmix-cached`)"][6] == "—"
+    paired = _table_with(tables, "comparison")
+    assert paired[1][:5] == ["`salfmix` − `baseline`", "0", "-1.50", "-1.50", "— (one seed)"]
+
+
+def test_paired_difference_is_taken_seed_by_seed_with_a_t_interval():
+    runs_a = [{"seed": s, "err": e} for s, e in ((0, 20.0), (1, 21.0), (2, 19.0), (5, 30.0))]
+    runs_b = [{"seed": s, "err": e} for s, e in ((0, 21.0), (1, 23.0), (2, 19.5), (3, 10.0))]
+    result = accuracy._runs.paired_difference(runs_a, runs_b, "err")
+    assert result["seeds"] == [0, 1, 2] and result["diffs"] == [-1.0, -2.0, -0.5]
+    # mean -7/6, sd of (-1, -2, -0.5) = 0.7638; t(0.975, 2) = 4.3027: half width 1.8974
+    assert result["mean"] == pytest.approx(-7 / 6)
+    assert result["low"] == pytest.approx(-7 / 6 - 1.8974, abs=1e-3)
+    assert result["high"] == pytest.approx(-7 / 6 + 1.8974, abs=1e-3)
+    assert accuracy._runs.paired_difference(runs_a, [{"seed": 9, "err": 1.0}], "err") is None
+    lines = accuracy._runs.paired_table([("a", "b")], {"a": runs_a, "b": runs_b}, "err", "Δ", "lower")
+    assert lines[2].endswith("| no |")  # the interval [-3.06, +0.73] holds 0
+    tight = [{"seed": s, "err": e - 3.0} for s, e in ((0, 21.0), (1, 23.1), (2, 19.4))]
+    lines = accuracy._runs.paired_table([("a", "b")], {"a": tight, "b": runs_b}, "err", "Δ", "lower")
+    assert lines[2].endswith("| yes: `a` better |")
+
+
+def test_pointing_counts_salfmix_cells_on_and_off_the_object_box():
+    # 64 px, grid 8: cells of 8 px with centres at 3.5, 11.5, ...; box x 0-15, y 0-15 holds 2 x 2 centres.
+    boxes = torch.tensor([[0, 0, 15, 15], [0, 0, 15, 15]])
+    maps = torch.zeros(2, 64, 64)
+    maps[0, 0:8, 8:16] = 5.0  # R_m = cell (0, 1): on the box
+    maps[0, 56:64, 56:64] = -1.0  # R_l = cell (7, 7): off the box
+    maps[1, 40:48, 40:48] = 5.0  # R_m = cell (5, 5): off the box
+    maps[1, 8:16, 8:16] = -1.0  # R_l = cell (1, 1): on the box
+    result = pointing.pointing(maps, boxes, grid=8)
+    assert result.images == 2
+    assert result.max_on_box == 50.0 and result.min_off_box == 50.0
+    assert result.chance_on_box == pytest.approx(100 * 4 / 64)
+    assert result.box_share == pytest.approx(100 * 256 / 4096)
+    # The cache's 16 x 16 bfloat16 cells keep these cells (4 px cells nest in the 8 px grid).
+    assert pointing.pointing(pointing.cached_form(maps), boxes, grid=8) == result
+    inside = pointing.cell_centres_in_boxes(torch.tensor([[8, 0, 8, 63]]), 64, 8)
+    assert not inside.any()  # a one-pixel column at x = 8 holds no centre (centres at 3.5 and 11.5)
 
 
 def test_whole_run_times_sum_every_epoch_once_across_resumes(tmp_path):
