@@ -1,4 +1,6 @@
-"""Findings of a new-user review of the drop-in and the saliency cache (each failed before its fix)."""
+"""API conventions a timm user relies on: timm's Mixup arguments and defaults, multi_label refused by
+name, how to turn a method on, warnings at the caller's line, model= for every registry name, the cache's
+default resolution. Each test failed before its fix (a new-user review of the drop-in and the cache)."""
 
 from __future__ import annotations
 
