@@ -33,7 +33,11 @@ training class (dropped), images in a sub-folder of a class folder (a class of i
 folder. Every image is decoded once (JPEGs at 1/8 scale, about 0.1 ms for a small image): unreadable files
 (truncated, not an image) are skipped with one warning, or refused when they are more than 1% of a split.
 Images of another size than the first are resized and centre-cropped, in training and validation alike, and
-16-bit greyscale images are scaled to 8 bits (PIL's RGB conversion clips them to white).
+16-bit greyscale images are scaled to 8 bits (PIL's RGB conversion clips them to white). 32-bit float
+greyscale images (mode ``F``, e.g. float TIFFs) must hold intensities in [0, 1], torchvision's convention for
+float images, and are scaled x255 (PIL's conversion would make them black); one with values outside [0, 1]
+(no per-image min-max guess, which would give every image another contrast) or with NaN or inf pixels is
+refused, naming the file.
 """
 
 from __future__ import annotations
@@ -212,12 +216,27 @@ def _image_files(directory: str) -> list[str]:
 
 def _to_rgb(img: Any) -> Any:
     """A PIL image as 8-bit RGB. Integer greyscale (``I;16`` of 16-bit PNGs and TIFFs, ``I``) is scaled from
-    0-65535 to 0-255 first: PIL's ``convert("RGB")`` clips it, which turns most 16-bit images white."""
+    0-65535 to 0-255 first: PIL's ``convert("RGB")`` clips it, which turns most 16-bit images white. Float
+    greyscale (``F``) holds intensities in [0, 1] (torchvision's convention for float images) and is scaled
+    x255 (clipped to [0, 1] first): PIL's conversion would round [0, 1] to black.
+
+    Raises:
+        DatasetError: a float image with NaN or inf pixels (:func:`_inspect_images` refuses them before
+            training; this catches a file changed since).
+    """
     from PIL import Image
 
     if img.mode == "RGB":
         return img
-    if img.mode.startswith("I"):
+    if img.mode == "F":
+        # timm's reader opens a file object: its name is the path
+        name = getattr(img, "filename", "") or getattr(getattr(img, "fp", None), "name", "")
+        values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all():
+            name = name if isinstance(name, str) and name else "a 32-bit float image"
+            raise DatasetError(f"{name}: pixels that are not finite (NaN or inf): repair or remove the image")
+        img = Image.fromarray(np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8))
+    elif img.mode.startswith("I"):
         grey = np.rint(np.asarray(img, dtype=np.float64) / 257.0)
         img = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
     return img.convert("RGB")
@@ -401,7 +420,11 @@ def _check_classes(train_root: str, val_root: str) -> list[str]:
 
 
 def _inspect_images(paths: list[str]) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
-    """Decode every image once: ``({path: (width, height)}, {path: why it cannot be read})``."""
+    """Decode every image once: ``({path: (width, height)}, {path: why it cannot be read})``.
+
+    Raises:
+        DatasetError: a float image (mode ``F``) with NaN or inf pixels or values outside [0, 1].
+    """
     from PIL import Image
 
     sizes, unreadable = {}, {}
@@ -411,9 +434,30 @@ def _inspect_images(paths: list[str]) -> tuple[dict[str, tuple[int, int]], dict[
                 sizes[path] = img.size
                 img.draft(img.mode, (1, 1))  # JPEG: decode at 1/8 scale; the whole file is still read
                 img.load()
+                values = np.asarray(img) if img.mode == "F" else None
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for a broken file
             unreadable[path] = " ".join(str(e).split()) or type(e).__name__
+            continue
+        if values is not None:
+            _check_float_pixels(path, values)
     return sizes, unreadable
+
+
+def _check_float_pixels(path: str, values: np.ndarray) -> None:
+    """Refuse a float image that :func:`_to_rgb` cannot scale: NaN or inf pixels, values outside [0, 1]."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise DatasetError(
+            f"{path}: {values.size - int(finite.sum())} of {values.size} pixels are not finite (NaN or inf): "
+            "repair or remove the image"
+        )
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low < 0.0 or high > 1.0:
+        raise DatasetError(
+            f"{path} is a 32-bit float image with values in [{low:g}, {high:g}]: float images must hold "
+            "intensities in [0, 1] (scaled x255, torchvision's convention); rescale it to [0, 1] or save it "
+            "as an 8- or 16-bit image"
+        )
 
 
 def _skip_unreadable(dataset: Any, root: str, unreadable: dict[str, str]) -> None:

@@ -32,6 +32,8 @@ Choices (the paper does not have a cache):
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -305,14 +307,73 @@ class SaliencyCache:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        maps = state["maps"]
-        if tuple(maps.shape) != tuple(self.maps.shape):
+        """Restore what :meth:`state_dict` saved (a checkpoint's cache).
+
+        Maps with NaN or inf values are dropped: they read as never written (SalfMix picks random cells until
+        the sample is next seen), with one warning saying how many.
+
+        Raises:
+            ValueError: a state that cannot be restored (not a dict, an entry missing, ``maps`` or
+                ``written_epoch`` of another shape or type, epochs below -1); the message names the entry
+                and what was expected. The cache is left as it was.
+        """
+        shape = tuple(self.maps.shape)
+        if not isinstance(state, Mapping):
             raise ValueError(
-                f"the saved saliency cache has maps {tuple(maps.shape)}, this one {tuple(self.maps.shape)}: "
+                "the saved saliency cache must be a dict with 'maps' and 'written_epoch' (SaliencyCache."
+                f"state_dict()), got {type(state).__name__}"
+            )
+        for key in ("maps", "written_epoch"):
+            if key not in state:
+                raise ValueError(
+                    f"the saved saliency cache has no {key!r} entry (SaliencyCache.state_dict())"
+                )
+        maps, written = state["maps"], state["written_epoch"]
+        if not isinstance(maps, torch.Tensor) or not maps.is_floating_point():
+            raise ValueError(
+                f"the saved saliency cache's 'maps' must be a floating-point tensor {shape}, got "
+                f"{_describe(maps)}"
+            )
+        if tuple(maps.shape) != shape:
+            raise ValueError(
+                f"the saved saliency cache has maps {tuple(maps.shape)}, this one {shape}: "
                 "another data set size or resolution"
             )
+        if (
+            not isinstance(written, torch.Tensor)
+            or written.is_floating_point()
+            or written.is_complex()
+            or written.dtype == torch.bool
+            or tuple(written.shape) != (self.num_samples,)
+        ):
+            raise ValueError(
+                f"the saved saliency cache's 'written_epoch' must be a ({self.num_samples},) integer tensor "
+                f"(the epoch of each sample's map, -1 for never), got {_describe(written)}"
+            )
+        if written.numel() and (int(written.min()) < -1 or int(written.max()) > torch.iinfo(torch.int32).max):
+            raise ValueError(
+                "the saved saliency cache's 'written_epoch' must hold -1 (never written) or epochs >= 0, got "
+                f"values in [{int(written.min())}, {int(written.max())}]"
+            )
+        finite = torch.isfinite(maps).flatten(1).all(dim=1).to(self.maps.device)
         self.maps.copy_(maps)
-        self.written_epoch.copy_(state["written_epoch"])
+        self.written_epoch.copy_(written)
+        dropped = int((~finite).sum())
+        if dropped:
+            self.maps[~finite] = 0
+            self.written_epoch[~finite] = -1
+            warnings.warn(
+                f"the saved saliency cache holds {dropped} of {self.num_samples} maps with NaN or inf "
+                "values: they are dropped (read as never written, rebuilt when the samples are next seen)",
+                stacklevel=2,
+            )
+
+
+def _describe(value: object) -> str:
+    """A tensor's dtype and shape, or another value's type name (for error messages)."""
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}"
+    return type(value).__name__
 
 
 def _all_gather_update(
