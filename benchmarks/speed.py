@@ -21,6 +21,13 @@ synchronized around every repeat. Ratios are always between times of the same ru
     python benchmarks/speed.py                 # full run (several minutes on 2 CPU cores)
     python benchmarks/speed.py --quick         # all four sections, small settings, about a minute
     python benchmarks/speed.py --out speed.md  # also write the markdown to a file
+    python benchmarks/speed.py --sections 4 --step-size 64 --step-batch 128 --amp bf16 --channels-last \
+        --compile --json step.json             # section 4 as one configuration, its numbers also as JSON
+
+``--amp bf16``, ``--channels-last`` and ``--compile`` apply to section 4 only (section 2 has its own bf16
+and channels_last rows); ``--compile`` compiles the model only (``torch.compile(model)``, mode default),
+which both the training step and the transforms' saliency pass then call, and times after the warm-up calls
+(at least 3 per candidate, so every graph is compiled before the clock runs).
 
 The exit status is 1 when one of the package's own transforms failed (its cell shows ``error``); a missing
 optional library (kornia, OpenCV's contrib saliency module) only gives ``n/a``.
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import math
 import os
 import platform
@@ -471,6 +479,7 @@ class StepVariant:
     saliency_mode: str = "train"
     bf16: bool = False
     channels_last: bool = False
+    compile: bool = False  # torch.compile(model) (section 4's --compile)
 
 
 STEP_VARIANTS = [
@@ -509,6 +518,10 @@ def step_factories(
         if "model" not in state:
             torch.manual_seed(args.seed)
             model = _make_model(args.width, device, variant.channels_last)
+            if variant.compile:
+                # The model only (mode default): the step and the saliency pass call the compiled module,
+                # as train_timm.py --torchcompile does; the transforms themselves stay eager.
+                model = torch.compile(model, backend=args.compile_backend)
             # A small learning rate keeps the weights sane over hundreds of timed steps.
             state["model"] = model
             state["opt"] = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
@@ -692,17 +705,75 @@ def section_steps(args: argparse.Namespace, device: torch.device) -> tuple[str, 
 # ---------------------------------------------------------------------------------------------------------
 
 SOURCES = ("salfmix", "salfmix cached", "salfmix lowres", "hybrid", "hybrid cached", "hybrid lowres")
+# Keys of section 4's JSON (--json): method -> timing name prefix, source -> timing name suffix.
+JSON_METHODS = {"salfmix": "salfmix", "hybridmix-v3": "hybrid"}
+JSON_SOURCES = {"exact": "", "cached": " cached", "lowres": " lowres"}
+
+
+def sources_variant(args: argparse.Namespace) -> StepVariant:
+    """Section 4's configuration: fp32 eager by default, else what --amp / --channels-last / --compile ask."""
+    return StepVariant(
+        "sources", bf16=args.amp == "bf16", channels_last=args.channels_last, compile=args.compile
+    )
+
+
+def _sources_json(
+    args: argparse.Namespace, device: torch.device, variant: StepVariant, timing: Timing, warmup: int
+) -> dict[str, Any]:
+    plain = timing.get("plain")
+
+    def ms(name: str) -> float | None:
+        value = timing.get(name)
+        return None if value is None else value * 1e3
+
+    def ratio(name: str) -> float | None:
+        value = timing.get(name)
+        return None if value is None or plain is None or plain <= 0 else value / plain
+
+    return {
+        "section": 4,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "machine": machine_line(device),
+        "config": {
+            "model": "preactresnet18",
+            "width": args.width,
+            "batch": args.step_batch,
+            "size": args.step_size,
+            "amp": "bf16" if variant.bf16 else None,
+            "channels_last": variant.channels_last,
+            "compile": variant.compile,
+            "compile_backend": args.compile_backend if variant.compile else None,
+            "saliency_mode": variant.saliency_mode,
+            "repeats": args.step_repeats,
+            "warmup": warmup,
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        },
+        "plain_ms": ms("plain"),
+        "median_ms": {
+            method: {source: ms(prefix + suffix) for source, suffix in JSON_SOURCES.items()}
+            for method, prefix in JSON_METHODS.items()
+        },
+        "ratios": {
+            method: {source: ratio(prefix + suffix) for source, suffix in JSON_SOURCES.items()}
+            for method, prefix in JSON_METHODS.items()
+        },
+        "errors": dict(timing.errors),
+    }
 
 
 def section_sources(args: argparse.Namespace, device: torch.device) -> tuple[str, list[str]]:
-    variant = STEP_VARIANTS[0]
+    variant = sources_variant(args)
+    # Under torch.compile the first calls compile (the step, the saliency pass, the lowres size): untimed.
+    warmup = max(args.warmup, 3) if variant.compile else args.warmup
     timing = time_group(
         _only(step_factories(variant, args, device), ("plain", *SOURCES)),
         device=device,
         repeats=args.step_repeats,
-        warmup=args.warmup,
+        warmup=warmup,
         min_repeat_s=0.0,
     )
+    args.json_results[4] = _sources_json(args, device, variant, timing, warmup)
     plain = timing.get("plain")
     rows = []
     for method, label in (("salfmix", "SalfMix"), ("hybrid", "HybridMix v3")):
@@ -713,6 +784,11 @@ def section_sources(args: argparse.Namespace, device: torch.device) -> tuple[str
     errors = [f"sources / {k}: {m}" for k, m in timing.errors.items() if m.startswith("error")]
     print("[speed] saliency sources done", file=sys.stderr)
     width = "full width" if args.width == 1.0 else f"width x{args.width:g}"
+    precision = "bf16 autocast" if variant.bf16 else "fp32"
+    if variant.channels_last:
+        precision += ", channels_last"
+    if variant.compile:
+        precision += f", `torch.compile(model)` ({args.compile_backend}, {warmup} warm-up calls)"
     table = markdown_table(
         [
             "saliency source",
@@ -729,8 +805,9 @@ def section_sources(args: argparse.Namespace, device: torch.device) -> tuple[str
     text = [
         "## 4. Saliency sources: exact, cached, lowres",
         "",
-        f"PreActResNet-18 ({width}), batch {args.step_batch} at {args.step_size}x{args.step_size}, fp32, "
-        f"`saliency_mode='train'`; median of {args.step_repeats} steps per candidate (round-robin). "
+        f"PreActResNet-18 ({width}), batch {args.step_batch} at {args.step_size}x{args.step_size}, "
+        f"{precision}, `saliency_mode='train'`; median of {args.step_repeats} steps per candidate "
+        "(round-robin). "
         + prose(
             """
             exact: the transform with `model=` (an extra forward and input-only backward, eq. 2-3). cached:
@@ -885,10 +962,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sizes", type=int, nargs="+", help="image sides for sections 1 and 3 (default 32 64)"
     )
     parser.add_argument("--repeats", type=int, help="timed repeats per candidate, sections 1 and 3")
-    parser.add_argument("--step-repeats", type=int, help="timed training steps per candidate, section 2")
-    parser.add_argument("--step-batch", type=int, help="section 2 batch (default 64 on CPU, 256 on CUDA)")
-    parser.add_argument("--step-size", type=int, default=32, help="section 2 image side")
-    parser.add_argument("--width", type=float, help="section 2 PreActResNet-18 width multiplier (default 1)")
+    parser.add_argument(
+        "--step-repeats", type=int, help="timed training steps per candidate, sections 2 and 4"
+    )
+    parser.add_argument(
+        "--step-batch", type=int, help="sections 2 and 4 batch (default 64 on CPU, 256 on CUDA)"
+    )
+    parser.add_argument("--step-size", type=int, default=32, help="sections 2 and 4 image side")
+    parser.add_argument(
+        "--width", type=float, help="sections 2 and 4 PreActResNet-18 width multiplier (default 1)"
+    )
+    parser.add_argument(
+        "--amp", choices=("bf16",), help="section 4: step and transform under torch.autocast(bfloat16)"
+    )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="section 4: channels_last model and batch"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="section 4: torch.compile(model) (mode default), timed after warm-up",
+    )
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile backend for --compile (default inductor)"
+    )
+    parser.add_argument("--json", type=Path, help="also write section 4's medians and ratios as JSON here")
     parser.add_argument("--static-batch", type=int, help="section 3 batch (default 128)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate before timing")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's choice)")
@@ -919,6 +1017,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--sections must be a subset of 1,2,3,4, got {args.sections}")
     if any(b < 2 or b % 2 for b in args.batches):
         parser.error("--batches must be even numbers >= 2 (timm's Mixup needs an even batch)")
+    if args.json is not None and 4 not in args.sections:
+        parser.error("--json writes section 4's numbers: add 4 to --sections")
+    args.json_results = {}
     return args
 
 
@@ -951,6 +1052,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(markdown)
+    if args.json is not None and 4 in args.json_results:
+        record = {
+            **args.json_results[4],
+            "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "total_s": round(time.perf_counter() - started, 2),
+            "errors_of_ours": errors,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
     return 1 if errors else 0
 
 

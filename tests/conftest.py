@@ -38,3 +38,62 @@ def tiny_folder(tmp_path_factory) -> Path:
     Module-scoped: a test must not damage it (``make_image_folder(tmp_path / ...)`` makes one that may be).
     """
     return make_image_folder(tmp_path_factory.mktemp("tiny_folder"), TINY_FOLDER_SPLITS)
+
+
+# --- the device / dtype matrix (issue 22), in the style of kornia's test suite -----------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="devices of the tests that take the `device` fixture: cpu (default), cuda, all (cpu and, where "
+        "the machine has one, cuda), or a comma-separated list",
+    )
+    parser.addoption(
+        "--dtype",
+        default="float32",
+        help="dtypes of the tests that take the `dtype` fixture: float32 (default), all (float32, float64, "
+        "bfloat16, float16), or a comma-separated list",
+    )
+
+
+_DTYPES = {name: getattr(torch, name) for name in ("float32", "float64", "bfloat16", "float16")}
+
+
+def _devices(option: str) -> list[str]:
+    if option == "all":
+        return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    devices = [d.strip() for d in option.split(",") if d.strip()]
+    if "cuda" in devices and not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda: this machine has no CUDA device")
+    return devices
+
+
+def _dtypes(option: str) -> list[str]:
+    names = list(_DTYPES) if option == "all" else [d.strip() for d in option.split(",") if d.strip()]
+    unknown = [n for n in names if n not in _DTYPES]
+    if unknown:
+        raise pytest.UsageError(f"--dtype: unknown {', '.join(unknown)} (known: {', '.join(_DTYPES)}, all)")
+    return names
+
+
+def _parametrized_by_the_test(metafunc: pytest.Metafunc, name: str) -> bool:
+    """Whether the test's own ``@pytest.mark.parametrize`` gives ``name`` (its values then win)."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+        if name in names:
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize the ``device`` and ``dtype`` fixtures from ``--device`` / ``--dtype`` (a test that
+    parametrizes one of them itself keeps its own values)."""
+    if "device" in metafunc.fixturenames and not _parametrized_by_the_test(metafunc, "device"):
+        devices = _devices(metafunc.config.getoption("--device"))
+        metafunc.parametrize("device", [torch.device(d) for d in devices], ids=devices)
+    if "dtype" in metafunc.fixturenames and not _parametrized_by_the_test(metafunc, "dtype"):
+        names = _dtypes(metafunc.config.getoption("--dtype"))
+        metafunc.parametrize("dtype", [_DTYPES[n] for n in names], ids=names)
