@@ -20,8 +20,10 @@ import inspect
 import os
 import warnings
 from collections.abc import Callable
+from types import FrameType
 
 import torch
+import torch.nn.modules.module
 
 from ._random import resolve_generator
 from ._validation import (
@@ -38,21 +40,45 @@ from ._validation import (
 )
 from .targets import infer_num_classes, is_dense_target, smooth_checked_targets
 
-__all__ = ["BatchTransform", "EpochCounter", "all_own"]
+__all__ = ["BatchTransform", "EpochCounter", "all_own", "user_stacklevel"]
 
 
-def _caller_level() -> int:
-    """``stacklevel`` for a ``warnings.warn`` in :meth:`BatchTransform.warn_once`: the first frame outside
-    this package (so the warning points at the user's line, and Python's once-per-line filter keys on it)."""
-    package = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_TORCH_MODULE = os.path.abspath(torch.nn.modules.module.__file__)
+
+
+def _internal_frame(frame: FrameType) -> bool:
+    """A frame of this package, or of ``nn.Module``'s call machinery (``Module._wrapped_call_impl``,
+    ``Module._call_impl``), which lies between the user's ``task(x, y)`` and ``SalfMixTask.forward``."""
+    filename = os.path.abspath(frame.f_code.co_filename)
+    return filename.startswith(_PACKAGE) or filename == _TORCH_MODULE
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` made by the function that calls this one: the first frame
+    outside this package and outside ``nn.Module``'s call machinery, so that the warning points at the
+    user's line (and Python's once-per-line filter keys on it), also when the call went through
+    ``SalfMixTask`` (``task(x, y)``)."""
     frame = inspect.currentframe()
-    for _ in range(2):  # this function, then warn_once: level 2 is warn_once's caller
-        frame = frame.f_back if frame is not None else None
-    level = 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+    frame = frame.f_back if frame is not None else None  # the function that warns: stacklevel 1
+    level = 1
+    while frame is not None and _internal_frame(frame):
         frame = frame.f_back
         level += 1
     return level
+
+
+def _same_tensor_type(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``out`` as the tensor subclass of ``like`` (a ``tv_tensors.Image`` in, a ``tv_tensors.Image`` out);
+    plain tensors pass through untouched (no copy, no host synchronisation)."""
+    kind = type(like)
+    if kind is torch.Tensor or type(out) is kind:
+        return out
+    from torchvision import tv_tensors
+
+    if isinstance(like, tv_tensors.TVTensor):
+        return tv_tensors.wrap(out, like=like)
+    return out
 
 
 def all_own(x: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -85,6 +111,9 @@ class EpochCounter:
         self.start_epoch = 0
         self.steps = 0
         self.epoch_was_set = False
+        # Something besides the warm-up reads the epoch (SalfMixTask's mixup_off_epoch), so that
+        # steps_per_epoch matters even without a warm-up.
+        self.epoch_read_elsewhere = False
 
     @property
     def epoch(self) -> int:
@@ -111,6 +140,12 @@ class EpochCounter:
         """A warm-up that nothing can end: no ``steps_per_epoch`` and :meth:`set_epoch` never called."""
         return self.warmup_epochs > 0 and self.steps_per_epoch is None and not self.epoch_was_set
 
+    @property
+    def steps_unused(self) -> bool:
+        """A ``steps_per_epoch`` that can never matter: no warm-up to end, and nothing else reads the epoch
+        (:attr:`epoch_read_elsewhere`)."""
+        return self.steps_per_epoch is not None and self.warmup_epochs == 0 and not self.epoch_read_elsewhere
+
 
 class BatchTransform:
     """Base class: subclasses implement :meth:`_apply`.
@@ -120,9 +155,11 @@ class BatchTransform:
             applied (timm's formula); when ``None``, single-image methods return the target as they got it.
         label_smoothing: smoothing ``s`` of the soft targets, in [0, 1].
         warmup_epochs: number of epochs at the start of training during which the transform is the identity
-            (Algorithm 2 skips SalfMix in the first epoch); see :class:`EpochCounter`.
+            (Algorithm 2 skips SalfMix in the first epoch); see :class:`EpochCounter`. 0 here; the
+            SalfMix family (SalfMix, RandomSelfMix, SaliencyCutout, HybridMix) defaults to 1.
         steps_per_epoch: calls per epoch (``len(loader)``), so that the warm-up ends without
-            :meth:`set_epoch`; see :class:`EpochCounter`.
+            :meth:`set_epoch`; see :class:`EpochCounter`. With ``warmup_epochs=0`` it has no effect and the
+            first call warns (unless ``SalfMixTask(mixup_off_epoch=...)`` reads the epoch it counts).
         generator: default ``torch.Generator`` for every random choice (a call's ``generator=`` wins).
         ignore_index: the class index of unlabelled pixels in class masks (B, H, W) (default 255, PASCAL VOC's
             and Cityscapes'; CamVid's is 11): cut-out pixels get it, soft dense targets get all-zero pixels
@@ -175,6 +212,11 @@ class BatchTransform:
     def in_warmup(self) -> bool:
         return self.counter.in_warmup
 
+    @property
+    def epoch_counter(self) -> EpochCounter:
+        """The :class:`EpochCounter` behind :attr:`epoch` (a composing transform's: its SalfMix's)."""
+        return self.counter
+
     def warn_once(self, key: str, message: str) -> None:
         """``warnings.warn(message)`` the first time ``key`` is met by this transform, then never again.
 
@@ -183,7 +225,7 @@ class BatchTransform:
         """
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(f"{self.message_name}: {message}", UserWarning, stacklevel=_caller_level())
+            warnings.warn(f"{self.message_name}: {message}", UserWarning, stacklevel=user_stacklevel())
 
     # -- call -------------------------------------------------------------------------------------------
 
@@ -230,15 +272,36 @@ class BatchTransform:
 
     def __call__(
         self,
-        x: torch.Tensor,
-        target: torch.Tensor,
+        x: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor],
+        target: torch.Tensor | None = None,
         *,
         model: torch.nn.Module | None = None,
         saliency: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor]:
+        """``x, target = transform(x, target)`` (timm's call), or torchvision v2 ``MixUp``'s packed
+        ``transform((x, target))``, which returns the structure it got (a tuple or a list).
+
+        A ``torchvision.tv_tensors.Image`` batch comes back as a ``tv_tensors.Image``.
+        """
+        packed = target is None and isinstance(x, (tuple, list))
+        if packed:
+            if len(x) != 2:
+                raise TypeError(
+                    "target is missing: call as transform(x, target) or transform((x, target)), got one "
+                    f"{type(x).__name__} of {len(x)} items"
+                )
+            container, (x, target) = type(x), x
+        elif target is None:
+            raise TypeError(
+                "target is missing: call as transform(x, target) or transform((x, target)), got one "
+                f"{type(x).__name__}"
+            )
+        images = x
         x, target = self._check_call(x, target)
-        return self.call_checked(x, target, model=model, saliency=saliency, generator=generator)
+        out, target = self.call_checked(x, target, model=model, saliency=saliency, generator=generator)
+        out = _same_tensor_type(out, images)
+        return [out, target] if packed and container is list else (out, target)
 
     def call_checked(
         self,
@@ -281,6 +344,13 @@ class BatchTransform:
                 f"warmup_epochs={self.warmup_epochs}, but nothing ends the warm-up: the transform stays the "
                 "identity. Call set_epoch(epoch) at the start of every epoch, or pass "
                 "steps_per_epoch=len(loader) to the constructor.",
+            )
+        if self.counter.steps_unused:
+            self.warn_once(
+                "steps_per_epoch",
+                f"steps_per_epoch={self.steps_per_epoch} has no effect with warmup_epochs=0: it counts the "
+                "epochs that end the warm-up (or that SalfMixTask's mixup_off_epoch reads). Drop it, or give "
+                "warmup_epochs >= 1 for the warm-up of Algorithm 2.",
             )
 
     def _apply(

@@ -116,6 +116,8 @@ class SaliencyCutout(SalfMix):
 
     Args:
         fill: the value written into ``P_l``.
+        warmup_epochs: SalfMix's warm-up, 1 by default (no Cutout of ``P_l`` in the first epoch, as SalfMix
+            and ``methods.build("cutout-sal")``); ``warmup_epochs=0`` turns it off.
         grid, ratio, prob and the keyword arguments (``pool``, ``saliency_mode``, ``inplace``, ``model``,
             ``num_classes``, ...): those of :class:`~salfmix_transforms.salfmix.SalfMix`.
     """
@@ -127,9 +129,10 @@ class SaliencyCutout(SalfMix):
         prob: float = 1.0,
         *,
         fill: float = 0.0,
+        warmup_epochs: int = 1,
         **kwargs: object,
     ) -> None:
-        super().__init__(grid, ratio, prob, **kwargs)
+        super().__init__(grid, ratio, prob, warmup_epochs=warmup_epochs, **kwargs)
         self.fill = check_fill(fill)
 
     def _apply(

@@ -376,7 +376,7 @@ def _salfmix_kwargs(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
         kw["saliency_scale"] = args.saliency_scale
     # Choice: every SalfMix-family method skips the first epoch, as HybridMix does in Algorithm 2 (the
     # saliency of an untrained network is noise); RandomSelfMix too, so that the ablation differs from SalfMix
-    # only by the saliency. The classes themselves default to 0 (library users decide).
+    # only by the saliency. The classes default to the same one epoch.
     kw["warmup_epochs"] = 1 if args.salfmix_warmup_epochs is None else args.salfmix_warmup_epochs
     return kw
 

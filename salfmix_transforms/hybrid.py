@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ._base import BatchTransform, all_own
+from ._base import BatchTransform, EpochCounter, all_own
 from ._validation import (
     IGNORE_INDEX,
     check_bool,
@@ -90,7 +90,9 @@ class HybridMix(BatchTransform):
         salfmix_grid, salfmix_ratio, salfmix_pool, saliency_mode, saliency_scale: SalfMix's ``grid`` (n),
             ``ratio`` (r), ``pool``, ``saliency_mode`` and ``saliency_scale``
             (:class:`~salfmix_transforms.salfmix.SalfMix`).
-        warmup_epochs: epochs without SalfMix at the start (Algorithm 2: 1); the two-image mix still runs.
+        warmup_epochs: epochs without SalfMix at the start; the default, 1, is Algorithm 2's (as
+            ``methods.build("hybridmix-v3")`` and :class:`~salfmix_transforms.salfmix.SalfMix`), 0 turns
+            it off. The two-image mix runs in every epoch.
         steps_per_epoch: calls per epoch (``len(loader)``), so that the warm-up ends without
             :meth:`set_epoch` (:class:`~salfmix_transforms._base.EpochCounter`).
         model: the network being trained, used for SalfMix's saliency when a call passes none.
@@ -260,6 +262,10 @@ class HybridMix(BatchTransform):
         return self.salfmix.epoch
 
     @property
+    def epoch_counter(self) -> EpochCounter:
+        return self.salfmix.counter
+
+    @property
     def model(self) -> torch.nn.Module | None:
         return self.salfmix.model
 
@@ -309,6 +315,8 @@ class HybridMix(BatchTransform):
                 x, target, model=model, saliency=saliency, generator=generator
             )
             own = self.salfmix.provenance
+        else:
+            self.salfmix.counter.step()  # the epoch still counts (SalfMixTask's mixup_off_epoch reads it)
         if dense:
             soft = self._soft_targets(moved)  # the labels of P_m moved with its pixels (Algorithm 1, line 6)
         if self.two_image_active:

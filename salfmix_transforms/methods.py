@@ -30,8 +30,9 @@ Choices shared by every name: ``label_smoothing=0`` (the paper trains with plain
 mixed labels) and soft targets over ``num_classes``; every SalfMix-family method (``cutout-sal``,
 ``salfmix``, ``salfmix-nosal`` and the HybridMix versions) skips one warm-up epoch (Algorithm 2: the
 saliency of an untrained network is noise; the ablation too, so that it differs from SalfMix only by the
-saliency). ``overrides`` replace any constructor argument of the transform, e.g. ``warmup_epochs=0``,
-``grid=8`` or ``model=model``.
+saliency). That warm-up is the classes' own default (``warmup_epochs=1``), so a name and its class build
+the same transform. ``overrides`` replace any constructor argument of the transform, e.g.
+``warmup_epochs=0``, ``grid=8`` or ``model=model``.
 """
 
 from __future__ import annotations
@@ -73,14 +74,12 @@ class MethodSpec:
     paper: str = ""
 
 
-_WARMUP = {"warmup_epochs": 1}
-
 _SPECS = (
     MethodSpec("baseline", None, paper="Tables 4-5"),
     MethodSpec("cutout", Cutout, {"mask_ratio": 0.5}, paper="Tables 4-5, 9"),
-    MethodSpec("cutout-sal", SaliencyCutout, _WARMUP, self_mixing=True, needs_model=True, paper="Table 9"),
-    MethodSpec("salfmix", SalfMix, _WARMUP, self_mixing=True, needs_model=True, paper="Alg. 1, Tables 4-5"),
-    MethodSpec("salfmix-nosal", RandomSelfMix, _WARMUP, self_mixing=True, paper="Table 10"),
+    MethodSpec("cutout-sal", SaliencyCutout, self_mixing=True, needs_model=True, paper="Table 9"),
+    MethodSpec("salfmix", SalfMix, self_mixing=True, needs_model=True, paper="Alg. 1, Tables 4-5"),
+    MethodSpec("salfmix-nosal", RandomSelfMix, self_mixing=True, paper="Table 10"),
     MethodSpec("mixup", Mixup, {"mixup_alpha": 1.0}, two_image=True, paper="Tables 4-5"),
     MethodSpec("cutmix", CutMix, {"cutmix_alpha": 1.0}, two_image=True, paper="Tables 4-5"),
     MethodSpec("saliencymix", SaliencyMix, {"alpha": 1.0}, two_image=True, paper="Tables 4-5"),
@@ -89,7 +88,6 @@ _SPECS = (
         MethodSpec(
             f"hybridmix-{version}",
             getattr(HybridMix, version),
-            {"warmup_epochs": 1},
             self_mixing=True,
             needs_model=True,
             two_image=True,

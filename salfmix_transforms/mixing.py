@@ -28,7 +28,9 @@ Choices beyond timm (which asserts an even batch and loops over the samples):
   ``torch.where`` (a batch-wide box is a sliced copy), per-sample ResizeMix scales are one gather-based
   bilinear resize, and the frame writes each result into one output tensor (few full-size temporaries);
 * targets are always soft (B, K); ``K`` is ``num_classes`` or, when that is ``None``, the width of the soft
-  targets given (class indices then need ``num_classes``);
+  targets given (class indices then need ``num_classes``); they are float32 with ``lam`` in float32 whatever
+  the images' dtype, where timm's 'pair' / 'elem' targets round ``lam`` to the images' dtype (see
+  :class:`Mixup`); the pixels are timm's in every dtype;
 * dense targets (a class mask (B, H, W) or soft (B, K, H, W)) come back as soft dense targets
   (B, K, H, W) mixed with the image's own geometry (:meth:`TwoImageMix.apply_target`): the partner's box
   is pasted (one-hot pixels stay one-hot), ResizeMix's partner is resized with nearest interpolation, and
@@ -508,9 +510,19 @@ class Mixup(TwoImageMix):
     ``Mixup(**mixup_args)`` in timm's ``train.py`` is an exact drop-in. With ``cutmix_alpha = 0`` (the
     default) it is plain Mixup: the label weight of the kept image is exactly ``lam``. With
     ``cutmix_alpha > 0`` or ``cutmix_minmax`` it switches to :class:`CutMix` with probability
-    ``switch_prob`` (only CutMix when ``mixup_alpha = 0``), drawing in timm's order. In 'batch' mode the
-    arithmetic is timm's (``x * lam + x_flip * (1 - lam)`` with a Python float); per sample it runs in
-    float32 (float64 for float64 input) and the result is cast back to the input's dtype.
+    ``switch_prob`` (only CutMix when ``mixup_alpha = 0``), drawing in timm's order. The pixel arithmetic is
+    timm's in every dtype and mode (bit for bit, ``tests/test_timm_parity_dtypes.py``): in 'batch' mode
+    ``x * lam + x_flip * (1 - lam)`` with a Python float; per sample ``lam`` rounded to float32 (timm's
+    NumPy float32 ``lam_batch``), each product rounded to the input's dtype, then their sum.
+
+    Targets, where this differs from timm: they are float32 with the per-sample ``lam`` in float32 whatever
+    the images' dtype, i.e. exactly timm's targets for the same batch in float32. timm's ``_mix_pair`` /
+    ``_mix_elem`` return ``torch.tensor(lam_batch, dtype=x.dtype)``, so in 'pair' / 'elem' mode its targets
+    depend on the images' dtype: float64 targets for float64 images, and for float16 / bfloat16 images
+    ``lam`` and ``1 - lam`` rounded to that dtype, so that a row sums to 1 only within 2**-12 (float16) or
+    2**-9 (bfloat16). Why not: the package's soft targets are float32 probability rows (they sum to 1) in
+    every mode and dtype, and the label weight should not depend on the precision the images are stored in.
+    'batch' mode equals timm's targets in every dtype.
 
     Args:
         mixup_alpha: Beta parameter of Mixup; Mixup is on if > 0.
@@ -589,12 +601,14 @@ class Mixup(TwoImageMix):
         if layout.shared:
             value = float(lam[0])
             return _mix_with_partner(x, value, 1.0 - value), value, None
+        # timm's per-sample arithmetic: lam is rounded to float32 (its NumPy float32 lam_batch), each
+        # product is rounded to the input's dtype, then the sum (``x[i] * lam + x[j] * (1 - lam)``).
+        weight = lam.to(torch.float32).view(-1, 1, 1, 1)
         dtype = compute_dtype(x.dtype)
-        weight = lam.to(dtype).view(-1, 1, 1, 1)
         if x.dtype != dtype:
-            out = x.to(dtype) * weight + x.flip(0).to(dtype) * (1.0 - weight)
-            return out.to(x.dtype), lam, None
-        return _mix_with_partner(x, weight, 1.0 - weight), lam, None
+            out = (x.to(dtype) * weight).to(x.dtype)
+            return out.add_((x.flip(0).to(dtype) * (1.0 - weight)).to(x.dtype)), lam, None
+        return _mix_with_partner(x, weight.to(dtype), (1.0 - weight).to(dtype)), lam, None
 
 
 class _BoxMix(TwoImageMix):
@@ -697,6 +711,7 @@ class CutMix(_BoxMix):
     ) -> MixParams:
         lam = sample_beta(self.alpha, slots, generator, device)
         if self.cutmix_minmax is not None:
+            _check_minmax_fits(self.cutmix_minmax, height, width)
             return MixParams(lam, box=minmax_box(height, width, self.cutmix_minmax, slots, generator, device))
         return MixParams(lam, centre=sample_box_centres(height, width, slots, generator, device))
 
@@ -708,6 +723,19 @@ class CutMix(_BoxMix):
         else:
             box = cutmix_box(x.shape[2], x.shape[3], params.lam, *params.centre)
         return tuple(layout.expand(corner) for corner in box), layout.shared
+
+
+def _check_minmax_fits(minmax: tuple[float, float], height: int, width: int) -> None:
+    """timm's ``rand_bbox_minmax`` draws the box sides from ``[int(S * low), int(S * high))``; on an image too
+    small for that range to hold a side, timm's ``np.random.randint`` raises, and so do we (by name)."""
+    low, high = minmax
+    for side, size in (("height", height), ("width", width)):
+        if int(size * low) >= int(size * high):
+            raise ValueError(
+                f"cutmix_minmax={minmax!r} leaves no box {side} on images of {height}x{width} "
+                f"(int({size} * {low}) = {int(size * low)} >= int({size} * {high}) = {int(size * high)}; "
+                "timm's rand_bbox_minmax raises too): widen cutmix_minmax or use larger images"
+            )
 
 
 class SaliencyMix(_BoxMix):

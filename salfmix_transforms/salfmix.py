@@ -73,9 +73,15 @@ class SalfMix(BatchTransform):
         inplace: ``True`` overwrites ``x`` and returns it (as timm's ``Mixup`` and torchvision's
             ``RandomErasing(inplace=True)`` do), saving one copy of the batch; ``x`` must not require grad.
             The default returns a new tensor and leaves ``x`` as it was.
-        num_classes, label_smoothing, warmup_epochs, steps_per_epoch, generator (keyword only): see
-            :class:`~salfmix_transforms._base.BatchTransform`. Without ``set_epoch`` calls and without
-            ``steps_per_epoch``, a warm-up of ``warmup_epochs > 0`` never ends: the first call warns.
+        warmup_epochs: epochs at the start of training during which the transform is the identity. The
+            default, 1, is the paper's warm-up (Algorithm 2: no SalfMix in the first epoch, whose saliency is
+            that of an untrained network), the same as ``methods.build("salfmix")`` and ``train_timm.py``;
+            ``warmup_epochs=0`` turns it off (SalfMix from the first call). The warm-up ends with
+            :meth:`set_epoch` or ``steps_per_epoch`` (:class:`~salfmix_transforms._base.EpochCounter`):
+            without either it never ends, and the first call warns; a ``steps_per_epoch`` with
+            ``warmup_epochs=0`` has no effect, and the first call warns too.
+        num_classes, label_smoothing, steps_per_epoch, generator (keyword only): see
+            :class:`~salfmix_transforms._base.BatchTransform`.
     """
 
     def __init__(
@@ -89,9 +95,10 @@ class SalfMix(BatchTransform):
         inplace: bool = False,
         model: torch.nn.Module | None = None,
         saliency_scale: float = 1.0,
+        warmup_epochs: int = 1,
         **kwargs: object,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(warmup_epochs=warmup_epochs, **kwargs)
         self.saliency_scale = check_ratio(saliency_scale, "saliency_scale")
         self.grid = check_grid(grid)
         self.ratio = check_ratio(ratio)
@@ -281,7 +288,8 @@ class RandomSelfMix(SalfMix):
     and device of the map it is given.
 
     Choice: ``R_m`` and ``R_l`` are drawn independently, so they may coincide. With ``pool=False`` the
-    cells are single pixels.
+    cells are single pixels. It warms up as SalfMix does (``warmup_epochs=1`` by default, as
+    ``methods.build("salfmix-nosal")``), so that the ablation differs from SalfMix only by the saliency.
     """
 
     def _selection_draws(self, grid_shape: tuple[int, int]) -> int:

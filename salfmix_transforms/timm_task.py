@@ -7,7 +7,8 @@ transforms first, with the model being trained, so that one changed line of ``tr
 into a SalfMix / HybridMix run (``docs/timm.md``, route B)::
 
     task = SalfMixTask(HybridMix.v3(num_classes=args.num_classes, steps_per_epoch=len(loader_train)),
-                       model=model, criterion=train_loss_fn, device=device, dtype=model_dtype)
+                       model=model, criterion=train_loss_fn, device=device, dtype=model_dtype,
+                       mixup_off_epoch=args.mixup_off_epoch)  # timm's --mixup-off-epoch, else ignored
 
 Unlike timm's ``mixup_fn`` (route A), which ``train.py`` calls only with ``--no-prefetcher``, the task works
 with the prefetcher (timm's default), channels_last, ``--amp``, ``--torchcompile`` and distributed training.
@@ -26,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._base import user_stacklevel
+from ._validation import check_non_negative_int
 from .saliency import plain_module
 from .targets import smooth_checked_targets
 
@@ -181,6 +184,13 @@ class SalfMixTask(ClassificationTask):
       saliency pass of :func:`~salfmix_transforms.saliency.gradient_saliency` computes its loss in float32 and
       is fine in float16 / bfloat16 (an underflowed or non-finite map only makes SalfMix pick random cells);
       ``autocast_transform=False`` runs the transform, and so the saliency pass, in full precision;
+    * ``--mixup-off-epoch``: timm's ``train.py`` switches off only its own mixup (``mixup_fn`` or the
+      prefetcher's), never the task's transform, so the task takes it itself:
+      ``SalfMixTask(..., mixup_off_epoch=args.mixup_off_epoch)``. From the transform's epoch
+      ``mixup_off_epoch`` on (counted as for the warm-up: ``steps_per_epoch`` or :meth:`set_epoch`, restored
+      by ``--resume``) it sets ``transform.mixup_enabled = False``, as timm does to its ``mixup_fn`` and
+      ``train_timm.py`` to its transforms: HybridMix keeps SalfMix, a plain ``Mixup`` / ``CutMix`` returns
+      the batch unmixed. 0 (timm's default) never switches it off;
     * the criterion always gets soft targets (B, K) (:class:`SoftTargetCriterion`, which also turns class
       indices into one-hot rows in eval mode); ``LabelSmoothingCrossEntropy``, timm's ``train_loss_fn`` with
       the default ``--smoothing 0.1`` and no ``--mixup`` / ``--cutmix``, is replaced by the same loss on soft
@@ -198,12 +208,16 @@ class SalfMixTask(ClassificationTask):
             (timm 1.0.31 has it), whose result is adapted likewise.
         device, dtype, verbose: timm's ``TrainingTask`` arguments.
         autocast_transform: ``False`` runs the transform with autocast disabled.
+        mixup_off_epoch: timm's ``--mixup-off-epoch`` (``args.mixup_off_epoch``): the epoch (0-based) from
+            which the transform's two-image mix is off; 0 never (see above).
 
     Raises:
-        TypeError: ``transform`` is not callable, or the criterion cannot take soft targets
-            (``JsdCrossEntropy``).
-        ValueError: both ``criterion`` and ``criterion_kwargs`` are given, or the labels would be smoothed
-            twice (the transform's ``label_smoothing`` and the criterion's smoothing both > 0).
+        TypeError: ``transform`` is not callable, the criterion cannot take soft targets
+            (``JsdCrossEntropy``), or ``mixup_off_epoch`` is not an integer.
+        ValueError: both ``criterion`` and ``criterion_kwargs`` are given, the labels would be smoothed
+            twice (the transform's ``label_smoothing`` and the criterion's smoothing both > 0), or
+            ``mixup_off_epoch`` is negative or is > 0 for a transform without a two-image mix (no
+            ``mixup_enabled``, e.g. ``SalfMix``) or without an ``epoch``.
     """
 
     def __init__(
@@ -217,11 +231,20 @@ class SalfMixTask(ClassificationTask):
         verbose: bool = True,
         *,
         autocast_transform: bool = True,
+        mixup_off_epoch: int = 0,
     ) -> None:
         if not callable(transform):
             raise TypeError(
                 "transform must be a batch transform called as transform(x, target, model=model), got "
                 f"{type(transform).__name__}"
+            )
+        mixup_off_epoch = check_non_negative_int(mixup_off_epoch, "mixup_off_epoch")
+        if mixup_off_epoch and not (hasattr(transform, "mixup_enabled") and hasattr(transform, "epoch")):
+            raise ValueError(
+                f"mixup_off_epoch={mixup_off_epoch} switches off a two-image mix, and the transform "
+                f"{type(transform).__name__} has none (no mixup_enabled / epoch): drop mixup_off_epoch "
+                "(timm's --mixup-off-epoch), or use a transform with a two-image mix (HybridMix, Mixup, "
+                "CutMix, ...)"
             )
         if criterion_kwargs:
             if criterion is not None:
@@ -236,7 +259,12 @@ class SalfMixTask(ClassificationTask):
         super().__init__(model=model, criterion=criterion, device=device, dtype=dtype, verbose=verbose)
         self.transform = transform
         self.autocast_transform = bool(autocast_transform)
+        self.mixup_off_epoch = mixup_off_epoch
+        counter = getattr(transform, "epoch_counter", None)
+        if mixup_off_epoch and counter is not None:
+            counter.epoch_read_elsewhere = True  # its steps_per_epoch matters now, warm-up or not
         self._warned_soft = False
+        self._warned_epochs = False
         if self.verbose:
             _logger.info(f"{type(self).__name__}: transform={transform!r}")
 
@@ -289,6 +317,29 @@ class SalfMixTask(ClassificationTask):
 
     # -- forward ---------------------------------------------------------------------------------------
 
+    def _switch_mixing_off(self) -> None:
+        """``--mixup-off-epoch``: ``mixup_enabled = False`` from the transform's epoch ``mixup_off_epoch`` on
+        (Python integers only: no host synchronisation)."""
+        transform = self.transform
+        if transform.mixup_enabled and int(transform.epoch) >= self.mixup_off_epoch:
+            transform.mixup_enabled = False
+        counter = getattr(transform, "epoch_counter", None)
+        if (
+            not self._warned_epochs
+            and counter is not None
+            and counter.steps_per_epoch is None
+            and not counter.epoch_was_set
+        ):
+            self._warned_epochs = True
+            warnings.warn(
+                f"{type(self).__name__}: mixup_off_epoch={self.mixup_off_epoch}, but nothing counts the "
+                f"epochs of the transform ({type(transform).__name__}), so its two-image mix is never "
+                "switched off: give the transform steps_per_epoch=len(loader_train), or call "
+                "task.set_epoch(epoch) at the start of every epoch",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Apply the transform (training mode only), then ``ClassificationTask.forward``.
 
@@ -304,8 +355,10 @@ class SalfMixTask(ClassificationTask):
                     "already mixed before the task (timm's --mixup / --cutmix)? The task's transform mixes "
                     "it again; drop those flags, the transform does the mixing",
                     UserWarning,
-                    stacklevel=4,  # forward <- Module._call_impl <- Module._wrapped_call_impl <- caller
+                    stacklevel=user_stacklevel(),  # the caller of task(...), past nn.Module's frames
                 )
+            if self.mixup_off_epoch:
+                self._switch_mixing_off()
             if self.autocast_transform:
                 input, target = self.transform(input, target, model=model)
             else:

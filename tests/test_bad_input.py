@@ -98,9 +98,9 @@ def test_the_warm_up_of_an_inplace_transform_returns_the_batch_itself():
     "factory",
     [
         lambda: Cutout(inplace=True),
-        lambda: SaliencyCutout(inplace=True),
-        lambda: SalfMix(inplace=True),
-        lambda: RandomSelfMix(inplace=True),
+        lambda: SaliencyCutout(inplace=True, warmup_epochs=0),
+        lambda: SalfMix(inplace=True, warmup_epochs=0),
+        lambda: RandomSelfMix(inplace=True, warmup_epochs=0),
     ],
     ids=["cutout", "saliencycutout", "salfmix", "randomselfmix"],
 )
@@ -139,7 +139,7 @@ def test_inplace_refuses_an_inference_tensor_outside_inference_mode():
         lambda: SaliencyMix(num_classes=4),
         lambda: ResizeMix(num_classes=4),
         lambda: HybridMix.v3(num_classes=4, salfmix_prob=0.0),
-        lambda: SalfMix(num_classes=4),
+        lambda: SalfMix(num_classes=4, warmup_epochs=0),
     ],
     ids=["mixup", "cutmix", "saliencymix", "resizemix", "hybridmix", "salfmix"],
 )
@@ -158,7 +158,7 @@ def test_num_classes_is_checked_against_the_models_logits():
     with pytest.raises(ValueError, match=r"num_classes=20.*10 logits|10 logits.*num_classes=20"):
         hybrid(x, y, model=_net(10))
     with pytest.raises(ValueError, match=r"num_classes=20.*10 logits|10 logits.*num_classes=20"):
-        SalfMix(num_classes=20)(x, y, model=_net(10))
+        SalfMix(num_classes=20, warmup_epochs=0)(x, y, model=_net(10))
 
 
 # -- 6. models the saliency pass must handle or refuse clearly -----------------------------------------
@@ -240,7 +240,9 @@ def test_any_real_dtype_is_a_valid_saliency_map(dtype):
     x, y = _batch()
     saliency = torch.zeros(4, 16, 16, dtype=dtype)
     saliency[:, :4, :4] = 5
-    out, _ = SalfMix(grid=4, ratio=0.25)(x, y, saliency=saliency, generator=torch.Generator().manual_seed(0))
+    out, _ = SalfMix(grid=4, ratio=0.25, warmup_epochs=0)(
+        x, y, saliency=saliency, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(out[:, :, :4, :4], x[:, :, :4, :4])  # the hot cell is the source, never overwritten
 
 

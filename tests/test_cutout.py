@@ -146,9 +146,11 @@ def test_cutout_inplace_fills_x_itself():
 def test_saliency_cutout_inplace_fills_x_itself():
     images = torch.rand(6, 3, 16, 16, generator=gen()) + 1
     sal = torch.rand(6, 16, 16, generator=gen(1))
-    expected, _ = SaliencyCutout(prob=0.5)(images, labels(6), saliency=sal, generator=gen(2))
+    expected, _ = SaliencyCutout(prob=0.5, warmup_epochs=0)(images, labels(6), saliency=sal, generator=gen(2))
     x = images.clone()
-    out, _ = SaliencyCutout(prob=0.5, inplace=True)(x, labels(6), saliency=sal, generator=gen(2))
+    out, _ = SaliencyCutout(prob=0.5, inplace=True, warmup_epochs=0)(
+        x, labels(6), saliency=sal, generator=gen(2)
+    )
     assert out is x and torch.equal(x, expected) and not torch.equal(x, images)
 
 
@@ -168,7 +170,7 @@ def test_saliency_cutout_fills_exactly_least_salient_patch():
     sal = 0.5 + 0.01 * torch.rand(batch, 32, 32, generator=gen(1))
     sal[:, 8:16, 24:32] = 9.0
     sal[:, 16:24, 0:8] = -9.0  # R_l = cell (2, 0)
-    t = SaliencyCutout(grid=4, ratio=0.3, fill=-2.0)
+    t = SaliencyCutout(grid=4, ratio=0.3, fill=-2.0, warmup_epochs=0)
     out, target = t(x, labels(batch), saliency=sal, generator=gen(2))
     assert torch.equal(target, labels(batch))
     plan = t.plan(sal, generator=gen(2))
@@ -195,9 +197,9 @@ def test_saliency_cutout_prob_dtype_and_memory_format():
     )
     before = x.clone()
     sal = torch.rand(6, 16, 16, generator=gen(1))
-    out, _ = SaliencyCutout(prob=0.0)(x, labels(6), saliency=sal)
+    out, _ = SaliencyCutout(prob=0.0, warmup_epochs=0)(x, labels(6), saliency=sal)
     assert torch.equal(out, x)
-    out, _ = SaliencyCutout()(x, labels(6), saliency=sal)
+    out, _ = SaliencyCutout(warmup_epochs=0)(x, labels(6), saliency=sal)
     assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x, before)
     assert ((out == 0).all(1).flatten(1).sum(1) == 16).all()  # floor(16 * 0.3) = 4, 4x4 patch
@@ -205,11 +207,13 @@ def test_saliency_cutout_prob_dtype_and_memory_format():
 
 def test_saliency_cutout_needs_model_or_saliency():
     with pytest.raises(ValueError, match=r"model=.*saliency="):
-        SaliencyCutout()(torch.rand(2, 3, 8, 8), labels(2))
+        SaliencyCutout(warmup_epochs=0)(torch.rand(2, 3, 8, 8), labels(2))
     with pytest.raises(ValueError, match="saliency"):
-        SaliencyCutout()(torch.rand(2, 3, 8, 8), labels(2), saliency=torch.rand(2, 8, 9))
+        SaliencyCutout(warmup_epochs=0)(torch.rand(2, 3, 8, 8), labels(2), saliency=torch.rand(2, 8, 9))
     with pytest.raises(ValueError, match="grid"):
-        SaliencyCutout(grid=9)(torch.rand(2, 3, 8, 8), labels(2), saliency=torch.rand(2, 8, 8))
+        SaliencyCutout(grid=9, warmup_epochs=0)(
+            torch.rand(2, 3, 8, 8), labels(2), saliency=torch.rand(2, 8, 8)
+        )
     with pytest.raises(TypeError, match="fill"):
         SaliencyCutout(fill=None)
     with pytest.raises(ValueError, match="ratio"):

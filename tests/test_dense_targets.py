@@ -113,10 +113,10 @@ def saliency_maps() -> torch.Tensor:
 
 
 LABEL_PRESERVING = {
-    "salfmix": lambda **kw: SalfMix(grid=2, ratio=0.4, prob=0.75, **kw),
-    "random-selfmix": lambda **kw: RandomSelfMix(grid=2, ratio=0.4, prob=0.75, **kw),
+    "salfmix": lambda **kw: SalfMix(grid=2, ratio=0.4, prob=0.75, warmup_epochs=0, **kw),
+    "random-selfmix": lambda **kw: RandomSelfMix(grid=2, ratio=0.4, prob=0.75, warmup_epochs=0, **kw),
     "cutout": lambda **kw: Cutout(mask_ratio=0.5, prob=0.75, **kw),
-    "saliency-cutout": lambda **kw: SaliencyCutout(grid=2, ratio=0.4, prob=0.75, **kw),
+    "saliency-cutout": lambda **kw: SaliencyCutout(grid=2, ratio=0.4, prob=0.75, warmup_epochs=0, **kw),
 }
 
 TWO_IMAGE = {
@@ -262,7 +262,9 @@ def test_classification_targets_and_images_are_unchanged_by_the_dense_path():
         assert torch.equal(a, b) and torch.equal(y, labels)
 
 
-@pytest.mark.parametrize("make", [lambda: SalfMix(grid=2, inplace=True), lambda: Cutout(inplace=True)])
+@pytest.mark.parametrize(
+    "make", [lambda: SalfMix(grid=2, inplace=True, warmup_epochs=0), lambda: Cutout(inplace=True)]
+)
 def test_inplace_overwrites_the_images_but_never_the_mask(make):
     x, mask = weighted_images(), class_mask()
     out, target = make()(x, mask, saliency=saliency_maps(), generator=gen(14))
@@ -295,13 +297,18 @@ def test_batch_of_one_and_warmup_keep_the_mask():
 @pytest.mark.parametrize(
     ("make", "target", "error", "match"),
     [
-        (lambda: SalfMix(grid=2), lambda: class_mask()[:, :-1], ValueError, r"target .*7x12.*8x12"),
+        (
+            lambda: SalfMix(grid=2, warmup_epochs=0),
+            lambda: class_mask()[:, :-1],
+            ValueError,
+            r"target .*7x12.*8x12",
+        ),
         (lambda: CutMix(num_classes=K), lambda: soft_dense()[..., :-1], ValueError, r"target .*image"),
         (lambda: Cutout(), lambda: class_mask().float(), TypeError, r"target .*integer class indices"),
         (lambda: Mixup(num_classes=K), lambda: soft_dense().long(), TypeError, r"target .*floating"),
         (lambda: Mixup(num_classes=K), lambda: class_mask()[:3], ValueError, r"target has 3 masks"),
         (lambda: Mixup(num_classes=3), lambda: class_mask(), ValueError, r"target .*outside \[0, 2\]"),
-        (lambda: SalfMix(grid=2), lambda: class_mask() - 1, ValueError, r"target .*outside"),
+        (lambda: SalfMix(grid=2, warmup_epochs=0), lambda: class_mask() - 1, ValueError, r"target .*outside"),
         (lambda: Mixup(num_classes=K + 1), lambda: soft_dense(), ValueError, r"target .*num_classes=5"),
         (lambda: CutMix(num_classes=K), lambda: soft_dense() * 2, ValueError, r"target .*sum to 1"),
         (lambda: CutMix(num_classes=K), lambda: -soft_dense(), ValueError, r"target .*negative"),
@@ -309,7 +316,12 @@ def test_batch_of_one_and_warmup_keep_the_mask():
         (lambda: HybridMix.v3(num_classes=None), lambda: class_mask(), ValueError, r"num_classes"),
         (lambda: CutMix(num_classes=300), lambda: class_mask(), ValueError, r"ignore_index=255 is a class"),
         (lambda: Cutout(ignore_index=-1), lambda: class_mask(torch.uint8), ValueError, r"ignore_index=-1"),
-        (lambda: SalfMix(), lambda: class_mask().view(B, 1, 1, H, W), ValueError, r"target must be"),
+        (
+            lambda: SalfMix(warmup_epochs=0),
+            lambda: class_mask().view(B, 1, 1, H, W),
+            ValueError,
+            r"target must be",
+        ),
     ],
 )
 def test_bad_dense_targets_are_named(make, target, error, match):
@@ -424,10 +436,10 @@ def test_salfmix_and_hybridmix_run_on_a_segmentation_model():
     model = TinySeg(as_dict=True)
     x, mask = _seg_batch()
     state = {name: b.clone() for name, b in model.state_dict().items()}
-    salf = SalfMix(grid=2, model=model, num_classes=K)
+    salf = SalfMix(grid=2, model=model, num_classes=K, warmup_epochs=0)
     out, target = salf(x, mask, generator=gen(21))
     maps = gradient_saliency(model, x, mask, num_classes=K)
-    again, _ = SalfMix(grid=2, num_classes=K)(x, mask, saliency=maps, generator=gen(21))
+    again, _ = SalfMix(grid=2, num_classes=K, warmup_epochs=0)(x, mask, saliency=maps, generator=gen(21))
     assert torch.equal(out, again) and target.shape == (B, K, H, W)
     hybrid = HybridMix.v3(num_classes=K, warmup_epochs=0, model=model, saliency_scale=0.5)
     out, target = hybrid(x, mask, generator=gen(22))

@@ -200,7 +200,7 @@ def test_mixup_disabled_leaves_only_salfmix():
     hybrid = HybridMix.v1(num_classes=3, label_smoothing=0.1, warmup_epochs=0)
     hybrid.mixup_enabled = False
     out, soft = hybrid(x, target, saliency=saliency, generator=_gen(5))
-    ref, _ = SalfMix()(x, target, saliency=saliency, generator=_gen(5))
+    ref, _ = SalfMix(warmup_epochs=0)(x, target, saliency=saliency, generator=_gen(5))
     assert torch.equal(out, ref)
     assert not torch.equal(out, x)
     assert torch.equal(soft, to_soft_targets(target, 3, 0.1))
@@ -293,7 +293,7 @@ def test_batch_of_one():
     # with SalfMix on, the single image is still self-mixed; the two-image mix leaves it alone
     hybrid = HybridMix.v3(num_classes=3, warmup_epochs=0)
     out, soft = hybrid(x, torch.tensor([1]), saliency=_saliency(1), generator=_gen(0))
-    ref, _ = SalfMix()(x, torch.tensor([1]), saliency=_saliency(1), generator=_gen(0))
+    ref, _ = SalfMix(warmup_epochs=0)(x, torch.tensor([1]), saliency=_saliency(1), generator=_gen(0))
     assert torch.equal(out, ref)
     assert torch.equal(soft, torch.tensor([[0.0, 1.0, 0.0]]))
 
@@ -303,7 +303,7 @@ def test_odd_batch(preset):
     x, target = _batch(5), torch.arange(5)
     hybrid = getattr(HybridMix, preset)(num_classes=5, warmup_epochs=0, mode="pair")
     out, soft = hybrid(x, target, saliency=_saliency(5), generator=_gen(0))
-    ref, _ = SalfMix()(x, target, saliency=_saliency(5), generator=_gen(0))
+    ref, _ = SalfMix(warmup_epochs=0)(x, target, saliency=_saliency(5), generator=_gen(0))
     assert torch.equal(out[2], ref[2])  # the middle sample is only self-mixed
     assert torch.equal(soft[2], torch.eye(5)[2])
 

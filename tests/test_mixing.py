@@ -576,7 +576,7 @@ def test_torch_compile_gives_the_eager_result(method):
     transform = {
         "cutmix-elem": lambda: CutMix(mode="elem", num_classes=10),
         "cutout": lambda: Cutout(num_classes=10),
-        "salfmix": lambda: SalfMix(num_classes=10),
+        "salfmix": lambda: SalfMix(num_classes=10, warmup_epochs=0),
     }[method]()
     x, y = torch.rand(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 4, 9])
     saliency = torch.rand(6, 16, 16)

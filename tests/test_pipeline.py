@@ -39,7 +39,7 @@ def _sample(seed: int, height: int = 32, width: int = 32, channels: int = 3, dty
 def _batch_salfmix(image: np.ndarray, saliency: np.ndarray, seed: int, **kwargs) -> np.ndarray:
     """The batch transform on a batch of one, back to an HWC array of the image's dtype."""
     x = torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.float64)
-    out, _ = SalfMix(**kwargs)(
+    out, _ = SalfMix(warmup_epochs=0, **kwargs)(
         x, torch.zeros(1, dtype=torch.long), saliency=torch.from_numpy(saliency)[None], generator=_gen(seed)
     )
     return out[0].permute(1, 2, 0).numpy().astype(image.dtype)

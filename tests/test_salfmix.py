@@ -67,7 +67,7 @@ def check_geometry(plan: SelfMixPlan, height: int, width: int) -> None:
 def test_known_cells_square():
     x = torch.rand(64, 3, 32, 32, generator=gen())
     sal = hand_map(64, 32, 32, 4, high=(1, 2), low=(3, 0))
-    t = SalfMix(grid=4, ratio=0.3)
+    t = SalfMix(grid=4, ratio=0.3, warmup_epochs=0)
     plan = t.plan(sal, generator=gen(5))
     assert plan.max_cell.dtype == torch.long and plan.max_cell.shape == (64, 2)
     assert (plan.max_cell == torch.tensor([1, 2])).all()
@@ -87,7 +87,7 @@ def test_overlapping_patches_copy_from_original():
     batch = 200
     x = torch.rand(batch, 3, 32, 32, generator=gen())
     sal = hand_map(batch, 32, 32, 4, high=(1, 1), low=(1, 2))
-    t = SalfMix(grid=4, ratio=0.5)
+    t = SalfMix(grid=4, ratio=0.5, warmup_epochs=0)
     plan = t.plan(sal, generator=gen(9))
     overlap_rows = (plan.src_top - plan.dst_top).abs() < 16
     overlap_cols = (plan.src_left - plan.dst_left).abs() < 16
@@ -99,7 +99,7 @@ def test_overlapping_patches_copy_from_original():
 def test_non_square_geometry():
     x = torch.rand(100, 3, 24, 40, generator=gen())
     sal = hand_map(100, 24, 40, 4, high=(0, 3), low=(2, 1))
-    t = SalfMix(grid=4, ratio=0.3)
+    t = SalfMix(grid=4, ratio=0.3, warmup_epochs=0)
     plan = t.plan(sal, generator=gen(1))
     assert (plan.cell_height, plan.cell_width) == (6, 10)
     assert (plan.patch_height, plan.patch_width) == (7, 12)
@@ -163,7 +163,7 @@ def test_degenerate_maps(kind):
         sal = torch.zeros_like(sal)
         sal[:, :4, :4] = 1.0
         sal[:, 12:, 12:] = 1.0
-    t = SalfMix(grid=4, ratio=0.4)
+    t = SalfMix(grid=4, ratio=0.4, warmup_epochs=0)
     plan = t.plan(sal, generator=gen(2))
     out, _ = t(x, labels(batch), saliency=sal, generator=gen(2))
     assert torch.isfinite(out).all()
@@ -183,7 +183,7 @@ def test_degenerate_maps(kind):
 def test_prob_zero_is_identity():
     x = torch.rand(8, 3, 16, 16, generator=gen())
     sal = torch.rand(8, 16, 16, generator=gen(1))
-    out, target = SalfMix(prob=0.0)(x, labels(8), saliency=sal)
+    out, target = SalfMix(prob=0.0, warmup_epochs=0)(x, labels(8), saliency=sal)
     assert torch.equal(out, x)
     assert torch.equal(target, labels(8))
 
@@ -192,7 +192,7 @@ def test_prob_half_applies_about_half():
     batch = 2000
     x = torch.rand(batch, 1, 8, 8, generator=gen())
     sal = hand_map(batch, 8, 8, 4, high=(0, 0), low=(3, 3))  # disjoint cells: every applied sample changes
-    t = SalfMix(grid=4, ratio=0.25, prob=0.5)
+    t = SalfMix(grid=4, ratio=0.25, prob=0.5, warmup_epochs=0)
     plan = t.plan(sal, generator=gen(4))
     assert 0.45 < plan.applied.float().mean().item() < 0.55
     out, _ = t(x, labels(batch), saliency=sal, generator=gen(4))
@@ -206,23 +206,23 @@ def test_reproducible_and_call_generator_wins():
     sal = torch.rand(16, 32, 32, generator=gen(1))
     sal[:, :8] = 0.5  # ties among the top cells: the tie-break is random
     y = labels(16)
-    a, _ = SalfMix(prob=0.7, generator=gen(11))(x, y, saliency=sal)
-    b, _ = SalfMix(prob=0.7, generator=gen(11))(x, y, saliency=sal)
+    a, _ = SalfMix(prob=0.7, generator=gen(11), warmup_epochs=0)(x, y, saliency=sal)
+    b, _ = SalfMix(prob=0.7, generator=gen(11), warmup_epochs=0)(x, y, saliency=sal)
     assert torch.equal(a, b)
-    c, _ = SalfMix(prob=0.7, generator=gen(11))(x, y, saliency=sal, generator=gen(22))
-    d, _ = SalfMix(prob=0.7)(x, y, saliency=sal, generator=gen(22))
+    c, _ = SalfMix(prob=0.7, generator=gen(11), warmup_epochs=0)(x, y, saliency=sal, generator=gen(22))
+    d, _ = SalfMix(prob=0.7, warmup_epochs=0)(x, y, saliency=sal, generator=gen(22))
     assert torch.equal(c, d)
     assert not torch.equal(a, c)
     torch.manual_seed(5)
-    e, _ = SalfMix()(x, y, saliency=sal)
+    e, _ = SalfMix(warmup_epochs=0)(x, y, saliency=sal)
     torch.manual_seed(5)
-    f, _ = SalfMix()(x, y, saliency=sal)
+    f, _ = SalfMix(warmup_epochs=0)(x, y, saliency=sal)
     assert torch.equal(e, f)
 
 
 def test_plan_generator_wins_over_constructor():
     sal = torch.rand(50, 16, 16, generator=gen())
-    t = SalfMix(generator=gen(1))
+    t = SalfMix(generator=gen(1), warmup_epochs=0)
     p1 = t.plan(sal, generator=gen(2))
     p2 = SalfMix().plan(sal, generator=gen(2))
     assert torch.equal(p1.dst_top, p2.dst_top) and torch.equal(p1.src_left, p2.src_left)
@@ -235,7 +235,7 @@ def test_pool_false_picks_argmax_pixel():
     sal = torch.rand(20, 32, 32, generator=gen())
     sal[:, 5, 7] = 2.0
     sal[:, 20, 30] = -1.0
-    t = SalfMix(grid=4, ratio=0.3, pool=False)
+    t = SalfMix(grid=4, ratio=0.3, pool=False, warmup_epochs=0)
     plan = t.plan(sal, generator=gen())
     assert (plan.cell_height, plan.cell_width) == (1, 1)
     assert (plan.max_cell == torch.tensor([5, 7])).all()
@@ -251,7 +251,7 @@ def test_pool_false_picks_argmax_pixel():
 def test_random_selfmix_without_model():
     batch = 300
     x = torch.rand(batch, 3, 16, 16, generator=gen())
-    t = RandomSelfMix(grid=4, ratio=0.25)
+    t = RandomSelfMix(grid=4, ratio=0.25, warmup_epochs=0)
     out, target = t(x, labels(batch), generator=gen(1))
     assert torch.equal(target, labels(batch))
     assert (out != x).flatten(1).any(1).float().mean() > 0.8  # R_m == R_l only 1/16 of the time
@@ -278,7 +278,7 @@ def test_dtype_memory_format_no_inplace(dtype, channels_last):
         x = x.to(memory_format=torch.channels_last)
     before = x.clone()
     sal = torch.rand(6, 16, 16, generator=gen(1)).to(dtype)
-    t = SalfMix(grid=4, ratio=0.5)
+    t = SalfMix(grid=4, ratio=0.5, warmup_epochs=0)
     out, _ = t(x, labels(6), saliency=sal, generator=gen(2))
     assert out.dtype == dtype
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
@@ -293,17 +293,17 @@ def test_soft_targets():
     x = torch.rand(4, 3, 8, 8, generator=gen())
     y = torch.tensor([0, 3, 9, 3])
     sal = torch.rand(4, 8, 8, generator=gen(1))
-    _, soft = SalfMix(num_classes=10, label_smoothing=0.1)(x, y, saliency=sal)
+    _, soft = SalfMix(num_classes=10, label_smoothing=0.1, warmup_epochs=0)(x, y, saliency=sal)
     assert soft.shape == (4, 10) and soft.dtype == torch.float32
     torch.testing.assert_close(soft.sum(1), torch.ones(4))
     assert torch.allclose(soft[torch.arange(4), y], torch.full((4,), 1 - 0.1 + 0.01))
     assert torch.allclose(soft[0, 1:], torch.full((9,), 0.01))
-    _, hard = SalfMix(num_classes=10)(x, y, saliency=sal)
+    _, hard = SalfMix(num_classes=10, warmup_epochs=0)(x, y, saliency=sal)
     assert torch.equal(hard, torch.nn.functional.one_hot(y, 10).float())
-    _, same = SalfMix()(x, y, saliency=sal)
+    _, same = SalfMix(warmup_epochs=0)(x, y, saliency=sal)
     assert same is y
     given_soft = torch.softmax(torch.rand(4, 10, generator=gen(2)), 1)
-    _, out_soft = SalfMix()(x, given_soft, saliency=sal)
+    _, out_soft = SalfMix(warmup_epochs=0)(x, given_soft, saliency=sal)
     assert torch.equal(out_soft, given_soft)
 
 
@@ -334,7 +334,7 @@ def test_model_path_uses_gradient_saliency(monkeypatch):
     monkeypatch.setitem(sys.modules, "salfmix_transforms.saliency", fake)
     model = torch.nn.Identity()
     x = torch.rand(5, 3, 32, 32, generator=gen())
-    t = SalfMix(saliency_mode="eval")
+    t = SalfMix(saliency_mode="eval", warmup_epochs=0)
     out, _ = t(x, labels(5), model=model, generator=gen(3))
     assert len(calls) == 1 and calls[0][0] is model and calls[0][1] == "eval"
     assert torch.equal(calls[0][2], labels(5))
@@ -358,7 +358,7 @@ def test_model_path_with_real_saliency_module():
         torch.nn.Linear(4, 10),
     )
     x = torch.rand(4, 3, 16, 16, generator=gen())
-    out, target = SalfMix(grid=4, ratio=0.25)(x, labels(4), model=model, generator=gen(1))
+    out, target = SalfMix(grid=4, ratio=0.25, warmup_epochs=0)(x, labels(4), model=model, generator=gen(1))
     assert out.shape == x.shape and out.dtype == x.dtype
     assert torch.equal(target, labels(4))
     diff = (out != x).any(1)  # at most one 4x4 patch changed per image
@@ -392,7 +392,7 @@ def test_property_invariants(case):
         if constant
         else torch.rand(batch, height, width, generator=gen(seed + 1))
     )
-    t = SalfMix(grid=grid, ratio=ratio, prob=prob, pool=pool)
+    t = SalfMix(grid=grid, ratio=ratio, prob=prob, pool=pool, warmup_epochs=0)
     out, target = t(x, labels(batch), saliency=sal, generator=gen(seed))
     plan = t.plan(sal, generator=gen(seed))
     assert out.shape == x.shape and torch.equal(target, labels(batch))
@@ -431,9 +431,11 @@ def test_inplace_writes_the_out_of_place_result_into_x(cls, prob, layout):
     batch = 64
     images = torch.rand(batch, 3, 32, 32, generator=gen())
     sal = hand_map(batch, 32, 32, 4, high=(1, 1), low=(1, 2))
-    expected, _ = cls(grid=4, ratio=0.5, prob=prob)(images, labels(batch), saliency=sal, generator=gen(3))
+    expected, _ = cls(grid=4, ratio=0.5, prob=prob, warmup_epochs=0)(
+        images, labels(batch), saliency=sal, generator=gen(3)
+    )
     x = layouts(images)[layout]
-    out, target = cls(grid=4, ratio=0.5, prob=prob, inplace=True)(
+    out, target = cls(grid=4, ratio=0.5, prob=prob, inplace=True, warmup_epochs=0)(
         x, labels(batch), saliency=sal, generator=gen(3)
     )
     assert out is x
@@ -445,8 +447,10 @@ def test_inplace_writes_the_out_of_place_result_into_x(cls, prob, layout):
 def test_inplace_refuses_a_batch_that_requires_grad():
     x = torch.rand(2, 3, 8, 8, requires_grad=True)
     with pytest.raises(ValueError, match="inplace=True cannot overwrite x"):
-        SalfMix(grid=2, inplace=True)(x, labels(2), saliency=torch.rand(2, 8, 8))
-    out, _ = SalfMix(grid=2)(x, labels(2), saliency=torch.rand(2, 8, 8))  # out of place: allowed
+        SalfMix(grid=2, inplace=True, warmup_epochs=0)(x, labels(2), saliency=torch.rand(2, 8, 8))
+    out, _ = SalfMix(grid=2, warmup_epochs=0)(
+        x, labels(2), saliency=torch.rand(2, 8, 8)
+    )  # out of place: allowed
     assert out.requires_grad
 
 
@@ -480,7 +484,7 @@ def test_bad_constructor_arguments(cls, kwargs, error, name):
 
 
 def test_bad_call_arguments():
-    t = SalfMix(grid=4)
+    t = SalfMix(grid=4, warmup_epochs=0)
     x = torch.rand(2, 3, 8, 8)
     sal = torch.rand(2, 8, 8)
     y = labels(2)
@@ -503,9 +507,9 @@ def test_bad_call_arguments():
     with pytest.raises(TypeError, match="generator"):
         t(x, y, saliency=sal, generator="seed")
     with pytest.raises(ValueError, match="grid"):
-        SalfMix(grid=9)(x, y, saliency=sal)
+        SalfMix(grid=9, warmup_epochs=0)(x, y, saliency=sal)
     with pytest.raises(ValueError, match="grid"):
-        RandomSelfMix(grid=5)(torch.rand(1, 3, 4, 16), labels(1))
+        RandomSelfMix(grid=5, warmup_epochs=0)(torch.rand(1, 3, 4, 16), labels(1))
     with pytest.raises(ValueError, match="grid"):
         t.plan(torch.rand(2, 3, 8))
     with pytest.raises(TypeError, match="saliency"):

@@ -115,7 +115,7 @@ def _image_batch(batch: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_the_pasted_patch_of_salfmix_never_writes_into_the_samples_map():
     x, y = _image_batch()
-    salfmix = SalfMix(grid=4, ratio=0.25, generator=torch.Generator().manual_seed(1))
+    salfmix = SalfMix(grid=4, ratio=0.25, generator=torch.Generator().manual_seed(1), warmup_epochs=0)
     salfmix.track_provenance = True
     saliency = torch.rand(4, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     salfmix(x, y, saliency=saliency)
@@ -300,7 +300,7 @@ def test_the_lowres_pass_runs_the_model_on_the_down_scaled_batch():
     maps = lowres_gradient_saliency(model, x, y, 0.5)
     assert seen == [(4, 3, 16, 16)] and maps.shape == (4, SIZE, SIZE) and torch.isfinite(maps).all()
     assert torch.equal(maps[:, ::2, ::2], maps[:, 1::2, 1::2])  # one value per 2x2 block (nearest)
-    out, _ = SalfMix(saliency_scale=0.5)(x, y, model=model)
+    out, _ = SalfMix(saliency_scale=0.5, warmup_epochs=0)(x, y, model=model)
     assert out.shape == x.shape
     with pytest.raises(ValueError, match="saliency_scale"):
         SalfMix(saliency_scale=0.0)
