@@ -65,25 +65,18 @@ import _runs  # noqa: E402
 # append_result: kept as accuracy.append_result for callers (the tests) that add records themselves
 from _runs import append_result, settings_id, whole_run_times  # noqa: E402, F401
 
+from salfmix_transforms import methods  # noqa: E402
+
 ROOT = HERE.parent
 TRAIN_SCRIPT = ROOT / "train_timm.py"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RUNS_DIR = RESULTS_DIR / "runs"  # per-run output folders (git-ignored: ``runs/``)
 
-# (row, row label, where the paper reports it); a row is a train_timm.py --method, or one of ROW_FLAGS. The
-# paper's table numbers are given as references (PAPER_TOP1_ERROR).
+# (row, row label, where the paper reports it): the registry's methods (labels and places from
+# salfmix_transforms.methods; ResizeMix is not one of the paper's CIFAR rows), then the rows of ROW_FLAGS.
+# The paper's table numbers are given as references (PAPER_TOP1_ERROR).
 ROWS: list[tuple[str, str, str]] = [
-    ("baseline", "Baseline", "Tables 4-5"),
-    ("cutout", "Cutout", "Table 9"),
-    ("cutout-sal", "Cutout, least-salient patch", "Table 9"),
-    ("salfmix-nosal", "SalfMix without saliency", "Table 10"),
-    ("salfmix", "SalfMix", "Tables 4-5, 9"),
-    ("mixup", "Mixup", "Tables 4-5"),
-    ("cutmix", "CutMix", "Tables 4-5"),
-    ("saliencymix", "SaliencyMix", "Tables 4-5"),
-    ("hybridmix-v1", "HybridMix v1 (+ Mixup)", "Tables 4-5"),
-    ("hybridmix-v2", "HybridMix v2 (+ SaliencyMix)", "Tables 4-5"),
-    ("hybridmix-v3", "HybridMix v3 (+ CutMix)", "Tables 4-5"),
+    *((spec.name, spec.label, spec.paper) for spec in methods.SPECS if spec.name != "resizemix"),
     # Issue 14: the saliency from the training step's own input gradient, one epoch late (SaliencyCache).
     ("salfmix-cached", "SalfMix, cached saliency", "—"),
     ("hybridmix-v1-cached", "HybridMix v1, cached saliency", "—"),

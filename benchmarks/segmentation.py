@@ -60,11 +60,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 RUNS_DIR = RESULTS_DIR / "runs"  # per-run folders (git-ignored: ``runs/``)
 
 ROWS = {
-    "baseline": "Baseline",
-    "cutout": "Cutout",
-    "cutmix": "CutMix",
-    "salfmix": "SalfMix",
-    "hybridmix-v3": "HybridMix v3 (+ CutMix)",
+    name: methods.spec(name).label for name in ("baseline", "cutout", "cutmix", "salfmix", "hybridmix-v3")
 }
 
 

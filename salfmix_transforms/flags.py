@@ -21,15 +21,17 @@ is ``--method baseline``. The transforms themselves are built by the registry (`
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from .cli import UsageError, non_negative_float, non_negative_int, positive_int, probability
+from .methods import SPECS, spec
 
 __all__ = [
     "DEFAULT_METHOD",
     "HYBRID_PARTNERS",
-    "METHODS",
+    "METHOD_FLAGS",
     "add_augmentation_flags",
     "augmentation_dests",
     "build_batch_transform",
@@ -43,40 +45,24 @@ __all__ = [
 ]
 
 # --method NAME: the registry's names, as the flags they stand for (they set flag defaults; explicit flags
-# win).
-METHODS: dict[str, dict[str, Any]] = {
-    "baseline": {},
-    "cutout": dict(cutout=True),
-    "cutout-sal": dict(saliency_cutout=True),
-    "salfmix": dict(salfmix=True),
-    "salfmix-nosal": dict(random_selfmix=True),
-    "mixup": dict(mixup=1.0),
-    "cutmix": dict(cutmix=1.0),
-    "saliencymix": dict(saliencymix=1.0),
-    "resizemix": dict(resizemix=True),
-    "hybridmix-v1": dict(salfmix=True, hybrid="mixup"),
-    "hybridmix-v2": dict(salfmix=True, hybrid="saliencymix"),
-    "hybridmix-v3": dict(salfmix=True, hybrid="cutmix"),
-}
+# win). Every table here derives from the registry (methods.SPECS).
+METHOD_FLAGS: dict[str, dict[str, Any]] = {spec.name: dict(spec.flags) for spec in SPECS}
 
 # What runs when no augmentation flag is given: the paper's method (Algorithm 1).
 DEFAULT_METHOD = "salfmix"
 
-HYBRID_PARTNERS = ("none", "mixup", "saliencymix", "cutmix", "resizemix")
+# The two-image methods HybridMix can follow SalfMix with (--hybrid), by registry name.
+_PARTNERS = tuple(spec.name for spec in SPECS if spec.two_image and not spec.self_mixing)
+HYBRID_PARTNERS = ("none", *_PARTNERS)
 _PAPER_ALPHA = 1.0  # Beta(1, 1) for Mixup / CutMix / SaliencyMix when a method is switched on without alpha
 
 # The single-image flags and their registry names, and every flag that switches an augmentation on.
-_SINGLE_FLAGS = {
-    "cutout": "cutout",
-    "saliency_cutout": "cutout-sal",
-    "salfmix": "salfmix",
-    "random_selfmix": "salfmix-nosal",
-}
+_SINGLE_FLAGS = {flag: spec.name for spec in SPECS if not spec.two_image for flag in spec.flags}
 _SELECTING_FLAGS = (*_SINGLE_FLAGS, "mixup", "cutmix", "cutmix_minmax", "saliencymix", "resizemix", "hybrid")
 
 # Tuning flags and the augmentations that read them ("mixup+cutmix": timm's switch between the two).
-_GRID_METHODS = frozenset({"salfmix", "salfmix-nosal", "cutout-sal"})
-_TWO_IMAGE_METHODS = frozenset({"mixup", "cutmix", "saliencymix", "resizemix"})
+_GRID_METHODS = frozenset(spec.name for spec in SPECS if spec.uses_grid and not spec.two_image)
+_TWO_IMAGE_METHODS = frozenset(_PARTNERS)
 _TUNING_FLAGS: dict[str, frozenset[str]] = {
     "cutout_ratio": frozenset({"cutout"}),
     **dict.fromkeys(("salfmix_grid", "salfmix_ratio", "salfmix_no_pool", "saliency_mode"), _GRID_METHODS),
@@ -84,6 +70,18 @@ _TUNING_FLAGS: dict[str, frozenset[str]] = {
     "mixup_switch_prob": frozenset({"mixup+cutmix"}),
     "resizemix_scope": frozenset({"resizemix"}),
 }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHODS":  # the old name, which methods.METHODS (a tuple of names) also has
+        warnings.warn(
+            "salfmix_transforms.flags.METHODS is deprecated: use flags.METHOD_FLAGS (the flags of each name) "
+            "or methods.METHODS (the names)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return METHOD_FLAGS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- the flags ------------------------------------------------------------------------------------------
@@ -150,9 +148,9 @@ def add_augmentation_flags(parser: argparse.ArgumentParser, grid_help: str = "po
     g.add_argument(
         "--method",
         default=None,
-        choices=tuple(METHODS),
+        choices=tuple(METHOD_FLAGS),
         metavar="NAME",
-        help=f"shortcut for a paper table row: {', '.join(METHODS)} (default {DEFAULT_METHOD} when no "
+        help=f"shortcut for a paper table row: {', '.join(METHOD_FLAGS)} (default {DEFAULT_METHOD} when no "
         "augmentation flag is given)",
     )
 
@@ -186,12 +184,12 @@ def parse_augmentation_flags(
     defaults = dict(defaults or {})
     method = parser.parse_args(argv).method or defaults.get("method")
     if method:
-        defaults = {**METHODS[method], **defaults}
+        defaults = {**METHOD_FLAGS[method], **defaults}
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
     if args.method is None and method_name(args) == "baseline":
         # No augmentation flag at all: the product's method (the baseline is `--method baseline`).
-        parser.set_defaults(**defaults, **METHODS[DEFAULT_METHOD], method=DEFAULT_METHOD)
+        parser.set_defaults(**defaults, **METHOD_FLAGS[DEFAULT_METHOD], method=DEFAULT_METHOD)
         args = parser.parse_args(argv)
     args.given_flags = _given_flags(parser, argv)
     _check_method_flags(args)
@@ -209,11 +207,9 @@ def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> frozenset[
 def _components(args: argparse.Namespace) -> frozenset[str]:
     """The augmentations the flags switch on, by registry name (a HybridMix is SalfMix plus its partner)."""
     names = {name for flag, name in _SINGLE_FLAGS.items() if getattr(args, flag)}
-    names |= {flag for flag in ("mixup", "cutmix", "saliencymix") if getattr(args, flag) > 0}
+    names |= {name for name in _PARTNERS if getattr(args, name)}  # an alpha > 0, or --resizemix
     if args.cutmix_minmax:
         names.add("cutmix")  # as timm: --cutmix-minmax switches CutMix on
-    if args.resizemix:
-        names.add("resizemix")
     if args.hybrid != "none":
         names |= {"salfmix", args.hybrid}
     return frozenset(names)
@@ -225,7 +221,7 @@ def _check_method_flags(args: argparse.Namespace) -> None:
     if not args.method:
         return
     base = vars(_augmentation_parser().parse_args([]))
-    by_method = {m: _components(argparse.Namespace(**{**base, **flags})) for m, flags in METHODS.items()}
+    by_method = {m: _components(argparse.Namespace(**{**base, **f})) for m, f in METHOD_FLAGS.items()}
     expected, selected = by_method[args.method], _components(args)
     if selected == expected:
         return
@@ -278,12 +274,12 @@ def method_name(args: argparse.Namespace) -> str:
 
 def uses_saliency(args: argparse.Namespace) -> bool:
     """Whether the selected augmentation takes the model's saliency (SalfMix, ``cutout-sal``, HybridMix)."""
-    return bool(args.salfmix or args.saliency_cutout or args.hybrid != "none")
+    return any(spec(name).needs_model for name in _components(args))
 
 
 def uses_grid(args: argparse.Namespace) -> bool:
     """Whether the selected augmentation pools a saliency grid (``--salfmix-grid`` must fit the image)."""
-    return bool(args.salfmix or args.random_selfmix or args.saliency_cutout or args.hybrid != "none")
+    return any(spec(name).uses_grid for name in _components(args))
 
 
 # --- the batch transform --------------------------------------------------------------------------------

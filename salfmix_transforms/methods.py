@@ -48,17 +48,21 @@ from .hybrid import HybridMix
 from .mixing import CutMix, Mixup, ResizeMix, SaliencyMix
 from .salfmix import RandomSelfMix, SalfMix
 
-__all__ = ["METHODS", "MethodSpec", "build", "spec"]
+__all__ = ["METHODS", "SPECS", "MethodSpec", "build", "spec"]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """How one name of the registry is built.
+    """One name of the registry: how it is built, and what every front end needs to know of it.
 
     Attributes:
-        name: the registry name (``--method`` of ``train_timm.py``).
+        name: the registry name (``--method`` of the training scripts and of ``show``, the benchmarks'
+            rows).
+        label: its display name (the pictures' rows, the benchmark tables).
         factory: the class (or preset) that builds it; ``None`` for the baseline.
         defaults: the constructor arguments the name implies (overridable).
+        flags: the training scripts' augmentation flags the name stands for (``--method NAME`` sets them as
+            defaults: :mod:`salfmix_transforms.flags`), as ``{dest: value}``.
         self_mixing: a SalfMix-family method (grid ``n`` and ratio ``r``, warm-up epoch, ``inplace``).
         needs_model: its saliency comes from the model being trained (``model=``).
         two_image: it mixes pairs of images (soft targets of two classes).
@@ -66,40 +70,97 @@ class MethodSpec:
     """
 
     name: str
+    label: str
     factory: Callable[..., BatchTransform] | None
     defaults: dict[str, Any] = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)
     self_mixing: bool = False
     needs_model: bool = False
     two_image: bool = False
     paper: str = ""
 
+    @property
+    def uses_grid(self) -> bool:
+        """Whether it pools a saliency map on SalfMix's n x n grid (the grid must fit the image)."""
+        return self.self_mixing
 
-_SPECS = (
-    MethodSpec("baseline", None, paper="Tables 4-5"),
-    MethodSpec("cutout", Cutout, {"mask_ratio": 0.5}, paper="Tables 4-5, 9"),
-    MethodSpec("cutout-sal", SaliencyCutout, self_mixing=True, needs_model=True, paper="Table 9"),
-    MethodSpec("salfmix", SalfMix, self_mixing=True, needs_model=True, paper="Alg. 1, Tables 4-5"),
-    MethodSpec("salfmix-nosal", RandomSelfMix, self_mixing=True, paper="Table 10"),
-    MethodSpec("mixup", Mixup, {"mixup_alpha": 1.0}, two_image=True, paper="Tables 4-5"),
-    MethodSpec("cutmix", CutMix, {"cutmix_alpha": 1.0}, two_image=True, paper="Tables 4-5"),
-    MethodSpec("saliencymix", SaliencyMix, {"alpha": 1.0}, two_image=True, paper="Tables 4-5"),
-    MethodSpec("resizemix", ResizeMix, {"scope": (0.1, 0.8)}, two_image=True),
+    @property
+    def hybrid(self) -> bool:
+        """SalfMix followed by a two-image method (Algorithm 2)."""
+        return self.self_mixing and self.two_image
+
+
+_HYBRID_PARTNERS = {
+    "v1": ("mixup", "Mixup"),
+    "v2": ("saliencymix", "SaliencyMix"),
+    "v3": ("cutmix", "CutMix"),
+}
+
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec("baseline", "Baseline", None, paper="Tables 4-5"),
+    MethodSpec("cutout", "Cutout", Cutout, {"mask_ratio": 0.5}, {"cutout": True}, paper="Tables 4-5, 9"),
+    MethodSpec(
+        "cutout-sal",
+        "Cutout, least-salient patch",
+        SaliencyCutout,
+        flags={"saliency_cutout": True},
+        self_mixing=True,
+        needs_model=True,
+        paper="Table 9",
+    ),
+    MethodSpec(
+        "salfmix",
+        "SalfMix",
+        SalfMix,
+        flags={"salfmix": True},
+        self_mixing=True,
+        needs_model=True,
+        paper="Alg. 1, Tables 4-5",
+    ),
+    MethodSpec(
+        "salfmix-nosal",
+        "SalfMix without saliency",
+        RandomSelfMix,
+        flags={"random_selfmix": True},
+        self_mixing=True,
+        paper="Table 10",
+    ),
+    MethodSpec(
+        "mixup", "Mixup", Mixup, {"mixup_alpha": 1.0}, {"mixup": 1.0}, two_image=True, paper="Tables 4-5"
+    ),
+    MethodSpec(
+        "cutmix", "CutMix", CutMix, {"cutmix_alpha": 1.0}, {"cutmix": 1.0}, two_image=True, paper="Tables 4-5"
+    ),
+    MethodSpec(
+        "saliencymix",
+        "SaliencyMix",
+        SaliencyMix,
+        {"alpha": 1.0},
+        {"saliencymix": 1.0},
+        two_image=True,
+        paper="Tables 4-5",
+    ),
+    MethodSpec(
+        "resizemix", "ResizeMix", ResizeMix, {"scope": (0.1, 0.8)}, {"resizemix": True}, two_image=True
+    ),
     *(
         MethodSpec(
             f"hybridmix-{version}",
+            f"HybridMix {version} (+ {partner_label})",
             getattr(HybridMix, version),
+            flags={"salfmix": True, "hybrid": partner},
             self_mixing=True,
             needs_model=True,
             two_image=True,
             paper="Alg. 2, Table 2",
         )
-        for version in ("v1", "v2", "v3")
+        for version, (partner, partner_label) in _HYBRID_PARTNERS.items()
     ),
 )
 
 #: Every registry name, in the order of the paper's tables.
-METHODS: tuple[str, ...] = tuple(s.name for s in _SPECS)
-_BY_NAME = {s.name: s for s in _SPECS}
+METHODS: tuple[str, ...] = tuple(s.name for s in SPECS)
+_BY_NAME = {s.name: s for s in SPECS}
 
 
 def spec(name: str) -> MethodSpec:

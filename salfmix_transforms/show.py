@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from .viz import METHOD_NAMES, default_methods, plot_methods, plot_salfmix
+from .viz import METHOD_NAMES, REGISTRY_NAMES, default_methods, plot_methods, plot_salfmix
 
 __all__ = ["ShowError", "build_parser", "load_default_images", "load_folder_images", "load_model", "main"]
 
@@ -50,8 +50,16 @@ def _slug(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-_METHOD_SLUGS = {_slug(name): name for name in METHOD_NAMES}
-_METHOD_FLAGS = [name.lower().replace(" ", "-") for name in METHOD_NAMES]  # as written in --help
+_LABEL_OF = {name: label for label, name in REGISTRY_NAMES.items()}
+
+# --method takes a registry name (as --method of the training scripts) or a row's display name, in any case
+# and spacing; also the class names the rows had before they took the registry's labels.
+_OLD_ROW_NAMES = {"RandomSelfMix": "salfmix-nosal", "SaliencyCutout": "cutout-sal"}
+_METHOD_SLUGS = {
+    **{_slug(old): _LABEL_OF[name] for old, name in _OLD_ROW_NAMES.items()},
+    **{_slug(label): label for label in METHOD_NAMES},
+    **{_slug(name): label for name, label in _LABEL_OF.items()},
+}
 
 
 # -- images ----------------------------------------------------------------------------------------------
@@ -299,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         action="append",
         default=None,
-        help="a method to draw (repeatable; default: all): " + ", ".join(_METHOD_FLAGS),
+        help="a method to draw (repeatable; default: all): " + ", ".join(_LABEL_OF),
     )
     p.add_argument("--num-images", type=int, default=4, help="images to draw")
     p.add_argument("--img-size", type=int, default=None, help="image side (default: the data's / 32)")
@@ -331,7 +339,7 @@ def _run(args: argparse.Namespace) -> str:
     if args.method:
         unknown = [m for m in args.method if _slug(m) not in _METHOD_SLUGS]
         if unknown:
-            raise ShowError(f"unknown method {unknown[0]!r}; choose from {', '.join(_METHOD_SLUGS)}")
+            raise ShowError(f"unknown method {unknown[0]!r}; choose from {', '.join(_LABEL_OF)}")
         names = [_METHOD_SLUGS[_slug(m)] for m in args.method]
     if args.images != "default" and not os.path.isdir(args.images):
         what = "does not exist" if not os.path.exists(args.images) else "is not a folder"

@@ -30,7 +30,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from . import methods
 from ._validation import check_images, check_saliency
+from .methods import SPECS
 from .patches import SelfMixPlan, copy_patches, fill_patches, pool_saliency
 from .salfmix import SalfMix
 
@@ -47,21 +49,9 @@ __all__ = [
 P_M_COLOR = "#e41a1c"  # red: the most salient cell / patch
 P_L_COLOR = "#377eb8"  # blue: the least salient cell / patch
 
-#: The rows of :func:`default_methods` (in the order of the README table) and their registry names
-#: (:data:`salfmix_transforms.methods.METHODS`).
-REGISTRY_NAMES = {
-    "SalfMix": "salfmix",
-    "SaliencyCutout": "cutout-sal",
-    "RandomSelfMix": "salfmix-nosal",
-    "Cutout": "cutout",
-    "Mixup": "mixup",
-    "CutMix": "cutmix",
-    "SaliencyMix": "saliencymix",
-    "ResizeMix": "resizemix",
-    "HybridMix v1": "hybridmix-v1",
-    "HybridMix v2": "hybridmix-v2",
-    "HybridMix v3": "hybridmix-v3",
-}
+#: The rows of :func:`default_methods`: every registry method but the baseline, in the registry's order,
+#: by display name (``MethodSpec.label``), with its registry name.
+REGISTRY_NAMES = {spec.label: spec.name for spec in SPECS if spec.factory is not None}
 METHOD_NAMES = tuple(REGISTRY_NAMES)
 
 
@@ -346,14 +336,12 @@ def default_methods(
     are SalfMix's ``n``/``r`` (also inside HybridMix); the warm-up is 0 epochs so that the SalfMix step
     shows.
     """
-    from . import methods
-
     transforms = {}
     for row, name in REGISTRY_NAMES.items():
         spec = methods.spec(name)
         overrides: dict[str, object] = {}
         if spec.self_mixing:
-            prefix = "salfmix_" if spec.two_image else ""
+            prefix = "salfmix_" if spec.hybrid else ""
             overrides = {f"{prefix}grid": grid, f"{prefix}ratio": ratio, "warmup_epochs": 0}
         transforms[row] = methods.build(name, num_classes, **overrides)
     return transforms
