@@ -11,6 +11,7 @@ its names::
     python train_seg.py --dataset camvid --salfmix --hybrid cutmix --cutmix 0.5 --salfmix-grid 8
     python train_seg.py --dataset folder --data-dir DATA --model lraspp_mobilenet_v3_large
     python train_seg.py --resume output/train_seg/<run>               # continue a run
+    python train_seg.py --evaluate output/train_seg/<run>/model_best.pth.tar   # score a checkpoint
     torchrun --nproc_per_node 2 train_seg.py --dataset camvid         # data parallel
 
 The augmentation flags are ``train_timm.py``'s (``salfmix_transforms.flags``: ``--method NAME`` for a row of
@@ -26,7 +27,10 @@ mIoU, pixel accuracy, lr, epoch and augmentation seconds); ``results.json`` has 
 augmentation, optimizer, schedule, seed) from the checkpoint unless given, restores the model, optimizer, lr
 schedule, every rank's RNG state and the best checkpoint so far (resuming an older ``checkpoint-N`` makes
 ``model_best`` that of the epochs kept), and refuses another ``--model`` or augmentation. With the same
-number of processes and loader workers a resumed epoch is the uninterrupted run's, bit for bit.
+number of processes and loader workers a resumed epoch is the uninterrupted run's, bit for bit. A resume on
+another training set (other classes or number of image/mask pairs: ``salfmix_transforms.fingerprint``) is
+refused; other file names are a warning. ``--evaluate CKPT`` scores a checkpoint on ``--val-split`` (default
+``val``) with the run's flags from the checkpoint, as train_timm.py's, and trains nothing.
 
 Data parallel (``torchrun``; gloo on CPU, NCCL on GPUs): ``-b`` is the batch per process; the training set is
 sharded by torch's ``DistributedSampler``, the validation set by ``ShardSampler`` (no padding) and the
@@ -35,7 +39,9 @@ statistics are averaged after each epoch; the SalfMix saliency pass steps around
 writes the run folder, and a folder it cannot write stops every rank.
 
 A user error (flags, data found bad at start or during training, a validation set without labelled pixels,
-a checkpoint that does not fit, an unwritable run folder) is one line on stderr and exit code 2.
+a checkpoint that does not fit, one of ``train_timm.py`` or with non-finite weights, an unwritable run folder,
+a full disk) is one line on stderr and exit code 2; Ctrl-C is one line saying where to resume, exit code 130.
+``last``, ``checkpoint-N`` and ``model_best`` are separate copies (``salfmix_transforms.checkpoints``).
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ from salfmix_transforms.cli import (
     positive_int,
     probability,
     report_error,
+    report_interrupt,
+    report_write_error,
     writable_folder,
 )
 from salfmix_transforms.distributed import (
@@ -76,6 +84,7 @@ from salfmix_transforms.distributed import (
     set_rng_state,
     without_ddp,
 )
+from salfmix_transforms.fingerprint import FINGERPRINT_KEY
 from salfmix_transforms.flags import (
     add_augmentation_flags,
     augmentation_dests,
@@ -89,6 +98,7 @@ from salfmix_transforms.flags import (
 
 _logger = logging.getLogger("train_seg")
 PROG = "train_seg.py"
+TASK = "segmentation"  # the checkpoints' "task" (checkpoints.TASK_SCRIPTS): train_timm.py's are refused
 IGNORE_INDEX = 255
 _CAMVID_DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "camvid")
 
@@ -110,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", default=None, help="data folder (camvid default: ../shared/data/camvid)")
     d.add_argument("--num-classes", type=positive_int, default=None, help="for a folder without classes.txt")
     d.add_argument("--limit-train", type=positive_int, default=None, help="use the first N training images")
+    d.add_argument(
+        "--val-split",
+        default="val",
+        help="the split scored every epoch (and by --evaluate): a folder data set's <split>/images|masks; "
+        "synthetic: val or train",
+    )
     d.add_argument("--limit-val", type=positive_int, default=None, help="use the first N validation images")
     d.add_argument("--workers", "-j", type=non_negative_int, default=0, help="data loader processes")
     p.add_argument_group("model").add_argument("--model", choices=MODELS, default="tinyseg")
@@ -130,9 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's)")
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     o = p.add_argument_group("output")
-    o.add_argument("--output", default="", help="root folder of runs (default ./output/train_seg)")
+    o.add_argument(
+        "--output",
+        default="",
+        help="root folder of runs (default ./output/train_seg); with --evaluate: the folder (or .json file) "
+        "of the metrics",
+    )
     o.add_argument("--experiment", default="", help="run folder name (default: date, model and method)")
     o.add_argument("--resume", default="", help="checkpoint or run folder to continue")
+    o.add_argument(
+        "--evaluate",
+        default="",
+        metavar="CKPT",
+        help="score checkpoint CKPT on --val-split, no training: the run's flags (data, model, classes, "
+        "batch) come from the checkpoint unless given; the metrics are printed on one line and written as "
+        "JSON next to CKPT (<name>-eval-<split>.json) or to --output (a folder or a .json file), never to "
+        "the run's results.json",
+    )
     o.add_argument("--checkpoint-hist", type=positive_int, default=3)
     o.add_argument("--no-progress", action="store_true", help="log every --log-interval batches, no bar")
     o.add_argument("--log-interval", type=positive_int, default=50)
@@ -142,31 +172,42 @@ def build_parser() -> argparse.ArgumentParser:
 # The flags that define a run: a resumed run takes the checkpoint's for those not given on the command line.
 # --workers too: loader workers draw crops and flips from their own seeds, one process from the main RNG.
 _RUN_FLAGS = (
-    "dataset", "data_dir", "num_classes", "limit_train", "limit_val", "workers", "model", "epochs",
-    "batch_size", "lr", "opt", "weight_decay", "momentum", "sched", "min_lr", "warmup_epochs", "warmup_lr",
-    "smoothing", "seed",
+    "dataset", "data_dir", "num_classes", "limit_train", "val_split", "limit_val", "workers", "model",
+    "epochs", "batch_size", "lr", "opt", "weight_decay", "momentum", "sched", "min_lr", "warmup_epochs",
+    "warmup_lr", "smoothing", "seed",
     *augmentation_dests(),
 )  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The flags; with ``--resume``, those of :data:`_RUN_FLAGS` not given come from the checkpoint (a
-    checkpoint of an earlier version, which saved ``--method`` alone, gets that method's flags).
+    """The flags; with ``--resume`` or ``--evaluate``, those of :data:`_RUN_FLAGS` not given come from the
+    checkpoint (a checkpoint of an earlier version, which saved ``--method`` alone, gets that method's flags).
 
     Raises:
-        UsageError: a flag is unknown or malformed, or the checkpoint cannot be resumed.
+        UsageError: a flag is unknown or malformed, or the checkpoint cannot be resumed or evaluated.
     """
+    from salfmix_transforms.checkpoints import saved_flags
+
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     first = parser.parse_args(argv)
-    ckpt, saved = None, {}
+    if first.evaluate and first.resume:
+        raise UsageError("--evaluate scores a checkpoint, --resume trains on: give one of them")
+    ckpt, saved, evaluation = None, {}, None
     if first.resume:
         first.resume, ckpt = _load_resume(first.resume)
-        saved = {k: v for k, v in vars(ckpt.get("args") or argparse.Namespace()).items() if k in _RUN_FLAGS}
         if first.method is not None:  # named as given, before the checkpoint's flags join it
             _check_resume_method(first.resume, ckpt, first.method)
-    args = parse_augmentation_flags(parser, argv, saved)
+    elif first.evaluate:
+        evaluation = _load_evaluation(first.evaluate)
+        ckpt = evaluation[1]
     if ckpt is not None:
+        saved = saved_flags(ckpt, _RUN_FLAGS)
+    args = parse_augmentation_flags(parser, argv, saved)
+    if evaluation is not None:
+        args.evaluate, args._evaluation = evaluation[0], evaluation
+        _check_resume_model(args.evaluate, ckpt, args.model)
+    elif ckpt is not None:
         args.resume, args._resume_ckpt = first.resume, ckpt
         _check_resume_model(args.resume, ckpt, args.model)
         _check_resume_method(args.resume, ckpt, method_name(args))
@@ -189,12 +230,26 @@ def _load_resume(path: str) -> tuple[str, dict[str, Any]]:
     from salfmix_transforms.checkpoints import load_resume_checkpoint
 
     try:
-        path, ckpt, note = load_resume_checkpoint(path)
+        path, ckpt, note = load_resume_checkpoint(path, task=TASK)
     except ValueError as e:  # CorruptCheckpointError included
         raise UsageError(one_line(e)) from e
     if note:
         _logger.warning("warning: %s", note)
     return path, ckpt
+
+
+def _load_evaluation(path: str) -> tuple[str, dict[str, Any], dict[str, Any], str]:
+    """What ``--evaluate path`` scores (``checkpoints.load_evaluation_checkpoint``): the checkpoint file, its
+    metadata, its model weights and ``"model"``."""
+    from salfmix_transforms.checkpoints import load_evaluation_checkpoint
+
+    try:
+        path, ckpt, state_dict, weights, note = load_evaluation_checkpoint(path, TASK)
+    except ValueError as e:  # CorruptCheckpointError included
+        raise UsageError(one_line(e)) from e
+    if note:
+        _logger.warning("warning: %s", note)
+    return path, ckpt, state_dict, weights
 
 
 def _check_resume_model(path: str, ckpt: dict[str, Any], model: str) -> None:
@@ -220,11 +275,11 @@ def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     if args.dataset == "synthetic":
         kw = dict(seed=0)
         train = SyntheticShapes("train", limit=args.limit_train, **kw)
-        val = SyntheticShapes("val", limit=args.limit_val, **kw)
+        val = SyntheticShapes(args.val_split, train=False, limit=args.limit_val, **kw)
         return train, val, train.classes
     kw = dict(num_classes=args.num_classes, ignore_index=IGNORE_INDEX)
     train = SegmentationFolder(args.data_dir, "train", limit=args.limit_train, **kw)
-    val = SegmentationFolder(args.data_dir, "val", limit=args.limit_val, **kw)
+    val = SegmentationFolder(args.data_dir, args.val_split, train=False, limit=args.limit_val, **kw)
     return train, val, train.classes
 
 
@@ -258,6 +313,9 @@ class _TrainState:
         self.model, self.scheduler, self.method = model, scheduler, method
         self.rng_states: list[dict[str, Any]] = []
         self.train_time_s = self.aug_time_s = 0.0
+        self.data_fingerprint: dict[str, Any] | None = (
+            None  # fingerprint.dataset_fingerprint of the train set
+        )
 
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Any = None) -> dict[str, Any]:
         from timm.utils import get_state_dict, unwrap_model
@@ -265,6 +323,8 @@ class _TrainState:
         if ema:
             return {}
         return {
+            "task": TASK,
+            FINGERPRINT_KEY: self.data_fingerprint,
             "state_dict": get_state_dict(self.model, unwrap_fn or unwrap_model),
             "train_state": {
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
@@ -373,13 +433,19 @@ def _device(args: argparse.Namespace) -> torch.device:
     ``args.distributed``, ``world_size``, ``rank`` and ``local_rank``)."""
     from timm.utils import init_distributed_device
 
+    _checked_device(args)
+    return init_distributed_device(args)
+
+
+def _checked_device(args: argparse.Namespace) -> torch.device:
+    """``--device``, checked (a malformed name, CUDA asked for where there is none: :class:`UsageError`)."""
     try:
         device = torch.device(args.device)
     except RuntimeError as e:
         raise UsageError(f"--device {args.device!r} is not a device: {one_line(e)}") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device} asked for, but CUDA is not available")
-    return init_distributed_device(args)
+    return device
 
 
 def _check_data(args: argparse.Namespace, train_ds: Any) -> None:
@@ -537,6 +603,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     """Device and process group, data, model, batch transform, optimizer, schedule, resume, saver."""
     from timm.utils import random_seed
 
+    from salfmix_transforms.fingerprint import check_resume_data, dataset_fingerprint
     from salfmix_transforms.segmentation import build_model
 
     device = _device(args)
@@ -544,6 +611,11 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     random_seed(args.seed, args.rank)
     train_ds, val_ds, classes = build_datasets(args)
+    fingerprint = dataset_fingerprint(train_ds, args.dataset)
+    if args.resume:
+        message = check_resume_data(args.resume, args._resume_ckpt, fingerprint)
+        if message and _is_primary(args):
+            _logger.warning(message)
     num_classes = len(classes) if args.num_classes is None else args.num_classes
     if num_classes < len(classes):
         raise UsageError(f"--num-classes {num_classes} is smaller than the data set's {len(classes)} classes")
@@ -554,6 +626,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     train_loader, val_loader, train_sampler, data_order = _loaders(args, train_ds, val_ds, device)
     optimizer, scheduler, num_epochs = _optimizer_and_scheduler(args, model, len(train_loader))
     state = _TrainState(model, scheduler, method_name(args))
+    state.data_fingerprint = fingerprint
     start_epoch = _resume(args, model, optimizer, state, num_epochs) if args.resume else 0
     if args.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -679,6 +752,74 @@ def _results(run: dict[str, Any], last: dict[str, float]) -> dict[str, Any]:
     }
 
 
+# --- evaluate only (--evaluate) -------------------------------------------------------------------------
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Score checkpoint ``args.evaluate`` on ``--val-split`` as the training run's :func:`validate` did (the
+    run's flags come from the checkpoint, see :func:`parse_args`); write the metrics as JSON (next to it, or
+    to ``--output``) and log them on one line. Returns what was written.
+
+    Raises:
+        UsageError: a checkpoint that does not fit the model, an unwritable metrics file.
+        DatasetError: the data cannot be read, is of other classes than the checkpoint's, or has no labelled
+            validation pixel.
+        FloatingPointError: the loss is not finite.
+    """
+    from salfmix_transforms.checkpoints import evaluation_path, write_json
+    from salfmix_transforms.fingerprint import check_evaluation_data, dataset_fingerprint
+    from salfmix_transforms.segmentation import build_model
+
+    path, ckpt, state_dict, weights = args._evaluation
+    out_path = evaluation_path(path, args.output, args.val_split, weights)
+    device = _checked_device(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_ds, val_ds, classes = build_datasets(args)
+    check_evaluation_data(path, ckpt, dataset_fingerprint(train_ds, args.dataset))
+    num_classes = len(classes) if args.num_classes is None else args.num_classes
+    model = build_model(args.model, num_classes)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise UsageError(
+            f"checkpoint {path!r} does not fit {args.model} with {num_classes} classes: {one_line(e)}"
+        ) from e
+    model.to(device)
+    loader = torch.utils.data.DataLoader(
+        val_ds, args.batch_size, shuffle=False, num_workers=args.workers, pin_memory=device.type == "cuda"
+    )
+    run = dict(args=args, device=device, num_classes=num_classes, model=model, val_loader=loader)
+    metrics = validate(run, int(ckpt["epoch"]))
+    shown = (
+        f"loss {metrics['loss']:.4f}  mIoU {100 * metrics['miou']:.2f}%  "
+        f"pixel acc {100 * metrics['pixel_acc']:.2f}%"
+    )
+    record = {
+        "checkpoint": os.path.abspath(path),
+        "epoch": int(ckpt["epoch"]),
+        "weights": weights,
+        "model": args.model,
+        "num_classes": num_classes,
+        "classes": classes,
+        "dataset": args.dataset,
+        "data_dir": None if args.data_dir is None else os.path.abspath(args.data_dir),
+        "split": args.val_split,
+        "val_size": len(val_ds),
+        "metrics": metrics,
+    }
+    writable_folder(os.path.dirname(out_path), "the folder of the metrics")
+    try:
+        write_json(out_path, record)
+    except OSError as e:
+        raise UsageError(f"cannot write {out_path!r}: {one_line(e)} (the metrics: {shown})") from e
+    _logger.info(
+        "evaluated %s (epoch %d) on %s split %r (%d images): %s; metrics in %s",
+        path, record["epoch"], args.dataset, args.val_split, len(val_ds), shown, out_path,
+    )  # fmt: skip
+    return record
+
+
 # --- entry point ----------------------------------------------------------------------------------------
 
 
@@ -694,19 +835,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parse_setup_and_train(argv: Sequence[str] | None) -> int:
+    from salfmix_transforms.checkpoints import resumable_checkpoint
     from salfmix_transforms.data import DatasetError
 
+    args = None
     try:
         args = parse_args(argv)
         args.distributed, args.world_size, args.rank, args.local_rank = False, 1, 0, 0
+        if args.evaluate:
+            evaluate(args)
+            return 0
         run = setup(args)
     except _NothingToTrain as e:
         _logger.warning("warning: %s", e)
         return 0
     except (UsageError, DatasetError, ValueError, TypeError) as e:
         return report_error(PROG, e)
+    except FloatingPointError as e:  # --evaluate: a non-finite loss
+        return report_error(PROG, e)
+    except KeyboardInterrupt:  # Ctrl-C: one line, where to resume (the checkpoint being resumed, if any)
+        if args is not None and args.evaluate:
+            return report_interrupt(PROG, None, "no metrics written")
+        return report_interrupt(PROG, resumable_checkpoint("", args.resume if args is not None else ""))
     try:
         train(run)
+    except KeyboardInterrupt:
+        return report_interrupt(PROG, resumable_checkpoint(run["output_dir"], args.resume))
+    except OSError as e:  # no space left, a file-size limit: the checkpoints saved before are intact
+        return report_write_error(PROG, e, resumable_checkpoint(run["output_dir"], args.resume))
     except FloatingPointError as e:
         return report_error(
             PROG, f"{one_line(e)}: training diverged (a lower --lr?); checkpoints in {run['output_dir']}"

@@ -16,14 +16,16 @@ Examples::
     python train_timm.py --preset cifar --dataset cifar100 --data-dir ~/data --method salfmix   # paper setup
     torchrun --nproc_per_node 2 train_timm.py --method salfmix              # DDP (gloo on CPU)
     python train_timm.py --resume output/train/<run>/last.pth.tar            # continue a run
+    python train_timm.py --evaluate output/train/<run>/model_best.pth.tar    # score a checkpoint
 
 Outputs (rank 0 only) in ``--output/--experiment``: ``summary.csv`` (one row per epoch: train loss, epoch
 time, augmentation time, eval loss, top-1/top-5 error, lr), ``last.pth.tar`` and ranked checkpoints, and
 ``results.json`` (best top-1 error and its epoch). Checkpoints are replaced atomically (timm's
 ``CheckpointSaver`` with ``os.replace`` after an fsync, see ``salfmix_transforms.checkpoints``) and listed
-with their sha256 in ``checksums.sha256``. Bad input (missing data, unknown model or method, a grid that does
-not fit the images, a checkpoint of another model, a diverging loss) ends with one line on stderr and exit
-code 2.
+with their sha256 in ``checksums.sha256``; ``last``, ``checkpoint-N`` and ``model_best`` are separate copies.
+Bad input (missing data, unknown model or method, a grid that does not fit the images, a checkpoint of another
+model or of ``train_seg.py``, one with non-finite weights, a diverging loss, a full disk) ends with one line
+on stderr and exit code 2; Ctrl-C with one line saying where to resume and exit code 130.
 
 Resume: ``--resume`` takes a checkpoint or a run folder; a missing, unreadable or corrupt ``last.pth.tar``
 falls back to the newest intact ``checkpoint-N`` (the log says which), any other corrupt file is refused. The
@@ -32,7 +34,13 @@ a checkpoint that has done that many changes nothing (exit code 0, results.json 
 (or ``--lr``, ``--sched``, ...) rebuilds the lr schedule for the new flags: a 10-epoch cosine resumed with
 ``--epochs 20`` continues on the 20-epoch cosine from epoch 10. The best epoch, its metric and
 ``model_best.pth.tar`` follow the resumed checkpoint, in its own folder (resuming an older ``checkpoint-N``)
-as in a new ``--experiment``.
+as in a new ``--experiment``. Checkpoints hold a fingerprint of the training set
+(``salfmix_transforms.fingerprint``): a resume on other classes or another number of files is refused, one
+on other file names too with ``--saliency-source cached``, a warning otherwise.
+
+Evaluate only: ``--evaluate CKPT`` scores a checkpoint (``--model-ema``: its EMA weights) on ``--val-split``
+with the model, classes, data and batch size of its flags (unless given), prints the metrics on one line and
+writes them as JSON next to it (``<name>-eval-<split>.json``) or to ``--output``; nothing is trained.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ from salfmix_transforms.cli import (
     positive_int,
     probability,
     report_error,
+    report_interrupt,
+    report_write_error,
     writable_folder,
 )
 from salfmix_transforms.distributed import (
@@ -75,9 +85,10 @@ from salfmix_transforms.distributed import (
     set_rng_state,
     without_ddp,
 )
+from salfmix_transforms.fingerprint import FINGERPRINT_KEY
 from salfmix_transforms.flags import (
     DEFAULT_METHOD,
-    METHODS,
+    METHOD_FLAGS,
     add_augmentation_flags,
     build_batch_transform,
     disable_mixing,
@@ -92,7 +103,7 @@ from salfmix_transforms.flags import (
 __all__ = [
     "DEFAULTS",
     "DEFAULT_METHOD",
-    "METHODS",
+    "METHOD_FLAGS",
     "PRESETS",
     "UsageError",
     "build_batch_transform",
@@ -103,6 +114,7 @@ __all__ = [
 
 _logger = logging.getLogger("train_timm")
 PROG = "train_timm.py"
+TASK = "classification"  # the checkpoints' "task" (checkpoints.TASK_SCRIPTS): train_seg.py's are refused
 
 # What `python train_timm.py` without flags does: a run that finishes in a few minutes on a laptop CPU.
 DEFAULTS: dict[str, Any] = dict(
@@ -299,13 +311,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--torchcompile", nargs="?", const="inductor", default=None, help="torch.compile backend (inductor)"
     )
     g.add_argument("--seed", type=int, default=42, help="random seed (rank is added)")
-    g.add_argument("--output", default="", help="output root (default ./output/train)")
+    g.add_argument(
+        "--output",
+        default="",
+        help="output root (default ./output/train); with --evaluate: the folder (or .json file) of the "
+        "metrics",
+    )
     g.add_argument("--experiment", default="", help="run folder name (default: date-model-method)")
     g.add_argument(
         "--resume",
         default="",
         help="checkpoint or run folder to continue (last.pth.tar; when it is missing or corrupt, the newest "
         "intact checkpoint-N); same --method and --opt, --epochs in all",
+    )
+    g.add_argument(
+        "--evaluate",
+        default="",
+        metavar="CKPT",
+        help="score checkpoint CKPT (with --model-ema its EMA weights) on --val-split, no training: the "
+        "model, classes, data and batch size come from the checkpoint unless given; the metrics are printed "
+        "on one line and written as JSON next to CKPT (<name>-eval-<split>.json) or to --output (a folder or "
+        "a .json file), never to the run's results.json",
     )
     g.add_argument("--checkpoint-hist", type=positive_int, default=10, help="ranked checkpoints to keep")
     g.add_argument("--log-interval", type=positive_int, default=50, help="batches between log lines")
@@ -331,11 +357,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def unused_flags(args: argparse.Namespace) -> list[str]:
-    """The tuning flags given that nothing reads: the augmentation's (``flags.unused_tuning_flags``) and
-    ``--saliency-scale`` without ``--saliency-source lowres``."""
+    """The tuning flags given that nothing reads: the augmentation's (``flags.unused_tuning_flags``),
+    ``--saliency-scale`` without ``--saliency-source lowres`` and ``--model-ema-decay`` without
+    ``--model-ema``."""
     unused = unused_tuning_flags(args)
     if "saliency_scale" in args.given_flags and args.saliency_source != "lowres":
         unused.append("--saliency-scale")
+    if "model_ema_decay" in args.given_flags and not args.model_ema:
+        unused.append("--model-ema-decay")
     return unused
 
 
@@ -373,6 +402,9 @@ class _TrainState:
         self.train_time_s = 0.0
         self.aug_time_s = 0.0
         self.saliency_cache: Any = None  # --saliency-source cached: saved with the checkpoints
+        self.data_fingerprint: dict[str, Any] | None = (
+            None  # fingerprint.dataset_fingerprint of the train set
+        )
 
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Any = None) -> dict[str, Any]:
         from timm.utils import get_state_dict, unwrap_model
@@ -385,6 +417,8 @@ class _TrainState:
                 else {"state_dict_ema": get_state_dict(self.model_ema, unwrap_fn)}
             )
         return {
+            "task": TASK,
+            FINGERPRINT_KEY: self.data_fingerprint,
             "state_dict": get_state_dict(self.model, unwrap_fn),
             "train_state": {
                 "scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
@@ -497,21 +531,45 @@ def _load_resume_metadata(args: argparse.Namespace) -> dict[str, Any]:
     from salfmix_transforms.checkpoints import load_resume_checkpoint
 
     try:
-        args.resume, ckpt, note = load_resume_checkpoint(args.resume)
+        args.resume, ckpt, note = load_resume_checkpoint(args.resume, task=TASK)
     except ValueError as e:  # CorruptCheckpointError included
         raise CheckpointError(one_line(e)) from e
     if note and _is_primary(args):
         _logger.warning("warning: %s", note)
-    path = args.resume
+    _check_model(args.resume, ckpt, args)
+    _check_resume_flags(args.resume, ckpt, args)
+    return ckpt
+
+
+def _check_model(path: str, ckpt: dict[str, Any], args: argparse.Namespace) -> None:
+    """Refuse checkpoint ``path`` (metadata ``ckpt``) of another ``--model`` or ``--width``.
+
+    Raises:
+        CheckpointError: naming the checkpoint and its model or width.
+    """
     arch = ckpt.get("arch")
     if arch and arch != args.model:
         raise CheckpointError(f"checkpoint {path!r} is of model {arch!r}, not --model {args.model!r}")
-    saved_args = ckpt.get("args")
-    saved_width = getattr(saved_args, "width", None)
+    saved_width = getattr(ckpt.get("args"), "width", None)
     if saved_width is not None and args.width is not None and float(saved_width) != float(args.width):
         raise CheckpointError(f"checkpoint {path!r} has --width {saved_width}, not {args.width}")
-    _check_resume_flags(path, ckpt, args)
-    return ckpt
+
+
+def _check_resume_data(args: argparse.Namespace, ckpt: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    """The resumed run trains on the checkpoint's data set (``fingerprint.check_resume_data``): other
+    classes or another number of images are refused, other file names too when the checkpoint holds a
+    saliency cache (its maps belong to other images), a warning otherwise.
+
+    Raises:
+        DataChangedError: naming the checkpoint and what differs.
+    """
+    from salfmix_transforms.fingerprint import check_resume_data
+
+    cached = args.saliency_source == "cached" and (ckpt.get("train_state") or {}).get("saliency_cache")
+    per_file = "its cached saliency maps (--saliency-source cached)" if cached else None
+    message = check_resume_data(args.resume, ckpt, fingerprint, per_file_state=per_file)
+    if message and _is_primary(args):
+        _logger.warning(message)
 
 
 def _check_resume_flags(path: str, ckpt: dict[str, Any], args: argparse.Namespace) -> None:
@@ -659,6 +717,7 @@ def _setup(args: argparse.Namespace) -> _Run:
 
     from salfmix_transforms._validation import check_grid
     from salfmix_transforms.data import build_datasets, canonical_name, with_source_coordinates
+    from salfmix_transforms.fingerprint import dataset_fingerprint
     from salfmix_transforms.saliency_cache import SaliencyCache
 
     _check_device(args.device)
@@ -666,13 +725,16 @@ def _setup(args: argparse.Namespace) -> _Run:
     if args.threads > cpus:
         raise UsageError(f"--threads {args.threads} is more than the {cpus} CPUs of this machine")
     device = init_distributed_device(args)
+    # The checkpoint first: one of another script, model or method is refused before the data is read.
+    resume_ckpt = _load_resume_metadata(args) if args.resume else None
     unused = unused_flags(args)
     if unused and _is_primary(args):
         _logger.warning(
-            "warning: %s given, but the %s run does not use %s (ignored)",
+            "warning: %s given, but the %s run does not use %s (ignored)%s",
             ", ".join(unused),
             method_name(args),
             "it" if len(unused) == 1 else "them",
+            "; --model-ema-decay needs --model-ema" if "--model-ema-decay" in unused else "",
         )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -686,6 +748,9 @@ def _setup(args: argparse.Namespace) -> _Run:
         val_split=args.val_split,
         img_size=args.img_size,
     )
+    fingerprint = dataset_fingerprint(train_ds, canonical_name(args.dataset, args.data_dir))
+    if resume_ckpt is not None:
+        _check_resume_data(args, resume_ckpt, fingerprint)
     num_classes = args.num_classes or data_classes
     if num_classes < data_classes:
         raise UsageError(f"--num-classes {num_classes} is smaller than the data set's {data_classes} classes")
@@ -705,8 +770,6 @@ def _setup(args: argparse.Namespace) -> _Run:
         train_ds = with_source_coordinates(train_ds)
         saliency_cache = SaliencyCache(len(train_ds), device=device)
         transform.track_provenance = True
-
-    resume_ckpt = _load_resume_metadata(args) if args.resume else None
 
     model = _create_model(args, num_classes)
     num_params = sum(p.numel() for p in model.parameters())
@@ -804,6 +867,7 @@ def _setup(args: argparse.Namespace) -> _Run:
     state.method = method_name(args)
     state.train_time_s, state.aug_time_s = train_time_so_far, aug_time_so_far
     state.saliency_cache = saliency_cache
+    state.data_fingerprint = fingerprint
     error = None
     if _is_primary(args):
         try:
@@ -1153,6 +1217,133 @@ def _train(run: _Run) -> dict[str, Any]:
     return results
 
 
+# --- evaluate only (--evaluate) -----------------------------------------------------------------------
+
+# What --evaluate takes from the checkpoint's flags unless given: the model, its classes, the data and the
+# loader (batch and workers: the run's own validation pass, batch for batch).
+_EVALUATE_FLAGS = (
+    "model",
+    "width",
+    "num_classes",
+    "dataset",
+    "data_dir",
+    "train_split",
+    "val_split",
+    "img_size",
+    "batch_size",
+    "workers",
+)
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Score checkpoint ``args.evaluate`` on the validation split, as the training run's ``validate`` did
+    (with ``--model-ema`` its EMA weights, when it has them); write the metrics as JSON (next to it, or to
+    ``--output``) and log them on one line. Returns what was written.
+
+    Raises:
+        UsageError: bad flags, a checkpoint that cannot be read, is corrupt, of ``train_seg.py`` or does not
+            fit the model; an unwritable metrics file.
+        DatasetError: the data cannot be read, or is of other classes than the checkpoint's.
+    """
+    from types import SimpleNamespace
+
+    from salfmix_transforms.checkpoints import (
+        evaluation_path,
+        load_evaluation_checkpoint,
+        saved_flags,
+        write_json,
+    )
+    from salfmix_transforms.data import build_datasets, canonical_name
+    from salfmix_transforms.fingerprint import check_evaluation_data, dataset_fingerprint
+
+    if args.resume:
+        raise UsageError("--evaluate scores a checkpoint, --resume trains on: give one of them")
+    _check_device(args.device)
+    try:
+        path, ckpt, state_dict, weights, note = load_evaluation_checkpoint(
+            args.evaluate, TASK, args.model_ema
+        )
+    except ValueError as e:  # CorruptCheckpointError included
+        raise CheckpointError(one_line(e)) from e
+    if note:
+        _logger.warning("warning: %s", note)
+    for name, value in saved_flags(ckpt, _EVALUATE_FLAGS).items():
+        if name not in args.given_flags:
+            setattr(args, name, list(value) if isinstance(value, tuple) else value)
+    _check_model(path, ckpt, args)
+    out_path = evaluation_path(path, args.output, args.val_split, weights)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    amp_dtype = _resolve_amp(args, device)
+    train_ds, val_ds, data_classes, img_size = build_datasets(
+        args.dataset,
+        args.data_dir,
+        train_split=args.train_split,
+        val_split=args.val_split,
+        img_size=args.img_size,
+    )
+    dataset = canonical_name(args.dataset, args.data_dir)
+    check_evaluation_data(path, ckpt, dataset_fingerprint(train_ds, dataset))
+    num_classes = args.num_classes or data_classes
+    model = _create_model(args, num_classes)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"checkpoint {path!r} does not fit {args.model} with {num_classes} classes: {one_line(e)}"
+        ) from e
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = torch.utils.data.DataLoader(
+        val_ds,
+        batch_size=2 * args.batch_size,
+        shuffle=False,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+    )
+    run = SimpleNamespace(
+        args=args, device=device, val_loader=loader, num_classes=num_classes, amp_dtype=amp_dtype
+    )
+    metrics = validate(run, model)
+    shown = (
+        f"loss {metrics['loss']:.4f}  top-1 err {metrics['top1_err']:.2f}%  "
+        f"top-5 err {metrics['top5_err']:.2f}%"
+    )
+    record = {
+        "checkpoint": os.path.abspath(path),
+        "epoch": int(ckpt["epoch"]),
+        "weights": weights,
+        "model": args.model,
+        "width": args.width,
+        "num_classes": num_classes,
+        "dataset": dataset,
+        "data_dir": None if args.data_dir is None else os.path.abspath(args.data_dir),
+        "split": args.val_split,
+        "val_size": len(val_ds),
+        "img_size": img_size,
+        "metrics": metrics,
+    }
+    writable_folder(os.path.dirname(out_path), "the folder of the metrics")
+    try:
+        write_json(out_path, record)
+    except OSError as e:
+        raise UsageError(f"cannot write {out_path!r}: {one_line(e)} (the metrics: {shown})") from e
+    _logger.info(
+        "evaluated %s (epoch %d, %s weights) on %s split %r (%d images): %s; metrics in %s",
+        path,
+        record["epoch"],
+        weights,
+        dataset,
+        args.val_split,
+        len(val_ds),
+        shown,
+        out_path,
+    )
+    return record
+
+
 # --- entry point --------------------------------------------------------------------------------------
 
 
@@ -1162,16 +1353,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
     except UsageError as e:
         return report_error(PROG, e)
+    except KeyboardInterrupt:
+        return report_interrupt(PROG, None)
     args.distributed, args.world_size, args.rank, args.local_rank = False, 1, 0, 0
     try:
         with logging_to_stdout(primary=int(os.environ.get("RANK", "0")) == 0):
+            if args.evaluate:
+                return _evaluate_and_report(args)
             return _setup_and_train(args)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
+def _evaluate_and_report(args: argparse.Namespace) -> int:
+    """:func:`evaluate`; 0, or 2 with one line on stderr."""
+    from salfmix_transforms.data import DatasetError
+
+    try:
+        evaluate(args)
+    except (UsageError, DatasetError, ValueError) as e:
+        return report_error(PROG, e)
+    except KeyboardInterrupt:
+        return report_interrupt(PROG, None, "no metrics written")
+    return 0
+
+
 def _setup_and_train(args: argparse.Namespace) -> int:
+    from salfmix_transforms.checkpoints import resumable_checkpoint
     from salfmix_transforms.data import DatasetError
 
     try:
@@ -1181,8 +1390,14 @@ def _setup_and_train(args: argparse.Namespace) -> int:
         return 0
     except (UsageError, DatasetError, ValueError) as e:
         return report_error(PROG, e)
+    except KeyboardInterrupt:  # Ctrl-C: one line, where to resume (the checkpoint being resumed, if any)
+        return report_interrupt(PROG, resumable_checkpoint("", args.resume))
     try:
         _train(run)
+    except KeyboardInterrupt:
+        return report_interrupt(PROG, resumable_checkpoint(run.output_dir, args.resume))
+    except OSError as e:  # no space left, a file-size limit: the checkpoints saved before are intact
+        return report_write_error(PROG, e, resumable_checkpoint(run.output_dir, args.resume))
     except FloatingPointError as e:  # a NaN / inf loss: the completed epochs are checkpointed already
         return report_error(
             PROG,

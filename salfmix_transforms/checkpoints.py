@@ -3,7 +3,7 @@
 timm's saver puts ``last.pth.tar`` in place by unlink-then-rename and ``model_best.pth.tar`` by
 unlink-then-link: a kill between the two steps leaves neither file. :class:`AtomicCheckpointSaver` keeps all
 of timm's bookkeeping (ranked history, best metric, resume state) and changes only how a file is put in
-place: it is written (or linked) under a temporary name, fsynced, then moved over the old one with
+place: it is written (or copied) under a temporary name, fsynced, then moved over the old one with
 ``os.replace``, so every checkpoint name holds a complete file at every moment.
 
 ``checksums.sha256`` in the checkpoint folder (the format of ``sha256sum -c``) lists the sha256 of every
@@ -12,6 +12,20 @@ so every file the saver wrote has its digest listed, even after a kill; a file w
 bits, a truncated copy) is not listed and fails :func:`verify`. :func:`find_resume_checkpoint` turns a
 ``--resume`` path into the file to load, falling back from a missing or damaged ``last.pth.tar`` to the newest
 intact ``checkpoint-N.pth.tar``.
+
+``last.pth.tar``, ``checkpoint-N.pth.tar`` and ``model_best.pth.tar`` are separate files (copies, not hard
+links of one inode), so damage to one in place (a truncating copy, a bad sector) leaves the others intact. A
+save that fails (no space left, a file-size limit, Ctrl-C) removes its temporary files and leaves every
+checkpoint saved before as it was (:class:`CheckpointSaveError`).
+
+Every checkpoint names the script that wrote it (``task``: ``"classification"`` for ``train_timm.py``,
+``"segmentation"`` for ``train_seg.py``; :func:`checkpoint_task`), and :func:`load_resume_checkpoint` refuses
+one of the other script, or one whose weights are not finite.
+
+``--evaluate CKPT`` of both scripts scores a checkpoint without training: :func:`load_evaluation_checkpoint`
+(the checks of a resume, and the weights to score: the model's or the EMA's), :func:`saved_flags` (the run's
+flags it takes unless given), :func:`evaluation_path` (``<name>-eval-<split>.json`` next to the checkpoint or
+in ``--output``; never a run's ``results.json``) and :func:`write_json` (atomic).
 """
 
 from __future__ import annotations
@@ -26,20 +40,30 @@ import re
 import shutil
 from typing import Any
 
+import torch
 from timm.utils import CheckpointSaver, load_checkpoint_metadata
 
 __all__ = [
     "CHECKSUMS",
+    "RESULTS",
+    "TASK_SCRIPTS",
     "AtomicCheckpointSaver",
+    "CheckpointSaveError",
     "CorruptCheckpointError",
     "checkpoint_epoch",
+    "checkpoint_task",
+    "evaluation_path",
     "find_resume_checkpoint",
+    "load_evaluation_checkpoint",
     "load_resume_checkpoint",
     "open_run_folder",
     "read_checksums",
     "restore_best",
+    "resumable_checkpoint",
+    "saved_flags",
     "sha256_file",
     "verify",
+    "write_json",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -47,10 +71,18 @@ _logger = logging.getLogger(__name__)
 CHECKSUMS = "checksums.sha256"
 _LAST = "last.pth.tar"
 _NUMBERED = re.compile(r"checkpoint-(\d+)\.pth\.tar$")
+# The ``task`` entry of a checkpoint and the script that writes it.
+TASK_SCRIPTS = {"classification": "train_timm.py", "segmentation": "train_seg.py"}
 
 
 class CorruptCheckpointError(ValueError):
-    """A checkpoint whose bytes are not those saved: its sha256 is not in its folder's checksums.sha256."""
+    """A checkpoint whose bytes are not those saved: its sha256 is not in its folder's checksums.sha256, or
+    its weights are not finite."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (no space left, a file-size limit, ...). The message names the
+    folder and the cause; the temporary files are removed and the checkpoints saved before are intact."""
 
 
 # --- checksums ----------------------------------------------------------------------------------------
@@ -121,20 +153,27 @@ def _write_checksums(folder: str, entries: dict[str, str]) -> None:
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
-    """timm's ``CheckpointSaver`` (same arguments) whose every replace is atomic and whose every file is
-    listed with its sha256 in ``checksums.sha256`` of ``checkpoint_dir`` (see the module docstring).
+    """timm's ``CheckpointSaver`` (same arguments) whose every replace is atomic, whose every file is a
+    separate copy (no hard links) and whose every file is listed with its sha256 in ``checksums.sha256`` of
+    ``checkpoint_dir`` (see the module docstring).
 
-    Only ``_save``, ``_replace`` and ``_duplicate`` (how a file is put in place) are changed; ranking,
-    history, best-metric tracking and the resume state are timm's.
+    Only ``_save``, ``_replace`` and ``_duplicate`` (how a file is put in place) are changed, and a failed
+    ``save_checkpoint`` cleans up after itself; ranking, history, best-metric tracking and the resume state
+    are timm's.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.can_hardlink = False  # one file per name: damage to last.pth.tar stays in last.pth.tar
         self._digests: dict[str, str] = read_checksums(self.checkpoint_dir) or {}
 
     def _save(self, save_path: str, epoch: int, metric: float | None = None) -> None:
-        super()._save(save_path, epoch, metric)
-        _fsync_file(save_path)
+        # torch.save writes through a Python file object: a failed write raises its OSError (ENOSPC, EFBIG)
+        # as the context of torch's RuntimeError, where a path gives "unexpected pos" and no cause.
+        with open(save_path, "wb") as f:
+            super()._save(f, epoch, metric)  # type: ignore[arg-type]  (timm hands it to torch.save)
+            f.flush()
+            os.fsync(f.fileno())
         self._digests[os.path.basename(save_path)] = sha256_file(save_path)
         _write_checksums(self.checkpoint_dir, self._digests)  # listed before it replaces anything
 
@@ -153,23 +192,38 @@ class AtomicCheckpointSaver(CheckpointSaver):
             digest = sha256_file(src)  # a file of another folder (a resumed run's best)
             self._digests[os.path.basename(tmp)] = digest
             _write_checksums(self.checkpoint_dir, self._digests)
-        if self.can_hardlink:
-            try:
-                os.link(src, tmp)
-            except (OSError, NotImplementedError):
-                self.can_hardlink = False
-        if not self.can_hardlink:
-            shutil.copy2(src, tmp)
-            _fsync_file(tmp)
+        shutil.copy2(src, tmp)  # a copy, not a hard link: each name its own inode
+        _fsync_file(tmp)
         os.replace(tmp, dst)
         _fsync_dir(folder)
         self._digests.pop(os.path.basename(tmp), None)
         self._digests[os.path.basename(dst)] = digest
 
     def save_checkpoint(self, epoch: int, metric: float | None = None) -> tuple[Any, Any]:
-        result = super().save_checkpoint(epoch, metric)
-        self._prune_checksums()
+        """timm's ``save_checkpoint``; when it fails (a write error, Ctrl-C), its temporary files are removed
+        and the checkpoints saved before are left as they were.
+
+        Raises:
+            CheckpointSaveError: a file could not be written (no space left, a file-size limit, ...).
+        """
+        try:
+            result = super().save_checkpoint(epoch, metric)
+            self._prune_checksums()
+        except BaseException as e:
+            self._remove_temporaries()
+            if isinstance(e, (OSError, RuntimeError)):
+                folder = os.path.abspath(self.checkpoint_dir)
+                raise CheckpointSaveError(f"cannot save a checkpoint in {folder!r}: {_cause(e)}") from e
+            raise
         return result
+
+    def _remove_temporaries(self) -> None:
+        """Remove what a failed save leaves (best effort; the checksums then list the files that exist)."""
+        for name in ("tmp" + self.extension, "tmp_copy" + self.extension, CHECKSUMS + ".tmp"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.checkpoint_dir, name))
+        with contextlib.suppress(OSError):
+            self._prune_checksums()
 
     def install(self, src: str, name: str) -> None:
         """Put a copy of checkpoint ``src`` (of any folder) in place as ``name`` in ``checkpoint_dir``."""
@@ -181,6 +235,17 @@ class AtomicCheckpointSaver(CheckpointSaver):
         folder = self.checkpoint_dir
         self._digests = {n: d for n, d in self._digests.items() if os.path.exists(os.path.join(folder, n))}
         _write_checksums(self.checkpoint_dir, self._digests)
+
+
+def _cause(error: BaseException) -> str:
+    """What went wrong in a failed write: the OSError of the chain (torch.save wraps the write's in a
+    RuntimeError) as "No space left on device", else the error's own message."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 # --- resume -------------------------------------------------------------------------------------------
@@ -238,15 +303,50 @@ def find_resume_checkpoint(path: str) -> tuple[str, str | None]:
     return path, None
 
 
-def load_resume_checkpoint(path: str) -> tuple[str, dict[str, Any], str | None]:
+def checkpoint_task(ckpt: dict[str, Any]) -> str | None:
+    """Which script wrote checkpoint metadata ``ckpt``: ``"classification"`` (``train_timm.py``) or
+    ``"segmentation"`` (``train_seg.py``), a key of :data:`TASK_SCRIPTS`; ``None`` when it cannot be told.
+
+    Its ``task`` entry; for a checkpoint written before there was one, the flags saved with it
+    (``--limit-train`` / ``--limit-val`` are train_seg.py's, ``--val-split`` / ``--model-ema``
+    train_timm.py's)."""
+    task = ckpt.get("task")
+    if task in TASK_SCRIPTS:
+        return task
+    saved = ckpt.get("args")
+    names = set(vars(saved) if isinstance(saved, argparse.Namespace) else saved or ())
+    if names & {"limit_train", "limit_val"}:
+        return "segmentation"
+    if names & {"val_split", "train_split", "model_ema"}:
+        return "classification"
+    return None
+
+
+def _non_finite_weight(ckpt: dict[str, Any]) -> tuple[str, str] | None:
+    """The first floating-point tensor of the model or EMA weights (``state_dict``, ``state_dict_ema``) with
+    a NaN or an infinity, as (entry, tensor name); ``None`` when all are finite."""
+    for entry in ("state_dict", "state_dict_ema"):
+        state = ckpt.get(entry)
+        if not isinstance(state, dict):
+            continue
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                if not bool(torch.isfinite(value).all()):
+                    return entry, name
+    return None
+
+
+def load_resume_checkpoint(path: str, task: str | None = None) -> tuple[str, dict[str, Any], str | None]:
     """What ``--resume path`` of a training script means: the checkpoint file
     (:func:`find_resume_checkpoint`), its metadata (timm's ``load_checkpoint_metadata``) and the fallback
-    note (``None`` when ``path`` itself is used).
+    note (``None`` when ``path`` itself is used). ``task`` (a key of :data:`TASK_SCRIPTS`): the script that
+    resumes; a checkpoint of the other one is refused.
 
     Raises:
-        CorruptCheckpointError: the file fails its checksum.
-        ValueError: no such file, a file that is not a torch checkpoint, or one that is not a training
-            checkpoint (no ``state_dict`` / ``epoch``); the message names the path.
+        CorruptCheckpointError: the file fails its checksum, or its model or EMA weights are not finite.
+        ValueError: no such file, a file that is not a torch checkpoint, one that is not a training
+            checkpoint (no ``state_dict`` / ``epoch``), or one of the other script; the message names the
+            path.
     """
     path, note = find_resume_checkpoint(path)
     if not os.path.isfile(path):
@@ -258,7 +358,35 @@ def load_resume_checkpoint(path: str) -> tuple[str, dict[str, Any], str | None]:
         raise ValueError(f"cannot read checkpoint {path!r} (not a torch.save file?): {message}") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         raise ValueError(f"{path!r} is not a training checkpoint (no state_dict / epoch)")
+    written = checkpoint_task(ckpt)
+    if task is not None and written is not None and written != task:
+        raise ValueError(
+            f"checkpoint {path!r} was written by {TASK_SCRIPTS[written]} (a {written} run), not by "
+            f"{TASK_SCRIPTS[task]}: use {TASK_SCRIPTS[written]}"
+        )
+    bad = _non_finite_weight(ckpt)
+    if bad is not None:
+        raise CorruptCheckpointError(
+            f"checkpoint {path!r} has non-finite values (NaN / inf) in {bad[0]} {bad[1]!r}: the file is "
+            f"damaged; resume from another checkpoint"
+        )
     return path, ckpt, note
+
+
+def resumable_checkpoint(folder: str, fallback: str = "") -> str | None:
+    """The checkpoint that continues the run of ``folder`` (its ``last.pth.tar``, else its newest
+    ``checkpoint-N.pth.tar``), else ``fallback`` (the checkpoint or run folder the run was resumed from)
+    when it exists; ``None`` when there is none. What a script's "resume with --resume ..." names."""
+    if folder and os.path.isdir(folder):
+        last = os.path.join(folder, _LAST)
+        if os.path.isfile(last):
+            return os.path.abspath(last)
+        numbered = _numbered_newest_first(folder)
+        if numbered:
+            return os.path.abspath(numbered[0])
+    if fallback and os.path.exists(fallback):
+        return os.path.abspath(fallback)
+    return None
 
 
 def checkpoint_epoch(path: str | os.PathLike) -> int | None:
@@ -332,3 +460,88 @@ def open_run_folder(
     with open(os.path.join(output_dir, "args.json"), "w") as f:
         json.dump(vars(run_args), f, indent=2, sort_keys=True)
     return saver
+
+
+# --- evaluate-only runs (--evaluate) ---------------------------------------------------------------------
+
+RESULTS = "results.json"  # a run's results: an evaluation never writes it
+
+
+def saved_flags(ckpt: dict[str, Any], names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The flags ``names`` that checkpoint metadata ``ckpt`` was trained with (its ``args``); those it does
+    not have are left out."""
+    saved = ckpt.get("args")
+    values = vars(saved) if isinstance(saved, argparse.Namespace) else dict(saved or {})
+    return {name: values[name] for name in names if name in values}
+
+
+def load_evaluation_checkpoint(
+    path: str, task: str, ema: bool = False
+) -> tuple[str, dict[str, Any], dict[str, Any], str, str | None]:
+    """What ``--evaluate path`` of a training script scores: ``(checkpoint file, metadata, state dict,
+    "model" or "ema", note)``. The file is found, checked and refused as by :func:`load_resume_checkpoint`
+    (``task``: the script's); with ``ema`` its EMA weights when it has them, else the model's and a note
+    that says so (``None`` when there is nothing to say).
+
+    Raises:
+        CorruptCheckpointError, ValueError: as :func:`load_resume_checkpoint`.
+    """
+    from timm.models import clean_state_dict
+
+    path, ckpt, note = load_resume_checkpoint(path, task=task)
+    weights = "model"
+    if ema and isinstance(ckpt.get("state_dict_ema"), dict):
+        weights = "ema"
+    elif ema:
+        note = f"checkpoint {path!r} has no EMA weights: scoring the model's (--model-ema)"
+    state = clean_state_dict(ckpt["state_dict_ema" if weights == "ema" else "state_dict"])
+    return path, ckpt, state, weights, note
+
+
+def evaluation_path(checkpoint: str, output: str, split: str, weights: str = "model") -> str:
+    """Where ``--evaluate`` writes its metrics: ``output`` when it names a ``.json`` file, else the file
+    ``<checkpoint name>-eval-<split>[-ema].json`` in folder ``output``, or next to ``checkpoint`` when
+    ``output`` is empty (``model_best.pth.tar`` -> ``model_best-eval-val.json``).
+
+    Raises:
+        ValueError: the path is a run's ``results.json`` (never overwritten by an evaluation).
+    """
+    if output.lower().endswith(".json"):
+        path = output
+    else:
+        name = os.path.basename(checkpoint)
+        for suffix in (".pth.tar", ".pth", ".pt", ".tar", ".bin", ".safetensors"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        suffix = "-ema" if weights == "ema" else ""
+        split = split.replace(os.sep, "_").replace("/", "_")
+        path = os.path.join(
+            output or os.path.dirname(os.path.abspath(checkpoint)), f"{name}-eval-{split}{suffix}.json"
+        )
+    if os.path.basename(path) == RESULTS:
+        raise ValueError(f"--output {output!r}: {RESULTS} is a run's results, never written by --evaluate")
+    return os.path.abspath(path)
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file, fsynced, then ``os.replace``): the
+    file holds the old or the new content at every moment, never a partial one.
+
+    Raises:
+        OSError: the file cannot be written (the temporary file is removed).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)

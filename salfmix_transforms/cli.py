@@ -15,6 +15,10 @@ refuses) would print the usage and raise ``SystemExit``; :class:`OneLineArgument
 
 The flag types (:func:`positive_int`, :func:`probability`, ...) raise ``argparse.ArgumentTypeError``, which
 argparse turns into "argument --flag: <message>", so the message names the flag and what it expects.
+
+A run that stops during training says where it can be resumed, on one line too: :func:`report_interrupt`
+(Ctrl-C, exit code 130) and :func:`report_write_error` (a checkpoint or result that cannot be written, exit
+code 2), given the checkpoint to resume from (``checkpoints.resumable_checkpoint``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import tempfile
 from collections.abc import Iterator
 
 __all__ = [
+    "EXIT_INTERRUPTED",
     "OneLineArgumentParser",
     "UsageError",
     "logging_to_stdout",
@@ -41,8 +46,13 @@ __all__ = [
     "positive_int",
     "probability",
     "report_error",
+    "report_interrupt",
+    "report_write_error",
     "writable_folder",
 ]
+
+# The exit code of a run stopped by Ctrl-C (SIGINT): 128 + 2, what a shell reports.
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -116,6 +126,30 @@ def report_error(prog: str, error: BaseException | str) -> int:
     message = error if isinstance(error, str) else one_line(error)
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
+
+
+def report_interrupt(prog: str, checkpoint: str | None, outcome: str | None = None) -> int:
+    """Print, as one line on stderr, that the run was interrupted and how to go on from ``checkpoint`` (the
+    newest checkpoint of the run, ``None`` when it has none), or ``outcome`` when given (a run that trains
+    nothing: "no metrics written"); return :data:`EXIT_INTERRUPTED`."""
+    if outcome:
+        print(f"{prog}: interrupted; {outcome}", file=sys.stderr)
+    elif checkpoint:
+        print(f"{prog}: interrupted; resume with --resume {checkpoint}", file=sys.stderr)
+    else:
+        print(f"{prog}: interrupted before the first checkpoint: nothing to resume yet", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def report_write_error(prog: str, error: OSError, checkpoint: str | None) -> int:
+    """A file of the run (a checkpoint, ``summary.csv``, ``results.json``) could not be written: print the
+    error and where the run can be resumed from (``checkpoint``, ``None`` when there is none) as one line on
+    stderr; return 2."""
+    if checkpoint:
+        kept = f"the checkpoints saved before are intact: resume with --resume {checkpoint}"
+    else:
+        kept = "no checkpoint was saved yet"
+    return report_error(prog, f"{one_line(error)}; {kept}")
 
 
 @contextlib.contextmanager

@@ -127,7 +127,7 @@ def test_the_baseline_is_one_flag_away_and_any_augmentation_flag_wins_over_the_d
 
 
 def test_method_names_are_the_registry_names():
-    assert tuple(train_timm.METHODS) == methods.METHODS
+    assert tuple(train_timm.METHOD_FLAGS) == methods.METHODS
 
 
 @pytest.mark.parametrize(
@@ -223,7 +223,7 @@ METHOD_ROWS = {
 
 
 def test_method_table_is_complete():
-    assert set(METHOD_ROWS) == set(train_timm.METHODS)
+    assert set(METHOD_ROWS) == set(train_timm.METHOD_FLAGS)
 
 
 @pytest.mark.parametrize("method", list(METHOD_ROWS))

@@ -214,9 +214,9 @@ def test_checkpoints_are_copied_where_hard_links_fail(tiny_folder, tmp_path, cap
     [
         ("missing", "checkpoint-1.pth.tar"),
         ("folder", "checkpoint-1.pth.tar"),  # --resume <run folder>, its last.pth.tar gone
-        # checkpoint-1 is a hard link of last.pth.tar: damaged bytes are damaged under both names.
-        ("truncated", "checkpoint-0.pth.tar"),
-        ("flipped", "checkpoint-0.pth.tar"),
+        # checkpoint-1 is a copy of last.pth.tar (not a hard link): damage to last leaves it intact.
+        ("truncated", "checkpoint-1.pth.tar"),
+        ("flipped", "checkpoint-1.pth.tar"),
     ],
 )
 def test_resume_falls_back_to_the_newest_intact_checkpoint(tiny_folder, tmp_path, capsys, damage, used):
