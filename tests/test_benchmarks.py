@@ -151,6 +151,7 @@ def test_time_group_reports_errors_and_missing_libraries():
 # --- accuracy.py ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_accuracy_dry_run_plans_every_row_and_seed(tiny_folder, tmp_path):
     results = str(tmp_path / "results.jsonl")  # not the real file: the long run may have filled it
     proc = _run(str(ACCURACY), "--dry-run", "--data-dir", str(tiny_folder), "--results", results, timeout=120)
@@ -176,6 +177,7 @@ def test_accuracy_dry_run_plans_every_row_and_seed(tiny_folder, tmp_path):
         assert all(f"--preset {preset}" in ln and "--epochs 300" in ln for ln in planned)
 
 
+@pytest.mark.slow
 def test_accuracy_skips_cleanly_without_data(tmp_path):
     proc = _run(str(ACCURACY), "--data-dir", str(tmp_path / "absent"), "--results", str(tmp_path / "r.jsonl"))
     assert proc.returncode == 0 and "skipped" in proc.stderr
@@ -432,6 +434,7 @@ def test_interrupted_run_is_resumed_or_moved_aside(tmp_path):
     assert accuracy._command_for(run)[-2:] == ["--resume", str(run.output / "last.pth.tar")]
 
 
+@pytest.mark.slow
 def test_fidelity_quick_prints_the_agreement_table(tmp_path):
     fidelity = ROOT / "benchmarks" / "fidelity.py"
     out = tmp_path / "fidelity.md"

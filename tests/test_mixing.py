@@ -561,6 +561,7 @@ def test_property_pasted_area_equals_label_weight(method, mode, batch, height, w
         assert float(soft[i, j]) == pytest.approx(float(area[i]), abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a C++ compiler on CPU"
 )

@@ -281,6 +281,7 @@ def test_missing_map_and_bad_arguments():
         SalfMixA(grid=4, p=1.0)(image=image[:3, :3], saliency=np.zeros((3, 3)))
 
 
+@pytest.mark.slow
 def test_torchvision_front_end_works_without_albumentations():
     code = (
         "import sys; sys.modules['albumentations'] = None\n"  # makes `import albumentations` fail

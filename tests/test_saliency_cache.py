@@ -258,6 +258,7 @@ def _rank_writes(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ddp_ranks_see_every_write(tmp_path):
     mp.spawn(_rank_writes, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

@@ -36,6 +36,7 @@ def _table(markdown: str) -> list[list[str]]:
     return [row for row in rows if not all(set(cell) <= set("-: ") for cell in row)]
 
 
+@pytest.mark.slow
 def test_dry_run_plans_every_method_and_seed(tmp_path):
     results, runs_dir = tmp_path / "r.jsonl", tmp_path / "runs"
     proc = _run("--dry-run", "--results", str(results), "--runs-dir", str(runs_dir))

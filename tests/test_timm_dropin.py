@@ -607,6 +607,7 @@ def test_saliency_pass_skips_the_ddp_wrapper(saliency_models):
             torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_saliency_pass_uses_the_plain_module_under_compile(saliency_models):
     model = _model()
     task, _ = _task(model, steps=1)

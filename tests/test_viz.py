@@ -182,6 +182,7 @@ def test_saliency_over_time_draws_each_snapshot_with_its_own_plan(tmp_path):
 # -- plot_methods ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_plot_methods_draws_one_row_per_method(tmp_path):
     x, target, smap = _batch(4)
     fig = plot_methods(x, target, num_classes=10, saliency=smap, save=tmp_path / "methods.png")
@@ -252,6 +253,7 @@ def _save_checkpoint(
     return model.state_dict()
 
 
+@pytest.mark.slow
 def test_show_writes_a_png_for_the_default_images_with_a_checkpoint(tmp_path, capsys):
     ckpt = tmp_path / "last.pth.tar"
     state = _save_checkpoint(ckpt)
@@ -280,6 +282,7 @@ def _image_tree(root: Path, classes=("cat", "dog"), per_class: int = 2, size: in
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
 
 
+@pytest.mark.slow
 def test_show_reads_image_folders(tmp_path):
     tree = tmp_path / "tree"
     _image_tree(tree)
@@ -320,6 +323,7 @@ def test_show_fails_cleanly_with_one_line_and_exit_code_2(tmp_path, capsys):
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_show_module_runs_as_a_program(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "salfmix_transforms.show", "--images", str(tmp_path / "nope")],
