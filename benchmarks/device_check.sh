@@ -5,8 +5,8 @@
 #                                        [--tests-budget S] [--eager-budget S] [--compile-budget S] [--smoke]
 #
 # Parts, each with its own time budget, each failing soft (a failed part is recorded, the script goes on):
-#   a. tests:  python3 -m pytest -q --device cuda --dtype all tests/test_devices.py   (stopped with SIGINT at its budget,
-#              so pytest still prints the summary of what ran)
+#   a. tests:  python3 -m pytest -q --device cuda --dtype all tests/test_devices.py tests/test_host_sync.py
+#              (stopped with SIGINT at its budget, so pytest still prints the summary of what ran)
 #   b. speed:  benchmarks/speed.py --sections 4 (SalfMix / HybridMix v3, exact / cached / lowres saliency,
 #              ratio over the plain step): full-width PreActResNet-18, batch 128, 32 px and 64 px, bf16
 #              autocast + channels_last, torch.compile off and on (model only, mode default)
@@ -157,13 +157,13 @@ write_meta
 
 # --- a. tests ----------------------------------------------------------------------------------------------
 if ((SMOKE)); then
-    record tests pytest skipped - 0 - "" "$PY -m pytest -q --device cuda --dtype all tests/test_devices.py" \
+    record tests pytest skipped - 0 - "" "$PY -m pytest -q --device cuda --dtype all tests/test_devices.py tests/test_host_sync.py" \
         "smoke mode: the CUDA test run needs a GPU"
 else
     # pytest in-process with SIGINT's default handler restored: a script started in the background
     # inherits SIGINT ignored, and then timeout's SIGINT would not make pytest print its summary.
     run_step tests pytest "$TESTS_BUDGET" tests.log "$PY" -c "$PYTEST_MAIN" \
-        -q --device cuda --dtype all -p no:cacheprovider tests/test_devices.py
+        -q --device cuda --dtype all -p no:cacheprovider tests/test_devices.py tests/test_host_sync.py
 fi
 
 # --- b. step time ratios -----------------------------------------------------------------------------------

@@ -313,7 +313,7 @@ class BatchTransform:
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The call, for a composing transform that has already checked ``x`` and ``target`` (once per
-        batch: the index range check of a target costs a host synchronisation on CUDA)."""
+        batch: the value checks of a target cost a reduction over it, a device-side assert off the CPU)."""
         generator = self._resolve_generator(generator)
         in_warmup = self.in_warmup  # the epoch of this call, before the step is counted
         self.counter.step()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["beta", "rand", "randint_between", "randint_from_uniform", "resolve_generator"]
+__all__ = ["beta", "host_device", "rand", "randint_between", "randint_from_uniform", "resolve_generator"]
 
 
 def resolve_generator(
@@ -18,6 +18,13 @@ def resolve_generator(
 ) -> torch.Generator | None:
     """The generator passed to the call wins over the one given to the constructor."""
     return call_generator if call_generator is not None else default_generator
+
+
+def host_device(generator: torch.Generator | None) -> torch.device:
+    """Where a transform draws the numbers that decide its control flow (timm draws them with NumPy): the
+    generator's device, or the CPU without one. Read there (``bool``, ``int``, ``float``, ``tolist``) they
+    cost no host synchronisation, unless a CUDA generator was given, whose draws live on the GPU."""
+    return generator.device if generator is not None else torch.device("cpu")
 
 
 def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
@@ -61,9 +68,11 @@ def beta(
     """``size`` draws from Beta(alpha, alpha) as a float64 tensor on ``device``.
 
     PyTorch's Beta sampler cannot take a generator, so the draws come from a NumPy generator seeded from the
-    torch generator (or the global torch RNG): the same torch state gives the same lambdas.
+    torch generator (or the global torch RNG): the same torch state gives the same lambdas. The seed is
+    drawn on the host (:func:`host_device`; a CUDA generator costs one host synchronisation here) and the
+    draws reach ``device`` by a non-blocking copy.
     """
-    seed_device = generator.device if generator is not None else torch.device("cpu")
+    seed_device = host_device(generator)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=seed_device).item())
     draws = np.random.default_rng(seed).beta(alpha, alpha, size=size)
-    return torch.from_numpy(draws).to(device)
+    return torch.from_numpy(draws).to(device, non_blocking=True)

@@ -111,6 +111,32 @@ def check_target(
     )
 
 
+#: Devices whose value checks run on the device (``torch._assert_async``; ROCm is ``"cuda"`` too).
+_ASYNC_ASSERT_DEVICES = ("cuda", "meta")
+
+
+def _on_host(tensor: torch.Tensor) -> bool:
+    """Whether a value check reads ``tensor`` on the host, with a precise message: a CPU tensor, which has
+    no host/device split.
+
+    CUDA and meta tensors get the device-side checks of :func:`_assert_on_device` instead, so that a
+    transform call never waits for the device (issue 22). Choice: a device without a
+    ``torch._assert_async`` kernel (MPS, XPU in torch 2.14) keeps the host read (a synchronisation there).
+    """
+    return tensor.device.type not in _ASYNC_ASSERT_DEVICES
+
+
+def _assert_on_device(condition: torch.Tensor, message: str) -> None:
+    """Check a 0-dim bool tensor without a host synchronisation (``torch._assert_async``).
+
+    The check runs on the device, after the kernels before it: on CUDA a failure is a device-side assert
+    (``RuntimeError: CUDA error: device-side assert triggered``, reported at a later synchronising call, and
+    the CUDA context cannot be used afterwards), without ``message``, which only the CPU would print. Run
+    the batch on the CPU (or ``CUDA_LAUNCH_BLOCKING=1``) to get the precise error of the CPU path.
+    """
+    torch._assert_async(condition, message)
+
+
 def _is_integer(target: torch.Tensor) -> bool:
     return not (target.is_floating_point() or target.is_complex() or target.dtype == torch.bool)
 
@@ -126,7 +152,14 @@ def _check_class_indices(
     if target.shape[0] != batch_size:
         raise ValueError(f"{name} has {target.shape[0]} labels for a batch of {batch_size} images")
     if num_classes is not None and target.numel() > 0:
-        low, high = torch.stack(torch.aminmax(target)).tolist()  # one host sync, not two
+        if not _on_host(target):
+            low, high = torch.aminmax(target.long())
+            _assert_on_device(
+                (low >= 0) & (high < num_classes),
+                f"{name} holds class indices outside [0, {num_classes - 1}] for num_classes={num_classes}",
+            )
+            return target
+        low, high = torch.stack(torch.aminmax(target)).tolist()  # CPU: the precise message, no device sync
         if low < 0 or high >= num_classes:
             raise ValueError(
                 f"{name} holds class indices in [{low}, {high}], outside [0, {num_classes - 1}] "
@@ -208,7 +241,14 @@ def _check_mask_values(
     if target.numel() == 0:
         return target
     labelled = torch.where(target != ignore_index, target, torch.zeros((), dtype=target.dtype))
-    low, high = torch.stack(torch.aminmax(labelled)).tolist()  # one host sync, not two
+    if not _on_host(target):
+        low, high = torch.aminmax(labelled.long())
+        ok = low >= 0 if num_classes is None else (low >= 0) & (high < num_classes)
+        classes = f"[0, {num_classes - 1}]" if num_classes else "[0, ...)"
+        message = f"{name} holds class indices outside {classes} (ignore_index={ignore_index} aside)"
+        _assert_on_device(ok, message)
+        return target
+    low, high = torch.stack(torch.aminmax(labelled)).tolist()  # CPU: the precise message, no device sync
     if low < 0 or (num_classes is not None and high >= num_classes):
         classes = f"[0, {num_classes - 1}] for num_classes={num_classes}" if num_classes else "[0, ...)"
         raise ValueError(
@@ -447,9 +487,11 @@ def check_model(model: object, name: str = "model") -> torch.nn.Module | None:
 def check_distributions(target: torch.Tensor, name: str = "target") -> torch.Tensor:
     """Soft targets (B, K) whose rows are probability distributions: finite, >= 0, summing to 1.
 
-    One host synchronisation for the three checks. The sums are compared in float32 with a tolerance of
-    1e-3 (float16/bfloat16 rows: 1e-2), which smoothed or mixed rows meet. Choice: multi-label targets (rows
-    that do not sum to 1) are refused, since mixing them with lambda would not keep their meaning either.
+    On the CPU one read of the three checks, with a precise message; on other devices one device-side
+    assert, no host synchronisation (:func:`_assert_on_device`). The sums are compared in float32 with a
+    tolerance of 1e-3 (float16/bfloat16 rows: 1e-2), which smoothed or mixed rows meet. Choice: multi-label
+    targets (rows that do not sum to 1) are refused, since mixing them with lambda would not keep their
+    meaning either.
     """
     if target.numel() == 0:
         return target
@@ -459,7 +501,13 @@ def check_distributions(target: torch.Tensor, name: str = "target") -> torch.Ten
     negative = (values < 0).any()
     sums = values.sum(dim=1)
     off = ((sums - 1.0).abs() > tolerance).any()
-    finite, negative, off = torch.stack((finite, negative, off)).tolist()
+    if not _on_host(target):
+        _assert_on_device(
+            finite & ~negative & ~off,
+            f"{name} must hold probability distributions: finite, non-negative rows summing to 1",
+        )
+        return target
+    finite, negative, off = torch.stack((finite, negative, off)).tolist()  # CPU: the precise messages
     if not finite:
         raise ValueError(f"{name} holds NaN or infinite soft targets; every entry must be finite")
     if negative:
@@ -475,7 +523,7 @@ def check_distributions(target: torch.Tensor, name: str = "target") -> torch.Ten
 
 def check_pixel_distributions(target: torch.Tensor, name: str = "target") -> torch.Tensor:
     """Soft dense targets (B, K, H, W): finite, >= 0, every pixel summing to at most 1 (1: labelled, 0:
-    ignored; see :func:`check_dense_target`). One host synchronisation, tolerances of
+    ignored; see :func:`check_dense_target`). CPU and device checks and tolerances of
     :func:`check_distributions`."""
     if target.numel() == 0:
         return target
@@ -483,7 +531,14 @@ def check_pixel_distributions(target: torch.Tensor, name: str = "target") -> tor
     tolerance = 1e-2 if target.element_size() < 4 else 1e-3
     sums = values.sum(dim=1)
     checks = (torch.isfinite(values).all().float(), (values < 0).any().float(), sums.max())
-    finite, negative, high = torch.stack(checks).tolist()
+    if not _on_host(target):
+        finite, negative, high = checks
+        _assert_on_device(
+            (finite > 0) & (negative == 0) & (high <= 1.0 + tolerance),
+            f"{name} must hold soft dense targets: finite, non-negative pixels summing to at most 1",
+        )
+        return target
+    finite, negative, high = torch.stack(checks).tolist()  # CPU: the precise messages
     if not finite:
         raise ValueError(f"{name} holds NaN or infinite soft targets; every entry must be finite")
     if negative:

@@ -251,8 +251,14 @@ def box_mask(
     the outer product of a row mask (B, H, 1) and a column mask (B, 1, W).
     """
     device = next((t.device for t in (top, left, bottom, right) if isinstance(t, torch.Tensor)), None)
+    # A Python int is filled in on the device (``torch.as_tensor(int, device="cuda")`` is a blocking copy).
     top, left, bottom, right = (
-        torch.as_tensor(t, device=device).reshape(-1, 1, 1) for t in (top, left, bottom, right)
+        (
+            torch.as_tensor(t, device=device)
+            if isinstance(t, torch.Tensor)
+            else torch.full((), t, device=device)
+        ).reshape(-1, 1, 1)
+        for t in (top, left, bottom, right)
     )
     rows = torch.arange(height, device=top.device).view(1, -1, 1)
     cols = torch.arange(width, device=top.device).view(1, 1, -1)

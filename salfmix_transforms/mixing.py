@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import torch
 
 from ._base import BatchTransform, all_own
-from ._random import rand
+from ._random import host_device, rand
 from ._validation import (
     IGNORE_INDEX,
     MODES,
@@ -157,7 +157,9 @@ def _paste(
     they are exact for every value (NaN and infinities included):
 
     * ``uniform`` (one box for the whole batch): a clone of ``x`` with the box region assigned from
-      ``source`` (with ``source=None``, the box of ``x`` flipped: only the box region is read);
+      ``source`` (with ``source=None``, the box of ``x`` flipped: only the box region is read). The corners
+      are read as Python ints, so they must be host tensors (drawn on the host, :func:`mix_pairs`): the
+      corners of a box on the GPU would cost a host synchronisation;
     * per-sample boxes: one ``torch.where`` with a (B, 1, H, W) mask (:func:`~.boxes.box_mask`)
       broadcast over the channels, written into the flipped partner batch itself (with ``source=None``) so
       that the flip is the only full-size allocation.
@@ -205,9 +207,25 @@ def _mix_with_partner(
     return out
 
 
-def _lam_out(lam: torch.Tensor, layout: _Layout) -> float | torch.Tensor:
-    """The batch's single ``lam`` as a Python float in 'batch' mode (timm's arithmetic), else the tensor."""
-    return float(lam[0]) if layout.shared else lam
+def _on(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``values`` (host draws) on ``device`` by a non-blocking copy (no copy when they are there already)."""
+    return values.to(device, non_blocking=True)
+
+
+def _on_all(values: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    return tuple(_on(v, device) for v in values)
+
+
+def _rows(flags: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The indices of the true entries of host ``flags`` (B,), on ``device``: a boolean-mask index of the
+    batch whose shape depends on host draws only (a mask on the device would need a host synchronisation)."""
+    return _on(flags.nonzero().view(-1), device)
+
+
+def _lam_out(lam: torch.Tensor, layout: _Layout, device: torch.device) -> float | torch.Tensor:
+    """The batch's single ``lam`` as a Python float in 'batch' mode (timm's arithmetic; ``lam`` is a host
+    tensor there), else the (B,) tensor on ``device``."""
+    return float(lam[0]) if layout.shared else _on(lam, device)
 
 
 def mix_pairs(
@@ -235,6 +253,12 @@ def mix_pairs(
     With ``provenance=True`` a third tensor (B, H, W) float32 says how much of every output pixel is the
     sample's own pixel at that place: 0 inside a pasted box, ``lam`` for a blend, 1 elsewhere
     (:class:`~salfmix_transforms.saliency_cache.SaliencyCache` writes only that share of the gradient).
+
+    No host synchronisation: every random number (``applied``, the method choice and each method's
+    parameters) is drawn on the host (:func:`~salfmix_transforms._random.host_device`: the CPU, or the
+    generator's device), as timm draws them with NumPy, so the branches on them read host memory; what
+    the kernels need reaches the device by non-blocking copies (on the CPU nothing moves). A CUDA
+    ``generator`` draws on the GPU, and these reads then wait for it.
     """
     batch, _, height, width = x.shape
     own = torch.ones(batch, height, width, dtype=torch.float32, device=x.device) if provenance else None
@@ -246,15 +270,17 @@ def mix_pairs(
         return finish(x.clone(), soft)
     layout = _Layout(mode, batch)
     device = x.device
+    host = host_device(generator)
     slots = layout.slots
-    applied = rand((slots,), generator, device) < prob
+    applied = rand((slots,), generator, host) < prob
     if len(methods) > 1:
-        cumulative = torch.tensor(list(weights), dtype=torch.float64, device=device).cumsum(0)
+        cumulative = torch.tensor(list(weights), dtype=torch.float64, device=host).cumsum(0)
         cumulative = cumulative / cumulative[-1]
-        u = rand((slots,), generator, device).to(torch.float64)
+        u = rand((slots,), generator, host).to(torch.float64)
         choice = (u.view(-1, 1) >= cumulative[:-1].view(1, -1)).sum(dim=1)
     else:
-        choice = torch.zeros(slots, dtype=torch.long, device=device)
+        choice = torch.zeros(slots, dtype=torch.long, device=host)
+    # ``active`` and ``chosen`` are host flags (B,): read them freely; ``_on`` / ``_rows`` for the kernels.
     active = layout.expand(applied, False)
     if batch % 2 == 1:
         active[batch // 2] = False
@@ -267,7 +293,7 @@ def mix_pairs(
         if not bool(applied[0]):
             return finish(same_format(x.clone(), x), soft)
         method = methods[int(choice[0])]
-        params = method.sample(1, height, width, generator, device)
+        params = method.sample(1, height, width, generator, host)
         out, lam, box = method.apply(x, params, layout, saliency)
         dense = _dense_target(method, soft, lam, box, layout)
         if own is not None:
@@ -275,21 +301,22 @@ def mix_pairs(
     else:
         out, lam, dense = None, torch.ones(batch, dtype=torch.float64, device=device), None
         for index, method in enumerate(methods):
-            active_here = active & (chosen == index)
-            params = method.sample(slots, height, width, generator, device)
-            if len(methods) > 1 and not bool(active_here.any()):
+            flags = active & (chosen == index)
+            params = method.sample(slots, height, width, generator, host)
+            if len(methods) > 1 and not bool(flags.any()):
                 continue
             mixed, lam_here, box = method.apply(x, params, layout, saliency)
+            rows, active_here = _rows(flags, device), _on(flags, device)
             if out is None:
                 out = mixed
             else:
-                out[active_here] = mixed[active_here]
+                out.index_copy_(0, rows, mixed.index_select(0, rows))
             lam = torch.where(active_here, lam_here, lam)
             here = _dense_target(method, soft, lam_here, box, layout)
             dense = here if dense is None else torch.where(_per_sample(active_here, here), here, dense)
             if own is not None:
                 share = _own_share(lam_here, box, batch, height, width, device)
-                own[active_here] = share[active_here]
+                own.index_copy_(0, rows, share.index_select(0, rows))
         if out is None:
             out = x.clone()
 
@@ -300,10 +327,11 @@ def mix_pairs(
     if layout.shared and batch % 2 == 0:
         return finish(same_format(out, x), mixed_target)
     keep = ~active
-    out[keep] = x[keep]
+    rows = _rows(keep, device)
+    out.index_copy_(0, rows, x.index_select(0, rows))
     if own is not None:
-        own[keep] = 1.0
-    mixed_target = torch.where(_per_sample(keep, soft), soft, mixed_target)
+        own.index_fill_(0, rows, 1.0)
+    mixed_target = torch.where(_per_sample(_on(keep, device), soft), soft, mixed_target)
     return finish(same_format(out, x), mixed_target)
 
 
@@ -325,8 +353,9 @@ def _own_share(
     """(B, H, W) share of each pixel that is the sample's own: ``1 - box`` (a paste) or ``lam`` (a blend)."""
     if box is not None:
         return (~box_mask(box[0], box[2], box[1], box[3], height, width)[:, 0]).float()
-    lam = torch.as_tensor(lam, dtype=torch.float32, device=device).reshape(-1, 1, 1)
-    return lam.expand(batch, height, width)
+    if not isinstance(lam, torch.Tensor):  # a Python float is filled in (as_tensor would copy, blocking)
+        return torch.full((batch, height, width), lam, dtype=torch.float32, device=device)
+    return lam.to(torch.float32).reshape(-1, 1, 1).expand(batch, height, width)
 
 
 @dataclass(frozen=True)
@@ -599,8 +628,9 @@ class Mixup(TwoImageMix):
     ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
         lam = layout.expand(params.lam, 1.0)
         if layout.shared:
-            value = float(lam[0])
+            value = float(lam[0])  # a host draw (mix_pairs): no synchronisation
             return _mix_with_partner(x, value, 1.0 - value), value, None
+        lam = _on(lam, x.device)
         # timm's per-sample arithmetic: lam is rounded to float32 (its NumPy float32 lam_batch), each
         # product is rounded to the input's dtype, then the sum (``x[i] * lam + x[j] * (1 - lam)``).
         weight = lam.to(torch.float32).view(-1, 1, 1, 1)
@@ -625,19 +655,22 @@ class _BoxMix(TwoImageMix):
     def _boxes(
         self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
     ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], bool]:
-        """Per-sample boxes (B,) and whether they (and so ``lam``) are the same for the whole batch."""
+        """Per-sample boxes (B,) and whether they are one box for the whole batch known on the host (so
+        ``lam`` too): then the paste is a sliced copy and ``lam`` a Python float, with no synchronisation."""
         raise NotImplementedError
 
     def apply(
         self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
     ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
         box, uniform = self._boxes(x, params, layout, saliency)
-        out = _paste(x, None, box, uniform)
+        on_device = _on_all(box, x.device)
+        used = box if uniform else on_device  # the host corners for the sliced copy, else the device's
+        out = _paste(x, None, used, uniform)
         if self._corrects_lam():
-            lam = box_lambda(*box, x.shape[2], x.shape[3])
+            lam = box_lambda(*used, x.shape[2], x.shape[3])
         else:
             lam = layout.expand(params.lam, 1.0)
-        return out, (float(lam[0]) if uniform else lam), box
+        return out, (float(lam[0]) if uniform else _on(lam, x.device)), on_device
 
 
 class CutMix(_BoxMix):
@@ -798,8 +831,11 @@ class SaliencyMix(_BoxMix):
         else:
             maps = saliency[-1:] if saliency is not None else fine_grained_saliency(x[-1:])
             py, px = (coord.expand(batch) for coord in saliency_peaks(maps))
-        box = cutmix_box(height, width, layout.expand(params.lam, 1.0), py, px)
-        return box, layout.shared and not self.per_sample
+        box = cutmix_box(height, width, _on(layout.expand(params.lam, 1.0), x.device), py, px)
+        # The peaks are on x's device. One box for the batch (per_sample=False) is a sliced copy on the CPU
+        # only (no host/device split there); on a GPU reading its corners would wait for the device, so it
+        # is pasted with a mask like per-sample boxes (``lam`` a tensor).
+        return box, layout.shared and not self.per_sample and x.device.type == "cpu"
 
 
 class ResizeMix(TwoImageMix):
@@ -843,9 +879,11 @@ class ResizeMix(TwoImageMix):
         self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
     ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
         box = tuple(layout.expand(corner) for corner in params.box)
-        resized = resize_from_boxes(x.flip(0), *box, mode=self.interpolation)
-        out = _paste(x, resized, box, layout.shared)
-        return out, _lam_out(box_lambda(*box, x.shape[2], x.shape[3]), layout), box
+        on_device = _on_all(box, x.device)
+        resized = resize_from_boxes(x.flip(0), *on_device, mode=self.interpolation)
+        out = _paste(x, resized, box if layout.shared else on_device, layout.shared)
+        lam = box_lambda(*(box if layout.shared else on_device), x.shape[2], x.shape[3])
+        return out, _lam_out(lam, layout, x.device), on_device
 
     def apply_target(
         self, target: torch.Tensor, lam: float | torch.Tensor, box: Box | None, layout: _Layout

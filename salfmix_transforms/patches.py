@@ -156,11 +156,15 @@ def _placement_bounds(
     cell: tuple[int, int], patch: tuple[int, int], size: tuple[int, int], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-axis (rows, cols) constants of :func:`patch_corners`, as (2,) long tensors (cached)."""
-    as_tensor = functools.partial(torch.tensor, dtype=torch.long, device=device)
+
+    def as_tensor(values: list[int]) -> torch.Tensor:
+        # Built on the host, then a non-blocking copy: ``torch.tensor(..., device="cuda")`` would wait for it.
+        return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
+
     shrink = [min(0, c - p) for c, p in zip(cell, patch)]  # lo = cell_start + min(0, kh - ph)
     grow = [max(0, c - p) for c, p in zip(cell, patch)]  # hi = cell_start + max(0, kh - ph)
     last = [s - p for s, p in zip(size, patch)]  # the last top row (left column) inside the image
-    return as_tensor(cell), as_tensor(shrink), as_tensor(grow), as_tensor(last)
+    return as_tensor(list(cell)), as_tensor(shrink), as_tensor(grow), as_tensor(last)
 
 
 def patch_corners(

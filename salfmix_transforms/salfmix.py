@@ -302,7 +302,8 @@ class RandomSelfMix(SalfMix):
         cell: tuple[int, int],
         uniforms: torch.Tensor,
     ) -> torch.Tensor:
-        last = torch.tensor([grid_shape[0] - 1, grid_shape[1] - 1], device=uniforms.device)
+        # Built on the host, then a non-blocking copy (``torch.tensor(..., device="cuda")`` would wait).
+        last = torch.tensor([grid_shape[0] - 1, grid_shape[1] - 1]).to(uniforms.device, non_blocking=True)
         return randint_from_uniform(uniforms.view(uniforms.shape[0], 2, 2), torch.zeros_like(last), last)
 
     def _saliency(

@@ -307,7 +307,8 @@ def _check_model_for_saliency(root: nn.Module, x: torch.Tensor) -> None:
             "materialise them and draw from the global RNG: run one forward of the model first"
         )
     weight = next((p for p in root.parameters() if p.is_floating_point()), None)
-    autocast = torch.is_autocast_enabled(x.device.type)
+    # A device without autocast (meta, for one) is never under it.
+    autocast = torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type)
     if weight is not None and weight.dtype != x.dtype and not autocast:
         raise TypeError(
             f"dtype mismatch: x is {x.dtype} but the model's parameters are {weight.dtype}; cast one to the "

@@ -84,7 +84,8 @@ def smooth_checked_targets(
     """:func:`to_soft_targets` for a target that the caller has already checked against ``num_classes``.
 
     The transforms check their target once per call (``BatchTransform._check_call``); checking it again
-    here would cost another host synchronisation on CUDA (the index range check reads the min and max).
+    here would cost another reduction over it (the index range check reads the min and max; on the CPU
+    on the host, elsewhere as a device-side assert, :func:`~salfmix_transforms._validation.check_target`).
     A soft dense pixel keeps its sum (its loss weight): ``y * (1 - s) + s / K * sum(y)``.
     """
     if target.dim() == 1:
