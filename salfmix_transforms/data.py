@@ -53,10 +53,12 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "DATASETS",
+    "IMAGE_EXTENSIONS",
     "DatasetError",
     "TensorImageDataset",
     "TinyImageNet",
     "build_datasets",
+    "image_files",
     "with_source_coordinates",
 ]
 
@@ -92,7 +94,7 @@ _STATS = {
 }
 _EVAL_SPLITS = ("val", "valid", "validation", "eval", "evaluation", "test")
 _TRAIN_SPLITS = ("train", "training")
-_IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 _DIGITS_SEED = 0
 _DIGITS_VAL_FRACTION = 0.2
 _MAX_UNREADABLE = 0.01  # unreadable images of a folder split: skipped up to this share, an error above
@@ -167,9 +169,7 @@ class TinyImageNet(Dataset):
                 class_dir = os.path.join(train_dir, wnid)
             if not os.path.isdir(class_dir):
                 continue
-            samples += [
-                (os.path.join(class_dir, f), self.class_to_idx[wnid]) for f in _image_files(class_dir)
-            ]
+            samples += [(path, self.class_to_idx[wnid]) for path in image_files(class_dir)]
         return samples
 
     def _val_samples(self, val_dir: str) -> list[tuple[str, int]]:
@@ -190,9 +190,7 @@ class TinyImageNet(Dataset):
         for wnid in self.classes:  # val/<wnid>/[images/]*.JPEG
             for class_dir in (os.path.join(val_dir, wnid, "images"), os.path.join(val_dir, wnid)):
                 if os.path.isdir(class_dir):
-                    samples += [
-                        (os.path.join(class_dir, f), self.class_to_idx[wnid]) for f in _image_files(class_dir)
-                    ]
+                    samples += [(path, self.class_to_idx[wnid]) for path in image_files(class_dir)]
                     break
         return samples
 
@@ -210,8 +208,13 @@ class TinyImageNet(Dataset):
         return img, label
 
 
-def _image_files(directory: str) -> list[str]:
-    return sorted(f for f in os.listdir(directory) if f.lower().endswith(_IMG_EXTENSIONS))
+def image_files(directory: str) -> list[str]:
+    """The image files directly in ``directory`` (by extension, :data:`IMAGE_EXTENSIONS`), as sorted paths."""
+    return sorted(
+        os.path.join(directory, name)
+        for name in os.listdir(directory)
+        if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(directory, name))
+    )
 
 
 def _to_rgb(img: Any) -> Any:
@@ -381,13 +384,13 @@ def _class_folders(root: str) -> dict[str, list[str]]:
     """
     classes: dict[str, list[str]] = {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_file() and entry.name.lower().endswith(_IMG_EXTENSIONS):
+        if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS):
             raise DatasetError(f"{entry.path} is not in a class folder (expected {root}/<class>/<image>)")
         if not entry.is_dir():
             continue
         classes[entry.name] = []
         for folder, _, names in os.walk(entry.path, followlinks=True):
-            images = [os.path.join(folder, n) for n in sorted(names) if n.lower().endswith(_IMG_EXTENSIONS)]
+            images = [os.path.join(folder, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)]
             if images and folder != entry.path:
                 raise DatasetError(
                     f"{folder} is a sub-folder of class folder {entry.name!r} with images (timm's reader "
@@ -402,7 +405,7 @@ def _check_classes(train_root: str, val_root: str) -> list[str]:
     train, val = _class_folders(train_root), _class_folders(val_root)
     if not any(train.values()):
         raise DatasetError(
-            f"no images found in {train_root} (expected <class>/<image> files: {', '.join(_IMG_EXTENSIONS)})"
+            f"no images found in {train_root} (expected <class>/<image> files: {', '.join(IMAGE_EXTENSIONS)})"
         )
     empty = [c for c, files in train.items() if not files and not c.startswith(".")]
     if empty:
@@ -485,7 +488,7 @@ def _build_folder(
     val_root = _resolve_split(root, val_split, "validation")
     sizes, unreadable = _inspect_images(_check_classes(train_root, val_root))
     # timm's reader with this package's extensions; mode None: _to_rgb converts (16-bit images too).
-    extensions = ";".join(_IMG_EXTENSIONS)
+    extensions = ";".join(IMAGE_EXTENSIONS)
     common: dict[str, Any] = dict(search_split=False, input_img_mode=None, input_key=extensions)
     train_ds = create_dataset("", root=train_root, split=train_split, is_training=True, **common)
     class_to_idx = dict(train_ds.reader.class_to_idx)

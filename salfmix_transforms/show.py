@@ -32,18 +32,22 @@ from typing import Any
 
 import torch
 
+from .cli import UsageError, one_line, report_error
+from .data import image_files
 from .viz import METHOD_NAMES, REGISTRY_NAMES, default_methods, plot_methods, plot_salfmix
 
 __all__ = ["ShowError", "build_parser", "load_default_images", "load_folder_images", "load_model", "main"]
 
-_IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
-class ShowError(Exception):
-    """Bad input; :func:`main` prints it as one line on stderr and returns 2."""
+PROG = "show"  # the one-line errors' prefix: "show: error: ..."
+
+
+class ShowError(UsageError):
+    """Bad input; :func:`main` prints it as one line on stderr and returns 2 (:func:`cli.report_error`)."""
 
 
 def _slug(name: str) -> str:
@@ -92,14 +96,6 @@ def load_default_images(num_images: int = 4, img_size: int | None = None) -> dic
     }
 
 
-def _image_files(directory: str) -> list[str]:
-    return sorted(
-        os.path.join(directory, f)
-        for f in os.listdir(directory)
-        if f.lower().endswith(_IMG_EXTENSIONS) and os.path.isfile(os.path.join(directory, f))
-    )
-
-
 def load_folder_images(
     folder: str,
     num_images: int = 4,
@@ -124,14 +120,14 @@ def load_folder_images(
         raise ShowError(f"image folder {folder!r} does not exist")
     if not os.path.isdir(folder):
         raise ShowError(f"{folder!r} is not a folder")
-    files = _image_files(folder)
+    files = image_files(folder)
     class_names: list[str] | None = None
     chosen: list[tuple[str, int | None]] = []
     if files:
         chosen = [(path, None) for path in files[:num_images]]
     else:
         classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-        per_class = [(c, _image_files(os.path.join(folder, c))) for c in classes]
+        per_class = [(c, image_files(os.path.join(folder, c))) for c in classes]
         per_class = [(c, f) for c, f in per_class if f]
         if not per_class:
             raise ShowError(
@@ -325,11 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
-    print(f"show: error: {' '.join(message.split())}", file=sys.stderr)
-    return 2
-
-
 def _run(args: argparse.Namespace) -> str:
     if args.num_images < 1:
         raise ShowError(f"--num-images must be >= 1, got {args.num_images}")
@@ -408,9 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         out = _run(args)
     except ShowError as e:
-        return _fail(str(e))
+        return report_error(PROG, e)
     except OSError as e:  # e.g. the output folder cannot be written
-        return _fail(f"{type(e).__name__}: {e}")
+        return report_error(PROG, f"{type(e).__name__}: {one_line(e)}")
     print(out)
     return 0
 
