@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import train_seg
+from salfmix_transforms import engine
 from salfmix_transforms.segmentation import confusion_matrix, segmentation_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -35,14 +36,13 @@ def test_the_validation_loss_is_the_per_pixel_mean_over_the_whole_set():
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, K, 1)
     data = _val_set()
-    run = {
-        "args": argparse.Namespace(distributed=False),
-        "device": torch.device("cpu"),
-        "num_classes": K,
-        "model": model,
-        "val_loader": DataLoader(data, batch_size=2, shuffle=False),
-    }
-    result = train_seg.validate(run, epoch=0)
+    run = engine.Run(
+        args=argparse.Namespace(distributed=False),
+        device=torch.device("cpu"),
+        num_classes=K,
+        val_loader=DataLoader(data, batch_size=2, shuffle=False),
+    )
+    result = train_seg.validate(run, model, epoch=0)
     x, y = data.tensors
     with torch.no_grad():
         logits = model(x)

@@ -73,7 +73,7 @@ FLAG_CASES = [
     (["--drop", "0.2"], "drop", 0.2),
     (["--output", "/out"], "output", "/out"),
     (["--experiment", "exp"], "experiment", "exp"),
-    (["--resume", "last.pth.tar"], "resume", "last.pth.tar"),
+    # --resume is read with its checkpoint (engine.parse_args): see test_engine.py and the bad-input cases.
     (["--checkpoint-hist", "3"], "checkpoint_hist", 3),
     (["--seed", "3"], "seed", 3),
     (["--workers", "0"], "workers", 0),
@@ -712,8 +712,10 @@ def test_saliency_source_errors_are_one_line(tiny_folder, tmp_path, capsys, extr
 def test_resuming_with_another_saliency_source_is_refused(tiny_folder, tmp_path, capsys):
     common = ["--method", "salfmix", "--saliency-source", "cached"]
     assert train_timm.main(tiny_args(tiny_folder, tmp_path, "src", *common)) == 0
+    # A flag not given is the checkpoint's (engine.parse_args): another one given explicitly is refused.
     argv = tiny_args(tiny_folder, tmp_path, "src", "--method", "salfmix", "--epochs", "2")
-    run_fails(capsys, [*argv, "--resume", str(tmp_path / "src" / "last.pth.tar")], "--saliency-source cached")
+    resume = ["--resume", str(tmp_path / "src" / "last.pth.tar")]
+    run_fails(capsys, [*argv, "--saliency-source", "exact", *resume], "--saliency-source cached")
 
 
 def test_a_saliency_scale_without_the_lowres_source_is_reported(tiny_folder, tmp_path, capsys):

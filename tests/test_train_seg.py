@@ -16,6 +16,7 @@ from _train_helpers import read_summary
 from PIL import Image
 
 import train_seg
+from salfmix_transforms import engine
 from salfmix_transforms.data import DatasetError
 from salfmix_transforms.segmentation import (
     MEAN,
@@ -365,11 +366,11 @@ def test_mixup_off_epoch_and_unused_flags(tmp_path, caplog):
     args = train_seg.parse_args(
         [*flags, "--cutout-ratio", "0.3", *TINY, "--epochs", "2", "--output", str(tmp_path)]
     )
-    run = train_seg.setup(args)
+    run = engine.setup(train_seg.TASK, args)
     with caplog.at_level("WARNING"):
-        train_seg.train(run)
+        engine.train(run)
     assert "--cutout-ratio given, but the hybridmix-v1 run does not use it" in caplog.text
-    assert run["transform"].mixup_enabled is False, "--mixup-off-epoch 1: no two-image mixing from epoch 1"
+    assert run.transform.mixup_enabled is False, "--mixup-off-epoch 1: no two-image mixing from epoch 1"
 
 
 def test_resume_takes_the_augmentation_flags_of_the_checkpoint(tmp_path):
@@ -409,8 +410,8 @@ def test_resume_of_an_earlier_checkpoint_makes_model_best_that_runs_best(tmp_pat
         abandoned_best = json.load(f)["best_epoch"]
     assert abandoned_best != 0, "precondition: the abandoned run's best is a later epoch"
     args = train_seg.parse_args(["--resume", os.path.join(folder, "checkpoint-0.pth.tar"), *TINY])
-    run = train_seg.setup(args)
-    assert (run["saver"].best_epoch, run["start_epoch"]) == (0, 1)
+    run = engine.setup(train_seg.TASK, args)
+    assert (run.saver.best_epoch, run.start_epoch) == (0, 1)
     best = torch.load(os.path.join(folder, "model_best.pth.tar"), map_location="cpu", weights_only=False)
     assert best["epoch"] == 0
 
@@ -446,11 +447,16 @@ def test_num_classes_smaller_than_the_synthetic_data_is_refused(tmp_path, capsys
 
 
 def test_an_unwritable_run_folder_is_one_line_before_training(tmp_path, capsys):
+    """A new run's existing folder gets a suffix (timm's get_outdir); a resumed run continues in its own,
+    and when that cannot be written (args.json is a directory) it stops with one line before training."""
+    assert _run(tmp_path, "--method", "baseline", "--epochs", "1")[0] == 0
+    os.remove(tmp_path / "run" / "args.json")
     os.makedirs(tmp_path / "run" / "args.json")  # a directory where the run writes a file
-    rc, folder = _run(tmp_path, "--epochs", "1")
+    capsys.readouterr()
+    rc, folder = _run(tmp_path, "--epochs", "2", "--resume", str(tmp_path / "run"))
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("train_seg.py: error:") and "args.json" in err
-    assert not os.path.exists(os.path.join(folder, "summary.csv")), "refused before training"
+    assert len(read_summary(folder)) == 1, "refused before training"
 
 
 @pytest.mark.slow
@@ -467,7 +473,7 @@ def test_torchrun_output_folder_error_is_one_line_on_every_rank(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert proc.stderr.count("train_seg.py: error: cannot write the run folder") == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("train_seg.py: error: cannot create the run folder") == 2, proc.stderr[-3000:]
     assert "_sync_buffers" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
 
 

@@ -1,0 +1,139 @@
+"""salfmix_transforms.engine: the same run scenarios over both training scripts (issue 20, item 1).
+
+``train_timm.py`` and ``train_seg.py`` share one engine (run folder, resume, schedule, epoch loop, results,
+error handling); every scenario here runs on both, with a tiny data set each: a resume after a normal stop,
+a resume after ``kill -9`` in the middle of an epoch, a longer ``--epochs`` on resume (the schedule is
+rebuilt), another ``--method`` on resume (refused with one line).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from _train_helpers import read_summary, tiny_args
+
+import train_seg
+import train_timm
+from salfmix_transforms import engine
+
+ROOT = Path(__file__).resolve().parents[1]
+SEG_TINY = ["--limit-train", "16", "--limit-val", "8", "-b", "8", "--no-progress"]
+
+
+class Script:
+    """One training script and the command line of a tiny run of it."""
+
+    def __init__(self, module, data: Path | None) -> None:
+        self.module, self.data = module, data
+        self.prog = module.TASK.prog
+        self.lr = module.DEFAULTS["lr"]
+
+    def argv(self, out: Path, name: str, *extra: str) -> list[str]:
+        common = ["--threads", "1", "--method", "baseline", *extra]
+        if self.module is train_timm:
+            return tiny_args(self.data, out, name, *common)
+        return [*SEG_TINY, "--output", str(out), "--experiment", name, *common]
+
+    def main(self, argv: list[str]) -> int:
+        return self.module.main(argv)
+
+
+@pytest.fixture(params=["train_timm", "train_seg"])
+def script(request, tiny_folder) -> Script:
+    if request.param == "train_timm":
+        return Script(train_timm, tiny_folder)
+    return Script(train_seg, None)
+
+
+def _results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
+
+
+def _one_line_error(capsys, prog: str, *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith(f"{prog}: error:") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+def test_both_tasks_rank_their_metric_in_its_direction():
+    assert (train_timm.TASK.metric, train_timm.TASK.higher_is_better) == ("top1_err", False)
+    assert (train_seg.TASK.metric, train_seg.TASK.higher_is_better) == ("miou", True)
+    for task in (train_timm.TASK, train_seg.TASK):
+        assert isinstance(task, engine.Task) and set(engine.SCHEDULE_FLAGS) <= set(task.run_flags)
+
+
+@pytest.mark.slow
+def test_resume_after_a_normal_stop_extends_the_schedule(script, tmp_path, capsys):
+    """A 1-epoch cosine run resumed with --epochs 2 (flags not given are the checkpoint's) continues on the
+    2-epoch cosine from epoch 1; resumed again with the same total, nothing is trained (exit code 0)."""
+    assert script.main(script.argv(tmp_path, "a", "--epochs", "1")) == 0
+    folder = tmp_path / "a"
+    argv = ["--resume", str(folder), "--epochs", "2", "--no-progress", "--threads", "1"]
+    assert script.main(argv) == 0
+    assert [r["epoch"] for r in read_summary(folder)] == ["0", "1"]
+    lrs = [float(r["lr"]) for r in read_summary(folder)]
+    assert lrs == pytest.approx([script.lr, script.lr * (1 + math.cos(math.pi / 2)) / 2])
+    results = _results(folder)
+    assert (results["start_epoch"], results["epochs"], results["method"]) == (1, 2, "baseline")
+    assert results["best_epoch"] in (0, 1)
+    ckpt = torch.load(folder / "last.pth.tar", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["train_state"]["num_updates"] == 2 * 2  # 16 images, batch 8
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert script.main(argv) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_another_method_on_resume_is_one_line(script, tmp_path, capsys):
+    assert script.main(script.argv(tmp_path, "a", "--epochs", "1")) == 0
+    capsys.readouterr()
+    resume = ["--resume", str(tmp_path / "a" / "last.pth.tar"), "--epochs", "2"]
+    argv = [a for a in script.argv(tmp_path, "b", *resume) if a != "baseline"]
+    argv[argv.index("--method") + 1 : argv.index("--method") + 1] = ["cutmix"]
+    assert script.main(argv) == 2
+    _one_line_error(capsys, script.prog, "--method baseline", "cutmix", "resume with --method baseline")
+    assert not (tmp_path / "b").exists()
+    assert script.main([*resume, "--opt", "lamb", "--method", "baseline"]) == 2
+    _one_line_error(capsys, script.prog, "--opt", "lamb")
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_in_the_middle_of_an_epoch(script, tmp_path):
+    """SIGKILL after the first checkpoint: the run resumes from its newest intact checkpoint, and the
+    summary and results go on from there as one run (every epoch once, in order)."""
+    epochs = 30 if script.module is train_timm else 4
+    argv = script.argv(tmp_path, "k", "--epochs", str(epochs), "--sched", "constant")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / script.prog), *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    last = tmp_path / "k" / "last.pth.tar"
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    done = torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1
+    assert 1 <= done < epochs, "killed after its first checkpoint, before its last epoch"
+    assert script.main(["--resume", str(tmp_path / "k"), "--no-progress", "--threads", "1"]) == 0
+    assert [int(r["epoch"]) for r in read_summary(tmp_path / "k")] == list(range(epochs))
+    results = _results(tmp_path / "k")
+    assert (results["start_epoch"], results["epochs"]) == (done, epochs)
+    assert 0 <= results["best_epoch"] < epochs
