@@ -189,7 +189,10 @@ def paired_difference(runs_a: list[dict], runs_b: list[dict], key: str) -> dict 
     mean = statistics.fmean(diffs)
     low = high = None
     if len(diffs) > 1:
-        half = t_quantile(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+        # Equal differences up to float32 rounding (errors come in steps of 100/N % for N images) have no
+        # spread to build an interval from: low == high marks them.
+        spread = statistics.stdev(diffs) if max(diffs) - min(diffs) > 1e-6 else 0.0
+        half = t_quantile(0.975, len(diffs) - 1) * spread / len(diffs) ** 0.5
         low, high = mean - half, mean + half
     return {"seeds": [s for s, _ in pairs], "diffs": diffs, "mean": mean, "low": low, "high": high}
 

@@ -367,6 +367,11 @@ def test_paired_difference_is_taken_seed_by_seed_with_a_t_interval():
     tight = [{"seed": s, "err": e - 3.0} for s, e in ((0, 21.0), (1, 23.1), (2, 19.4))]
     lines = accuracy._runs.paired_table([("a", "b")], {"a": tight, "b": runs_b}, "err", "Δ", "lower")
     assert lines[2].endswith("| yes: `a` better |")
+    # Differences equal up to float32 rounding (cpu-mini's HybridMix v1 cached - exact, seeds 0 and 1).
+    cached = [{"seed": 0, "err": 22.025565050813412}, {"seed": 1, "err": 21.238938503209116}]
+    exact = [{"seed": 0, "err": 21.042280851681095}, {"seed": 1, "err": 20.255654334084237}]
+    same = accuracy._runs.paired_table([("a", "b")], {"a": cached, "b": exact}, "err", "Δ", "lower")
+    assert same[2].endswith("| — (no spread) | cannot tell from equal differences |")
 
 
 def test_pointing_counts_salfmix_cells_on_and_off_the_object_box():
