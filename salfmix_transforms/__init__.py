@@ -12,6 +12,7 @@ from . import (
     models,  # noqa: F401  (registers preactresnet18/50/101 in timm's model registry)
 )
 from .cutout import Cutout, SaliencyCutout
+from .fmix import FMix
 from .hybrid import HybridMix
 from .mixing import CutMix, Mixup, ResizeMix, SaliencyMix
 from .patches import SelfMixPlan
@@ -45,6 +46,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "CutMix",
     "Cutout",
+    "FMix",
     "HybridMix",
     "Mixup",
     "RandomSelfMix",

@@ -40,7 +40,7 @@ from ._validation import (
 )
 from .targets import infer_num_classes, is_dense_target, smooth_checked_targets
 
-__all__ = ["BatchTransform", "EpochCounter", "all_own", "user_stacklevel"]
+__all__ = ["BatchTransform", "EpochCounter", "all_own", "constructor_parameters", "user_stacklevel"]
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -82,8 +82,49 @@ def _same_tensor_type(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def all_own(x: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """The provenance of an unchanged batch: every pixel is the sample's own (built only when asked)."""
-    return lambda: torch.ones(x.shape[0], x.shape[2], x.shape[3], dtype=torch.float32, device=x.device)
+    """The provenance of an unchanged batch: every pixel is the sample's own (built only when asked; the
+    closure keeps the shape and device, not the batch)."""
+    batch, _, height, width = x.shape
+    device = x.device
+    return lambda: torch.ones(batch, height, width, dtype=torch.float32, device=device)
+
+
+# Constructor arguments that ``repr`` leaves out: objects without a useful ``repr`` (the network, an RNG).
+_HIDDEN_ARGUMENTS = ("model", "generator")
+
+
+def constructor_parameters(cls: type) -> dict[str, object]:
+    """The constructor arguments of ``cls`` in signature order, with their defaults.
+
+    A class whose ``__init__`` takes ``**kwargs`` forwards them to its base: the base's keyword-only
+    arguments are then the class's too (a base's positional ones are filled in by the class itself).
+    """
+    params: dict[str, object] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        forwards = False
+        for p in list(inspect.signature(init).parameters.values())[1:]:
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                forwards = True
+            elif p.kind is not inspect.Parameter.VAR_POSITIONAL and (
+                klass is cls or p.kind is inspect.Parameter.KEYWORD_ONLY
+            ):
+                params.setdefault(p.name, p.default)
+        if not forwards:
+            break
+    return params
+
+
+def _same_value(value: object, default: object) -> bool:
+    numbers = (int, float)
+    if type(value) is not type(default) and not (type(value) in numbers and type(default) in numbers):
+        return False
+    try:
+        return bool(value == default)
+    except (RuntimeError, TypeError, ValueError):  # a value whose comparison is not a bool: print it
+        return False
 
 
 class EpochCounter:
@@ -182,12 +223,33 @@ class BatchTransform:
         self.counter = EpochCounter(warmup_epochs, steps_per_epoch)
         self.generator = check_generator(generator)
         self._warned: set[str] = set()
-        # Provenance (for SaliencyCache): set ``track_provenance = True`` and every call leaves in
-        # ``provenance`` a (B, H, W) float32 share of each output pixel that is the sample's own pixel at
-        # that place (0 where a patch, a box or a fill went, lam for a blend, 1 elsewhere).
+        # Provenance (for SaliencyCache): every call records the parameters it drew (a closure over the
+        # boxes, ``lam``, the patch plan: never the images), and :attr:`provenance` builds from them, when
+        # read, the (B, H, W) float32 share of each output pixel that is the sample's own pixel at that
+        # place (0 where a patch, a box or a fill went, lam for a blend, 1 elsewhere).
+        self._provenance: torch.Tensor | Callable[[], torch.Tensor] | None = None
+        # Kept for callers that still switch it on: the provenance is always available, this has no effect.
         self.track_provenance = False
-        self.provenance: torch.Tensor | None = None
-        self.message_name = type(self).__name__  # the name warnings give (a composing transform's own)
+
+    @property
+    def provenance(self) -> torch.Tensor | None:
+        """The last call's (B, H, W) float32 share of each output pixel that is the sample's own pixel at
+        that place, built from the parameters that call drew (``None`` before the first call)."""
+        if callable(self._provenance):
+            self._provenance = self._provenance()
+        return self._provenance
+
+    @provenance.setter
+    def provenance(self, own: torch.Tensor | Callable[[], torch.Tensor] | None) -> None:
+        self._provenance = own
+
+    def provenance_builder(self) -> Callable[[], torch.Tensor] | None:
+        """The last call's provenance as a zero-argument callable (built when called), for a composing
+        transform that combines it with its own (no tensor is built unless someone reads it)."""
+        own = self._provenance
+        if own is None or callable(own):
+            return own
+        return lambda: own
 
     # -- warm-up (Algorithm 2) --------------------------------------------------------------------------
 
@@ -220,12 +282,12 @@ class BatchTransform:
     def warn_once(self, key: str, message: str) -> None:
         """``warnings.warn(message)`` the first time ``key`` is met by this transform, then never again.
 
-        The warning names :attr:`message_name` (the transform the user built: a HybridMix for its inner
-        SalfMix) and points at the caller's line, the first frame outside this package.
+        The warning names the transform's class and points at the caller's line, the first frame outside
+        this package.
         """
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(f"{self.message_name}: {message}", UserWarning, stacklevel=user_stacklevel())
+            warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=user_stacklevel())
 
     # -- call -------------------------------------------------------------------------------------------
 
@@ -318,16 +380,27 @@ class BatchTransform:
         in_warmup = self.in_warmup  # the epoch of this call, before the step is counted
         self.counter.step()
         self._check_can_run(in_warmup, model, saliency)
-        self.provenance = None
+        self._provenance = None
         if in_warmup:
-            self._record_provenance(all_own(x))
-            return self._identity(x), self._output_target(target)
+            return self._apply_warmup(x, target, model=model, saliency=saliency, generator=generator)
         return self._apply(x, target, model=model, saliency=saliency, generator=generator)
 
+    def _apply_warmup(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        model: torch.nn.Module | None,
+        saliency: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A call during the warm-up epochs: the identity (a composing transform runs its other steps)."""
+        self._record_provenance(all_own(x))
+        return self._identity(x), self._output_target(target)
+
     def _record_provenance(self, own: torch.Tensor | Callable[[], torch.Tensor]) -> None:
-        """Keep ``own`` (or what the callable builds, only then) as :attr:`provenance` when it is tracked."""
-        if self.track_provenance:
-            self.provenance = own() if callable(own) else own
+        """Record the call's provenance: a tensor, or a callable over the drawn parameters (built on read)."""
+        self._provenance = own
 
     def _identity(self, x: torch.Tensor) -> torch.Tensor:
         """The batch unchanged: ``x`` itself for an ``inplace=True`` transform, else a copy (the documented
@@ -365,9 +438,15 @@ class BatchTransform:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        hidden = ("generator", "counter", "model", "track_provenance", "provenance", "message_name")
-        fields = [f"{k}={v!r}" for k, v in vars(self).items() if k not in hidden and not k.startswith("_")]
-        fields.append(f"warmup_epochs={self.warmup_epochs}")
-        if self.steps_per_epoch is not None:
-            fields.append(f"steps_per_epoch={self.steps_per_epoch}")
+        """The constructor call that rebuilds this transform: its arguments (read back from the attributes
+        of the same names) that differ from their defaults, in signature order; ``model`` and ``generator``
+        are left out (``eval(repr(t))`` rebuilds ``t`` without them)."""
+        fields = []
+        for name, default in constructor_parameters(type(self)).items():
+            if name in _HIDDEN_ARGUMENTS or not hasattr(self, name):
+                continue
+            value = getattr(self, name)
+            if default is not inspect.Parameter.empty and _same_value(value, default):
+                continue
+            fields.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(fields)})"

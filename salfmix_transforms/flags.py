@@ -55,10 +55,15 @@ DEFAULT_METHOD = "salfmix"
 _PARTNERS = tuple(spec.name for spec in SPECS if spec.two_image and not spec.self_mixing)
 HYBRID_PARTNERS = ("none", *_PARTNERS)
 _PAPER_ALPHA = 1.0  # Beta(1, 1) for Mixup / CutMix / SaliencyMix when a method is switched on without alpha
+# Two-image methods beyond timm's and ResizeMix's flags: each gets `--NAME ALPHA` (on when > 0) from its
+# registry row (MethodSpec.alpha), is built by the registry and joins HybridMix as a partner method.
+_TIMM_STYLE = ("mixup", "cutmix", "saliencymix", "resizemix")
+_ALPHA_METHODS = tuple(s.name for s in SPECS if s.name in _PARTNERS and s.name not in _TIMM_STYLE and s.alpha)
 
 # The single-image flags and their registry names, and every flag that switches an augmentation on.
 _SINGLE_FLAGS = {flag: spec.name for spec in SPECS if not spec.two_image for flag in spec.flags}
 _SELECTING_FLAGS = (*_SINGLE_FLAGS, "mixup", "cutmix", "cutmix_minmax", "saliencymix", "resizemix", "hybrid")
+_SELECTING_FLAGS += _ALPHA_METHODS
 
 # Tuning flags and the augmentations that read them ("mixup+cutmix": timm's switch between the two).
 _GRID_METHODS = frozenset(spec.name for spec in SPECS if spec.uses_grid and not spec.two_image)
@@ -108,6 +113,10 @@ def add_augmentation_flags(parser: argparse.ArgumentParser, grid_help: str = "po
         default=None,
         help="ResizeMix scale range (paper 0.1 0.8)",
     )
+    for name in _ALPHA_METHODS:
+        g.add_argument(
+            f"--{name}", type=non_negative_float, default=0.0, help=f"{spec(name).label} alpha, on when > 0"
+        )
     g.add_argument(
         "--mixup-prob", type=probability, default=1.0, help="probability of mixing a batch/pair/elem"
     )
@@ -264,7 +273,7 @@ def method_name(args: argparse.Namespace) -> str:
     parts = [name for flag, name in _SINGLE_FLAGS.items() if getattr(args, flag)]
     if args.hybrid != "none":
         parts.append(f"hybrid-{args.hybrid}")
-    for flag in ("mixup", "cutmix", "saliencymix"):
+    for flag in ("mixup", "cutmix", "saliencymix", *_ALPHA_METHODS):
         if getattr(args, flag) > 0 or (flag == "cutmix" and args.cutmix_minmax):  # timm: minmax = CutMix on
             parts.append(flag)
     if args.resizemix:
@@ -355,7 +364,7 @@ def _two_image_flags(args: argparse.Namespace) -> list[str]:
         two.insert(1 if "mixup" in two else 0, "cutmix")  # as timm: --cutmix-minmax switches CutMix on
     if args.resizemix:
         two.append("resizemix")
-    return two
+    return two + [name for name in _ALPHA_METHODS if getattr(args, name) > 0]
 
 
 def _salfmix_kwargs(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
@@ -389,11 +398,14 @@ def _build_two_image(args: argparse.Namespace, name: str, num_classes: int, comm
         return methods.build("cutmix", num_classes, cutmix_alpha=alpha, cutmix_minmax=minmax, **kw)
     if name == "saliencymix":
         return methods.build("saliencymix", num_classes, alpha=args.saliencymix, **kw)
+    if name in _ALPHA_METHODS:
+        return methods.build(name, num_classes, **{spec(name).alpha: getattr(args, name)}, **kw)
     scope = {} if args.resizemix_scope is None else dict(scope=tuple(args.resizemix_scope))
     return methods.build("resizemix", num_classes, **scope, **kw)
 
 
 def _build_hybrid(args: argparse.Namespace, two: list[str], common: dict[str, Any]) -> Any:
+    from . import methods
     from .hybrid import HybridMix
 
     partner = args.hybrid
@@ -408,6 +420,14 @@ def _build_hybrid(args: argparse.Namespace, two: list[str], common: dict[str, An
     }
     if "resizemix" in two:
         kw["resizemix_scope"] = tuple(args.resizemix_scope) if args.resizemix_scope else (0.1, 0.8)
+    # The other two-image methods join as partner method objects (the registry's transform's methods).
+    partners = [
+        methods.build(name, 2, **{spec(name).alpha: getattr(args, name) or _PAPER_ALPHA}).methods
+        for name in _ALPHA_METHODS
+        if name in two
+    ]
+    if partners:
+        kw["partners"] = tuple(m for ms in partners for m in ms)
     if args.cutmix_minmax:
         kw["cutmix_minmax"] = tuple(args.cutmix_minmax)
     if args.salfmix or args.hybrid != "none":

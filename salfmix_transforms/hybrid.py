@@ -14,17 +14,19 @@ call, so it drops into a timm training script in place of ``Mixup``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ._base import BatchTransform, EpochCounter, all_own
+from ._base import BatchTransform, all_own
 from ._validation import (
     IGNORE_INDEX,
     check_bool,
     check_grid,
     check_minmax,
     check_mode,
+    check_model,
     check_multi_label,
     check_optional_alpha,
     check_probability,
@@ -32,7 +34,7 @@ from ._validation import (
     check_saliency_mode,
     check_scope,
 )
-from .mixing import mix_pairs, same_format, switch_methods
+from .mixing import MixMethod, TwoImageMix, same_format, switch_methods
 from .salfmix import SalfMix
 from .targets import infer_num_classes, is_dense_target
 
@@ -44,8 +46,14 @@ class HybridMix(BatchTransform):
 
     Call as ``x, target = hybrid(x, target, model=model)`` (or give ``model=`` to the constructor and call
     ``hybrid(x, target)``, timm's call); the target comes back as soft targets (B, num_classes). The warm-up
-    of Algorithm 2 (no SalfMix in the first ``warmup_epochs`` epochs) is SalfMix's own: call
-    :meth:`set_epoch` at the start of every epoch, or give ``steps_per_epoch=len(loader)``.
+    of Algorithm 2 (no SalfMix in the first ``warmup_epochs`` epochs; the two-image mix runs) is HybridMix's
+    own epoch counter: call :meth:`set_epoch` at the start of every epoch, or give
+    ``steps_per_epoch=len(loader)``.
+
+    Composition: HybridMix holds its two steps, ``salfmix`` (a :class:`~salfmix_transforms.salfmix.SalfMix`
+    without a warm-up of its own; the model is passed per call) and ``mix`` (the two-image frame
+    :class:`~salfmix_transforms.mixing.TwoImageMix` with the enabled methods, ``None`` when there is none),
+    and calls their public steps; it forwards nothing to them.
 
     Order (Algorithm 2, lines 10-12): SalfMix is applied to every image of the batch first, with the saliency
     of the model on the *un-mixed* batch and the original labels (or the maps given as ``saliency=``), so both
@@ -56,8 +64,9 @@ class HybridMix(BatchTransform):
     enabled ones (``mixup_alpha > 0``, ``cutmix_alpha > 0`` or ``cutmix_minmax``, ``saliencymix_alpha > 0``,
     ``resizemix_scope``): as timm, Mixup is chosen with probability ``1 - switch_prob`` and a box method with
     ``switch_prob`` when Mixup and a box method are both enabled
-    (:func:`~salfmix_transforms.mixing.switch_weights`). The methods are composed through their public
-    ``sample`` / ``apply`` steps (:func:`~salfmix_transforms.mixing.mix_pairs`).
+    (:func:`~salfmix_transforms.mixing.switch_weights`); ``partners`` adds any other
+    :class:`~salfmix_transforms.mixing.MixMethod` (e.g. FMix's) to that switch, sharing ``switch_prob``
+    with the box methods.
 
     ``saliency=`` at call time is SalfMix's map (instead of the model's gradient saliency); SaliencyMix
     computes its own static saliency on the self-mixed batch, the images it actually mixes.
@@ -86,6 +95,7 @@ class HybridMix(BatchTransform):
         multi_label: timm's switch for multi-label targets; only ``False`` (the default) is supported.
         saliencymix_alpha: SaliencyMix's Beta parameter; SaliencyMix is enabled if > 0.
         resizemix_scope: ``None`` (ResizeMix off) or ResizeMix's scale range ``(low, high)``.
+        partners: further two-image methods (:class:`~salfmix_transforms.mixing.MixMethod` objects).
         salfmix_prob: probability that SalfMix transforms a sample; 0 turns SalfMix off.
         salfmix_grid, salfmix_ratio, salfmix_pool, saliency_mode, saliency_scale: SalfMix's ``grid`` (n),
             ``ratio`` (r), ``pool``, ``saliency_mode`` and ``saliency_scale``
@@ -120,6 +130,7 @@ class HybridMix(BatchTransform):
         *,
         saliencymix_alpha: float = 0.0,
         resizemix_scope: tuple[float, float] | None = None,
+        partners: Sequence[MixMethod] = (),
         salfmix_prob: float = 1.0,
         salfmix_grid: int = 4,
         salfmix_ratio: float = 0.3,
@@ -133,10 +144,12 @@ class HybridMix(BatchTransform):
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         check_multi_label(multi_label)
-        # The warm-up is SalfMix's (below): the frame itself never skips a call.
+        # The warm-up is HybridMix's own (its counter): during it only the two-image step runs.
         super().__init__(
             num_classes=num_classes,
             label_smoothing=label_smoothing,
+            warmup_epochs=warmup_epochs,
+            steps_per_epoch=steps_per_epoch,
             generator=generator,
             ignore_index=ignore_index,
         )
@@ -148,28 +161,36 @@ class HybridMix(BatchTransform):
         self.resizemix_scope = (
             None if resizemix_scope is None else check_scope(resizemix_scope, "resizemix_scope")
         )
-        self.mix_prob = check_probability(prob, "prob")
+        self.partners = tuple(partners)
+        if not all(isinstance(p, MixMethod) for p in self.partners):
+            raise TypeError(f"partners must be MixMethod objects (e.g. FMixMethod(1.0)), got {partners!r}")
+        self.prob = check_probability(prob, "prob")
         self.switch_prob = check_probability(switch_prob, "switch_prob")
         self.mode = check_mode(mode)
         self.correct_lam = check_bool(correct_lam, "correct_lam")
         self.salfmix_prob = check_probability(salfmix_prob, "salfmix_prob")
-        # Checked here too, so that an error names HybridMix's argument, not SalfMix's.
+        # Checked here, so that an error names HybridMix's argument, not SalfMix's.
+        self.salfmix_grid = check_grid(salfmix_grid, "salfmix_grid")
+        self.salfmix_ratio = check_ratio(salfmix_ratio, "salfmix_ratio")
+        self.salfmix_pool = check_bool(salfmix_pool, "salfmix_pool")
+        self.saliency_mode = check_saliency_mode(saliency_mode)
+        self.saliency_scale = check_ratio(saliency_scale, "saliency_scale")
+        self.model = check_model(model)
+        self.mixup_enabled = True  # timm's switch: False turns the two-image mix off (SalfMix stays)
+        # The two steps: SalfMix (no warm-up of its own: HybridMix's decides; the model is given per call)
+        # and the two-image frame (None when no two-image method is enabled).
         self.salfmix = SalfMix(
-            check_grid(salfmix_grid, "salfmix_grid"),
-            check_ratio(salfmix_ratio, "salfmix_ratio"),
+            self.salfmix_grid,
+            self.salfmix_ratio,
             self.salfmix_prob,
-            pool=check_bool(salfmix_pool, "salfmix_pool"),
-            saliency_mode=check_saliency_mode(saliency_mode),
-            saliency_scale=check_ratio(saliency_scale, "saliency_scale"),
-            model=model,
+            pool=self.salfmix_pool,
+            saliency_mode=self.saliency_mode,
+            saliency_scale=self.saliency_scale,
             num_classes=self.num_classes,  # checked against the model's logits; dense targets come back soft
-            warmup_epochs=warmup_epochs,
-            steps_per_epoch=steps_per_epoch,
+            warmup_epochs=0,
             ignore_index=self.ignore_index,
         )
-        self.salfmix.message_name = type(self).__name__  # its warnings name what the user built
-        self.mixup_enabled = True  # timm's switch: False turns the two-image mix off (SalfMix stays)
-        self.methods, self.weights = switch_methods(
+        methods, weights = switch_methods(
             self.mixup_alpha,
             self.cutmix_alpha,
             self.cutmix_minmax,
@@ -177,12 +198,26 @@ class HybridMix(BatchTransform):
             self.switch_prob,
             saliencymix_alpha=self.saliencymix_alpha,
             resizemix_scope=self.resizemix_scope,
+            extra=self.partners,
         )
-        if not self.methods and self.salfmix_prob == 0:
+        if not methods and self.salfmix_prob == 0:
             raise ValueError(
                 "HybridMix has nothing to do: set salfmix_prob > 0 or enable a two-image method "
-                "(mixup_alpha, cutmix_alpha, cutmix_minmax, saliencymix_alpha or resizemix_scope)"
+                "(mixup_alpha, cutmix_alpha, cutmix_minmax, saliencymix_alpha, resizemix_scope or partners)"
             )
+        self.mix = (
+            TwoImageMix(
+                methods,
+                weights,
+                prob=self.prob,
+                mode=self.mode,
+                label_smoothing=self.label_smoothing,
+                num_classes=self.num_classes,
+                ignore_index=self.ignore_index,
+            )
+            if methods
+            else None
+        )
 
     # -- presets of Table 2 -----------------------------------------------------------------------------
 
@@ -247,43 +282,45 @@ class HybridMix(BatchTransform):
             kwargs.pop("cutmix_minmax", None)
         return kwargs
 
-    # -- warm-up: SalfMix's -----------------------------------------------------------------------------
-
-    @property
-    def warmup_epochs(self) -> int:
-        return self.salfmix.warmup_epochs
-
-    @property
-    def steps_per_epoch(self) -> int | None:
-        return self.salfmix.steps_per_epoch
-
-    @property
-    def epoch(self) -> int:
-        return self.salfmix.epoch
-
-    @property
-    def epoch_counter(self) -> EpochCounter:
-        return self.salfmix.counter
-
-    @property
-    def model(self) -> torch.nn.Module | None:
-        return self.salfmix.model
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch (0-based) of SalfMix's warm-up; the two-image mix runs in every epoch."""
-        self.salfmix.set_epoch(epoch)
+    # -- state ----------------------------------------------------------------------------------------------
 
     @property
     def salfmix_active(self) -> bool:
         """Whether SalfMix runs on the next call: ``salfmix_prob > 0`` and past the warm-up epochs."""
-        return self.salfmix_prob > 0 and not self.salfmix.in_warmup
+        return self.salfmix_prob > 0 and not self.in_warmup
 
     @property
     def two_image_active(self) -> bool:
         """Whether a two-image mix runs on the next call (some method enabled and ``mixup_enabled``)."""
-        return self.mixup_enabled and bool(self.methods)
+        return self.mixup_enabled and self.mix is not None
 
     # -- call -------------------------------------------------------------------------------------------
+
+    def _check_can_run(
+        self, in_warmup: bool, model: torch.nn.Module | None, saliency: torch.Tensor | None
+    ) -> None:
+        if self.salfmix_prob == 0:
+            return  # the warm-up only holds SalfMix back: without SalfMix it changes nothing
+        super()._check_can_run(in_warmup, model, saliency)
+        if in_warmup and model is None and self.model is None and saliency is None:
+            self.warn_once(
+                "model",
+                "no model: neither the constructor nor this call got model= (or saliency=), so the first "
+                "call after the warm-up will fail. Pass model=... to the constructor (timm's train.py: "
+                "next to Mixup's arguments).",
+            )
+
+    def _apply_warmup(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        model: torch.nn.Module | None,
+        saliency: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Algorithm 2 skips SalfMix in the warm-up epochs; the two-image mix runs in every epoch.
+        return self._steps(x, target, None, None, generator, salfmix=False)
 
     def _apply(
         self,
@@ -294,40 +331,46 @@ class HybridMix(BatchTransform):
         saliency: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._steps(x, target, model, saliency, generator, salfmix=self.salfmix_prob > 0)
+
+    def _steps(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        model: torch.nn.Module | None,
+        saliency: torch.Tensor | None,
+        generator: torch.Generator | None,
+        *,
+        salfmix: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         dense = is_dense_target(target)
         if dense:
             infer_num_classes(target, self.num_classes)  # a class mask needs num_classes: fail before SalfMix
         soft = None if dense else self._soft_targets(target)
         mixed, moved = x, target
-        if self.salfmix_active and model is None and self.model is None and saliency is None:
+        model = model if model is not None else self.model
+        if salfmix and model is None and saliency is None:
             raise ValueError(
                 "model must be given: HybridMix applies SalfMix (salfmix_prob="
-                f"{self.salfmix_prob}, epoch {self.epoch} >= warmup_epochs={self.warmup_epochs}), whose "
+                f"{self.salfmix_prob}, past warmup_epochs={self.warmup_epochs}), whose "
                 "saliency comes from the model being trained; pass model=... to the constructor or the call "
                 "(or saliency= maps of shape (B, H, W)), or set salfmix_prob=0"
             )
         own = all_own(x)
-        if self.salfmix_prob > 0:
-            # Algorithm 2, lines 10-11: saliency of the un-mixed batch with the original labels, SalfMix
-            # (the identity during its warm-up, which it counts).
-            self.salfmix.track_provenance = self.track_provenance
+        if salfmix:
+            # Algorithm 2, lines 10-11: saliency of the un-mixed batch with the original labels, SalfMix.
             mixed, moved = self.salfmix.call_checked(
                 x, target, model=model, saliency=saliency, generator=generator
             )
-            own = self.salfmix.provenance
-        else:
-            self.salfmix.counter.step()  # the epoch still counts (SalfMixTask's mixup_off_epoch reads it)
+            own = self.salfmix.provenance_builder() or own
         if dense:
             soft = self._soft_targets(moved)  # the labels of P_m moved with its pixels (Algorithm 1, line 6)
         if self.two_image_active:
             # Algorithm 2, line 12: the two-image mix of the self-mixed batch.
-            out = mix_pairs(
-                mixed, soft, self.methods, self.weights, self.mode, self.mix_prob, generator,
-                provenance=self.track_provenance,
-            )  # fmt: skip
+            out, mixed_target, mix_own = self.mix.mix(mixed, soft, generator=generator)
             # A pixel is the sample's own only if both steps left it in place: the shares multiply.
-            self._record_provenance(lambda: out[2] * (own() if callable(own) else own))
-            return out[0], out[1]
+            self._record_provenance(lambda: mix_own() * own())
+            return out, mixed_target
         self._record_provenance(own)
         if mixed is x:
             mixed = x.clone()

@@ -21,6 +21,7 @@ name               transform (defaults)                                         
 ``cutmix``         ``CutMix(cutmix_alpha=1)``                                   Tables 4-5
 ``saliencymix``    ``SaliencyMix(alpha=1)``                                     Tables 4-5
 ``resizemix``      ``ResizeMix(scope=(0.1, 0.8))``                              (not in the paper)
+``fmix``           ``FMix(alpha=1, decay_power=3)``                             (not in the paper)
 ``hybridmix-v1``   ``HybridMix.v1()``: SalfMix + Mixup                          Alg. 2, Table 2
 ``hybridmix-v2``   ``HybridMix.v2()``: SalfMix + SaliencyMix                    Alg. 2, Table 2
 ``hybridmix-v3``   ``HybridMix.v3()``: SalfMix + CutMix                         Alg. 2, Table 2
@@ -44,6 +45,7 @@ from typing import Any
 from ._base import BatchTransform
 from ._validation import check_num_classes
 from .cutout import Cutout, SaliencyCutout
+from .fmix import FMix
 from .hybrid import HybridMix
 from .mixing import CutMix, Mixup, ResizeMix, SaliencyMix
 from .salfmix import RandomSelfMix, SalfMix
@@ -67,6 +69,9 @@ class MethodSpec:
         needs_model: its saliency comes from the model being trained (``model=``).
         two_image: it mixes pairs of images (soft targets of two classes).
         paper: where the paper has it.
+        alpha: for a two-image method switched on by ``--NAME ALPHA`` (on when > 0), the constructor
+            argument that ``ALPHA`` sets; ``None`` otherwise. A two-image method that is not one of timm's
+            flags gets its ``--NAME`` flag from this (:mod:`salfmix_transforms.flags`).
     """
 
     name: str
@@ -78,6 +83,7 @@ class MethodSpec:
     needs_model: bool = False
     two_image: bool = False
     paper: str = ""
+    alpha: str | None = None
 
     @property
     def uses_grid(self) -> bool:
@@ -126,10 +132,24 @@ SPECS: tuple[MethodSpec, ...] = (
         paper="Table 10",
     ),
     MethodSpec(
-        "mixup", "Mixup", Mixup, {"mixup_alpha": 1.0}, {"mixup": 1.0}, two_image=True, paper="Tables 4-5"
+        "mixup",
+        "Mixup",
+        Mixup,
+        {"mixup_alpha": 1.0},
+        {"mixup": 1.0},
+        two_image=True,
+        paper="Tables 4-5",
+        alpha="mixup_alpha",
     ),
     MethodSpec(
-        "cutmix", "CutMix", CutMix, {"cutmix_alpha": 1.0}, {"cutmix": 1.0}, two_image=True, paper="Tables 4-5"
+        "cutmix",
+        "CutMix",
+        CutMix,
+        {"cutmix_alpha": 1.0},
+        {"cutmix": 1.0},
+        two_image=True,
+        paper="Tables 4-5",
+        alpha="cutmix_alpha",
     ),
     MethodSpec(
         "saliencymix",
@@ -139,10 +159,12 @@ SPECS: tuple[MethodSpec, ...] = (
         {"saliencymix": 1.0},
         two_image=True,
         paper="Tables 4-5",
+        alpha="alpha",
     ),
     MethodSpec(
         "resizemix", "ResizeMix", ResizeMix, {"scope": (0.1, 0.8)}, {"resizemix": True}, two_image=True
     ),
+    MethodSpec("fmix", "FMix", FMix, {"alpha": 1.0}, {"fmix": 1.0}, two_image=True, alpha="alpha"),
     *(
         MethodSpec(
             f"hybridmix-{version}",

@@ -32,15 +32,19 @@ Choices beyond timm (which asserts an even batch and loops over the samples):
   the images' dtype, where timm's 'pair' / 'elem' targets round ``lam`` to the images' dtype (see
   :class:`Mixup`); the pixels are timm's in every dtype;
 * dense targets (a class mask (B, H, W) or soft (B, K, H, W)) come back as soft dense targets
-  (B, K, H, W) mixed with the image's own geometry (:meth:`TwoImageMix.apply_target`): the partner's box
+  (B, K, H, W) mixed with the image's own geometry (:meth:`MixMethod.apply_target`): the partner's box
   is pasted (one-hot pixels stay one-hot), ResizeMix's partner is resized with nearest interpolation, and
   Mixup blends every pixel, ``lam * y_i + (1 - lam) * y_j`` (an ignored pixel adds nothing, see
   :mod:`salfmix_transforms.targets` for the loss).
 
-Every method is two public steps, which :class:`~salfmix_transforms.hybrid.HybridMix` composes too:
-``sample`` draws the random parameters of every slot (``lam`` or ResizeMix's ``tau``, and the box
-centres or boxes, :class:`MixParams`), ``apply`` mixes the pixels and returns the label weight ``lam``. The
-random draws and the box geometry are in :mod:`salfmix_transforms.boxes`.
+One frame, small methods: every method is a :class:`MixMethod` object (its own parameters only) with
+public steps ``sample`` (the random parameters of every slot), ``apply`` (the pixels, the label weight
+``lam`` of the kept image and the region the partner's pixels went to), ``apply_target`` (dense targets)
+and ``own_share`` (the provenance). :class:`TwoImageMix` is the frame (pairing, ``mode``, ``prob``, the
+choice between methods, the targets, :func:`mix_pairs`); the named classes are that frame with the
+methods their constructor describes, and :class:`~salfmix_transforms.hybrid.HybridMix` composes the same
+frame after SalfMix. A new method (e.g. :mod:`salfmix_transforms.fmix`) is one :class:`MixMethod` and one
+small frame class. The random draws and the box geometry are in :mod:`salfmix_transforms.boxes`.
 
 ``Mixup`` and ``CutMix`` also take ``timm.data.Mixup``'s constructor (its keyword names, positions and
 defaults), so ``Mixup(**mixup_args)`` of timm's ``train.py`` is an exact drop-in: with ``cutmix_alpha > 0``
@@ -49,8 +53,9 @@ it switches between Mixup and CutMix as timm does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 
@@ -88,10 +93,16 @@ from .targets import is_dense_target, mix_targets
 __all__ = [
     "MODES",
     "CutMix",
+    "CutMixMethod",
+    "MixMethod",
     "MixParams",
+    "Mixed",
     "Mixup",
+    "MixupMethod",
     "ResizeMix",
+    "ResizeMixMethod",
     "SaliencyMix",
+    "SaliencyMixMethod",
     "TwoImageMix",
     "mix_pairs",
     "same_format",
@@ -228,31 +239,44 @@ def _lam_out(lam: torch.Tensor, layout: _Layout, device: torch.device) -> float 
     return float(lam[0]) if layout.shared else _on(lam, device)
 
 
+class Mixed(NamedTuple):
+    """What :func:`mix_pairs` returns: the mixed images, their targets, and the provenance as a callable.
+
+    Attributes:
+        x: the mixed batch (a new tensor, in ``x``'s memory format).
+        target: soft targets (B, K), or soft dense targets (B, K, H, W).
+        provenance: builds, when called, the (B, H, W) float32 share of each output pixel that is the
+            sample's own pixel at that place (from the drawn parameters: nothing is built unless called).
+    """
+
+    x: torch.Tensor
+    target: torch.Tensor
+    provenance: Callable[[], torch.Tensor]
+
+
 def mix_pairs(
     x: torch.Tensor,
     soft: torch.Tensor,
-    methods: Sequence[TwoImageMix],
+    methods: Sequence[MixMethod],
     weights: Sequence[float],
     mode: str,
     prob: float,
     generator: torch.Generator | None,
     saliency: torch.Tensor | None = None,
-    *,
-    provenance: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Mixed:
     """Mix every sample with its flipped partner by one of ``methods``; the frame of every two-image mix.
 
     Per slot (1, B // 2 or B, see ``mode``): ``applied = U < prob``; a method is chosen with probabilities
     ``weights`` (timm: ``U < switch_prob`` picks CutMix over Mixup); each method draws its parameters
-    (``sample``: ``lam`` or ResizeMix's ``tau``, box centres or boxes). The slots are expanded to the
-    samples, each method mixes the samples that chose it (``apply``), and the targets become
-    ``lam * y_i + (1 - lam) * y_j``. Samples that are not applied, and the middle one of an odd batch, are
-    returned unchanged with their own soft label. Soft dense targets (B, K, H, W) are mixed by each
-    method's :meth:`~TwoImageMix.apply_target` with the ``lam`` and box of its ``apply``.
+    (:meth:`MixMethod.sample`). The slots are expanded to the samples, each method mixes the samples that
+    chose it (:meth:`MixMethod.apply`), and the targets become ``lam * y_i + (1 - lam) * y_j``. Samples
+    that are not applied, and the middle one of an odd batch, are returned unchanged with their own soft
+    label. Soft dense targets (B, K, H, W) are mixed by each method's :meth:`MixMethod.apply_target` with
+    the ``lam`` and region of its ``apply``.
 
-    With ``provenance=True`` a third tensor (B, H, W) float32 says how much of every output pixel is the
-    sample's own pixel at that place: 0 inside a pasted box, ``lam`` for a blend, 1 elsewhere
-    (:class:`~salfmix_transforms.saliency_cache.SaliencyCache` writes only that share of the gradient).
+    The provenance (:attr:`Mixed.provenance`) says how much of every output pixel is the sample's own pixel
+    at that place (:meth:`MixMethod.own_share`: 0 inside a pasted box, ``lam`` for a blend, 1 elsewhere);
+    :class:`~salfmix_transforms.saliency_cache.SaliencyCache` writes only that share of the gradient.
 
     No host synchronisation: every random number (``applied``, the method choice and each method's
     parameters) is drawn on the host (:func:`~salfmix_transforms._random.host_device`: the CPU, or the
@@ -261,15 +285,26 @@ def mix_pairs(
     ``generator`` draws on the GPU, and these reads then wait for it.
     """
     batch, _, height, width = x.shape
-    own = torch.ones(batch, height, width, dtype=torch.float32, device=x.device) if provenance else None
+    device = x.device
+    # The provenance is built from these records only when read: (method, lam, region, rows or None).
+    pieces: list[tuple[MixMethod, float | torch.Tensor, Any, torch.Tensor | None]] = []
+    kept: list[torch.Tensor] = []
 
-    def finish(out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (out, target, own) if provenance else (out, target)
+    def own() -> torch.Tensor:
+        share = torch.ones(batch, height, width, dtype=torch.float32, device=device)
+        for method, lam, region, rows in pieces:
+            here = method.own_share(lam, region, batch, height, width, device)
+            if rows is None:
+                share.copy_(here)
+            else:
+                share.index_copy_(0, rows, here.index_select(0, rows))
+        for rows in kept:
+            share.index_fill_(0, rows, 1.0)
+        return share
 
     if batch < 2:
-        return finish(x.clone(), soft)
+        return Mixed(x.clone(), soft, own)
     layout = _Layout(mode, batch)
-    device = x.device
     host = host_device(generator)
     slots = layout.slots
     applied = rand((slots,), generator, host) < prob
@@ -291,13 +326,12 @@ def mix_pairs(
     # per sample (boolean indexing copies values, so the result equals the former ``torch.where`` chain).
     if layout.shared:
         if not bool(applied[0]):
-            return finish(same_format(x.clone(), x), soft)
+            return Mixed(same_format(x.clone(), x), soft, own)
         method = methods[int(choice[0])]
         params = method.sample(1, height, width, generator, host)
-        out, lam, box = method.apply(x, params, layout, saliency)
-        dense = _dense_target(method, soft, lam, box, layout)
-        if own is not None:
-            own.copy_(_own_share(lam, box, batch, height, width, device))
+        out, lam, region = method.apply(x, params, layout, saliency)
+        dense = _dense_target(method, soft, lam, region, layout)
+        pieces.append((method, lam, region, None))
     else:
         out, lam, dense = None, torch.ones(batch, dtype=torch.float64, device=device), None
         for index, method in enumerate(methods):
@@ -305,18 +339,16 @@ def mix_pairs(
             params = method.sample(slots, height, width, generator, host)
             if len(methods) > 1 and not bool(flags.any()):
                 continue
-            mixed, lam_here, box = method.apply(x, params, layout, saliency)
+            mixed, lam_here, region = method.apply(x, params, layout, saliency)
             rows, active_here = _rows(flags, device), _on(flags, device)
             if out is None:
                 out = mixed
             else:
                 out.index_copy_(0, rows, mixed.index_select(0, rows))
             lam = torch.where(active_here, lam_here, lam)
-            here = _dense_target(method, soft, lam_here, box, layout)
+            here = _dense_target(method, soft, lam_here, region, layout)
             dense = here if dense is None else torch.where(_per_sample(active_here, here), here, dense)
-            if own is not None:
-                share = _own_share(lam_here, box, batch, height, width, device)
-                own.index_copy_(0, rows, share.index_select(0, rows))
+            pieces.append((method, lam_here, region, rows))
         if out is None:
             out = x.clone()
 
@@ -325,14 +357,13 @@ def mix_pairs(
     else:
         mixed_target = mix_targets(soft, soft.flip(0), lam)
     if layout.shared and batch % 2 == 0:
-        return finish(same_format(out, x), mixed_target)
+        return Mixed(same_format(out, x), mixed_target, own)
     keep = ~active
     rows = _rows(keep, device)
     out.index_copy_(0, rows, x.index_select(0, rows))
-    if own is not None:
-        own.index_fill_(0, rows, 1.0)
+    kept.append(rows)
     mixed_target = torch.where(_per_sample(_on(keep, device), soft), soft, mixed_target)
-    return finish(same_format(out, x), mixed_target)
+    return Mixed(same_format(out, x), mixed_target, own)
 
 
 def _per_sample(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -341,52 +372,346 @@ def _per_sample(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _dense_target(
-    method: TwoImageMix, soft: torch.Tensor, lam: float | torch.Tensor, box: Box | None, layout: _Layout
+    method: MixMethod, soft: torch.Tensor, lam: float | torch.Tensor, region: Any, layout: _Layout
 ) -> torch.Tensor | None:
     """The soft dense targets (B, K, H, W) of ``method``'s mix, or ``None`` for classification targets."""
-    return method.apply_target(soft, lam, box, layout) if is_dense_target(soft) else None
-
-
-def _own_share(
-    lam: float | torch.Tensor, box: Box | None, batch: int, height: int, width: int, device: torch.device
-) -> torch.Tensor:
-    """(B, H, W) share of each pixel that is the sample's own: ``1 - box`` (a paste) or ``lam`` (a blend)."""
-    if box is not None:
-        return (~box_mask(box[0], box[2], box[1], box[3], height, width)[:, 0]).float()
-    if not isinstance(lam, torch.Tensor):  # a Python float is filled in (as_tensor would copy, blocking)
-        return torch.full((batch, height, width), lam, dtype=torch.float32, device=device)
-    return lam.to(torch.float32).reshape(-1, 1, 1).expand(batch, height, width)
+    return method.apply_target(soft, lam, region, layout) if is_dense_target(soft) else None
 
 
 @dataclass(frozen=True)
 class MixParams:
-    """The random parameters a two-image method draws for one call, one entry per slot (see ``mode``).
+    """The random parameters a box or blend method draws for one call, one entry per slot (see ``mode``).
+
+    The frame passes a method's parameters from its :meth:`~MixMethod.sample` to its
+    :meth:`~MixMethod.apply` untouched, so a method may draw any object (:class:`FMixMethod` draws masks).
 
     Attributes:
-        lam: (slots,) float64: ``lam ~ Beta(alpha, alpha)`` (Mixup, CutMix, SaliencyMix) or ResizeMix's
-            scale ``tau``.
+        lam: (slots,) float64 ``lam ~ Beta(alpha, alpha)`` (Mixup, CutMix, SaliencyMix), or ``None``.
         centre: ``(cy, cx)`` (slots,) box centres (CutMix), or ``None``.
         box: ``(top, bottom, left, right)`` (slots,) boxes drawn whole (CutMix with ``cutmix_minmax``,
             ResizeMix), or ``None``.
+        scale: (slots,) float64 ResizeMix's side scale ``tau ~ U(scope)``, or ``None``.
     """
 
-    lam: torch.Tensor
+    lam: torch.Tensor | None = None
     centre: tuple[torch.Tensor, torch.Tensor] | None = None
     box: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    scale: torch.Tensor | None = None
+
+
+# -- the methods ------------------------------------------------------------------------------------------
+
+
+class MixMethod:
+    """One two-image method, as the frame (:func:`mix_pairs`, :class:`TwoImageMix`) composes it.
+
+    A method is a small immutable object (its own parameters only: ``alpha``, a box rule, a scale range):
+    the frame owns the pairing, ``mode``, ``prob``, the choice between methods and the targets. Four steps:
+
+    * :meth:`sample`: the random parameters of ``slots`` slots, drawn on the host ``device``;
+    * :meth:`apply`: the pixels of ``x`` mixed with the flipped partner ``x.flip(0)``, the label weight
+      ``lam`` of the kept image (a Python float in 'batch' mode, else (B,)) and the *region*: ``None`` for
+      a blend, a per-sample box ``(top, bottom, left, right)`` where the partner's pixels went, or any
+      object the method's :meth:`apply_target` and :meth:`own_share` understand;
+    * :meth:`apply_target`: the soft dense targets (B, K, H, W) of what :meth:`apply` did;
+    * :meth:`own_share`: the (B, H, W) share of each pixel that is the sample's own (the provenance).
+    """
+
+    def sample(
+        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
+    ) -> Any:
+        """Draw the parameters of ``slots`` slots for images of ``height x width``."""
+        raise NotImplementedError
+
+    def apply(
+        self, x: torch.Tensor, params: Any, layout: _Layout, saliency: torch.Tensor | None
+    ) -> tuple[torch.Tensor, float | torch.Tensor, Any]:
+        """Mix ``x`` with its flipped partner: a new tensor (only the samples the caller marks active are
+        meaningful), the label weight ``lam`` of the kept image and the region (see the class)."""
+        raise NotImplementedError
+
+    def apply_target(
+        self, target: torch.Tensor, lam: float | torch.Tensor, region: Any, layout: _Layout
+    ) -> torch.Tensor:
+        """The soft dense targets (B, K, H, W) of what :meth:`apply` did, from its ``lam`` and region.
+
+        A blend (region ``None``) mixes every pixel, ``lam * y_i + (1 - lam) * y_j``
+        (:func:`~salfmix_transforms.targets.mix_targets`); a box method pastes the partner's target box
+        where the partner's pixels went (values are copied: a one-hot pixel stays one-hot).
+        """
+        if region is None:
+            return mix_targets(target, target.flip(0), lam)
+        return _paste(target, None, region, False)
+
+    def own_share(
+        self,
+        lam: float | torch.Tensor,
+        region: Any,
+        batch: int,
+        height: int,
+        width: int,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """(B, H, W) share of each pixel that is the sample's own: ``1 - box`` (a paste) or ``lam`` (a
+        blend)."""
+        if region is not None:
+            top, bottom, left, right = region
+            return (~box_mask(top, left, bottom, right, height, width)[:, 0]).float()
+        if not isinstance(lam, torch.Tensor):  # a Python float is filled in (as_tensor would copy, blocking)
+            return torch.full((batch, height, width), lam, dtype=torch.float32, device=device)
+        return lam.to(torch.float32).reshape(-1, 1, 1).expand(batch, height, width)
+
+
+@dataclass(frozen=True)
+class MixupMethod(MixMethod):
+    """Mixup's step: ``lam ~ Beta(alpha, alpha)``, ``x_i <- lam * x_i + (1 - lam) * x_j`` (timm's
+    arithmetic in every dtype, see :class:`Mixup`)."""
+
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha", check_alpha(self.alpha, "alpha"))
+
+    def sample(
+        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
+    ) -> MixParams:
+        return MixParams(sample_beta(self.alpha, slots, generator, device))
+
+    def apply(
+        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
+    ) -> tuple[torch.Tensor, float | torch.Tensor, None]:
+        lam = layout.expand(params.lam, 1.0)
+        if layout.shared:
+            value = float(lam[0])  # a host draw (mix_pairs): no synchronisation
+            return _mix_with_partner(x, value, 1.0 - value), value, None
+        lam = _on(lam, x.device)
+        # timm's per-sample arithmetic: lam is rounded to float32 (its NumPy float32 lam_batch), each
+        # product is rounded to the input's dtype, then the sum (``x[i] * lam + x[j] * (1 - lam)``).
+        weight = lam.to(torch.float32).view(-1, 1, 1, 1)
+        dtype = compute_dtype(x.dtype)
+        if x.dtype != dtype:
+            out = (x.to(dtype) * weight).to(x.dtype)
+            return out.add_((x.flip(0).to(dtype) * (1.0 - weight)).to(x.dtype)), lam, None
+        return _mix_with_partner(x, weight.to(dtype), (1.0 - weight).to(dtype)), lam, None
+
+
+class _BoxMethod(MixMethod):
+    """Shared part of the box methods: paste the partner's box, ``lam`` from the box area with
+    ``correct_lam`` (else the drawn ``lam``)."""
+
+    correct_lam: bool
+
+    def _boxes(
+        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
+    ) -> tuple[Box, bool]:
+        """Per-sample boxes (B,) and whether they are one box for the whole batch known on the host (so
+        ``lam`` too): then the paste is a sliced copy and ``lam`` a Python float, with no synchronisation."""
+        raise NotImplementedError
+
+    def _corrects_lam(self) -> bool:
+        return self.correct_lam
+
+    def apply(
+        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
+    ) -> tuple[torch.Tensor, float | torch.Tensor, Box]:
+        box, uniform = self._boxes(x, params, layout, saliency)
+        on_device = _on_all(box, x.device)
+        used = box if uniform else on_device  # the host corners for the sliced copy, else the device's
+        out = _paste(x, None, used, uniform)
+        if self._corrects_lam():
+            lam = box_lambda(*used, x.shape[2], x.shape[3])
+        else:
+            lam = layout.expand(params.lam, 1.0)
+        return out, (float(lam[0]) if uniform else _on(lam, x.device)), on_device
+
+
+@dataclass(frozen=True)
+class CutMixMethod(_BoxMethod):
+    """CutMix's step: timm's box of side ``sqrt(1 - lam)`` at a uniform centre (or ``rand_bbox_minmax``
+    with ``minmax``, which forces ``correct_lam`` as in timm), pasted from the partner."""
+
+    alpha: float = 1.0
+    minmax: tuple[float, float] | None = None
+    correct_lam: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha", check_alpha(self.alpha, "alpha"))
+        object.__setattr__(self, "minmax", check_minmax(self.minmax, "minmax"))
+        object.__setattr__(self, "correct_lam", check_bool(self.correct_lam, "correct_lam"))
+
+    def _corrects_lam(self) -> bool:
+        return self.correct_lam or self.minmax is not None
+
+    def sample(
+        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
+    ) -> MixParams:
+        lam = sample_beta(self.alpha, slots, generator, device)
+        if self.minmax is not None:
+            _check_minmax_fits(self.minmax, height, width)
+            return MixParams(lam, box=minmax_box(height, width, self.minmax, slots, generator, device))
+        return MixParams(lam, centre=sample_box_centres(height, width, slots, generator, device))
+
+    def _boxes(
+        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
+    ) -> tuple[Box, bool]:
+        if params.box is not None:
+            box = params.box
+        else:
+            box = cutmix_box(x.shape[2], x.shape[3], params.lam, *params.centre)
+        return tuple(layout.expand(corner) for corner in box), layout.shared
+
+
+def _check_minmax_fits(minmax: tuple[float, float], height: int, width: int) -> None:
+    """timm's ``rand_bbox_minmax`` draws the box sides from ``[int(S * low), int(S * high))``; on an image too
+    small for that range to hold a side, timm's ``np.random.randint`` raises, and so do we (by name)."""
+    low, high = minmax
+    for side, size in (("height", height), ("width", width)):
+        if int(size * low) >= int(size * high):
+            raise ValueError(
+                f"cutmix_minmax={minmax!r} leaves no box {side} on images of {height}x{width} "
+                f"(int({size} * {low}) = {int(size * low)} >= int({size} * {high}) = {int(size * high)}; "
+                "timm's rand_bbox_minmax raises too): widen cutmix_minmax or use larger images"
+            )
+
+
+@dataclass(frozen=True)
+class SaliencyMixMethod(_BoxMethod):
+    """SaliencyMix's step: the CutMix box centred on the source image's static saliency peak (see
+    :class:`SaliencyMix`)."""
+
+    alpha: float = 1.0
+    per_sample: bool = True
+    correct_lam: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha", check_alpha(self.alpha, "alpha"))
+        object.__setattr__(self, "per_sample", check_bool(self.per_sample, "per_sample"))
+        object.__setattr__(self, "correct_lam", check_bool(self.correct_lam, "correct_lam"))
+
+    def sample(
+        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
+    ) -> MixParams:
+        return MixParams(sample_beta(self.alpha, slots, generator, device))
+
+    def _boxes(
+        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
+    ) -> tuple[Box, bool]:
+        height, width = x.shape[2], x.shape[3]
+        batch = x.shape[0]
+        if saliency is not None:
+            saliency = check_saliency(saliency, x).to(x.device)
+        if self.per_sample:
+            maps = saliency if saliency is not None else fine_grained_saliency(x)
+            py, px = saliency_peaks(maps.flip(0))
+        else:
+            maps = saliency[-1:] if saliency is not None else fine_grained_saliency(x[-1:])
+            py, px = (coord.expand(batch) for coord in saliency_peaks(maps))
+        box = cutmix_box(height, width, _on(layout.expand(params.lam, 1.0), x.device), py, px)
+        # The peaks are on x's device. One box for the batch (per_sample=False) is a sliced copy on the CPU
+        # only (no host/device split there); on a GPU reading its corners would wait for the device, so it
+        # is pasted with a mask like per-sample boxes (``lam`` a tensor).
+        return box, layout.shared and not self.per_sample and x.device.type == "cpu"
+
+
+@dataclass(frozen=True)
+class ResizeMixMethod(MixMethod):
+    """ResizeMix's step: the whole partner resized to ``tau ~ U(scope)`` of the sides, pasted at a uniform
+    position; ``lam = 1 - h * w / (H * W)`` exactly (see :class:`ResizeMix`)."""
+
+    scope: tuple[float, float] = (0.1, 0.8)
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scope", check_scope(self.scope))
+        if self.interpolation not in ("bilinear", "nearest"):
+            raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {self.interpolation!r}")
+
+    def sample(
+        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
+    ) -> MixParams:
+        low, high = self.scope
+        tau = low + (high - low) * rand((slots,), generator, device).to(torch.float64)
+        return MixParams(scale=tau, box=sample_resize_boxes(height, width, tau, generator))
+
+    def apply(
+        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
+    ) -> tuple[torch.Tensor, float | torch.Tensor, Box]:
+        box = tuple(layout.expand(corner) for corner in params.box)
+        on_device = _on_all(box, x.device)
+        resized = resize_from_boxes(x.flip(0), *on_device, mode=self.interpolation)
+        out = _paste(x, resized, box if layout.shared else on_device, layout.shared)
+        lam = box_lambda(*(box if layout.shared else on_device), x.shape[2], x.shape[3])
+        return out, _lam_out(lam, layout, x.device), on_device
+
+    def apply_target(
+        self, target: torch.Tensor, lam: float | torch.Tensor, region: Box, layout: _Layout
+    ) -> torch.Tensor:
+        """The partner's whole dense target resized into the box with nearest interpolation (labels are
+        not blended at the edges, whatever ``interpolation`` the image used)."""
+        resized = resize_from_boxes(target.flip(0), *region, mode="nearest")
+        return _paste(target, resized, region, False)
+
+
+def switch_weights(blend: bool, boxes: int, switch_prob: float) -> list[float]:
+    """Probabilities of ``[Mixup] + other methods`` (timm: CutMix with ``switch_prob`` when both are on).
+
+    Choice: several other methods (CutMix, SaliencyMix, ResizeMix, ...) share ``switch_prob`` equally;
+    without Mixup they are equally likely.
+    """
+    if blend and boxes > 0:
+        return [1.0 - switch_prob] + [switch_prob / boxes] * boxes
+    return [1.0] * (int(blend) + boxes)
+
+
+def switch_methods(
+    mixup_alpha: float,
+    cutmix_alpha: float,
+    cutmix_minmax: tuple[float, float] | None,
+    correct_lam: bool,
+    switch_prob: float,
+    *,
+    saliencymix_alpha: float = 0.0,
+    resizemix_scope: tuple[float, float] | None = None,
+    extra: Sequence[MixMethod] = (),
+) -> tuple[list[MixMethod], list[float]]:
+    """timm ``Mixup``'s choice of method, as ``(methods, weights)`` for :func:`mix_pairs`.
+
+    Mixup is on when ``mixup_alpha > 0``, CutMix when ``cutmix_alpha > 0`` or ``cutmix_minmax`` is given,
+    SaliencyMix when ``saliencymix_alpha > 0``, ResizeMix when ``resizemix_scope`` is given, then the
+    ``extra`` methods; weights from :func:`switch_weights`. The arguments are checked by the caller.
+    """
+    methods: list[MixMethod] = []
+    if mixup_alpha > 0:
+        methods.append(MixupMethod(mixup_alpha))
+    if cutmix_alpha > 0 or cutmix_minmax is not None:
+        methods.append(CutMixMethod(cutmix_alpha or 1.0, cutmix_minmax, correct_lam))
+    if saliencymix_alpha > 0:
+        methods.append(SaliencyMixMethod(saliencymix_alpha, correct_lam=correct_lam))
+    if resizemix_scope is not None:
+        methods.append(ResizeMixMethod(resizemix_scope))
+    methods.extend(extra)
+    return methods, switch_weights(mixup_alpha > 0, len(methods) - (mixup_alpha > 0), switch_prob)
+
+
+# -- the frame --------------------------------------------------------------------------------------------
 
 
 class TwoImageMix(BatchTransform):
-    """Base of the two-image methods: timm ``Mixup``'s frame (pairing, modes, ``prob``, soft targets).
+    """The frame of every two-image method: timm ``Mixup``'s pairing, modes, ``prob`` and soft targets.
 
-    Subclasses implement two public steps, which :func:`mix_pairs` (and so
-    :class:`~salfmix_transforms.hybrid.HybridMix`) composes: :meth:`sample` (the random parameters of every
-    slot) and :meth:`apply` (the pixels and the label weight ``lam`` of the kept image). Call as
-    ``x, target = mix(x, target)``; the result target is always soft (B, K).
+    ``TwoImageMix(methods, weights)`` mixes every pair by one of ``methods`` (:class:`MixMethod` objects),
+    chosen with probabilities ``weights`` (:func:`mix_pairs`). The named classes (:class:`Mixup`,
+    :class:`CutMix`, :class:`SaliencyMix`, :class:`ResizeMix`, ...) are this frame with the method list
+    their constructor arguments describe, and :class:`~salfmix_transforms.hybrid.HybridMix` composes it
+    after SalfMix. Call as ``x, target = mix(x, target)``; the result target is always soft (B, K).
 
     Dense targets (a class mask (B, H, W) or soft dense targets (B, K, H, W)) come back as soft dense
-    targets (B, K, H, W), mixed by :meth:`apply_target` with the geometry of the image's mix.
+    targets (B, K, H, W), mixed by each method's :meth:`MixMethod.apply_target` with the geometry of the
+    image's mix.
 
     Args:
+        methods: the methods a call chooses from (one or more :class:`MixMethod`).
+        weights: their probabilities (normalised); ``None``: equally likely.
         prob: probability of mixing, per batch ('batch') or per pair / sample.
         mode: ``'batch'``, ``'pair'`` or ``'elem'`` (see the module docstring).
         label_smoothing: smoothing of the one-hot rows before mixing (timm's ``mixup_target``).
@@ -403,6 +728,8 @@ class TwoImageMix(BatchTransform):
 
     def __init__(
         self,
+        methods: Sequence[MixMethod],
+        weights: Sequence[float] | None = None,
         *,
         prob: float = 1.0,
         mode: str = "batch",
@@ -421,23 +748,27 @@ class TwoImageMix(BatchTransform):
             generator=generator,
             ignore_index=ignore_index,
         )
+        self.methods, self.weights = _check_methods(methods, weights)
         self.prob = check_probability(prob, "prob")
         self.mode = check_mode(mode)
         self.mixup_enabled = True
 
-    @property
-    def methods(self) -> list[TwoImageMix]:
-        """The methods a call chooses from (:func:`mix_pairs`): this one alone, unless a subclass switches."""
-        return [self]
-
-    @property
-    def weights(self) -> list[float]:
-        """The probabilities of :attr:`methods`."""
-        return [1.0]
-
     def _output_target(self, target: torch.Tensor) -> torch.Tensor:
         # Two-image methods always return soft targets, also during warm-up.
         return self._soft_targets(target)
+
+    def mix(
+        self,
+        x: torch.Tensor,
+        soft: torch.Tensor,
+        *,
+        saliency: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Mixed:
+        """The frame's step on checked images and soft targets, for a composing transform (the warm-up,
+        the call count and ``mixup_enabled`` are the caller's): :func:`mix_pairs` with this frame's
+        methods, weights, ``mode`` and ``prob``."""
+        return mix_pairs(x, soft, self.methods, self.weights, self.mode, self.prob, generator, saliency)
 
     def _apply(
         self,
@@ -452,84 +783,25 @@ class TwoImageMix(BatchTransform):
         if not self.mixup_enabled:
             self._record_provenance(all_own(x))
             return same_format(x.clone(), x), soft
-        mixed = mix_pairs(
-            x, soft, self.methods, self.weights, self.mode, self.prob, generator, saliency,
-            provenance=self.track_provenance,
-        )  # fmt: skip
-        if self.track_provenance:
-            self.provenance = mixed[2]
-        return mixed[0], mixed[1]
-
-    def sample(
-        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
-    ) -> MixParams:
-        """Draw the parameters of ``slots`` slots for images of ``height x width``."""
-        raise NotImplementedError
-
-    def apply(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
-        """Mix ``x`` with its flipped partner: a new tensor (only the samples the caller marks active are
-        meaningful), the label weight ``lam`` of the kept image (a float in 'batch' mode, else (B,)) and the
-        per-sample box ``(top, bottom, left, right)`` the partner's pixels went to (``None`` for a blend)."""
-        raise NotImplementedError
-
-    def apply_target(
-        self, target: torch.Tensor, lam: float | torch.Tensor, box: Box | None, layout: _Layout
-    ) -> torch.Tensor:
-        """The soft dense targets (B, K, H, W) of what :meth:`apply` did, from its ``lam`` and ``box``.
-
-        A blend (``box`` is ``None``) mixes every pixel, ``lam * y_i + (1 - lam) * y_j``
-        (:func:`~salfmix_transforms.targets.mix_targets`); a box method pastes the partner's target box
-        where the partner's pixels went (values are copied: a one-hot pixel stays one-hot).
-        """
-        if box is None:
-            return mix_targets(target, target.flip(0), lam)
-        return _paste(target, None, box, False)
+        out, mixed_target, own = self.mix(x, soft, saliency=saliency, generator=generator)
+        self._record_provenance(own)
+        return out, mixed_target
 
 
-def switch_weights(blend: bool, boxes: int, switch_prob: float) -> list[float]:
-    """Probabilities of ``[Mixup] + box methods`` (timm: CutMix with ``switch_prob`` when both are on).
-
-    Choice: several box methods (CutMix, SaliencyMix, ResizeMix) share ``switch_prob`` equally; without
-    Mixup the box methods are equally likely.
-    """
-    if blend and boxes > 0:
-        return [1.0 - switch_prob] + [switch_prob / boxes] * boxes
-    return [1.0] * (int(blend) + boxes)
-
-
-def switch_methods(
-    mixup_alpha: float,
-    cutmix_alpha: float,
-    cutmix_minmax: tuple[float, float] | None,
-    correct_lam: bool,
-    switch_prob: float,
-    *,
-    saliencymix_alpha: float = 0.0,
-    resizemix_scope: tuple[float, float] | None = None,
-    blend: TwoImageMix | None = None,
-) -> tuple[list[TwoImageMix], list[float]]:
-    """timm ``Mixup``'s choice of method, as ``(methods, weights)`` for :func:`mix_pairs`.
-
-    Mixup is on when ``mixup_alpha > 0`` (``blend`` is used for it when given, else a new
-    :class:`Mixup`), CutMix when ``cutmix_alpha > 0`` or ``cutmix_minmax`` is given, SaliencyMix when
-    ``saliencymix_alpha > 0``, ResizeMix when ``resizemix_scope`` is given; weights from
-    :func:`switch_weights`. The arguments are checked by the caller.
-    """
-    methods: list[TwoImageMix] = []
-    # The frame (mix_pairs) makes the targets: the partners' own smoothing and num_classes are not used.
-    unused = {"label_smoothing": 0.0, "num_classes": None}
-    if mixup_alpha > 0:
-        methods.append(blend if blend is not None else Mixup(mixup_alpha, **unused))
-    if cutmix_alpha > 0 or cutmix_minmax is not None:
-        box = {"cutmix_minmax": cutmix_minmax, "correct_lam": correct_lam}
-        methods.append(CutMix(cutmix_alpha or 1.0, **box, **unused))
-    if saliencymix_alpha > 0:
-        methods.append(SaliencyMix(saliencymix_alpha, correct_lam=correct_lam))
-    if resizemix_scope is not None:
-        methods.append(ResizeMix(resizemix_scope))
-    return methods, switch_weights(mixup_alpha > 0, len(methods) - (mixup_alpha > 0), switch_prob)
+def _check_methods(
+    methods: Sequence[MixMethod], weights: Sequence[float] | None
+) -> tuple[list[MixMethod], list[float]]:
+    if isinstance(methods, MixMethod):
+        methods = [methods]
+    methods = list(methods)
+    if not methods or not all(isinstance(m, MixMethod) for m in methods):
+        raise TypeError(f"methods must be one or more MixMethod objects, got {methods!r}")
+    if weights is None:
+        return methods, [1.0] * len(methods)
+    weights = [float(w) for w in weights]
+    if len(weights) != len(methods) or any(not w >= 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"weights must be {len(methods)} non-negative numbers, not all 0; got {weights!r}")
+    return methods, weights
 
 
 class Mixup(TwoImageMix):
@@ -584,96 +856,32 @@ class Mixup(TwoImageMix):
         **kwargs: object,
     ) -> None:
         check_multi_label(multi_label)
-        super().__init__(
-            prob=prob, mode=mode, label_smoothing=label_smoothing, num_classes=num_classes, **kwargs
-        )
-        self.cutmix_alpha = check_optional_alpha(cutmix_alpha, "cutmix_alpha")
-        self.cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
-        self.switch_prob = check_probability(switch_prob, "switch_prob")
-        self.correct_lam = check_bool(correct_lam, "correct_lam")
-        with_cutmix = self.cutmix_alpha > 0 or self.cutmix_minmax is not None
-        if with_cutmix:
-            self.mixup_alpha = check_optional_alpha(mixup_alpha, "mixup_alpha")
+        cutmix_alpha = check_optional_alpha(cutmix_alpha, "cutmix_alpha")
+        cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
+        switch_prob = check_probability(switch_prob, "switch_prob")
+        correct_lam = check_bool(correct_lam, "correct_lam")
+        if cutmix_alpha > 0 or cutmix_minmax is not None:
+            mixup_alpha = check_optional_alpha(mixup_alpha, "mixup_alpha")
         else:
             if check_optional_alpha(mixup_alpha, "mixup_alpha") == 0:
                 raise ValueError(
                     "mixup_alpha must be > 0, or turn CutMix on (cutmix_alpha > 0 or cutmix_minmax): with "
                     "both off nothing is mixed"
                 )
-            self.mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha")
-        self._methods, self._weights = switch_methods(
-            self.mixup_alpha,
-            self.cutmix_alpha,
-            self.cutmix_minmax,
-            self.correct_lam,
-            self.switch_prob,
-            blend=self,
-        )
-
-    @property
-    def methods(self) -> list[TwoImageMix]:
-        return self._methods
-
-    @property
-    def weights(self) -> list[float]:
-        return self._weights
-
-    def sample(
-        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
-    ) -> MixParams:
-        return MixParams(sample_beta(self.mixup_alpha, slots, generator, device))
-
-    def apply(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
-        lam = layout.expand(params.lam, 1.0)
-        if layout.shared:
-            value = float(lam[0])  # a host draw (mix_pairs): no synchronisation
-            return _mix_with_partner(x, value, 1.0 - value), value, None
-        lam = _on(lam, x.device)
-        # timm's per-sample arithmetic: lam is rounded to float32 (its NumPy float32 lam_batch), each
-        # product is rounded to the input's dtype, then the sum (``x[i] * lam + x[j] * (1 - lam)``).
-        weight = lam.to(torch.float32).view(-1, 1, 1, 1)
-        dtype = compute_dtype(x.dtype)
-        if x.dtype != dtype:
-            out = (x.to(dtype) * weight).to(x.dtype)
-            return out.add_((x.flip(0).to(dtype) * (1.0 - weight)).to(x.dtype)), lam, None
-        return _mix_with_partner(x, weight.to(dtype), (1.0 - weight).to(dtype)), lam, None
+            mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha")
+        methods, weights = switch_methods(mixup_alpha, cutmix_alpha, cutmix_minmax, correct_lam, switch_prob)
+        super().__init__(
+            methods, weights, prob=prob, mode=mode, label_smoothing=label_smoothing, num_classes=num_classes,
+            **kwargs,
+        )  # fmt: skip
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.cutmix_minmax = cutmix_minmax
+        self.switch_prob = switch_prob
+        self.correct_lam = correct_lam
 
 
-class _BoxMix(TwoImageMix):
-    """Shared parts of CutMix and SaliencyMix: Beta ``lam``, a box from ``lam``, ``correct_lam``."""
-
-    def __init__(self, alpha: float, *, alpha_name: str, correct_lam: bool = True, **kwargs: object) -> None:
-        super().__init__(**kwargs)
-        self.alpha = check_alpha(alpha, alpha_name)
-        self.correct_lam = check_bool(correct_lam, "correct_lam")
-
-    def _corrects_lam(self) -> bool:
-        return self.correct_lam
-
-    def _boxes(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], bool]:
-        """Per-sample boxes (B,) and whether they are one box for the whole batch known on the host (so
-        ``lam`` too): then the paste is a sliced copy and ``lam`` a Python float, with no synchronisation."""
-        raise NotImplementedError
-
-    def apply(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
-        box, uniform = self._boxes(x, params, layout, saliency)
-        on_device = _on_all(box, x.device)
-        used = box if uniform else on_device  # the host corners for the sliced copy, else the device's
-        out = _paste(x, None, used, uniform)
-        if self._corrects_lam():
-            lam = box_lambda(*used, x.shape[2], x.shape[3])
-        else:
-            lam = layout.expand(params.lam, 1.0)
-        return out, (float(lam[0]) if uniform else _on(lam, x.device)), on_device
-
-
-class CutMix(_BoxMix):
+class CutMix(TwoImageMix):
     """CutMix (Yun et al., ICCV 2019) with timm's box: the box of ``x_j`` is pasted into ``x_i``.
 
     The box (:func:`~salfmix_transforms.boxes.cutmix_box`) has sides ``int(H * sqrt(1 - lam))`` x
@@ -695,6 +903,7 @@ class CutMix(_BoxMix):
         mixup_alpha: must be 0 (timm's keyword, accepted so that timm's arguments drop in).
         switch_prob: accepted for timm's arguments; no effect.
         label_smoothing, num_classes: see :class:`TwoImageMix` (timm's defaults 0.1 and 1000).
+        multi_label: timm's switch for multi-label targets; only ``False`` (the default) is supported.
         prob, mode: see :class:`TwoImageMix`.
         warmup_epochs, steps_per_epoch, generator: see :class:`~salfmix_transforms._base.BatchTransform`.
     """
@@ -716,62 +925,27 @@ class CutMix(_BoxMix):
         cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
         if cutmix_minmax is not None:
             cutmix_alpha = 1.0  # as timm: minmax forces CutMix on with alpha 1
-        super().__init__(
-            cutmix_alpha,
-            alpha_name="cutmix_alpha",
-            correct_lam=correct_lam,
-            label_smoothing=label_smoothing,
-            num_classes=num_classes,
-            **kwargs,
-        )
+        cutmix_alpha = check_alpha(cutmix_alpha, "cutmix_alpha")
+        correct_lam = check_bool(correct_lam, "correct_lam")
         if check_non_negative(mixup_alpha, "mixup_alpha") > 0:
             raise ValueError(
                 f"mixup_alpha={mixup_alpha} asks for Mixup, which CutMix does not do: use "
                 "Mixup(**mixup_args) (timm's switch between Mixup and CutMix) or HybridMix"
             )
-        check_probability(switch_prob, "switch_prob")
+        check_probability(switch_prob, "switch_prob")  # timm's argument: accepted, no effect (one method)
+        method = CutMixMethod(cutmix_alpha, cutmix_minmax, correct_lam)
+        super().__init__([method], label_smoothing=label_smoothing, num_classes=num_classes, **kwargs)
+        self.cutmix_alpha = cutmix_alpha
         self.cutmix_minmax = cutmix_minmax
+        self.correct_lam = correct_lam
 
     @property
-    def cutmix_alpha(self) -> float:
-        return self.alpha
-
-    def _corrects_lam(self) -> bool:
-        return self.correct_lam or self.cutmix_minmax is not None
-
-    def sample(
-        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
-    ) -> MixParams:
-        lam = sample_beta(self.alpha, slots, generator, device)
-        if self.cutmix_minmax is not None:
-            _check_minmax_fits(self.cutmix_minmax, height, width)
-            return MixParams(lam, box=minmax_box(height, width, self.cutmix_minmax, slots, generator, device))
-        return MixParams(lam, centre=sample_box_centres(height, width, slots, generator, device))
-
-    def _boxes(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], bool]:
-        if params.box is not None:
-            box = params.box
-        else:
-            box = cutmix_box(x.shape[2], x.shape[3], params.lam, *params.centre)
-        return tuple(layout.expand(corner) for corner in box), layout.shared
+    def alpha(self) -> float:
+        """The Beta parameter (``cutmix_alpha``; the name SaliencyMix and the method objects use)."""
+        return self.cutmix_alpha
 
 
-def _check_minmax_fits(minmax: tuple[float, float], height: int, width: int) -> None:
-    """timm's ``rand_bbox_minmax`` draws the box sides from ``[int(S * low), int(S * high))``; on an image too
-    small for that range to hold a side, timm's ``np.random.randint`` raises, and so do we (by name)."""
-    low, high = minmax
-    for side, size in (("height", height), ("width", width)):
-        if int(size * low) >= int(size * high):
-            raise ValueError(
-                f"cutmix_minmax={minmax!r} leaves no box {side} on images of {height}x{width} "
-                f"(int({size} * {low}) = {int(size * low)} >= int({size} * {high}) = {int(size * high)}; "
-                "timm's rand_bbox_minmax raises too): widen cutmix_minmax or use larger images"
-            )
-
-
-class SaliencyMix(_BoxMix):
+class SaliencyMix(TwoImageMix):
     """SaliencyMix (Uddin et al., ICLR 2021): the CutMix box centred on the source image's saliency peak.
 
     The box has CutMix's size for ``lam ~ Beta(alpha, alpha)`` (:func:`~salfmix_transforms.boxes.cutmix_box`)
@@ -810,32 +984,9 @@ class SaliencyMix(_BoxMix):
         correct_lam: bool = True,
         **kwargs: object,
     ) -> None:
-        super().__init__(alpha, alpha_name="alpha", correct_lam=correct_lam, **kwargs)
-        self.per_sample = check_bool(per_sample, "per_sample")
-
-    def sample(
-        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
-    ) -> MixParams:
-        return MixParams(sample_beta(self.alpha, slots, generator, device))
-
-    def _boxes(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], bool]:
-        height, width = x.shape[2], x.shape[3]
-        batch = x.shape[0]
-        if saliency is not None:
-            saliency = check_saliency(saliency, x).to(x.device)
-        if self.per_sample:
-            maps = saliency if saliency is not None else fine_grained_saliency(x)
-            py, px = saliency_peaks(maps.flip(0))
-        else:
-            maps = saliency[-1:] if saliency is not None else fine_grained_saliency(x[-1:])
-            py, px = (coord.expand(batch) for coord in saliency_peaks(maps))
-        box = cutmix_box(height, width, _on(layout.expand(params.lam, 1.0), x.device), py, px)
-        # The peaks are on x's device. One box for the batch (per_sample=False) is a sliced copy on the CPU
-        # only (no host/device split there); on a GPU reading its corners would wait for the device, so it
-        # is pasted with a mask like per-sample boxes (``lam`` a tensor).
-        return box, layout.shared and not self.per_sample and x.device.type == "cpu"
+        method = SaliencyMixMethod(alpha, per_sample, correct_lam)
+        super().__init__([method], **kwargs)
+        self.alpha, self.per_sample, self.correct_lam = method.alpha, method.per_sample, method.correct_lam
 
 
 class ResizeMix(TwoImageMix):
@@ -862,33 +1013,6 @@ class ResizeMix(TwoImageMix):
         interpolation: str = "bilinear",
         **kwargs: object,
     ) -> None:
-        super().__init__(**kwargs)
-        self.scope = check_scope(scope)
-        if interpolation not in ("bilinear", "nearest"):
-            raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
-        self.interpolation = interpolation
-
-    def sample(
-        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
-    ) -> MixParams:
-        low, high = self.scope
-        tau = low + (high - low) * rand((slots,), generator, device).to(torch.float64)
-        return MixParams(tau, box=sample_resize_boxes(height, width, tau, generator))
-
-    def apply(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[torch.Tensor, float | torch.Tensor, Box | None]:
-        box = tuple(layout.expand(corner) for corner in params.box)
-        on_device = _on_all(box, x.device)
-        resized = resize_from_boxes(x.flip(0), *on_device, mode=self.interpolation)
-        out = _paste(x, resized, box if layout.shared else on_device, layout.shared)
-        lam = box_lambda(*(box if layout.shared else on_device), x.shape[2], x.shape[3])
-        return out, _lam_out(lam, layout, x.device), on_device
-
-    def apply_target(
-        self, target: torch.Tensor, lam: float | torch.Tensor, box: Box | None, layout: _Layout
-    ) -> torch.Tensor:
-        """The partner's whole dense target resized into the box with nearest interpolation (labels are
-        not blended at the edges, whatever ``interpolation`` the image used)."""
-        resized = resize_from_boxes(target.flip(0), *box, mode="nearest")
-        return _paste(target, resized, box, False)
+        method = ResizeMixMethod(scope, interpolation)
+        super().__init__([method], **kwargs)
+        self.scope, self.interpolation = method.scope, method.interpolation

@@ -15,7 +15,15 @@ from timm.data import mixup as timm_mixup
 from salfmix_transforms import mixing
 from salfmix_transforms import saliency as saliency_module
 from salfmix_transforms.hybrid import HybridMix
-from salfmix_transforms.mixing import CutMix, Mixup, ResizeMix, SaliencyMix
+from salfmix_transforms.mixing import (
+    CutMix,
+    CutMixMethod,
+    Mixup,
+    MixupMethod,
+    ResizeMix,
+    SaliencyMix,
+    SaliencyMixMethod,
+)
 from salfmix_transforms.salfmix import SalfMix
 from salfmix_transforms.targets import to_soft_targets
 
@@ -56,16 +64,17 @@ def test_constructor_mirrors_timm_mixup():
         assert ours[name].default == theirs[name].default, name
     hybrid = HybridMix()
     assert hybrid.mixup_enabled is True
-    assert hybrid.mix_prob == 1.0 and hybrid.num_classes == 1000 and hybrid.label_smoothing == 0.1
+    assert hybrid.prob == 1.0 and hybrid.num_classes == 1000 and hybrid.label_smoothing == 0.1
     assert hybrid.warmup_epochs == 1 and hybrid.salfmix_prob == 1.0
     assert HybridMix(cutmix_minmax=(0.2, 0.8)).cutmix_alpha == 1.0  # as timm
 
 
 def test_presets_of_table_2():
     v1, v2, v3 = HybridMix.v1(num_classes=10), HybridMix.v2(num_classes=10), HybridMix.v3(num_classes=10)
-    assert [type(m) for m in v1.methods] == [Mixup]
-    assert [type(m) for m in v2.methods] == [SaliencyMix]
-    assert [type(m) for m in v3.methods] == [CutMix]
+    # HybridMix composes the two-image frame: its methods are the frame's method objects.
+    assert [type(m) for m in v1.mix.methods] == [MixupMethod]
+    assert [type(m) for m in v2.mix.methods] == [SaliencyMixMethod]
+    assert [type(m) for m in v3.mix.methods] == [CutMixMethod]
     for preset in (v1, v2, v3):
         assert preset.label_smoothing == 0.0
         assert preset.salfmix_prob == 1.0 and preset.warmup_epochs == 1

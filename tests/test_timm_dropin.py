@@ -29,7 +29,13 @@ from torch import nn
 from salfmix_transforms import mixing
 from salfmix_transforms import saliency as saliency_module
 from salfmix_transforms.hybrid import HybridMix
-from salfmix_transforms.mixing import CutMix, Mixup, ResizeMix, SaliencyMix
+from salfmix_transforms.mixing import (
+    CutMix,
+    CutMixMethod,
+    Mixup,
+    ResizeMix,
+    SaliencyMix,
+)
 from salfmix_transforms.salfmix import SalfMix
 from salfmix_transforms.timm_task import SalfMixTask, SoftTargetCriterion, trainable_model
 
@@ -170,7 +176,7 @@ def test_train_py_loop_warms_up_then_one_saliency_pass_per_call():
     for p in model.parameters():
         p.grad = torch.full_like(p, 0.25)
     mixup_fn = HybridMix.v3(**mixup_args, model=model, steps_per_epoch=steps)
-    assert [type(m) for m in mixup_fn.methods] == [CutMix] and mixup_fn.label_smoothing == 0.1
+    assert [type(m) for m in mixup_fn.mix.methods] == [CutMixMethod] and mixup_fn.label_smoothing == 0.1
     log = ForwardLog(model)
     before = _snapshot(model)
     extra = []

@@ -18,6 +18,7 @@ import torch
 from salfmix_transforms import (
     CutMix,
     Cutout,
+    FMix,
     HybridMix,
     Mixup,
     RandomSelfMix,
@@ -27,6 +28,7 @@ from salfmix_transforms import (
     SaliencyMix,
 )
 from salfmix_transforms._base import BatchTransform
+from salfmix_transforms.fmix import FMixMethod
 
 NUM_CLASSES = 8  # > the largest batch of the tests, so that labels arange(B) are distinct
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -129,6 +131,8 @@ CASES = (
     ),
     Case("ResizeMix", _two(ResizeMix, (0.1, 0.8)), "two", copy_only=False),
     Case("ResizeMix-nearest", _two(ResizeMix, (0.1, 0.8), interpolation="nearest"), "two", copy_only=True),
+    Case("FMix", _two(FMix, 1.0), "two", copy_only=True),
+    Case("FMix-soft", _two(FMix, 1.0, max_soft=0.1), "two", copy_only=False),
     Case("HybridMix.v1", _hybrid("v1"), "hybrid", copy_only=False, needs_map=True, lam_pinned=True),
     Case(
         "HybridMix.v2",
@@ -145,6 +149,13 @@ CASES = (
         _hybrid(None, mixup_alpha=0.0, resizemix_scope=(0.2, 0.6)),
         "hybrid",
         copy_only=False,
+        needs_map=True,
+    ),
+    Case(
+        "HybridMix-fmix",
+        _hybrid(None, mixup_alpha=0.0, partners=(FMixMethod(1.0),)),
+        "hybrid",
+        copy_only=True,
         needs_map=True,
     ),
     Case("SalfMix", _single(SalfMix, 2, 0.5), "single", copy_only=True, needs_map=True),
