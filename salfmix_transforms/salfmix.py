@@ -23,7 +23,6 @@ from ._validation import (
 )
 from .patches import (
     SelfMixPlan,
-    cell_size,
     copy_patches,
     extreme_cells,
     pasted_window_free,
@@ -129,8 +128,9 @@ class SalfMix(BatchTransform):
     # -- geometry -------------------------------------------------------------------------------------
 
     def _cell_size(self, height: int, width: int) -> tuple[int, int]:
-        kernel = cell_size(height, width, self.grid)  # also checks that the grid fits the image
-        return kernel if self.pool else (1, 1)
+        """Algorithm 1's pooling kernel (:func:`cell_size`), 1 x 1 without pooling. The grid was checked
+        against the image where the call came in (:meth:`plan`, :meth:`_plan_for`)."""
+        return (height // self.grid, width // self.grid) if self.pool else (1, 1)
 
     def _selection_draws(self, grid_shape: tuple[int, int]) -> int:
         """Uniforms per sample that :meth:`_select_cells` needs: tie-break noise for ``R_m`` and ``R_l``."""
@@ -166,7 +166,6 @@ class SalfMix(BatchTransform):
         same generator state still gives the same plan.
         """
         batch, height, width = shape
-        check_grid(self.grid, height=height, width=width)
         cell_h, cell_w = self._cell_size(height, width)
         patch_h, patch_w = patch_size(height, width, self.ratio)
         grid_shape = (height // cell_h, width // cell_w)
@@ -204,6 +203,7 @@ class SalfMix(BatchTransform):
             )
         if saliency.dim() != 3 or min(saliency.shape) < 1:
             raise ValueError(f"saliency must have shape (B, H, W), got {tuple(saliency.shape)}")
+        check_grid(self.grid, height=saliency.shape[1], width=saliency.shape[2])
         generator = self._resolve_generator(generator)
         return self._make_plan(saliency, tuple(saliency.shape), saliency.device, generator)
 
