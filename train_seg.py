@@ -23,6 +23,14 @@ with cross-entropy and ``ignore_index``. Each epoch adds a row to ``summary.csv`
 mIoU, pixel accuracy, lr, epoch and augmentation seconds); ``results.json`` has the best mIoU and its epoch
 (0-based); checkpoints are ranked by mIoU.
 
+Where SalfMix's saliency comes from: ``--saliency-source exact|cached|lowres`` with ``--saliency-scale`` and
+``--saliency-refresh K``, as in ``train_timm.py`` and by the same code (``saliency_sources``).
+``cached`` reads each scene's map from a ``SaliencyCache`` aligned with this visit's crop and flip (the
+training samples are ``(image, mask, index, coords)``: ``segmentation.with_source_coordinates`` moves each
+pixel's source coordinates with the mask), and writes back the map of the dense loss's own input gradient
+(no extra saliency pass); ``lowres`` runs the exact pass on the batch down-scaled by ``--saliency-scale``.
+Checkpoints keep the cache, a resume restores it, and another ``--saliency-source`` on resume is refused.
+
 ``--resume`` (a checkpoint or a run folder) takes the run's flags (data, loader workers, model,
 augmentation, optimizer, schedule, seed) from the checkpoint unless given, restores the model, optimizer, lr
 schedule, every rank's RNG state and the best checkpoint so far (resuming an older ``checkpoint-N`` makes
@@ -58,10 +66,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from salfmix_transforms import engine
+from salfmix_transforms import engine, saliency_sources
 from salfmix_transforms.cli import OneLineArgumentParser, UsageError, positive_int
 from salfmix_transforms.distributed import all_reduce_sum
-from salfmix_transforms.flags import add_augmentation_flags, build_batch_transform, method_name, uses_grid
+from salfmix_transforms.flags import (
+    add_augmentation_flags,
+    build_batch_transform,
+    method_name,
+    unused_tuning_flags,
+    uses_grid,
+    uses_saliency,
+)
 
 _logger = logging.getLogger("train_seg")
 IGNORE_INDEX = 255
@@ -101,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit-val", type=positive_int, default=None, help="use the first N validation images")
     p.add_argument_group("model").add_argument("--model", choices=MODELS, default="tinyseg")
     add_augmentation_flags(p, grid_help="pooling grid n (Algorithm 1; 4 for CamVid's 128x168 crops)")
+    saliency_sources.add_saliency_source_flags(p)
     engine.add_run_flags(p, DEFAULTS, os.path.join(".", "output", "train_seg"))
     return p
 
@@ -140,16 +156,25 @@ def train_one_epoch(run: engine.Run, epoch: int) -> dict[str, float]:
     from salfmix_transforms.segmentation import logits_of
 
     args, model, device, transform = run.args, run.model, run.device, run.transform
+    cache = run.saliency_cache  # --saliency-source cached: samples are (image, mask, index, coords)
     model.train()
     loss_sum, seen, aug_time = 0.0, 0, 0.0
     start = time.perf_counter()
     show = engine.show_progress(args)
     bar = tqdm(run.train_loader, desc=f"epoch {epoch}", disable=not show, leave=False)
-    for i, (x, y) in enumerate(bar):
-        x, y = x.to(device), y.to(device)
+    for i, batch in enumerate(bar):
+        x, y = batch[0].to(device), batch[1].to(device)
         if transform is not None:
             t0 = time.perf_counter()
-            x, y = transform(x, y, model=model)
+            if cache is not None:
+                index, coords = batch[2].to(device), batch[3].to(device)
+                maps = saliency_sources.cached_saliency(
+                    run, cache, x, y, index, coords, epoch, ignore_index=IGNORE_INDEX
+                )
+                x, y = transform(x, y, saliency=maps)
+                x.requires_grad_(True)  # the step's backward gives the input gradient too: eq. (2)
+            else:
+                x, y = transform(x, y, model=model)
             engine.sync(device)
             aug_time += time.perf_counter() - t0
         logits = logits_of(model(x))
@@ -164,6 +189,10 @@ def train_one_epoch(run: engine.Run, epoch: int) -> dict[str, float]:
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
+        if cache is not None:
+            t0 = time.perf_counter()
+            saliency_sources.write_cached_saliency(run, index, coords, x, epoch)
+            aug_time += time.perf_counter() - t0
         run.state.num_updates += 1
         if run.lr_scheduler is not None:
             run.lr_scheduler.step_update(num_updates=run.state.num_updates)
@@ -227,7 +256,7 @@ class SegmentationTask(engine.Task):
     # --workers too: loader workers draw crops and flips from their own seeds, one process from the main RNG.
     run_flags = (
         "dataset", "data_dir", "num_classes", "limit_train", "val_split", "limit_val", "model",
-        *engine.RUN_FLAGS,
+        *saliency_sources.RUN_FLAGS, *engine.RUN_FLAGS,
     )  # fmt: skip
     evaluate_flags = run_flags
 
@@ -246,8 +275,14 @@ class SegmentationTask(engine.Task):
         if not 0 < args.salfmix_ratio < 1:
             raise UsageError(f"--salfmix-ratio must be in (0, 1), got {args.salfmix_ratio}")
 
+    def unused_flags(self, args: argparse.Namespace) -> list[str]:
+        return unused_tuning_flags(args) + saliency_sources.unused_saliency_flags(args)
+
     def datasets(self, run: engine.Run) -> tuple[Any, Any, list[str]]:
         return build_datasets(run.args)
+
+    def per_file_state(self, args: argparse.Namespace, ckpt: dict[str, Any]) -> str | None:
+        return saliency_sources.per_file_state(args, ckpt)
 
     def create_model(self, run: engine.Run) -> torch.nn.Module:
         from salfmix_transforms.segmentation import build_model
@@ -256,6 +291,7 @@ class SegmentationTask(engine.Task):
 
     def build(self, run: engine.Run) -> None:
         from salfmix_transforms._validation import check_grid
+        from salfmix_transforms.segmentation import with_source_coordinates
 
         args = run.args
         height, width = run.extra["crop"] = run.train_ds.crop_size
@@ -267,8 +303,16 @@ class SegmentationTask(engine.Task):
                     f"--salfmix-grid {args.salfmix_grid} does not fit {height}x{width} crops (need 1 <= n <= "
                     f"{min(height, width)})"
                 ) from e
+        saliency_sources.check_saliency_source(args)
         run.model = self.create_model(run).to(run.device)
         run.transform = build_transform(args, run.num_classes, run.model)
+        # --saliency-source cached: the crops and flips move each pixel's source coordinates with the mask.
+        saliency_sources.start_cached_source(run, with_source_coordinates)
+
+    def finish_model(self, run: engine.Run, ckpt: dict[str, Any] | None) -> None:
+        if ckpt is not None and run.saliency_cache is not None:
+            train_state = ckpt.get("train_state") or {}
+            saliency_sources.restore_saliency_cache(run.saliency_cache, train_state, run.args)
 
     def train_one_epoch(self, run: engine.Run, epoch: int) -> dict[str, float]:
         return train_one_epoch(run, epoch)
@@ -293,6 +337,7 @@ class SegmentationTask(engine.Task):
             "crop_size": list(run.extra["crop"]),
             "train_size": len(run.train_ds),
             "val_size": len(run.val_ds),
+            "saliency_source": run.args.saliency_source if uses_saliency(run.args) else None,
             "best_checkpoint": os.path.abspath(os.path.join(run.output_dir, "model_best.pth.tar")),
         }
 

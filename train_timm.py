@@ -56,11 +56,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from salfmix_transforms import engine
+from salfmix_transforms import engine, saliency_sources
 from salfmix_transforms.cli import (
     OneLineArgumentParser,
     UsageError,
-    non_negative_int,
     one_line,
     positive_float,
     positive_int,
@@ -148,8 +147,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Where SalfMix's saliency comes from (--saliency-source); exact is the paper's.
-SALIENCY_SOURCES = ("exact", "cached", "lowres")
+# Where SalfMix's saliency comes from (--saliency-source); exact is the paper's. The flags, their check, the
+# cached step and the cache restore are shared with train_seg.py (salfmix_transforms.saliency_sources).
+SALIENCY_SOURCES = saliency_sources.SALIENCY_SOURCES
+check_saliency_source = saliency_sources.check_saliency_source
+_restore_saliency_cache = saliency_sources.restore_saliency_cache
+_cached_saliency = saliency_sources.cached_saliency
+_salfmix_in_warmup = saliency_sources.salfmix_in_warmup
 
 _PREACT_MODELS = ("preactresnet18", "preactresnet50", "preactresnet101")
 
@@ -197,25 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_augmentation_flags(p, grid_help="pooling grid n (paper: 4 CIFAR, 8 Tiny)")
 
-    g = p.add_argument_group("where the saliency comes from, paper presets")
-    g.add_argument(
-        "--saliency-source",
-        default="exact",
-        choices=SALIENCY_SOURCES,
-        help="exact: the paper's extra saliency pass per step; cached: maps from the training step's own "
-        "input gradient, one epoch late (SaliencyCache); lowres: the exact pass on the batch down-scaled "
-        "by --saliency-scale",
-    )
-    g.add_argument(
-        "--saliency-scale", type=probability, default=0.5, help="down-scaling of --saliency-source lowres"
-    )
-    g.add_argument(
-        "--saliency-refresh",
-        type=non_negative_int,
-        default=None,
-        metavar="K",
-        help="--saliency-source cached: maps older than K epochs get the exact pass (0: every written map)",
-    )
+    g = saliency_sources.add_saliency_source_flags(p, "where the saliency comes from, paper presets")
     g.add_argument("--preset", default=None, choices=tuple(PRESETS), help="the paper's hyper-parameters")
 
     engine.add_run_flags(p, DEFAULTS, os.path.join(".", "output", "train"))
@@ -247,27 +233,10 @@ def unused_flags(args: argparse.Namespace) -> list[str]:
     """The tuning flags given that nothing reads: the augmentation's (``flags.unused_tuning_flags``),
     ``--saliency-scale`` without ``--saliency-source lowres`` and ``--model-ema-decay`` without
     ``--model-ema``."""
-    unused = unused_tuning_flags(args)
-    if "saliency_scale" in args.given_flags and args.saliency_source != "lowres":
-        unused.append("--saliency-scale")
+    unused = unused_tuning_flags(args) + saliency_sources.unused_saliency_flags(args)
     if "model_ema_decay" in args.given_flags and not args.model_ema:
         unused.append("--model-ema-decay")
     return unused
-
-
-def check_saliency_source(args: argparse.Namespace) -> None:
-    """``--saliency-source`` other than exact needs a method that takes the saliency.
-
-    Raises:
-        UsageError: with the flags to fix.
-    """
-    if args.saliency_source != "exact" and not uses_saliency(args):
-        raise UsageError(
-            f"--saliency-source {args.saliency_source} needs a method that takes the model's saliency "
-            f"(salfmix, cutout-sal, hybridmix-v1/v2/v3), not {method_name(args)}"
-        )
-    if args.saliency_refresh is not None and args.saliency_source != "cached":
-        raise UsageError("--saliency-refresh goes with --saliency-source cached")
 
 
 def _create_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
@@ -307,19 +276,6 @@ def _check_input_size(model: torch.nn.Module, name: str, img_size: int, device: 
         model.train(training)
 
 
-def _restore_saliency_cache(cache: Any, train_state: dict[str, Any], args: argparse.Namespace) -> None:
-    """The cache of a resumed ``--saliency-source cached`` run; rebuilt in one epoch when absent."""
-    saved = train_state.get("saliency_cache")
-    if saved is None:
-        if engine.is_primary(args):
-            _logger.warning("warning: the checkpoint has no saliency cache; it is rebuilt in the next epoch")
-        return
-    try:
-        cache.load_state_dict(saved)
-    except ValueError as e:
-        raise CheckpointError(f"checkpoint {args.resume!r}: {one_line(e)}") from e
-
-
 # --- training -----------------------------------------------------------------------------------------
 
 
@@ -328,7 +284,6 @@ def train_one_epoch(
 ) -> dict[str, float]:
     from tqdm import tqdm
 
-    from salfmix_transforms.saliency import saliency_from_gradient
     from salfmix_transforms.targets import to_soft_targets
 
     args, device, model = run.args, run.device, run.model
@@ -358,7 +313,7 @@ def train_one_epoch(
         t0 = time.perf_counter()
         if cache is not None:  # --saliency-source cached: samples are (image, target, index, coords)
             index, coords = batch[2].to(device), batch[3].to(device)
-            maps = _cached_saliency(run, cache, x, y, index, coords, epoch)
+            maps = saliency_sources.cached_saliency(run, cache, x, y, index, coords, epoch)
             x, y = transform(x, y, saliency=maps)
             x.requires_grad_(True)  # the step's backward gives the input gradient too: eq. (2)
         elif transform is not None:
@@ -381,10 +336,7 @@ def train_one_epoch(
             run.optimizer.step()
         if cache is not None:
             t0 = time.perf_counter()
-            own = transform.provenance
-            cache.write(
-                index, coords, saliency_from_gradient(x.grad), epoch, own, distributed=args.distributed
-            )
+            saliency_sources.write_cached_saliency(run, index, coords, x, epoch)
             aug_time += time.perf_counter() - t0
         run.state.num_updates += 1
         if run.model_ema is not None:
@@ -409,35 +361,6 @@ def train_one_epoch(
         "epoch_time": time.perf_counter() - epoch_start,
         "aug_time": aug_time,
     }
-
-
-def _cached_saliency(
-    run: engine.Run,
-    cache: Any,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    index: torch.Tensor,
-    coords: torch.Tensor,
-    epoch: int,
-) -> torch.Tensor:
-    """The cached maps aligned with this batch's views (a never-written sample reads a constant map:
-    random cells); with ``--saliency-refresh K``, maps older than K epochs are replaced by the exact pass."""
-    from salfmix_transforms.saliency import gradient_saliency
-
-    maps = cache.read(index, coords)
-    if run.args.saliency_refresh is None or _salfmix_in_warmup(run.transform):
-        return maps
-    stale = cache.stale(index, epoch, run.args.saliency_refresh)
-    if bool(stale.any()):
-        mode = run.args.saliency_mode or "train"
-        maps[stale] = gradient_saliency(run.model, x[stale], y[stale], mode=mode)
-    return maps
-
-
-def _salfmix_in_warmup(transform: Any) -> bool:
-    """Whether the SalfMix step of ``transform`` (HybridMix's, or the transform itself) skips this call."""
-    salfmix = getattr(transform, "salfmix", transform)
-    return bool(salfmix.in_warmup)
 
 
 @torch.no_grad()
@@ -489,8 +412,8 @@ class ClassificationTask(engine.Task):
         "batch_size", "workers",
     )  # fmt: skip
     run_flags = (
-        *evaluate_flags, "drop", "model_ema", "model_ema_decay", "saliency_source", "saliency_scale",
-        "saliency_refresh", *engine.RUN_FLAGS,
+        *evaluate_flags, "drop", "model_ema", "model_ema_decay", *saliency_sources.RUN_FLAGS,
+        *engine.RUN_FLAGS,
     )  # fmt: skip
 
     def build_parser(self) -> argparse.ArgumentParser:
@@ -532,8 +455,7 @@ class ClassificationTask(engine.Task):
         return train_ds, val_ds, data_classes
 
     def per_file_state(self, args: argparse.Namespace, ckpt: dict[str, Any]) -> str | None:
-        cached = args.saliency_source == "cached" and (ckpt.get("train_state") or {}).get("saliency_cache")
-        return "its cached saliency maps (--saliency-source cached)" if cached else None
+        return saliency_sources.per_file_state(args, ckpt)
 
     def create_model(self, run: engine.Run) -> torch.nn.Module:
         return _create_model(run.args, run.num_classes)
@@ -544,7 +466,6 @@ class ClassificationTask(engine.Task):
 
         from salfmix_transforms._validation import check_grid
         from salfmix_transforms.data import with_source_coordinates
-        from salfmix_transforms.saliency_cache import SaliencyCache
 
         args, img_size, device = run.args, run.extra["img_size"], run.device
         if uses_grid(args):
@@ -555,13 +476,11 @@ class ClassificationTask(engine.Task):
                     f"--salfmix-grid {args.salfmix_grid} does not fit {img_size}x{img_size} images "
                     f"(the pooling grid needs n <= {img_size}; paper: 4 at 32x32, 8 at 64x64)"
                 ) from e
-        check_saliency_source(args)
+        saliency_sources.check_saliency_source(args)
         run.transform = build_batch_transform(args, run.num_classes)
-        if args.saliency_source == "cached":
-            # Samples carry their index and source coordinates; the cache holds one map per training image.
-            run.train_ds = with_source_coordinates(run.train_ds)
-            run.saliency_cache = SaliencyCache(len(run.train_ds), device=device)
-            run.transform.track_provenance = True
+        # --saliency-source cached: samples carry their index and source coordinates; the cache holds one map
+        # per training image.
+        saliency_sources.start_cached_source(run, with_source_coordinates)
         run.model = self.create_model(run).to(device)
         if args.channels_last:
             run.model.to(memory_format=torch.channels_last)
@@ -575,7 +494,7 @@ class ClassificationTask(engine.Task):
 
         args = run.args
         if ckpt is not None and run.saliency_cache is not None:
-            _restore_saliency_cache(run.saliency_cache, ckpt.get("train_state") or {}, args)
+            saliency_sources.restore_saliency_cache(run.saliency_cache, ckpt.get("train_state") or {}, args)
         if args.model_ema:
             run.model_ema = ModelEmaV3(run.model, decay=args.model_ema_decay)
             if ckpt is not None:

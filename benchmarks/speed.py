@@ -12,6 +12,9 @@ Four sections, each printed as a markdown table of median times and of ratios me
    function (and OpenCV's ``cv2.saliency`` when it is importable).
 4. **Saliency sources**: the SalfMix / HybridMix v3 step with the exact saliency pass, with maps from a
    ``SaliencyCache`` written from the step's own input gradient, and with the pass at half resolution.
+5. **Saliency sources in segmentation** (``--sections 5`` or ``--task seg``, not in the default run): section
+   4 for ``train_seg.py``'s step: ``tinyseg`` on CamVid-size crops (128x168, 11 classes, ``ignore_index``
+   255), the dense soft-target loss, against the plain step (cross-entropy with ``ignore_index``).
 
 Method: every candidate of a table cell group is timed round-robin (one repeat of each in turn, ``repeats``
 times), so that a change of machine load hits all of them alike; a repeat runs the call ``number`` times
@@ -21,6 +24,7 @@ synchronized around every repeat. Ratios are always between times of the same ru
     python benchmarks/speed.py                 # full run (several minutes on 2 CPU cores)
     python benchmarks/speed.py --quick         # all four sections, small settings, about a minute
     python benchmarks/speed.py --out speed.md  # also write the markdown to a file
+    python benchmarks/speed.py --task seg --threads 1 --step-repeats 20   # section 5 (segmentation)
     python benchmarks/speed.py --sections 4 --step-size 64 --step-batch 128 --amp bf16 --channels-last \
         --compile --json step.json             # section 4 as one configuration, its numbers also as JSON
 
@@ -824,6 +828,161 @@ def section_sources(args: argparse.Namespace, device: torch.device) -> tuple[str
 
 
 # ---------------------------------------------------------------------------------------------------------
+# section 5: saliency sources in segmentation (issue 22)
+# ---------------------------------------------------------------------------------------------------------
+
+SEG_CLASSES = 11  # CamVid's, Unlabelled ignored
+SEG_IGNORE = 255
+
+
+def _seg_batch(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, H, W) and class masks (B, H, W): blocks of 8x8 pixels of random classes, 2 % ignored."""
+    height, width = args.seg_size
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(args.seg_batch, 3, height, width, generator=gen)
+    coarse = torch.randint(0, SEG_CLASSES, (args.seg_batch, 1, height // 8, width // 8), generator=gen)
+    masks = F.interpolate(coarse.float(), size=(height, width), mode="nearest")[:, 0].long()
+    masks[torch.rand(masks.shape, generator=gen) < 0.02] = SEG_IGNORE
+    return x.to(device), masks.to(device)
+
+
+def seg_step_factories(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """train_seg.py's step: plain (the baseline's cross-entropy with ignore_index), and SalfMix / HybridMix v3
+    (soft dense targets, dense soft loss) with the exact, cached and lowres saliency sources."""
+    from salfmix_transforms import methods
+    from salfmix_transforms.saliency import saliency_from_gradient
+    from salfmix_transforms.saliency_cache import SaliencyCache, source_coordinates
+    from salfmix_transforms.segmentation import build_model, logits_of
+
+    x, masks = _seg_batch(args, device)
+    batch, _, height, width = x.shape
+
+    def model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(args.seed)
+        model = build_model("tinyseg", SEG_CLASSES).to(device).train()
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def dense_soft_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return -(target * logits.float().log_softmax(1)).sum() / target.sum().clamp(min=1)  # train_seg.py's
+
+    def build(name: str, **kw: object) -> Any:
+        return methods.build(name, SEG_CLASSES, warmup_epochs=0, ignore_index=SEG_IGNORE, **kw)
+
+    def plain() -> Callable[[], object]:
+        model, opt = model_and_optimizer()
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(logits_of(model(x)), masks, ignore_index=SEG_IGNORE).backward()
+            opt.step()
+
+        return step
+
+    def exact(name: str, **kw: object) -> Callable[[], Callable[[], object]]:
+        def factory() -> Callable[[], object]:
+            model, opt = model_and_optimizer()
+            transform = build(name, **kw)
+
+            def step() -> None:
+                xb, yb = transform(x, masks, model=model)
+                opt.zero_grad(set_to_none=True)
+                dense_soft_loss(logits_of(model(xb)), yb).backward()
+                opt.step()
+
+            return step
+
+        return factory
+
+    def cached(name: str) -> Callable[[], Callable[[], object]]:
+        """train_seg.py --saliency-source cached: read (gather), the step's own input gradient, write."""
+
+        def factory() -> Callable[[], object]:
+            model, opt = model_and_optimizer()
+            transform = build(name)
+            cache = SaliencyCache(batch, device=device)
+            indices = torch.arange(batch, device=device)
+            coords = source_coordinates(height, width).to(device).expand(batch, -1, -1, -1)
+
+            def step() -> None:
+                xb, yb = transform(x, masks, saliency=cache.read(indices, coords))
+                xb.requires_grad_(True)
+                opt.zero_grad(set_to_none=True)
+                dense_soft_loss(logits_of(model(xb)), yb).backward()
+                opt.step()
+                cache.write(indices, coords, saliency_from_gradient(xb.grad), 0, transform.provenance)
+
+            return step
+
+        return factory
+
+    scale = {"saliency_scale": args.seg_saliency_scale}
+    return {
+        "plain": plain,
+        "salfmix": exact("salfmix"),
+        "salfmix cached": cached("salfmix"),
+        "salfmix lowres": exact("salfmix", **scale),
+        "hybrid": exact("hybridmix-v3"),
+        "hybrid cached": cached("hybridmix-v3"),
+        "hybrid lowres": exact("hybridmix-v3", **scale),
+    }
+
+
+def section_seg_sources(args: argparse.Namespace, device: torch.device) -> tuple[str, list[str]]:
+    timing = time_group(
+        seg_step_factories(args, device),
+        device=device,
+        repeats=args.step_repeats,
+        warmup=args.warmup,
+        min_repeat_s=0.0,
+    )
+    plain = timing.get("plain")
+    rows = []
+    for method, label in (("salfmix", "SalfMix"), ("hybrid", "HybridMix v3")):
+        cells = [label, timing.cell("plain", "ms")]
+        for source in ("", " cached", " lowres"):
+            cells += [timing.cell(method + source, "ms"), fmt_ratio(timing.get(method + source), plain)]
+        rows.append(cells)
+    errors = [f"seg sources / {k}: {m}" for k, m in timing.errors.items() if m.startswith("error")]
+    print("[speed] segmentation saliency sources done", file=sys.stderr)
+    scale = f"{args.seg_saliency_scale:g}"
+    table = markdown_table(
+        [
+            "saliency source",
+            "plain step (ms)",
+            "exact (ms)",
+            "exact / plain",
+            "cached (ms)",
+            "cached / plain",
+            f"lowres {scale} (ms)",
+            "lowres / plain",
+        ],
+        rows,
+    )
+    height, width = args.seg_size
+    text = [
+        "## 5. Saliency sources in segmentation (train_seg.py)",
+        "",
+        f"tinyseg, batch {args.seg_batch} at {height}x{width} (CamVid crops), {SEG_CLASSES} classes, "
+        f"AdamW, fp32, `saliency_mode='train'`; median of {args.step_repeats} steps per candidate "
+        "(round-robin). "
+        + prose(
+            f"""
+            plain: train_seg.py's baseline step (forward, cross-entropy with `ignore_index`, backward,
+            `optimizer.step()`). exact: the transform with `model=` (the dense loss's saliency pass), then
+            the step on the soft dense targets. cached: maps read from a `SaliencyCache`, the step's own
+            backward gives the input gradient (`x.requires_grad_(True)`), written back weighted by the
+            transform's provenance (`train_seg.py --saliency-source cached`). lowres: the exact pass on the
+            batch down-scaled by {scale} (`--saliency-source lowres --saliency-scale {scale}`). Targets
+            (issue 22): cached <= 1.10x, lowres <= 1.30x.
+            """
+        ),
+        "",
+        table,
+    ]
+    return "\n".join(text), errors
+
+
+# ---------------------------------------------------------------------------------------------------------
 # section 3: fine-grained static saliency
 # ---------------------------------------------------------------------------------------------------------
 
@@ -956,7 +1115,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="all sections with small settings (< 1 minute)")
-    parser.add_argument("--sections", default="1,2,3,4", help="comma-separated subset of 1,2,3,4")
+    parser.add_argument(
+        "--sections", default=None, help="comma-separated subset of 1,2,3,4,5 (default 1,2,3,4)"
+    )
+    parser.add_argument(
+        "--task",
+        choices=("cls", "seg"),
+        default=None,
+        help="seg: section 5 only (train_seg.py's step), unless --sections is given",
+    )
+    parser.add_argument(
+        "--seg-batch", type=int, help="section 5 batch (default 8 on CPU, 32 on CUDA; --quick 2)"
+    )
+    parser.add_argument(
+        "--seg-size",
+        default="128x168",
+        help="section 5 crop HxW (default 128x168: CamVid's training crops)",
+    )
+    parser.add_argument(
+        "--seg-saliency-scale", type=float, default=0.5, help="section 5 lowres scale (default 0.5)"
+    )
     parser.add_argument("--batches", type=int, nargs="+", help="section 1 batch sizes (default 64 256)")
     parser.add_argument(
         "--sizes", type=int, nargs="+", help="image sides for sections 1 and 3 (default 32 64)"
@@ -1012,9 +1190,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         # One thread: on a shared machine, OpenMP threads waiting for a busy core make the timings erratic.
         args.threads = 1
     args.min_repeat_s = 0.005 if quick else 0.02
+    default("seg_batch", 32 if cuda else 8, 2)
+    try:
+        args.seg_size = tuple(int(v) for v in args.seg_size.lower().split("x"))
+    except ValueError:
+        args.seg_size = ()
+    if len(args.seg_size) != 2 or min(args.seg_size) < 8:
+        parser.error("--seg-size must be HxW with sides >= 8, e.g. 128x168")
+    if args.sections is None:
+        args.sections = "5" if args.task == "seg" else "1,2,3,4"
     args.sections = sorted({int(s) for s in args.sections.split(",") if s.strip()})
-    if not set(args.sections) <= {1, 2, 3, 4}:
-        parser.error(f"--sections must be a subset of 1,2,3,4, got {args.sections}")
+    if not set(args.sections) <= {1, 2, 3, 4, 5}:
+        parser.error(f"--sections must be a subset of 1,2,3,4,5, got {args.sections}")
     if any(b < 2 or b % 2 for b in args.batches):
         parser.error("--batches must be even numbers >= 2 (timm's Mixup needs an even batch)")
     if args.json is not None and 4 not in args.sections:
@@ -1038,7 +1225,13 @@ def main(argv: list[str] | None = None) -> int:
         "Command: `python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
     ]
     errors: list[str] = []
-    sections = {1: section_mixing, 2: section_steps, 3: section_static, 4: section_sources}
+    sections = {
+        1: section_mixing,
+        2: section_steps,
+        3: section_static,
+        4: section_sources,
+        5: section_seg_sources,
+    }
     for number in args.sections:
         text, section_errors = sections[number](args, device)
         parts += ["", text]

@@ -10,6 +10,9 @@
   fixed seed.
 * :func:`build_model`: ``tinyseg`` (a small encoder-decoder that trains in minutes on a CPU) or torchvision's
   ``lraspp_mobilenet_v3_large`` (random weights, nothing is downloaded).
+* :func:`with_source_coordinates`: the training set of ``train_seg.py --saliency-source cached``, samples
+  ``(image, mask, index, coords)``: each pixel's source coordinates moved by the crop and flip exactly as the
+  mask (:class:`SegmentationViews`), so a ``SaliencyCache`` reads and writes each view's map aligned.
 * :func:`confusion_matrix`, :func:`segmentation_metrics`: mIoU and pixel accuracy from a confusion matrix
   accumulated over the validation set (``ignore_index`` pixels excluded).
 """
@@ -30,6 +33,7 @@ from .data import DatasetError
 __all__ = [
     "MODELS",
     "SegmentationFolder",
+    "SegmentationViews",
     "SyntheticShapes",
     "TinySeg",
     "build_model",
@@ -37,6 +41,7 @@ __all__ = [
     "joint_transform",
     "logits_of",
     "segmentation_metrics",
+    "with_source_coordinates",
 ]
 
 MEAN = (0.485, 0.456, 0.406)
@@ -94,6 +99,23 @@ def _apply(transform, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
 
     image, mask = transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
     return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()
+
+
+def _apply_with_coordinates(
+    transform, image: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_apply` with the source-coordinate map of the image as a second ``tv_tensors.Mask``: every
+    geometric step moves it as it moves the mask (crops and flips copy pixels: nearest). Padding (filled with
+    ``ignore_index`` as the mask's) comes back as 0: from no pixel of the image."""
+    from torchvision import tv_tensors
+
+    from .saliency_cache import source_coordinates
+
+    coords = tv_tensors.Mask(source_coordinates(*image.shape[-2:]))
+    image, mask, coords = transform(tv_tensors.Image(image), tv_tensors.Mask(mask), coords)
+    coords = coords.as_subclass(torch.Tensor).float()
+    coords = coords.masked_fill(((coords <= 0) | (coords >= 1)).any(0, keepdim=True), 0.0)
+    return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long(), coords
 
 
 # --- data sets ------------------------------------------------------------------------------------------
@@ -230,6 +252,10 @@ class SegmentationFolder(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
+    def raw(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index`` before the transform: image uint8 (3, H, W), mask long (H, W)."""
+        return self._read(index)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return _apply(self.transform, *self._read(index))
 
@@ -280,8 +306,44 @@ class SyntheticShapes(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def raw(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index`` before the transform: image uint8 (3, H, W), mask long (H, W)."""
+        return self.images[index], self.masks[index].long()
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _apply(self.transform, self.images[index], self.masks[index].long())
+        return _apply(self.transform, *self.raw(index))
+
+
+class SegmentationViews(torch.utils.data.Dataset):
+    """A segmentation training set whose samples carry what a ``SaliencyCache`` needs:
+    ``(image, mask, index, coords)``.
+
+    ``dataset`` (:class:`SegmentationFolder`, :class:`SyntheticShapes`: a ``raw(index)`` and a joint
+    ``transform``) is read before its transform, which then moves the image, the mask and the
+    source-coordinate map (``saliency_cache.source_coordinates``) together: ``coords`` is (2, H, W)
+    float32, 0 where the crop padded. The data set's own ``transform`` is looked up at every call.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        if not callable(getattr(dataset, "raw", None)) or not hasattr(dataset, "transform"):
+            raise TypeError(
+                f"{type(dataset).__name__} has no raw(index) and transform to move coordinates with"
+            )
+        self.dataset = dataset
+        self.crop_size = getattr(dataset, "crop_size", None)
+        self.classes = getattr(dataset, "classes", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+        image, mask, coords = _apply_with_coordinates(self.dataset.transform, *self.dataset.raw(index))
+        return image, mask, index, coords
+
+
+def with_source_coordinates(dataset: torch.utils.data.Dataset) -> SegmentationViews:
+    """The training set of ``train_seg.py --saliency-source cached``: :class:`SegmentationViews`."""
+    return SegmentationViews(dataset)
 
 
 def _draw_scenes(

@@ -1,0 +1,203 @@
+"""train_seg.py --saliency-source exact|cached|lowres (issue 22, item 4): the flags, the check, the cached
+step and the cache restore of train_timm.py, shared (salfmix_transforms.saliency_sources).
+
+Every run is tiny (16 synthetic 64x64 scenes, batch 8, one or two epochs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from torchvision.transforms import v2
+
+import train_seg
+import train_timm
+from salfmix_transforms import engine
+from salfmix_transforms.saliency_cache import SaliencyCache, source_coordinates
+from salfmix_transforms.segmentation import SyntheticShapes, joint_transform
+
+TINY = ["--limit-train", "16", "--limit-val", "8", "-b", "8", "--threads", "2", "--no-progress"]
+
+
+def _run(tmp_path, *flags: str, name: str = "run") -> tuple[int, str]:
+    rc = train_seg.main([*flags, *TINY, "--output", str(tmp_path), "--experiment", name])
+    return rc, str(tmp_path / name)
+
+
+def _count_saliency_passes(monkeypatch) -> list[tuple[int, ...]]:
+    """Record the input shape of every exact saliency pass (lowres calls it on the down-scaled batch)."""
+    from salfmix_transforms import saliency as saliency_module
+
+    shapes: list[tuple[int, ...]] = []
+    real = saliency_module.gradient_saliency
+
+    def counting(model, x, *args, **kwargs):
+        shapes.append(tuple(x.shape))
+        return real(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(saliency_module, "gradient_saliency", counting)
+    return shapes
+
+
+def _ckpt(folder: str) -> dict:
+    return torch.load(os.path.join(folder, "last.pth.tar"), map_location="cpu", weights_only=False)
+
+
+# -- one implementation --------------------------------------------------------------------------------------
+
+
+def test_both_scripts_share_one_implementation():
+    from salfmix_transforms import saliency_sources
+
+    assert train_timm.check_saliency_source is saliency_sources.check_saliency_source
+    assert train_timm._restore_saliency_cache is saliency_sources.restore_saliency_cache
+    for flags in (train_timm.build_parser(), train_seg.build_parser()):
+        args = flags.parse_args(["--saliency-source", "lowres", "--saliency-scale", "0.25"])
+        assert (args.saliency_source, args.saliency_scale, args.saliency_refresh) == ("lowres", 0.25, None)
+
+
+# -- the data pipeline carries source coordinates ------------------------------------------------------------
+
+
+def with_source_coordinates(dataset):
+    from salfmix_transforms.segmentation import with_source_coordinates as wrap
+
+    return wrap(dataset)
+
+
+def _source_pixel(coords: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return (coords[0] * height).floor().long(), (coords[1] * width).floor().long()
+
+
+def test_training_samples_carry_index_and_coordinates_moved_like_the_mask():
+    ds = SyntheticShapes("train", limit=4)
+    raw_masks = ds.masks.long()
+    ds.transform = joint_transform(True, (40, 48))  # random crop and flip
+    views = with_source_coordinates(ds)
+    assert len(views) == 4
+    torch.manual_seed(0)
+    for i in range(4):
+        image, mask, index, coords = views[i]
+        assert index == i and image.shape == (3, 40, 48) and mask.shape == (40, 48)
+        assert coords.dtype == torch.float32 and coords.shape == (2, 40, 48)
+        assert type(coords) is torch.Tensor
+        rows, cols = _source_pixel(coords, 64, 64)
+        assert torch.equal(mask, raw_masks[i][rows, cols]), "each pixel's coordinates name its mask pixel"
+
+
+def test_padding_has_no_source_coordinates():
+    ds = SyntheticShapes("train", limit=1)
+    ds.transform = joint_transform(True, (72, 64))  # taller than the 64x64 scene: padded
+    _, mask, _, coords = with_source_coordinates(ds)[0]
+    padded = mask == 255
+    outside = ((coords <= 0) | (coords >= 1)).any(0)
+    assert bool(padded.any()) and bool(outside.any())
+    assert (coords[:, outside] == 0).all(), "padding is marked 0 (from no pixel of the image)"
+    assert padded[outside].all()
+
+
+def test_a_map_written_for_a_flipped_view_reads_back_flipped():
+    ds = SyntheticShapes("train", limit=2)
+    ds.transform = v2.Compose([v2.RandomHorizontalFlip(p=1.0)])
+    views = with_source_coordinates(ds)
+    flipped = torch.stack([views[i][3] for i in range(2)])
+    plain = source_coordinates(64, 64).expand(2, -1, -1, -1)
+    assert torch.equal(flipped, plain.flip(-1)), "a flip moves the coordinates as it moves the mask"
+    cache = SaliencyCache(2)
+    hot_left = torch.zeros(2, 64, 64)
+    hot_left[:, :, :16] = 1.0  # saliency of the flipped view: its left quarter
+    indices = torch.arange(2)
+    cache.write(indices, flipped, hot_left, epoch=0)
+    unflipped = cache.read(indices, plain)
+    assert (unflipped[:, :, 48:] > 0.99).all() and (unflipped[:, :, :48] == 0).all(), "the original's right"
+    assert torch.equal(cache.read(indices, flipped), hot_left), "the next flipped view reads its left"
+
+
+# -- training runs -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["salfmix", "hybridmix-v3"])
+def test_cached_runs_make_no_saliency_pass_and_keep_the_cache(tmp_path, monkeypatch, method):
+    passes = _count_saliency_passes(monkeypatch)
+    rc, folder = _run(tmp_path, "--method", method, "--saliency-source", "cached", "--epochs", "2")
+    assert rc == 0
+    assert passes == [], "the maps come from the training steps' own backward"
+    cache = _ckpt(folder)["train_state"]["saliency_cache"]
+    assert cache["maps"].shape == (16, 16, 16)
+    assert cache["written_epoch"].tolist() == [1] * 16  # every scene seen in both epochs
+    assert float(cache["maps"].float().abs().sum()) > 0
+    with open(os.path.join(folder, "results.json")) as f:
+        assert json.load(f)["saliency_source"] == "cached"
+
+
+def test_the_exact_source_still_runs_the_pass(tmp_path, monkeypatch):
+    passes = _count_saliency_passes(monkeypatch)
+    rc, folder = _run(tmp_path, "--method", "salfmix", "--salfmix-warmup-epochs", "0", "--epochs", "1")
+    assert rc == 0 and passes == [(8, 3, 64, 64)] * 2
+    assert _ckpt(folder)["train_state"]["saliency_cache"] is None
+
+
+def test_the_refresh_option_runs_the_exact_pass_for_old_maps(tmp_path, monkeypatch):
+    passes = _count_saliency_passes(monkeypatch)
+    flags = ["--method", "salfmix", "--saliency-source", "cached", "--epochs", "2", "--saliency-refresh", "0"]
+    assert _run(tmp_path, *flags)[0] == 0
+    assert passes == [(8, 3, 64, 64)] * 2  # epoch 1 (after the warm-up epoch): every map is refreshed
+
+
+def test_the_cache_survives_a_resume(tmp_path):
+    common = ["--method", "salfmix", "--saliency-source", "cached", "--sched", "constant"]
+    rc, folder = _run(tmp_path, *common, "--epochs", "1")
+    assert rc == 0
+    first = _ckpt(folder)["train_state"]["saliency_cache"]
+    assert first["written_epoch"].tolist() == [0] * 16  # the warm-up epoch fills it
+    args = train_seg.parse_args(["--resume", folder, "--epochs", "2", *TINY, "--output", str(tmp_path)])
+    run = engine.setup(train_seg.TASK, args)
+    assert torch.equal(run.saliency_cache.maps, first["maps"])
+    assert torch.equal(run.saliency_cache.written_epoch, first["written_epoch"])
+    assert train_seg.main(["--resume", folder, "--epochs", "2", *TINY]) == 0
+    assert _ckpt(folder)["train_state"]["saliency_cache"]["written_epoch"].tolist() == [1] * 16
+
+
+def test_resuming_with_another_saliency_source_is_refused(tmp_path, capsys):
+    rc, folder = _run(tmp_path, "--method", "salfmix", "--saliency-source", "cached", "--epochs", "1")
+    assert rc == 0
+    capsys.readouterr()
+    rc = train_seg.main(["--resume", folder, "--epochs", "2", "--saliency-source", "exact", *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--saliency-source cached" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("scale", "side"), [(None, 32), ("0.25", 16)])
+def test_lowres_runs_the_pass_at_the_saliency_scale(tmp_path, monkeypatch, scale, side):
+    passes = _count_saliency_passes(monkeypatch)
+    flags = ["--method", "salfmix", "--saliency-source", "lowres", "--salfmix-warmup-epochs", "0"]
+    flags += ["--epochs", "1"] + ([] if scale is None else ["--saliency-scale", scale])
+    assert _run(tmp_path, *flags)[0] == 0
+    assert passes == [(8, 3, side, side)] * 2
+
+
+def test_a_saliency_scale_without_the_lowres_source_is_reported(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        assert _run(tmp_path, "--method", "salfmix", "--epochs", "1", "--saliency-scale", "0.25")[0] == 0
+    assert "--saliency-scale given, but" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--method", "mixup", "--saliency-source", "cached"], "needs a method that takes the model's"),
+        (["--method", "baseline", "--saliency-source", "lowres"], "not baseline"),
+        (["--method", "salfmix", "--saliency-refresh", "2"], "--saliency-refresh goes with --saliency"),
+        (["--saliency-source", "bogus"], "invalid choice"),
+        (["--saliency-source", "lowres", "--saliency-scale", "0"], "--saliency-scale must lie in (0, 1]"),
+    ],
+)
+def test_bad_combinations_are_one_line_errors(tmp_path, capsys, flags, needle):
+    rc, folder = _run(tmp_path, *flags, "--epochs", "1")
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err, err
+    assert err.startswith("train_seg.py: error:") and err.count("\n") == 1
+    assert not os.path.exists(folder)
