@@ -268,7 +268,6 @@ class Trainer:
             # Algorithm 2's warm-up epoch when there is room for it (it also fills the cache).
             self.warmup_epochs = 1 if epochs >= 2 else 0
             self.transform = methods.build("salfmix", data["num_classes"], warmup_epochs=self.warmup_epochs)
-            self.transform.track_provenance = True
             self.cache = SaliencyCache(data["train_x"].shape[0], device=self.device)
         else:
             self.transform = methods.build(method, data["num_classes"])

@@ -154,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs * len(loader))
     salfmix = methods.build("salfmix", raw.num_classes, grid=args.grid)
-    salfmix.track_provenance = True
     cache = SaliencyCache(len(raw))  # indices are those of the whole set
     previous = None
     rows = []

@@ -598,7 +598,6 @@ def step_factories(
 
             model, opt = model_and_optimizer()
             transform = methods.build(name, NUM_CLASSES, warmup_epochs=0)
-            transform.track_provenance = True
             batch, _, height, width = x.shape
             cache = SaliencyCache(batch, device=device)
             indices = torch.arange(batch, device=device)

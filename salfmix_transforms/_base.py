@@ -228,8 +228,20 @@ class BatchTransform:
         # read, the (B, H, W) float32 share of each output pixel that is the sample's own pixel at that
         # place (0 where a patch, a box or a fill went, lam for a blend, 1 elsewhere).
         self._provenance: torch.Tensor | Callable[[], torch.Tensor] | None = None
-        # Kept for callers that still switch it on: the provenance is always available, this has no effect.
-        self.track_provenance = False
+
+    @property
+    def track_provenance(self) -> bool:
+        """Deprecated: the provenance is always recorded (as the drawn parameters, built when read)."""
+        return True
+
+    @track_provenance.setter
+    def track_provenance(self, value: bool) -> None:
+        warnings.warn(
+            "track_provenance is deprecated and has no effect: every call records the parameters it drew and "
+            "`provenance` is built from them when read",
+            DeprecationWarning,
+            stacklevel=2,
+        )
 
     @property
     def provenance(self) -> torch.Tensor | None:

@@ -119,7 +119,6 @@ def start_cached_source(run: Any, with_source_coordinates: Any) -> None:
         return
     run.train_ds = with_source_coordinates(run.train_ds)
     run.saliency_cache = SaliencyCache(len(run.train_ds), device=run.device)
-    run.transform.track_provenance = True
 
 
 def restore_saliency_cache(cache: Any, train_state: dict[str, Any], args: argparse.Namespace) -> None:

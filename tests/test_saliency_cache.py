@@ -116,7 +116,6 @@ def _image_batch(batch: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 def test_the_pasted_patch_of_salfmix_never_writes_into_the_samples_map():
     x, y = _image_batch()
     salfmix = SalfMix(grid=4, ratio=0.25, generator=torch.Generator().manual_seed(1), warmup_epochs=0)
-    salfmix.track_provenance = True
     saliency = torch.rand(4, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     salfmix(x, y, saliency=saliency)
     own = salfmix.provenance
@@ -138,7 +137,6 @@ def test_the_pasted_patch_of_salfmix_never_writes_into_the_samples_map():
 def test_the_partners_box_of_cutmix_never_writes_and_mixup_moves_by_the_own_share(mode):
     x, y = _image_batch()
     cutmix = CutMix(num_classes=2, mode=mode, generator=torch.Generator().manual_seed(3))
-    cutmix.track_provenance = True
     out, _ = cutmix(x, y)
     own = cutmix.provenance
     partner = x.flip(0)
@@ -148,7 +146,6 @@ def test_the_partners_box_of_cutmix_never_writes_and_mixup_moves_by_the_own_shar
     assert set(own.unique().tolist()) <= {0.0, 1.0}
 
     mixup = Mixup(num_classes=2, mode=mode, generator=torch.Generator().manual_seed(4))
-    mixup.track_provenance = True
     out, _ = mixup(x, y)
     lam = mixup.provenance[:, 0, 0]
     torch.testing.assert_close(out, x * lam.view(-1, 1, 1, 1) + partner * (1 - lam.view(-1, 1, 1, 1)))
@@ -166,7 +163,6 @@ def test_hybridmix_provenance_is_the_product_of_its_two_steps():
     hybrid = HybridMix.v3(
         num_classes=2, warmup_epochs=0, mode="elem", generator=torch.Generator().manual_seed(6)
     )
-    hybrid.track_provenance = True
     hybrid(x, y, saliency=saliency)
     salfmix_own = hybrid.salfmix.provenance
     assert salfmix_own is not None and float(salfmix_own.min()) == 0.0
@@ -305,3 +301,15 @@ def test_the_lowres_pass_runs_the_model_on_the_down_scaled_batch():
     assert out.shape == x.shape
     with pytest.raises(ValueError, match="saliency_scale"):
         SalfMix(saliency_scale=0.0)
+
+
+def test_provenance_needs_no_switch_and_the_old_switch_warns():
+    """Provenance out of the call path (issue 20, item 5): every call records what it drew, and the cache
+    reads ``provenance`` without any switch; ``track_provenance = True`` is deprecated."""
+    cutmix = CutMix(cutmix_alpha=1.0, num_classes=4)
+    x = torch.rand(2, 3, 8, 8)
+    cutmix(x, torch.tensor([0, 1]))
+    own = cutmix.provenance
+    assert own.shape == (2, 8, 8) and ((own == 0) | (own == 1)).all()
+    with pytest.warns(DeprecationWarning, match="track_provenance is deprecated"):
+        cutmix.track_provenance = True
