@@ -20,6 +20,7 @@ from salfmix_transforms import methods
 from salfmix_transforms.cutout import Cutout, SaliencyCutout
 from salfmix_transforms.data import DatasetError, build_datasets
 from salfmix_transforms.flags import disable_mixing
+from salfmix_transforms.fmix import FMix
 from salfmix_transforms.hybrid import HybridMix
 from salfmix_transforms.mixing import CutMix, Mixup, ResizeMix, SaliencyMix
 from salfmix_transforms.salfmix import RandomSelfMix, SalfMix
@@ -216,6 +217,7 @@ METHOD_ROWS = {
     "saliencymix": (SaliencyMix, dict(alpha=1.0)),
     "cutmix": (CutMix, dict(cutmix_alpha=1.0, cutmix_minmax=None)),
     "resizemix": (ResizeMix, dict(scope=(0.1, 0.8))),
+    "fmix": (FMix, dict(alpha=1.0, decay_power=3.0, max_soft=0.0, prob=1.0, mode="batch")),
     "hybridmix-v1": (HybridMix, dict(mixup_alpha=1.0, cutmix_alpha=0.0, saliencymix_alpha=0.0)),
     "hybridmix-v2": (HybridMix, dict(mixup_alpha=0.0, cutmix_alpha=0.0, saliencymix_alpha=1.0)),
     "hybridmix-v3": (HybridMix, dict(mixup_alpha=0.0, cutmix_alpha=1.0, saliencymix_alpha=0.0)),
