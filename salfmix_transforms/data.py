@@ -348,7 +348,23 @@ def canonical_name(name: str | None, data_dir: str | None = None) -> str:
     return _ALIASES[key]
 
 
-def _build_digits(img_size: int | None, data_dir: str | None) -> tuple[Dataset, Dataset, int, int]:
+def _split_is_training(name: str, split: str) -> bool:
+    """Whether ``split`` names the training images (``train``) or the held-out ones (``val``, ``test``, ...)
+    of a data set with those two parts.
+
+    Raises:
+        DatasetError: any other name (it would silently score the held-out images under its name).
+    """
+    if split in _TRAIN_SPLITS:
+        return True
+    if split in _EVAL_SPLITS:
+        return False
+    raise DatasetError(f"{name} split must be 'train' or one of {', '.join(_EVAL_SPLITS)}, got {split!r}")
+
+
+def _build_digits(
+    img_size: int | None, data_dir: str | None, train_split: str, val_split: str
+) -> tuple[Dataset, Dataset, int, int]:
     if data_dir is not None:
         raise DatasetError("the digits data set is embedded: do not pass a data directory with it")
     from sklearn.datasets import load_digits
@@ -370,8 +386,11 @@ def _build_digits(img_size: int | None, data_dir: str | None) -> tuple[Dataset, 
     mean = [float(train_images.mean())] * 3
     std = [float(train_images.std())] * 3
     train_tf, val_tf = _tensor_transforms(size, mean, std)
-    train_ds = TensorImageDataset(train_images, labels[torch.as_tensor(train_idx)], train_tf)
-    val_ds = TensorImageDataset(images[torch.as_tensor(val_idx)], labels[torch.as_tensor(val_idx)], val_tf)
+    part = {True: torch.as_tensor(train_idx), False: torch.as_tensor(val_idx)}
+    train_part = part[_split_is_training("digits", train_split)]
+    val_part = part[_split_is_training("digits", val_split)]  # "train": the training images, eval transform
+    train_ds = TensorImageDataset(images[train_part], labels[train_part], train_tf)
+    val_ds = TensorImageDataset(images[val_part], labels[val_part], val_tf)
     return train_ds, val_ds, 10, size
 
 
@@ -521,15 +540,12 @@ def _build_cifar(
         root = os.path.dirname(os.path.normpath(root))
     if not os.path.isdir(os.path.join(root, sub)):
         raise DatasetError(f"{name}: no extracted {sub}/ in {data_dir} (nothing is downloaded)")
-    for split in (train_split, val_split):
-        if split not in _TRAIN_SPLITS + _EVAL_SPLITS:
-            raise DatasetError(
-                f"{name} split must be 'train' or one of {', '.join(_EVAL_SPLITS)}, got {split!r}"
-            )
+    parts = {True: "train", False: "validation"}
+    train_part, val_part = (parts[_split_is_training(name, split)] for split in (train_split, val_split))
     try:
         # timm's create_dataset wraps torchvision's CIFAR10/CIFAR100 for "torch/..." names.
-        train_ds = create_dataset(f"torch/{name}", root=root, split="train", download=False)
-        val_ds = create_dataset(f"torch/{name}", root=root, split="validation", download=False)
+        train_ds = create_dataset(f"torch/{name}", root=root, split=train_part, download=False)
+        val_ds = create_dataset(f"torch/{name}", root=root, split=val_part, download=False)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
         raise DatasetError(f"{name}: cannot read {os.path.join(root, sub)}: {e}") from e
     size = img_size or 32
@@ -579,7 +595,7 @@ def build_datasets(
         raise DatasetError(f"img_size must be an int >= 1, got {img_size!r}")
     kind = canonical_name(name, data_dir)
     if kind == "digits":
-        return _build_digits(img_size, data_dir)
+        return _build_digits(img_size, data_dir, train_split, val_split)
     if kind == "folder":
         return _build_folder(data_dir, train_split, val_split, img_size)
     if kind in _CIFAR_DIRS:
