@@ -166,6 +166,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
         super().__init__(*args, **kwargs)
         self.can_hardlink = False  # one file per name: damage to last.pth.tar stays in last.pth.tar
         self._digests: dict[str, str] = read_checksums(self.checkpoint_dir) or {}
+        self._pending_last: str | None = None  # the new last.pth.tar, put in place when the save is complete
+        self._saving = False  # inside save_checkpoint: the replace of last.pth.tar waits for the copies
 
     def _save(self, save_path: str, epoch: int, metric: float | None = None) -> None:
         # torch.save writes through a Python file object: a failed write raises its OSError (ENOSPC, EFBIG)
@@ -178,11 +180,19 @@ class AtomicCheckpointSaver(CheckpointSaver):
         _write_checksums(self.checkpoint_dir, self._digests)  # listed before it replaces anything
 
     def _replace(self, src: str, dst: str) -> None:
+        if self._saving and os.path.basename(dst) == "last" + self.extension:
+            # timm replaces last.pth.tar first, then copies it to checkpoint-N and model_best: a save that
+            # fails in between would leave a new last and a stale best. last is the commit point instead:
+            # the copies are made from the new file (still tmp), and last replaced when they are done.
+            self._pending_last = src
+            return
         os.replace(src, dst)  # dst is the old file or the new one, never missing
         _fsync_dir(os.path.dirname(dst))
         self._digests[os.path.basename(dst)] = self._digests.pop(os.path.basename(src))
 
     def _duplicate(self, src: str, dst: str) -> None:
+        if self._pending_last is not None and os.path.basename(src) == "last" + self.extension:
+            src = self._pending_last  # the epoch's new state, not the previous last.pth.tar
         folder = os.path.dirname(dst)
         tmp = os.path.join(folder, "tmp_copy" + self.extension)
         with contextlib.suppress(FileNotFoundError):
@@ -200,22 +210,35 @@ class AtomicCheckpointSaver(CheckpointSaver):
         self._digests[os.path.basename(dst)] = digest
 
     def save_checkpoint(self, epoch: int, metric: float | None = None) -> tuple[Any, Any]:
-        """timm's ``save_checkpoint``; when it fails (a write error, Ctrl-C), its temporary files are removed
-        and the checkpoints saved before are left as they were.
+        """timm's ``save_checkpoint`` with ``last.pth.tar`` written last (after checkpoint-N and model_best);
+        when it fails (a write error, Ctrl-C), its temporary files are removed and ``last.pth.tar`` is the
+        previous epoch's, so a resume redoes the epoch and completes its bookkeeping.
 
         Raises:
             CheckpointSaveError: a file could not be written (no space left, a file-size limit, ...).
         """
         try:
-            result = super().save_checkpoint(epoch, metric)
+            self._saving = True
+            try:
+                result = super().save_checkpoint(epoch, metric)
+            finally:
+                self._saving = False
+            self._commit_last()
             self._prune_checksums()
         except BaseException as e:
+            self._pending_last = None  # last.pth.tar stays the previous epoch's
             self._remove_temporaries()
             if isinstance(e, (OSError, RuntimeError)):
                 folder = os.path.abspath(self.checkpoint_dir)
                 raise CheckpointSaveError(f"cannot save a checkpoint in {folder!r}: {_cause(e)}") from e
             raise
         return result
+
+    def _commit_last(self) -> None:
+        """Put the epoch's new state in place as ``last.pth.tar``: the last step of a save."""
+        src, self._pending_last = self._pending_last, None
+        if src is not None:
+            self._replace(src, os.path.join(self.checkpoint_dir, "last" + self.extension))
 
     def _remove_temporaries(self) -> None:
         """Remove what a failed save leaves (best effort; the checksums then list the files that exist)."""

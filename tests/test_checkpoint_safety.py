@@ -17,6 +17,7 @@ import argparse
 import errno
 import hashlib
 import io
+import json
 import os
 import resource
 import shutil
@@ -112,6 +113,41 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(
     assert SCRIPTS[script].main(resume) == 0
     capsys.readouterr()
     assert _epoch_of(last) == 1 and [int(r["epoch"]) for r in read_summary(run_dir)] == [0, 1]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_full_disk_while_copying_keeps_last_at_the_previous_epoch(
+    script, tiny_folder, tmp_path, capsys, monkeypatch
+):
+    """``last.pth.tar`` is written last: a save that fails while copying the epoch's checkpoint-N or
+    model_best leaves ``last`` at the previous epoch, so a resume redoes the epoch and finishes its
+    bookkeeping (model_best, results.json) instead of finding "nothing to train" with a stale best."""
+    from salfmix_transforms.checkpoints import AtomicCheckpointSaver
+
+    copy = AtomicCheckpointSaver._duplicate
+    calls = {"n": 0}
+
+    def duplicate(self, src, dst):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # epoch 0's copies went through; epoch 1's first copy fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copy(self, src, dst)
+
+    monkeypatch.setattr(AtomicCheckpointSaver, "_duplicate", duplicate)
+    run_dir = tmp_path / "a"
+    argv = _argv(script, tiny_folder, tmp_path, "a", "--epochs", "2")
+    _fails(capsys, script, argv, str(run_dir), "No space")
+    monkeypatch.undo()
+    last = run_dir / "last.pth.tar"
+    assert _epoch_of(last) == 0
+    assert not (run_dir / "results.json").exists()
+    assert SCRIPTS[script].main([*argv, "--resume", str(last)]) == 0
+    capsys.readouterr()
+    assert _epoch_of(last) == 1 and (run_dir / "results.json").is_file()
+    assert (
+        _epoch_of(run_dir / "model_best.pth.tar")
+        == json.loads((run_dir / "results.json").read_text())["best_epoch"]
+    )
 
 
 def _file_size_limit(limit: int):
