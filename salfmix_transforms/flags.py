@@ -236,10 +236,17 @@ def _check_method_flags(args: argparse.Namespace) -> None:
         return
     flags = " ".join(_as_flag(args, dest) for dest in _SELECTING_FLAGS if dest in args.given_flags)
     same = [m for m, c in by_method.items() if c == selected]
+    trains = "+".join(sorted(selected)) or "no augmentation"
+    named = "+".join(sorted(expected)) or "no augmentation"
+    if "method" not in args.given_flags:  # the checkpoint being resumed set it, not this command line
+        raise UsageError(
+            f"the run being resumed trains {args.method}; with {flags} it would train {trains} under that "
+            "name: a resumed run keeps its method (start a new run, without --resume, for another)"
+        )
     hint = f"use --method {same[0]}" if same else "drop --method and give the flags alone"
+    what = "," if named == args.method else f" is {named},"
     raise UsageError(
-        f"--method {args.method} is {'+'.join(sorted(expected)) or 'no augmentation'}, but with {flags} the "
-        f"run would train {'+'.join(sorted(selected)) or 'no augmentation'} under that name: {hint}"
+        f"--method {args.method}{what} but with {flags} the run would train {trains} under that name: {hint}"
     )
 
 

@@ -105,3 +105,19 @@ def test_the_old_flags_name_is_a_deprecated_alias():
     assert old is flags.METHOD_FLAGS
     assert [w.category for w in caught] == [DeprecationWarning]
     assert caught[0].filename == __file__
+
+
+def test_a_flag_against_the_resumed_runs_method_is_refused_without_blaming_method():
+    """``--resume RUN --hybrid fmix`` on an ``fmix`` run: the method came from the checkpoint, not from the
+    command line, so "drop --method" cannot be followed (found by a new-user review)."""
+    parser = OneLineArgumentParser(prog="train.py")
+    flags.add_augmentation_flags(parser)
+    with pytest.raises(flags.UsageError) as caught:
+        flags.parse_augmentation_flags(parser, ["--hybrid", "fmix"], {"method": "fmix"})
+    message = str(caught.value)
+    assert "drop --method" not in message and "fmix is fmix" not in message
+    assert "the run being resumed trains fmix" in message and "start a new run" in message
+    parser = OneLineArgumentParser(prog="train.py")  # parse_augmentation_flags sets the parser's defaults
+    flags.add_augmentation_flags(parser)
+    with pytest.raises(flags.UsageError, match=r"--method cutmix, but with --mixup 1.0 the run would train"):
+        flags.parse_augmentation_flags(parser, ["--method", "cutmix", "--mixup", "1.0"])

@@ -240,7 +240,7 @@ def test_one_epoch_on_a_camvid_subset(tmp_path):
             "argument --salfmix-grid: must be an int >= 1, got 0",
         ),
         (["--method", "salfmix", "--salfmix-grid", "200"], "--salfmix-grid 200 does not fit 64x64 crops"),
-        (["--method", "cutmix", "--mixup", "1"], "--method cutmix is cutmix, but with --mixup 1.0"),
+        (["--method", "cutmix", "--mixup", "1"], "--method cutmix, but with --mixup 1.0"),
         (["--cutout", "--salfmix"], "choose one single-image method"),
         (["--lr", "nan"], "argument --lr: must be a finite number > 0"),
     ],
