@@ -119,6 +119,7 @@ def test_a_map_written_for_a_flipped_view_reads_back_flipped():
 # -- training runs -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["salfmix", "hybridmix-v3"])
 def test_cached_runs_make_no_saliency_pass_and_keep_the_cache(tmp_path, monkeypatch, method):
     passes = _count_saliency_passes(monkeypatch)
@@ -147,6 +148,7 @@ def test_the_refresh_option_runs_the_exact_pass_for_old_maps(tmp_path, monkeypat
     assert passes == [(8, 3, 64, 64)] * 2  # epoch 1 (after the warm-up epoch): every map is refreshed
 
 
+@pytest.mark.slow
 def test_the_cache_survives_a_resume(tmp_path):
     common = ["--method", "salfmix", "--saliency-source", "cached", "--sched", "constant"]
     rc, folder = _run(tmp_path, *common, "--epochs", "1")
@@ -170,6 +172,7 @@ def test_resuming_with_another_saliency_source_is_refused(tmp_path, capsys):
     assert rc == 2 and "--saliency-source cached" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("scale", "side"), [(None, 32), ("0.25", 16)])
 def test_lowres_runs_the_pass_at_the_saliency_scale(tmp_path, monkeypatch, scale, side):
     passes = _count_saliency_passes(monkeypatch)

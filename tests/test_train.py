@@ -573,6 +573,7 @@ def test_bad_input_one_line_errors(tiny_folder, tmp_path, capsys):
         run_fails(capsys, argv, needle)
 
 
+@pytest.mark.slow
 def test_bad_input_exit_code_of_the_script(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--data-dir", str(tmp_path / "missing"), "--no-progress"],

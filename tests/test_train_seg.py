@@ -170,6 +170,7 @@ def _run(tmp_path, *flags: str, name: str = "run") -> tuple[int, str]:
     return rc, str(tmp_path / name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["baseline", "salfmix", "hybridmix-v3"])
 def test_one_epoch_on_the_synthetic_default(tmp_path, method):
     flags = ["--method", method, "--epochs", "1"]
@@ -194,6 +195,7 @@ def test_one_epoch_on_the_synthetic_default(tmp_path, method):
     assert os.path.isfile(os.path.join(folder, "model_best.pth.tar"))
 
 
+@pytest.mark.slow
 def test_resume_continues_from_last_checkpoint(tmp_path):
     rc, folder = _run(tmp_path, "--method", "salfmix", "--epochs", "1")
     assert rc == 0
@@ -217,6 +219,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
         assert json.load(f)["method"] == "salfmix"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CAMVID is None, reason="CamVid is not in ../shared/data/camvid")
 def test_one_epoch_on_a_camvid_subset(tmp_path):
     rc, folder = _run(
@@ -253,6 +256,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys, flags, mess
     assert not os.path.exists(folder), "nothing written"
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     """Model, optimizer, lr schedule and RNG state come back: epoch 1 resumed from checkpoint-0 is bit for bit
     epoch 1 of the run that went on (HybridMix v3: crops, flips, SalfMix cells and CutMix boxes)."""
@@ -361,6 +365,7 @@ def test_augmentation_flags_are_train_timms():
     assert _transform("--method", "baseline")[1] is None
 
 
+@pytest.mark.slow
 def test_mixup_off_epoch_and_unused_flags(tmp_path, caplog):
     flags = ["--method", "hybridmix-v1", "--salfmix-warmup-epochs", "0", "--mixup-off-epoch", "1"]
     args = train_seg.parse_args(
@@ -373,6 +378,7 @@ def test_mixup_off_epoch_and_unused_flags(tmp_path, caplog):
     assert run.transform.mixup_enabled is False, "--mixup-off-epoch 1: no two-image mixing from epoch 1"
 
 
+@pytest.mark.slow
 def test_resume_takes_the_augmentation_flags_of_the_checkpoint(tmp_path):
     """A run trained with flags (no --method) resumes with the same transform; so does a checkpoint of the
     earlier version, whose args had --method alone (its flags come from the method)."""
@@ -401,6 +407,7 @@ def test_resume_takes_the_augmentation_flags_of_the_checkpoint(tmp_path):
 # -- what a new user ran into (review of the DDP version) ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_of_an_earlier_checkpoint_makes_model_best_that_runs_best(tmp_path):
     """Resuming checkpoint-0 of a run whose best was a later epoch: the later epochs are no longer the run's,
     so model_best.pth.tar must be the resumed run's best (epoch 0 here), not the abandoned epoch's."""
@@ -477,6 +484,7 @@ def test_torchrun_output_folder_error_is_one_line_on_every_rank(tmp_path):
     assert "_sync_buffers" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_number_of_loader_workers(tmp_path):
     """Loader workers draw crops and flips from their own seeds, a single process from the main RNG: a
     resume must keep the run's --workers (from the checkpoint) to reproduce the uninterrupted epoch."""
@@ -490,6 +498,7 @@ def test_resume_keeps_the_number_of_loader_workers(tmp_path):
         assert resumed[0][key] == whole[1][key], key
 
 
+@pytest.mark.slow
 def test_resume_takes_the_model_of_the_checkpoint(tmp_path):
     """A run of another model than the default resumes without --model (the checkpoint names it)."""
     flags = ["--method", "baseline", "--model", "lraspp_mobilenet_v3_large", "--epochs", "1"]
@@ -500,6 +509,7 @@ def test_resume_takes_the_model_of_the_checkpoint(tmp_path):
     assert [r["epoch"] for r in read_summary(folder)] == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_resume_keeps_list_valued_flags(tmp_path):
     """--cutmix-minmax / --resizemix-scope take two values: they are saved in the checkpoint and come back."""
     rc, folder = _run(tmp_path, "--method", "cutmix", "--cutmix-minmax", "0.3", "0.7", "--epochs", "1")
