@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "benchmarks") not in sys.path:  # speed.py stands next to this file
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from speed import cpu_name  # noqa: E402
 
 MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10
 STD = (0.2470, 0.2435, 0.2616)
@@ -91,16 +95,6 @@ def _driver_version() -> str | None:
         return None
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _version(package: str) -> str | None:
     """An installed package's version without importing it (timm and torchvision take seconds to import)."""
     from importlib import metadata
@@ -121,7 +115,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         memory = torch.cuda.get_device_properties(0).total_memory / 2**30
         card = f"{name} ({memory:.0f} GiB)"
     else:
-        card = f"CPU: {_cpu_name()}, {os.cpu_count()} logical CPUs"
+        card = f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs"
         name = None
     env = {
         "device": device,

@@ -736,7 +736,7 @@ def _sources_json(
     return {
         "section": 4,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "machine": machine_line(device),
         "config": {
             "model": "preactresnet18",
@@ -765,6 +765,19 @@ def _sources_json(
     }
 
 
+def _source_rows(timing: Timing) -> list[list[str]]:
+    """SalfMix's and HybridMix v3's rows of a saliency-sources table: the plain step, then each source's
+    time and its ratio over the plain step (exact, cached, lowres)."""
+    plain = timing.get("plain")
+    rows = []
+    for method, label in (("salfmix", "SalfMix"), ("hybrid", "HybridMix v3")):
+        cells = [label, timing.cell("plain", "ms")]
+        for source in ("", " cached", " lowres"):
+            cells += [timing.cell(method + source, "ms"), fmt_ratio(timing.get(method + source), plain)]
+        rows.append(cells)
+    return rows
+
+
 def section_sources(args: argparse.Namespace, device: torch.device) -> tuple[str, list[str]]:
     variant = sources_variant(args)
     # Under torch.compile the first calls compile (the step, the saliency pass, the lowres size): untimed.
@@ -777,13 +790,7 @@ def section_sources(args: argparse.Namespace, device: torch.device) -> tuple[str
         min_repeat_s=0.0,
     )
     args.json_results[4] = _sources_json(args, device, variant, timing, warmup)
-    plain = timing.get("plain")
-    rows = []
-    for method, label in (("salfmix", "SalfMix"), ("hybrid", "HybridMix v3")):
-        cells = [label, timing.cell("plain", "ms")]
-        for source in ("", " cached", " lowres"):
-            cells += [timing.cell(method + source, "ms"), fmt_ratio(timing.get(method + source), plain)]
-        rows.append(cells)
+    rows = _source_rows(timing)
     errors = [f"sources / {k}: {m}" for k, m in timing.errors.items() if m.startswith("error")]
     print("[speed] saliency sources done", file=sys.stderr)
     width = "full width" if args.width == 1.0 else f"width x{args.width:g}"
@@ -934,13 +941,7 @@ def section_seg_sources(args: argparse.Namespace, device: torch.device) -> tuple
         warmup=args.warmup,
         min_repeat_s=0.0,
     )
-    plain = timing.get("plain")
-    rows = []
-    for method, label in (("salfmix", "SalfMix"), ("hybrid", "HybridMix v3")):
-        cells = [label, timing.cell("plain", "ms")]
-        for source in ("", " cached", " lowres"):
-            cells += [timing.cell(method + source, "ms"), fmt_ratio(timing.get(method + source), plain)]
-        rows.append(cells)
+    rows = _source_rows(timing)
     errors = [f"seg sources / {k}: {m}" for k, m in timing.errors.items() if m.startswith("error")]
     print("[speed] segmentation saliency sources done", file=sys.stderr)
     scale = f"{args.seg_saliency_scale:g}"
@@ -1079,7 +1080,8 @@ def section_static(args: argparse.Namespace, device: torch.device) -> tuple[str,
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -1102,7 +1104,7 @@ def machine_line(device: torch.device) -> str:
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
-        where = f"{_cpu_name()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads"
+        where = f"{cpu_name()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads"
     return (
         f"Device `{device}` ({where}); torch {torch.__version__}, torchvision {torchvision.__version__}, "
         f"timm {timm.__version__}, kornia {kornia_version}; Python {platform.python_version()}; "

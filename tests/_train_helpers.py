@@ -60,20 +60,23 @@ def read_results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
-    """Exit code 2 and one line on stderr, ``train_timm.py: error: ...``, that holds every needle."""
+def assert_one_line_error(rc: int, err: str, *needles: str, script: str = "train_timm.py") -> None:
+    """Exit code 2 and one line on stderr, ``<script>: error: ...``, that holds every needle."""
     assert rc == 2, err
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("train_timm.py: error: ")
+    assert lines[0].startswith(f"{script}: error: "), err
     for needle in needles:
         assert needle in lines[0], lines[0]
 
 
-def run_fails(capsys, argv: list[str], *needles: str) -> str:
-    """Runs ``train_timm.main(argv)`` and checks that it ends with a one-line error holding the needles."""
-    rc = train_timm.main(argv)
+def run_fails(capsys, argv: list[str], *needles: str, script: str = "train_timm.py") -> str:
+    """Runs ``<script>``'s ``main(argv)`` (``train_timm.py`` or ``train_seg.py``) and checks that it ends with
+    a one-line error holding the needles."""
+    import train_seg
+
+    rc = {"train_timm.py": train_timm, "train_seg.py": train_seg}[script].main(argv)
     _, err = capsys.readouterr()
-    assert_one_line_error(rc, err, *needles)
+    assert_one_line_error(rc, err, *needles, script=script)
     return err

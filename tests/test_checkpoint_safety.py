@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import read_summary, tiny_args
+from _train_helpers import read_summary, run_fails, tiny_args
 
 import train_seg
 import train_timm
@@ -50,15 +50,7 @@ def _argv(script: str, data: Path, out: Path, name: str, *extra: str) -> list[st
 
 
 def _fails(capsys, script: str, argv: list[str], *needles: str) -> str:
-    """Runs ``script``'s main; it must end with exit code 2 and one line on stderr holding every needle."""
-    rc = SCRIPTS[script].main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    assert err.startswith(f"{script}: error: "), err
-    for needle in needles:
-        assert needle in err, err
-    return err
+    return run_fails(capsys, argv, *needles, script=script)
 
 
 def _epoch_of(path: Path) -> int:

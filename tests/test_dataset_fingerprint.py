@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import make_image_folder, read_summary, tiny_args
+from _train_helpers import make_image_folder, read_summary, run_fails, tiny_args
 from PIL import Image
 
 import train_seg
@@ -31,14 +31,7 @@ SCRIPTS = {"train_timm.py": train_timm, "train_seg.py": train_seg}
 
 
 def _fails(capsys, script: str, argv: list[str], *needles: str) -> str:
-    rc = SCRIPTS[script].main(argv)
-    out, err = capsys.readouterr()
-    assert rc == 2, out + err
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    assert err.startswith(f"{script}: error: "), err
-    for needle in needles:
-        assert needle in err, err
-    return err
+    return run_fails(capsys, argv, *needles, script=script)
 
 
 def _ckpt(path: Path) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import read_summary, tiny_args
+from _train_helpers import read_summary, run_fails, tiny_args
 from PIL import Image
 
 import train_seg
@@ -28,14 +28,7 @@ SEG += ["--no-progress"]
 
 
 def _fails(capsys, script: str, argv: list[str], *needles: str) -> str:
-    rc = SCRIPTS[script].main(argv)
-    out, err = capsys.readouterr()
-    assert rc == 2, out + err
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    assert err.startswith(f"{script}: error: "), err
-    for needle in needles:
-        assert needle in err, err
-    return err
+    return run_fails(capsys, argv, *needles, script=script)
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
