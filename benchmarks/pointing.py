@@ -37,6 +37,7 @@ import timm
 import torch
 
 import salfmix_transforms.models  # noqa: F401  (registers preactresnet18 in timm)
+from salfmix_transforms import methods
 from salfmix_transforms.data import build_datasets
 from salfmix_transforms.patches import pool_saliency
 from salfmix_transforms.saliency import gradient_saliency
@@ -185,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pointing.py: {run} is not a train_timm.py run folder (no args.json)", file=sys.stderr)
             return 2
         model, run_args = load_network(run, num_classes)
-        source = run_args.get("saliency_source", "exact")
-        name = f"`{run_args.get('method')}` ({source} saliency), seed {run_args.get('seed')}"
+        method = run_args.get("method")
+        trained_with = ""
+        if method in methods.METHODS and methods.spec(method).needs_model:  # how its own saliency came
+            trained_with = f" ({run_args.get('saliency_source', 'exact')} saliency)"
+        name = f"`{method}`{trained_with}, seed {run_args.get('seed')}"
         rows.append((name, score(model, images, labels, boxes, args.grid, args.batch_size)))
         print(f"[pointing] {run.name} done", file=sys.stderr)
     text = markdown(rows, args.grid)
