@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _markdown_helpers import markdown_tables
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,20 +45,6 @@ def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout
     )
-
-
-def _tables(markdown: str) -> list[list[list[str]]]:
-    """Every markdown table as a list of rows of cells (header first, separator dropped)."""
-    tables, current = [], []
-    for line in [*markdown.splitlines(), ""]:
-        if line.startswith("|"):
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            if not all(set(cell) <= set("-: ") for cell in cells):
-                current.append(cells)
-        elif current:
-            tables.append(current)
-            current = []
-    return tables
 
 
 def _table_with(tables: list[list[list[str]]], first_header: str) -> list[list[str]]:
@@ -93,7 +80,7 @@ def test_speed_quick_prints_all_tables(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     markdown = out.read_text()
     assert markdown.strip() == proc.stdout.strip()
-    tables = _tables(markdown)
+    tables = markdown_tables(markdown)
 
     speed = _load(SPEED, "benchmarks_speed")
     mixing = _table_with(tables, "method")
@@ -203,7 +190,7 @@ def test_accuracy_tiny_run_writes_a_row_and_resumes(tiny_folder, tmp_path):
     summary = list(csv.DictReader((run_dir / "summary.csv").open()))
     assert record["train_time_s"] == pytest.approx(sum(float(row["train_epoch_time"]) for row in summary))
     assert record["resumed_at_epoch"] is None
-    rows = _table_with(_tables(table.read_text()), "method")
+    rows = _table_with(markdown_tables(table.read_text()), "method")
     baseline = next(row for row in rows if row[0].startswith("Baseline"))
     assert baseline[1] == "1" and baseline[2] == f"{record['best_top1_err']:.2f}"
     assert all(row[1] == "0" for row in rows[1:] if row is not baseline)
@@ -222,7 +209,7 @@ def test_accuracy_tiny_run_writes_a_row_and_resumes(tiny_folder, tmp_path):
     probe = _run(str(PERTURBATION), "--run", str(run_dir), "--batch-size", "8", "--max-batches", "1",
                  "--out", str(out))  # fmt: skip
     assert probe.returncode == 0, probe.stdout[-3000:] + probe.stderr[-3000:]
-    rows = {row[0]: row for row in _table_with(_tables(out.read_text()), "method")[1:]}
+    rows = {row[0]: row for row in _table_with(markdown_tables(out.read_text()), "method")[1:]}
     assert list(rows) == [f"`{m}`" for m in ("baseline", "cutout", "cutout-sal", "salfmix-nosal", "salfmix")]
     assert rows["`baseline`"][2] == "1.00x" and rows["`baseline`"][4] == "0.0"
     patch_share = 100 * 9 * 9 / (32 * 32)  # o = floor(32 * 0.3) = 9 at 32x32
@@ -237,7 +224,7 @@ def test_accuracy_tiny_run_writes_a_row_and_resumes(tiny_folder, tmp_path):
                  "--out", str(out))  # fmt: skip
     assert probe.returncode == 0, probe.stdout[-3000:] + probe.stderr[-3000:]
     assert "two-image mode 'elem'" in out.read_text()
-    rows = {row[0]: row for row in _table_with(_tables(out.read_text()), "method")[1:]}
+    rows = {row[0]: row for row in _table_with(markdown_tables(out.read_text()), "method")[1:]}
     assert list(rows) == ["`cutmix`", "`hybridmix-v3`"]
     for row in rows.values():
         assert row[2] == "—" and 0.0 < float(row[4]) < 100.0
@@ -251,7 +238,7 @@ def test_accuracy_tiny_run_writes_a_row_and_resumes(tiny_folder, tmp_path):
     probe = _run(str(ROOT / "benchmarks" / "pointing.py"), "--runs", str(run_dir), "--data-dir", str(boxed),
                  "--grid", "4", "--out", str(out))  # fmt: skip
     assert probe.returncode == 0, probe.stdout[-3000:] + probe.stderr[-3000:]
-    (row,) = _table_with(_tables(out.read_text()), "network")[1:]
+    (row,) = _table_with(markdown_tables(out.read_text()), "network")[1:]
     assert row[1] == "8" and float(row[2]) == 50.0 and float(row[3]) == 50.0  # grid 4: 8 of 16 centres
     assert all(0.0 <= float(v) <= 100.0 for v in row[4:])
 
@@ -318,7 +305,7 @@ def test_table_mean_and_std_over_seeds():
 
     # Training minutes come from train_time_s (8 min); a record without it falls back to its wall time (10).
     records = [record(0, 20.0) | {"train_time_s": 480.0}, record(1, 22.0), record(2, 99.0, "other-settings")]
-    rows = _table_with(_tables(accuracy.results_table(records, args)), "method")
+    rows = _table_with(markdown_tables(accuracy.results_table(records, args)), "method")
     salfmix = next(row for row in rows if "`salfmix`" in row[0])
     assert salfmix[1:6] == ["2", "21.00 ± 1.41", "22.00 ± 1.41", "20.00, 22.00", "9"]
     # The paper column comes from the paper's own tables (../shared/paper): SalfMix, Tables 4 and 5.
@@ -342,7 +329,7 @@ def test_tin20_plans_the_paper_tinyimagenet_settings_and_quotes_table_7():
         {"protocol": "tin20", "method": m, "seed": 0, "settings_id": sid, "best_top1_err": e, "seconds": 60.0}
         for m, e in (("baseline", 70.0), ("salfmix", 68.5))
     ]
-    tables = _tables(accuracy.results_table(records, args))
+    tables = markdown_tables(accuracy.results_table(records, args))
     rows = {row[0]: row for row in _table_with(tables, "method")[1:]}
     assert len(rows) == 6  # the protocol's rows only
     assert rows["SalfMix (`salfmix`)"][6] == "40.28 (Table 7)"
@@ -422,7 +409,7 @@ def test_table_includes_runs_that_another_invocation_appended(tmp_path, monkeypa
 
     monkeypatch.setattr(accuracy, "execute", fake_execute)
     assert accuracy.main(argv) == 0
-    rows = {row[0]: row for row in _table_with(_tables(table.read_text()), "method")[1:]}
+    rows = {row[0]: row for row in _table_with(markdown_tables(table.read_text()), "method")[1:]}
     assert rows["Baseline (`baseline`)"][1:3] == ["1", "23.00"]
     assert rows["Mixup (`mixup`)"][1:3] == ["1", "21.00"]
 
@@ -445,7 +432,7 @@ def test_fidelity_quick_prints_the_agreement_table(tmp_path):
     out = tmp_path / "fidelity.md"
     proc = _run(str(fidelity), "--quick", "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = _table_with(_tables(out.read_text()), "epoch")
+    table = _table_with(markdown_tables(out.read_text()), "epoch")
     assert [row[0] for row in table[1:]] == ["0", "1"]
     assert table[1][-1] == "–" and table[2][-1] != "–"  # no previous epoch before epoch 1
     for row in table[1:]:

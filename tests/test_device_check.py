@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _markdown_helpers import markdown_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "device_check.sh"
@@ -41,20 +42,6 @@ def _load(path: Path, name: str):
 
 
 device_train = _load(ROOT / "benchmarks" / "device_train.py", "benchmarks_device_train")
-
-
-def _tables(markdown: str) -> list[list[list[str]]]:
-    """Every markdown table as rows of cells (header first, separator dropped)."""
-    tables, current = [], []
-    for line in [*markdown.splitlines(), ""]:
-        if line.startswith("|"):
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            if not all(set(cell) <= set("-: ") for cell in cells):
-                current.append(cells)
-        elif current:
-            tables.append(current)
-            current = []
-    return tables
 
 
 def _positive(value: object) -> bool:
@@ -129,7 +116,7 @@ def test_smoke_markdown_has_the_promised_tables(smoke):
     markdown = (out / "device_check.md").read_text()
     assert markdown.startswith("# Device check (--smoke)")
     assert "Card: CPU" in markdown
-    parts, ratios, training = _tables(markdown)
+    parts, ratios, training = markdown_tables(markdown)
 
     assert parts[0] == ["part", "status", "seconds", "detail"]
     assert [row[0] for row in parts[1:]] == PART_ROWS
@@ -195,7 +182,7 @@ def test_report_records_failed_parts_softly(tmp_path):
     assert parts["speed"]["status"] == "partial"
     assert [r["status"] for r in parts["speed"]["runs"]] == ["ok", "failed", "timeout", "skipped"]
     assert parts["train"]["status"] == "skipped" and parts["train"]["reason"] == "no data set"
-    _, ratios, *_ = _tables((tmp_path / "device_check.md").read_text())
+    _, ratios, *_ = markdown_tables((tmp_path / "device_check.md").read_text())
     assert ratios[0][2:] == ["32px eager", "64px eager", "32px compile", "64px compile"]
     assert ratios[2][2:] == ["1.70x", "failed", "timeout", "skipped"]
 
