@@ -62,6 +62,20 @@ RUNS_DIR = RESULTS_DIR / "runs"  # per-run folders (git-ignored: ``runs/``)
 ROWS = {
     name: methods.spec(name).label for name in ("baseline", "cutout", "cutmix", "salfmix", "hybridmix-v3")
 }
+# Issue 22: SalfMix with the saliency cached from the training step's own input gradient (one epoch late),
+# to compare its mIoU with the exact pass's. Row -> (train_seg.py's --method, extra flags).
+ROW_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "salfmix-cached": ("salfmix", ("--saliency-source", "cached"))
+}
+ROWS["salfmix-cached"] = "SalfMix, cached saliency"
+
+# Paired differences shown under the table (a - b of the best mIoU, seed by seed; issue 23's intervals).
+PAIRED_COMPARISONS: list[tuple[str, str]] = [
+    ("salfmix", "baseline"),
+    ("salfmix", "cutout"),
+    ("hybridmix-v3", "cutmix"),
+    ("salfmix-cached", "salfmix"),
+]
 
 
 @dataclass(frozen=True)
@@ -126,8 +140,10 @@ def plan_runs(args: argparse.Namespace) -> list[_runs.Run]:
             command = [sys.executable, str(TRAIN_SCRIPT), "--dataset", args.dataset]
             if args.data_dir:
                 command += ["--data-dir", str(args.data_dir)]
-            command += ["--method", method, "--epochs", str(args.epochs), "--seed", str(seed), *protocol.args]
-            if methods.spec(method).self_mixing:
+            train_method, row_flags = ROW_FLAGS.get(method, (method, ()))
+            command += ["--method", train_method, *row_flags]
+            command += ["--epochs", str(args.epochs), "--seed", str(seed), *protocol.args]
+            if methods.spec(train_method).self_mixing:
                 command += protocol.salfmix_args
             command += ["--threads", str(protocol.threads), "--output", str(args.runs_dir)]
             command += ["--experiment", name, "--no-progress"]
@@ -204,6 +220,18 @@ def results_table(records: list[dict], args: argparse.Namespace) -> str:
         "`aug / train time`: the augmentation's share of it (SalfMix's saliency pass included), summed "
         "over the method's runs."
     )
+    by_method = {
+        m: [{**r, "best_miou_pct": 100 * r["best_miou"]} for r in records if r["method"] == m] for m in ROWS
+    }
+    paired = _runs.paired_table(
+        PAIRED_COMPARISONS, by_method, "best_miou_pct", "Δ best mIoU (points)", "higher"
+    )
+    if len(paired) > 2:
+        note = (
+            "Paired differences of the best mIoU (percentage points; positive: the first method is better), "
+            "seed by seed, with a 95 % t interval over the seeds:"
+        )
+        lines += ["", note, "", *paired]
     return intro + "\n\n" + "\n".join(lines) + "\n"
 
 

@@ -42,11 +42,12 @@ def test_dry_run_plans_every_method_and_seed(tmp_path):
     proc = _run("--dry-run", "--results", str(results), "--runs-dir", str(runs_dir))
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
-    assert len(lines) == 5 * 2 and all(line.startswith("[todo]") for line in lines)
+    assert len(lines) == len(seg.ROWS) * 2 == 6 * 2 and all(line.startswith("[todo]") for line in lines)
     camvid = str(ROOT.parent / "shared" / "data" / "camvid")
     for method in ("baseline", "cutout", "cutmix", "salfmix", "hybridmix-v3"):
         for seed in (0, 1):
-            (line,) = [ln for ln in lines if f"--method {method} " in ln and f"--seed {seed} " in ln]
+            (line,) = [ln for ln in lines if f"--experiment camvid-cpu-{method}-s{seed}-" in ln]
+            assert f"--method {method} " in line and f"--seed {seed} " in line
             assert "train_seg.py --dataset camvid" in line and f"--data-dir {camvid} " in line
             assert "--epochs 100 " in line and "--model tinyseg" in line and "--threads 1" in line
             assert line.split(": ", 1)[1].startswith("OMP_NUM_THREADS=1 ")
@@ -77,7 +78,8 @@ def test_quick_run_records_table_and_does_not_rerun(tmp_path):
         assert 0.0 <= record["aug_time_s"] <= record["train_time_s"] and not record["resumed"]
     assert records["baseline"]["aug_time_s"] == 0.0 and records["salfmix"]["aug_time_s"] > 0.0
 
-    rows = _table(table.read_text())
+    text = table.read_text()
+    rows = _table(text.split("Paired differences")[0])
     assert rows[0] == ["method", "runs", "best mIoU % (mean ± std)", "final mIoU %", "final pixel acc %",
                        "per seed (best mIoU %)", "train min/run", "aug / train time"]  # fmt: skip
     assert [row[0].split("`")[1] for row in rows[1:]] == list(seg.ROWS)
@@ -88,6 +90,9 @@ def test_quick_run_records_table_and_does_not_rerun(tmp_path):
         assert 0.0 <= float(row[2]) / 100 <= 1.0 and 0.0 <= float(row[4]) / 100 <= 1.0
         assert 0.0 <= float(row[7]) <= 1.0
     assert all(row[1] == "0" and row[2] == "—" for m, row in by_method.items() if m not in records)
+    (paired,) = [row for row in _table(text) if row[0] == "`salfmix` − `baseline`"]
+    delta = 100 * (records["salfmix"]["best_miou"] - records["baseline"]["best_miou"])
+    assert paired[1:4] == ["0", f"{delta:+.2f}", f"{delta:+.2f}"] and paired[5] == "no interval"
 
     second = _run(*args)
     assert second.returncode == 0, second.stderr
@@ -135,3 +140,40 @@ def test_table_mean_std_and_time_ratio(tmp_path):
                                               "50.00, 52.00", "10.0", "0.25"]  # fmt: skip
     assert rows["Baseline (`baseline`)"][1:3] == ["0", "—"]
     assert seg.settings_id(seg.parse_args(["--epochs", "7"])) != sid
+
+
+def test_cached_saliency_row_trains_salfmix_with_the_cache(tmp_path):
+    """Issue 22: CamVid mIoU of the cached saliency against the exact one needs its own row."""
+    args = seg.parse_args(["--runs-dir", str(tmp_path), "--rows", "salfmix-cached", "--seeds", "0", "1"])
+    runs = seg.plan_runs(args)
+    assert [(run.method, run.seed) for run in runs] == [("salfmix-cached", 0), ("salfmix-cached", 1)]
+    for run in runs:
+        command = " ".join(run.command)
+        assert "--method salfmix --saliency-source cached --epochs 100 " in command
+        assert f"--experiment camvid-cpu-salfmix-cached-s{run.seed}-{seg.settings_id(args)}" in command
+    # The exact row keeps its command (and so its settings id and its records).
+    (exact,) = seg.plan_runs(
+        seg.parse_args(["--runs-dir", str(tmp_path), "--rows", "salfmix", "--seeds", "0"])
+    )
+    assert "--saliency-source" not in exact.command
+
+
+def test_paired_differences_of_miou_under_the_table(tmp_path):
+    """Seed-by-seed ``a - b`` of the best mIoU in points, with its 95 % t interval (as accuracy.py's)."""
+    args = seg.parse_args(["--results", str(tmp_path / "r.jsonl")])
+    sid = seg.settings_id(args)
+
+    def record(method: str, seed: int, miou: float) -> dict:
+        return {"protocol": "camvid-cpu", "method": method, "seed": seed, "settings_id": sid,
+                "best_miou": miou, "final_miou": miou, "final_pixel_acc": 0.8,
+                "train_time_s": 60.0, "aug_time_s": 6.0}  # fmt: skip
+
+    mious = {"salfmix": (0.50, 0.52), "salfmix-cached": (0.51, 0.52), "baseline": (0.40, 0.43)}
+    records = [record(method, seed, miou) for method, pair in mious.items() for seed, miou in enumerate(pair)]
+    text = seg.results_table(records, args)
+    rows = {row[0]: row for row in _table(text) if "−" in row[0]}
+    cached = rows["`salfmix-cached` − `salfmix`"]
+    assert cached[1:4] == ["0, 1", "+1.00, +0.00", "+0.50"]
+    assert cached[4].startswith("[") and cached[5] == "no"  # 0.5 ± 12.7 * 0.707 / 1.414 spans 0
+    better = rows["`salfmix` − `baseline`"]
+    assert better[2] == "+10.00, +9.00" and better[5] == "yes: `salfmix` better"
