@@ -23,43 +23,23 @@ with cross-entropy and ``ignore_index``. Each epoch adds a row to ``summary.csv`
 mIoU, pixel accuracy, lr, epoch and augmentation seconds); ``results.json`` has the best mIoU and its epoch
 (0-based); checkpoints are ranked by mIoU.
 
-Where SalfMix's saliency comes from: ``--saliency-source exact|cached|lowres`` with ``--saliency-scale`` and
-``--saliency-refresh K``, as in ``train_timm.py`` and by the same code (``saliency_sources``).
-``cached`` reads each scene's map from a ``SaliencyCache`` aligned with this visit's crop and flip (the
-training samples are ``(image, mask, index, coords)``: ``segmentation.with_source_coordinates`` moves each
-pixel's source coordinates with the mask), and writes back the map of the dense loss's own input gradient
-(no extra saliency pass); ``lowres`` runs the exact pass on the batch down-scaled by ``--saliency-scale``.
-Checkpoints keep the cache, a resume restores it, and another ``--saliency-source`` on resume is refused.
+Where SalfMix's saliency comes from: ``--saliency-source exact|cached|lowres``, as in ``train_timm.py`` and
+by the same code (``saliency_sources``); with ``cached`` the training samples are ``(image, mask, index,
+coords)``: ``segmentation.with_source_coordinates`` moves each pixel's source coordinates with the mask.
 
-``--resume`` (a checkpoint or a run folder) takes the run's flags (data, loader workers, model,
-augmentation, optimizer, schedule, seed) from the checkpoint unless given, restores the model, optimizer, lr
-schedule, every rank's RNG state and the best checkpoint so far (resuming an older ``checkpoint-N`` makes
-``model_best`` that of the epochs kept), and refuses another ``--model`` or augmentation. With the same
-number of processes and loader workers a resumed epoch is the uninterrupted run's, bit for bit. A resume on
-another training set (other classes or number of image/mask pairs: ``salfmix_transforms.fingerprint``) is
-refused; other file names are a warning. ``--evaluate CKPT`` scores a checkpoint on ``--val-split`` (default
-``val``) with the run's flags from the checkpoint, as train_timm.py's, and trains nothing.
-
-Data parallel (``torchrun``; gloo on CPU, NCCL on GPUs): ``-b`` is the batch per process; the training set is
-sharded by torch's ``DistributedSampler``, the validation set by ``ShardSampler`` (no padding) and the
-confusion matrices are summed over the processes, so the mIoU counts every validation pixel once. BatchNorm
-statistics are averaged after each epoch; the SalfMix saliency pass steps around the DDP wrapper; rank 0
-writes the run folder, and a folder it cannot write stops every rank.
-
-A user error (flags, data found bad at start or during training, a validation set without labelled pixels,
-a checkpoint that does not fit, one of ``train_timm.py`` or with non-finite weights, an unwritable run folder,
-a full disk) is one line on stderr and exit code 2; Ctrl-C is one line saying where to resume, exit code 130.
-``last``, ``checkpoint-N`` and ``model_best`` are separate copies (``salfmix_transforms.checkpoints``).
+``--resume``, ``--evaluate CKPT`` (default ``--val-split val``), the run folder, data parallel runs
+(``torchrun``; ``-b`` is the batch per process, the validation set is sharded without padding and the
+confusion matrices are summed over the processes, so the mIoU counts every validation pixel once) and the
+error handling (one line on stderr and exit code 2, Ctrl-C 130) are the engine's, shared with
+``train_timm.py`` (``salfmix_transforms.engine``). A validation set without labelled pixels is refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,13 +52,10 @@ from salfmix_transforms.distributed import all_reduce_sum
 from salfmix_transforms.flags import (
     add_augmentation_flags,
     build_batch_transform,
+    check_grid_fits,
     method_name,
-    unused_tuning_flags,
-    uses_grid,
-    uses_saliency,
 )
 
-_logger = logging.getLogger("train_seg")
 IGNORE_INDEX = 255
 _CAMVID_DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "camvid")
 
@@ -149,62 +126,22 @@ def dense_soft_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * logits.float().log_softmax(1)).sum() / target.sum().clamp(min=1)
 
 
-def train_one_epoch(run: engine.Run, epoch: int) -> dict[str, float]:
-    """One pass over this rank's shard; the loss is averaged over every rank's images."""
-    from tqdm import tqdm
-
+def segmentation_loss(run: engine.Run, output: Any, target: torch.Tensor) -> torch.Tensor:
+    """:func:`dense_soft_loss` of the transformed batch; the baseline's class masks get cross-entropy with
+    ``ignore_index`` (label-smoothed by ``--smoothing``)."""
     from salfmix_transforms.segmentation import logits_of
 
-    args, model, device, transform = run.args, run.model, run.device, run.transform
-    cache = run.saliency_cache  # --saliency-source cached: samples are (image, mask, index, coords)
-    model.train()
-    loss_sum, seen, aug_time = 0.0, 0, 0.0
-    start = time.perf_counter()
-    show = engine.show_progress(args)
-    bar = tqdm(run.train_loader, desc=f"epoch {epoch}", disable=not show, leave=False)
-    for i, batch in enumerate(bar):
-        x, y = batch[0].to(device), batch[1].to(device)
-        if transform is not None:
-            t0 = time.perf_counter()
-            if cache is not None:
-                index, coords = batch[2].to(device), batch[3].to(device)
-                maps = saliency_sources.cached_saliency(
-                    run, cache, x, y, index, coords, epoch, ignore_index=IGNORE_INDEX
-                )
-                x, y = transform(x, y, saliency=maps)
-                x.requires_grad_(True)  # the step's backward gives the input gradient too: eq. (2)
-            else:
-                x, y = transform(x, y, model=model)
-            engine.sync(device)
-            aug_time += time.perf_counter() - t0
-        logits = logits_of(model(x))
-        if transform is None:
-            loss = F.cross_entropy(
-                logits.float(), y, ignore_index=IGNORE_INDEX, label_smoothing=args.smoothing
-            )
-        else:
-            loss = dense_soft_loss(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {i}")
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
-        if cache is not None:
-            t0 = time.perf_counter()
-            saliency_sources.write_cached_saliency(run, index, coords, x, epoch)
-            aug_time += time.perf_counter() - t0
-        run.state.num_updates += 1
-        if run.lr_scheduler is not None:
-            run.lr_scheduler.step_update(num_updates=run.state.num_updates)
-        loss_sum += loss.item() * x.shape[0]
-        seen += x.shape[0]
-        if show and i % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        elif not show and engine.is_primary(args) and (i + 1) % args.log_interval == 0:
-            _logger.info("  epoch %d batch %d/%d loss %.4f", epoch, i + 1, len(bar), loss.item())
-    bar.close()
-    loss_sum, seen = all_reduce_sum([loss_sum, seen], device, args.distributed)
-    return {"loss": loss_sum / max(seen, 1), "epoch_time": time.perf_counter() - start, "aug_time": aug_time}
+    logits = logits_of(output)
+    if run.transform is None:
+        return F.cross_entropy(
+            logits.float(), target, ignore_index=IGNORE_INDEX, label_smoothing=run.args.smoothing
+        )
+    return dense_soft_loss(logits, target)
+
+
+def train_one_epoch(run: engine.Run, epoch: int) -> dict[str, float]:
+    """One pass over this rank's shard (``engine.train_epoch``) with :func:`segmentation_loss`."""
+    return engine.train_epoch(run, epoch, segmentation_loss)
 
 
 @torch.no_grad()
@@ -217,18 +154,16 @@ def validate(run: engine.Run, model: torch.nn.Module, epoch: int) -> dict[str, f
     from salfmix_transforms.data import DatasetError
     from salfmix_transforms.segmentation import confusion_matrix, logits_of, segmentation_metrics
 
-    args, device, k = run.args, run.device, run.num_classes
-    model.eval()
+    device, k, distributed = run.device, run.num_classes, run.args.distributed
     cm = torch.zeros(k, k, dtype=torch.long, device=device)
     loss_sum, labelled = 0.0, 0
-    for x, y in run.val_loader:
-        x, y = x.to(device), y.to(device)
-        logits = logits_of(model(x)).float()
+    for output, y in engine.validation_batches(run, model):
+        logits = logits_of(output).float()
         loss_sum += float(F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum"))
         labelled += int((y != IGNORE_INDEX).sum())
         cm += confusion_matrix(logits.argmax(1), y, k, IGNORE_INDEX)
-    cm = all_reduce_sum(cm, device, args.distributed)
-    loss_sum, labelled = all_reduce_sum([loss_sum, labelled], device, args.distributed)
+    cm = all_reduce_sum(cm, device, distributed)
+    loss_sum, labelled = all_reduce_sum([loss_sum, labelled], device, distributed)
     if labelled == 0:
         raise DatasetError(
             f"the validation set has no labelled pixel (every mask pixel is the ignore index {IGNORE_INDEX} "
@@ -275,44 +210,25 @@ class SegmentationTask(engine.Task):
         if not 0 < args.salfmix_ratio < 1:
             raise UsageError(f"--salfmix-ratio must be in (0, 1), got {args.salfmix_ratio}")
 
-    def unused_flags(self, args: argparse.Namespace) -> list[str]:
-        return unused_tuning_flags(args) + saliency_sources.unused_saliency_flags(args)
-
     def datasets(self, run: engine.Run) -> tuple[Any, Any, list[str]]:
         return build_datasets(run.args)
-
-    def per_file_state(self, args: argparse.Namespace, ckpt: dict[str, Any]) -> str | None:
-        return saliency_sources.per_file_state(args, ckpt)
 
     def create_model(self, run: engine.Run) -> torch.nn.Module:
         from salfmix_transforms.segmentation import build_model
 
-        return build_model(run.args.model, run.num_classes)
+        return build_model(run.args.model, run.num_classes).to(run.device)
 
     def build(self, run: engine.Run) -> None:
-        from salfmix_transforms._validation import check_grid
         from salfmix_transforms.segmentation import with_source_coordinates
 
         args = run.args
         height, width = run.extra["crop"] = run.train_ds.crop_size
-        if uses_grid(args):
-            try:
-                check_grid(args.salfmix_grid, "grid", height, width)
-            except (ValueError, TypeError) as e:
-                raise UsageError(
-                    f"--salfmix-grid {args.salfmix_grid} does not fit {height}x{width} crops (need 1 <= n <= "
-                    f"{min(height, width)})"
-                ) from e
+        check_grid_fits(args, height, width, "crops")
         saliency_sources.check_saliency_source(args)
-        run.model = self.create_model(run).to(run.device)
+        run.model = self.create_model(run)
         run.transform = build_transform(args, run.num_classes, run.model)
         # --saliency-source cached: the crops and flips move each pixel's source coordinates with the mask.
         saliency_sources.start_cached_source(run, with_source_coordinates)
-
-    def finish_model(self, run: engine.Run, ckpt: dict[str, Any] | None) -> None:
-        if ckpt is not None and run.saliency_cache is not None:
-            train_state = ckpt.get("train_state") or {}
-            saliency_sources.restore_saliency_cache(run.saliency_cache, train_state, run.args)
 
     def train_one_epoch(self, run: engine.Run, epoch: int) -> dict[str, float]:
         return train_one_epoch(run, epoch)
@@ -337,7 +253,6 @@ class SegmentationTask(engine.Task):
             "crop_size": list(run.extra["crop"]),
             "train_size": len(run.train_ds),
             "val_size": len(run.val_ds),
-            "saliency_source": run.args.saliency_source if uses_saliency(run.args) else None,
             "best_checkpoint": os.path.abspath(os.path.join(run.output_dir, "model_best.pth.tar")),
         }
 

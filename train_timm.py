@@ -20,36 +20,18 @@ Examples::
 
 Outputs (rank 0 only) in ``--output/--experiment``: ``summary.csv`` (one row per epoch: train loss, epoch
 time, augmentation time, eval loss, top-1/top-5 error, lr), ``last.pth.tar`` and ranked checkpoints, and
-``results.json`` (best top-1 error and its epoch). Checkpoints are replaced atomically (timm's
-``CheckpointSaver`` with ``os.replace`` after an fsync, see ``salfmix_transforms.checkpoints``) and listed
-with their sha256 in ``checksums.sha256``; ``last``, ``checkpoint-N`` and ``model_best`` are separate copies.
-Bad input (missing data, unknown model or method, a grid that does not fit the images, a checkpoint of another
-model or of ``train_seg.py``, one with non-finite weights, a diverging loss, a full disk) ends with one line
-on stderr and exit code 2; Ctrl-C with one line saying where to resume and exit code 130.
-
-Resume: ``--resume`` takes a checkpoint or a run folder; a missing, unreadable or corrupt ``last.pth.tar``
-falls back to the newest intact ``checkpoint-N`` (the log says which), any other corrupt file is refused. The
-run continues with the checkpoint's ``--method`` and ``--opt`` (others are refused) up to ``--epochs`` in all;
-a checkpoint that has done that many changes nothing (exit code 0, results.json kept). A changed ``--epochs``
-(or ``--lr``, ``--sched``, ...) rebuilds the lr schedule for the new flags: a 10-epoch cosine resumed with
-``--epochs 20`` continues on the 20-epoch cosine from epoch 10. The best epoch, its metric and
-``model_best.pth.tar`` follow the resumed checkpoint, in its own folder (resuming an older ``checkpoint-N``)
-as in a new ``--experiment``. Checkpoints hold a fingerprint of the training set
-(``salfmix_transforms.fingerprint``): a resume on other classes or another number of files is refused, one
-on other file names too with ``--saliency-source cached``, a warning otherwise.
-
-Evaluate only: ``--evaluate CKPT`` scores a checkpoint (``--model-ema``: its EMA weights) on ``--val-split``
-with the model, classes, data and batch size of its flags (unless given), prints the metrics on one line and
-writes them as JSON next to it (``<name>-eval-<split>.json``) or to ``--output``; nothing is trained.
+``results.json`` (best top-1 error and its epoch). Bad input (missing data, unknown model or method, a grid
+that does not fit the images, a checkpoint of another model or of ``train_seg.py``) ends with one line on
+stderr and exit code 2. The run folder, ``--resume`` (the checkpoint's flags unless given, a longer
+``--epochs`` rebuilds the lr schedule), ``--evaluate CKPT`` (``--model-ema``: its EMA weights) and the error
+handling are the engine's, shared with ``train_seg.py`` (``salfmix_transforms.engine``).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,10 +54,8 @@ from salfmix_transforms.flags import (
     METHOD_FLAGS,
     add_augmentation_flags,
     build_batch_transform,
+    check_grid_fits,
     method_name,
-    unused_tuning_flags,
-    uses_grid,
-    uses_saliency,
 )
 
 __all__ = [
@@ -92,7 +72,6 @@ __all__ = [
     "parse_args",
 ]
 
-_logger = logging.getLogger("train_timm")
 
 # What `python train_timm.py` without flags does: a run that finishes in a few minutes on a laptop CPU.
 DEFAULTS: dict[str, Any] = dict(
@@ -147,13 +126,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Where SalfMix's saliency comes from (--saliency-source); exact is the paper's. The flags, their check, the
-# cached step and the cache restore are shared with train_seg.py (salfmix_transforms.saliency_sources).
-SALIENCY_SOURCES = saliency_sources.SALIENCY_SOURCES
+# Where SalfMix's saliency comes from (--saliency-source): shared with train_seg.py (saliency_sources).
 check_saliency_source = saliency_sources.check_saliency_source
 _restore_saliency_cache = saliency_sources.restore_saliency_cache
-_cached_saliency = saliency_sources.cached_saliency
-_salfmix_in_warmup = saliency_sources.salfmix_in_warmup
 
 _PREACT_MODELS = ("preactresnet18", "preactresnet50", "preactresnet101")
 
@@ -230,13 +205,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def unused_flags(args: argparse.Namespace) -> list[str]:
-    """The tuning flags given that nothing reads: the augmentation's (``flags.unused_tuning_flags``),
-    ``--saliency-scale`` without ``--saliency-source lowres`` and ``--model-ema-decay`` without
-    ``--model-ema``."""
-    unused = unused_tuning_flags(args) + saliency_sources.unused_saliency_flags(args)
-    if "model_ema_decay" in args.given_flags and not args.model_ema:
-        unused.append("--model-ema-decay")
-    return unused
+    """The tuning flags given that nothing reads (``ClassificationTask.unused_flags``)."""
+    return TASK.unused_flags(args)
 
 
 def _create_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
@@ -279,88 +249,21 @@ def _check_input_size(model: torch.nn.Module, name: str, img_size: int, device: 
 # --- training -----------------------------------------------------------------------------------------
 
 
-def train_one_epoch(
-    run: engine.Run, epoch: int, transform: Any, loss_fn: torch.nn.Module
-) -> dict[str, float]:
-    from tqdm import tqdm
-
+def soft_targets(run: engine.Run, target: torch.Tensor) -> torch.Tensor:
+    """The baseline's class indices as soft targets (label-smoothed by ``--smoothing``)."""
     from salfmix_transforms.targets import to_soft_targets
 
-    args, device, model = run.args, run.device, run.model
-    model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    seen = 0
-    aug_time = 0.0
-    epoch_start = time.perf_counter()
-    num_batches = len(run.train_loader)
-    bar = tqdm(
-        run.train_loader,
-        total=num_batches,
-        desc=f"epoch {epoch} [{epoch + 1}/{run.num_epochs}]",
-        disable=not engine.show_progress(args),
-        leave=False,
-        dynamic_ncols=True,
-        file=sys.stdout,
-    )
-    cache = run.saliency_cache
-    for batch_idx, batch in enumerate(bar):
-        x = batch[0].to(device, non_blocking=True)
-        y = batch[1].to(device, non_blocking=True)
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    return to_soft_targets(target, run.num_classes, run.args.smoothing)
 
-        engine.sync(device)
-        t0 = time.perf_counter()
-        if cache is not None:  # --saliency-source cached: samples are (image, target, index, coords)
-            index, coords = batch[2].to(device), batch[3].to(device)
-            maps = saliency_sources.cached_saliency(run, cache, x, y, index, coords, epoch)
-            x, y = transform(x, y, saliency=maps)
-            x.requires_grad_(True)  # the step's backward gives the input gradient too: eq. (2)
-        elif transform is not None:
-            x, y = transform(x, y, model=model)
-        else:
-            y = to_soft_targets(y, run.num_classes, args.smoothing)
-        engine.sync(device)
-        aug_time += time.perf_counter() - t0
 
-        with engine.autocast(run):
-            output = model(x)
-            loss = loss_fn(output, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {batch_idx}")
-        run.optimizer.zero_grad(set_to_none=True)
-        if run.loss_scaler is not None:
-            run.loss_scaler(loss, run.optimizer, parameters=model.parameters())
-        else:
-            loss.backward()
-            run.optimizer.step()
-        if cache is not None:
-            t0 = time.perf_counter()
-            saliency_sources.write_cached_saliency(run, index, coords, x, epoch)
-            aug_time += time.perf_counter() - t0
-        run.state.num_updates += 1
-        if run.model_ema is not None:
-            run.model_ema.update(model, step=run.state.num_updates)
-        if run.lr_scheduler is not None:
-            run.lr_scheduler.step_update(num_updates=run.state.num_updates)
+def soft_target_loss(run: engine.Run, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``SoftTargetCrossEntropy`` of the batch (the targets are always soft)."""
+    return run.loss_fn(output, target)
 
-        loss_sum += loss.detach().double() * x.shape[0]
-        seen += x.shape[0]
-        if bar.disable:
-            if engine.is_primary(args) and (batch_idx + 1) % args.log_interval == 0:
-                _logger.info(
-                    "  epoch %d batch [%d/%d] loss %.4f", epoch, batch_idx + 1, num_batches, loss.item()
-                )
-        elif batch_idx % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    engine.sync(device)
-    total_loss, total_seen = all_reduce_sum([float(loss_sum), float(seen)], device, args.distributed)
-    return {
-        "loss": total_loss / max(1.0, total_seen),
-        "epoch_time": time.perf_counter() - epoch_start,
-        "aug_time": aug_time,
-    }
+
+def train_one_epoch(run: engine.Run, epoch: int) -> dict[str, float]:
+    """One pass over this rank's shard (``engine.train_epoch``): soft targets, :func:`soft_target_loss`."""
+    return engine.train_epoch(run, epoch, soft_target_loss, baseline_targets=soft_targets)
 
 
 @torch.no_grad()
@@ -368,29 +271,21 @@ def validate(run: engine.Run, model: torch.nn.Module) -> dict[str, float]:
     """Loss and top-1 / top-5 error (in %) over the whole validation set (summed over ranks)."""
     from timm.utils import accuracy
 
-    args, device = run.args, run.device
-    model.eval()
     k5 = min(5, run.num_classes)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, count
-    for x, y in run.val_loader:
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with engine.autocast(run):
-            output = model(x)
+    sums = torch.zeros(4, dtype=torch.float64, device=run.device)  # loss, correct@1, correct@5, count
+    for output, y in engine.validation_batches(run, model):
         output = output.float()
         acc1, acc5 = accuracy(output, y, topk=(1, k5))
-        n = x.shape[0]
+        n = y.shape[0]
         sums += torch.stack(
             [
                 F.cross_entropy(output, y, reduction="sum").double(),
                 acc1.double() * n / 100,
                 acc5.double() * n / 100,
-                torch.tensor(float(n), dtype=torch.float64, device=device),
+                torch.tensor(float(n), dtype=torch.float64, device=run.device),
             ]
         )
-    loss, c1, c5, count = all_reduce_sum(sums.tolist(), device, args.distributed)
+    loss, c1, c5, count = all_reduce_sum(sums.tolist(), run.device, run.args.distributed)
     count = max(count, 1.0)
     return {"loss": loss / count, "top1_err": 100.0 * (1 - c1 / count), "top5_err": 100.0 * (1 - c5 / count)}
 
@@ -434,7 +329,10 @@ class ClassificationTask(engine.Task):
             raise CheckpointError(f"checkpoint {path!r} has --width {saved_width}, not {args.width}")
 
     def unused_flags(self, args: argparse.Namespace) -> list[str]:
-        return unused_flags(args)
+        """The engine's (the augmentation's, ``--saliency-scale``), and ``--model-ema-decay`` without
+        ``--model-ema``."""
+        ema_decay_unused = "model_ema_decay" in args.given_flags and not args.model_ema
+        return super().unused_flags(args) + (["--model-ema-decay"] if ema_decay_unused else [])
 
     def dataset_name(self, args: argparse.Namespace) -> str:
         from salfmix_transforms.data import canonical_name
@@ -454,36 +352,26 @@ class ClassificationTask(engine.Task):
         )
         return train_ds, val_ds, data_classes
 
-    def per_file_state(self, args: argparse.Namespace, ckpt: dict[str, Any]) -> str | None:
-        return saliency_sources.per_file_state(args, ckpt)
-
     def create_model(self, run: engine.Run) -> torch.nn.Module:
-        return _create_model(run.args, run.num_classes)
+        model = _create_model(run.args, run.num_classes).to(run.device)
+        if run.args.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
 
     def build(self, run: engine.Run) -> None:
         from timm.loss import SoftTargetCrossEntropy
         from timm.utils import NativeScaler
 
-        from salfmix_transforms._validation import check_grid
         from salfmix_transforms.data import with_source_coordinates
 
         args, img_size, device = run.args, run.extra["img_size"], run.device
-        if uses_grid(args):
-            try:
-                check_grid(args.salfmix_grid, "grid", img_size, img_size)
-            except ValueError as e:
-                raise UsageError(
-                    f"--salfmix-grid {args.salfmix_grid} does not fit {img_size}x{img_size} images "
-                    f"(the pooling grid needs n <= {img_size}; paper: 4 at 32x32, 8 at 64x64)"
-                ) from e
+        check_grid_fits(args, img_size, img_size)
         saliency_sources.check_saliency_source(args)
         run.transform = build_batch_transform(args, run.num_classes)
         # --saliency-source cached: samples carry their index and source coordinates; the cache holds one map
         # per training image.
         saliency_sources.start_cached_source(run, with_source_coordinates)
-        run.model = self.create_model(run).to(device)
-        if args.channels_last:
-            run.model.to(memory_format=torch.channels_last)
+        run.model = self.create_model(run)
         _check_input_size(run.model, args.model, img_size, device)
         run.loss_scaler = NativeScaler(device=device.type) if run.amp_dtype == torch.float16 else None
         run.loss_fn = SoftTargetCrossEntropy().to(device)
@@ -493,8 +381,6 @@ class ClassificationTask(engine.Task):
         from timm.utils import ModelEmaV3
 
         args = run.args
-        if ckpt is not None and run.saliency_cache is not None:
-            saliency_sources.restore_saliency_cache(run.saliency_cache, ckpt.get("train_state") or {}, args)
         if args.model_ema:
             run.model_ema = ModelEmaV3(run.model, decay=args.model_ema_decay)
             if ckpt is not None:
@@ -503,7 +389,7 @@ class ClassificationTask(engine.Task):
                 load_checkpoint(run.model_ema.module, args.resume, use_ema=True)
 
     def train_one_epoch(self, run: engine.Run, epoch: int) -> dict[str, float]:
-        return train_one_epoch(run, epoch, run.transform, run.loss_fn)
+        return train_one_epoch(run, epoch)
 
     def validate(self, run: engine.Run, model: torch.nn.Module, epoch: int) -> dict[str, float]:
         return validate(run, model)
@@ -521,12 +407,7 @@ class ClassificationTask(engine.Task):
 
     def results(self, run: engine.Run) -> dict[str, Any]:
         args = run.args
-        return {
-            "width": args.width,
-            "saliency_source": args.saliency_source if uses_saliency(args) else None,
-            "img_size": run.extra["img_size"],
-            "num_params": run.num_params,
-        }
+        return {"width": args.width, "img_size": run.extra["img_size"], "num_params": run.num_params}
 
     def evaluation_record(self, run: engine.Run) -> dict[str, Any]:
         return {"width": run.args.width, "img_size": run.extra["img_size"]}

@@ -7,6 +7,8 @@ Every transform is called like ``timm.data.Mixup``::
 See ``docs/ARCHITECTURE.md`` for the module map (one module per idea of the paper).
 """
 
+import importlib
+
 from . import (
     methods,
     models,  # noqa: F401  (registers preactresnet18/50/101 in timm's model registry)
@@ -23,23 +25,17 @@ from .targets import mix_targets, one_hot, to_soft_targets
 
 __version__ = "0.1.0"
 
-# The per-sample pipeline transforms import torchvision's v2 API (and albumentations): loaded lazily.
-_PIPELINE = ("SalfMixA", "SalfMixV2", "salfmix_compose", "salfmix_image")
-
-
-# The timm training task needs timm.task (timm >= 1.0.23): loaded lazily too.
-_TIMM_TASK = ("SalfMixTask",)
+# Loaded lazily: the per-sample pipeline transforms import torchvision's v2 API (and albumentations), the
+# timm training task needs timm.task (timm >= 1.0.23).
+_LAZY = {
+    **dict.fromkeys(("SalfMixA", "SalfMixV2", "salfmix_compose", "salfmix_image"), "pipeline"),
+    "SalfMixTask": "timm_task",
+}
 
 
 def __getattr__(name: str) -> object:
-    if name in _PIPELINE:
-        from . import pipeline
-
-        return getattr(pipeline, name)
-    if name in _TIMM_TASK:
-        from . import timm_task
-
-        return getattr(timm_task, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

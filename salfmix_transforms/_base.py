@@ -10,7 +10,7 @@ warm-up epochs of Algorithm 2 (:class:`EpochCounter`), and the soft-target outpu
 Targets are told apart by their shape: class indices (B,) or soft targets (B, K) for classification, a class
 mask (B, H, W) (integer, ``ignore_index`` for unlabelled pixels) or soft dense targets (B, K, H, W) for
 semantic segmentation. A dense target goes through the very pixel operation of the image
-(:meth:`BatchTransform._transform_dense`, :meth:`~salfmix_transforms.mixing.TwoImageMix.apply_target`), so
+(:meth:`BatchTransform._pixel_step`, :meth:`~salfmix_transforms.mixing.MixMethod.apply_target`), so
 each output pixel's label is the label of the pixel it came from.
 """
 
@@ -25,10 +25,8 @@ from types import FrameType
 import torch
 import torch.nn.modules.module
 
-from ._random import resolve_generator
 from ._validation import (
     IGNORE_INDEX,
-    check_epoch,
     check_generator,
     check_ignore_index,
     check_images,
@@ -38,7 +36,7 @@ from ._validation import (
     check_probability,
     check_target,
 )
-from .targets import infer_num_classes, is_dense_target, smooth_checked_targets
+from .targets import infer_num_classes, smooth_checked_targets
 
 __all__ = ["BatchTransform", "EpochCounter", "all_own", "constructor_parameters", "user_stacklevel"]
 
@@ -164,7 +162,7 @@ class EpochCounter:
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` (0-based) now: the step count restarts from 0."""
-        self.start_epoch = check_epoch(epoch)
+        self.start_epoch = check_non_negative_int(epoch, "epoch")
         self.steps = 0
         self.epoch_was_set = True
 
@@ -196,8 +194,10 @@ class BatchTransform:
             applied (timm's formula); when ``None``, single-image methods return the target as they got it.
         label_smoothing: smoothing ``s`` of the soft targets, in [0, 1].
         warmup_epochs: number of epochs at the start of training during which the transform is the identity
-            (Algorithm 2 skips SalfMix in the first epoch); see :class:`EpochCounter`. 0 here; the
-            SalfMix family (SalfMix, RandomSelfMix, SaliencyCutout, HybridMix) defaults to 1.
+            (Algorithm 2 skips SalfMix in the first epoch, whose saliency is that of an untrained network);
+            see :class:`EpochCounter`. 0 here; the SalfMix family (SalfMix, RandomSelfMix, SaliencyCutout,
+            HybridMix) defaults to 1, as ``methods.build`` and ``train_timm.py``. Without :meth:`set_epoch`
+            or ``steps_per_epoch`` the warm-up never ends, and the first call warns.
         steps_per_epoch: calls per epoch (``len(loader)``), so that the warm-up ends without
             :meth:`set_epoch`; see :class:`EpochCounter`. With ``warmup_epochs=0`` it has no effect and the
             first call warns (unless ``SalfMixTask(mixup_off_epoch=...)`` reads the epoch it counts).
@@ -253,6 +253,7 @@ class BatchTransform:
 
     @provenance.setter
     def provenance(self, own: torch.Tensor | Callable[[], torch.Tensor] | None) -> None:
+        """Record the call's provenance: a tensor, or a callable over the drawn parameters (built on read)."""
         self._provenance = own
 
     def provenance_builder(self) -> Callable[[], torch.Tensor] | None:
@@ -304,7 +305,8 @@ class BatchTransform:
     # -- call -------------------------------------------------------------------------------------------
 
     def _resolve_generator(self, generator: torch.Generator | None) -> torch.Generator | None:
-        return resolve_generator(check_generator(generator), self.generator)
+        """The call's generator wins over the constructor's (``None`` for both: PyTorch's global RNG)."""
+        return self.generator if check_generator(generator) is None else generator
 
     def _check_call(self, x: object, target: object) -> tuple[torch.Tensor, torch.Tensor]:
         x = check_images(x)
@@ -328,21 +330,28 @@ class BatchTransform:
             return target
         return self._soft_targets(target)
 
-    def _transform_dense(
-        self, target: torch.Tensor, pixels: Callable[[torch.Tensor, float | int], torch.Tensor]
-    ) -> torch.Tensor:
-        """A dense target put through the image's own pixel operation; a classification target unchanged.
+    def _pixel_step(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        pixels: Callable[[torch.Tensor, float | int, bool], torch.Tensor],
+        own: Callable[[], torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The result of a label-preserving step whose pixel operation (a patch copy, a box fill) is
+        ``pixels(planes, fill, inplace)``: ``x`` through it (the transform's ``fill``, 0 without one; ``x``
+        itself overwritten with ``inplace=True``), the label unchanged, and the provenance ``own`` recorded.
 
-        ``pixels(planes, fill)`` is the operation the transform applied to ``x`` (a patch copy, a box fill),
-        given the target as planes (B, 1, H, W) for a class mask or (B, K, H, W) for soft dense targets, and
-        the value of a dropped pixel: ``ignore_index`` for a class mask, 0 for soft targets (an all-zero,
-        ignored pixel). It must return a new tensor: the caller's target is never written.
+        A dense target goes through the very same operation, never in place (the caller's target is never
+        written): as planes (B, 1, H, W) for a class mask, whose dropped pixels get ``ignore_index``, or
+        (B, K, H, W) for soft dense targets, whose dropped pixels get 0 (an all-zero, ignored pixel).
         """
-        if not is_dense_target(target):
-            return target
+        out = pixels(x, getattr(self, "fill", 0.0), getattr(self, "inplace", False))
         if target.dim() == 3:
-            return pixels(target.unsqueeze(1), self.ignore_index).squeeze(1)
-        return pixels(target, 0.0)
+            target = pixels(target.unsqueeze(1), self.ignore_index, False).squeeze(1)
+        elif target.dim() == 4:
+            target = pixels(target, 0.0, False)
+        self.provenance = own
+        return out, self._output_target(target)
 
     def __call__(
         self,
@@ -394,25 +403,15 @@ class BatchTransform:
         self._check_can_run(in_warmup, model, saliency)
         self._provenance = None
         if in_warmup:
-            return self._apply_warmup(x, target, model=model, saliency=saliency, generator=generator)
+            return self._apply_warmup(x, target, generator)
         return self._apply(x, target, model=model, saliency=saliency, generator=generator)
 
     def _apply_warmup(
-        self,
-        x: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        model: torch.nn.Module | None,
-        saliency: torch.Tensor | None,
-        generator: torch.Generator | None,
+        self, x: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A call during the warm-up epochs: the identity (a composing transform runs its other steps)."""
-        self._record_provenance(all_own(x))
+        self.provenance = all_own(x)
         return self._identity(x), self._output_target(target)
-
-    def _record_provenance(self, own: torch.Tensor | Callable[[], torch.Tensor]) -> None:
-        """Record the call's provenance: a tensor, or a callable over the drawn parameters (built on read)."""
-        self._provenance = own
 
     def _identity(self, x: torch.Tensor) -> torch.Tensor:
         """The batch unchanged: ``x`` itself for an ``inplace=True`` transform, else a copy (the documented
@@ -436,6 +435,18 @@ class BatchTransform:
                 f"steps_per_epoch={self.steps_per_epoch} has no effect with warmup_epochs=0: it counts the "
                 "epochs that end the warm-up (or that SalfMixTask's mixup_off_epoch reads). Drop it, or give "
                 "warmup_epochs >= 1 for the warm-up of Algorithm 2.",
+            )
+
+    def _warn_if_no_map(self, model: torch.nn.Module | None, saliency: torch.Tensor | None) -> None:
+        """During the warm-up of a transform that needs a saliency map: warn (once) when neither the
+        constructor nor the call gave ``model=`` (nor the call ``saliency=``), as the first call after the
+        warm-up will fail."""
+        if model is None and getattr(self, "model", None) is None and saliency is None:
+            self.warn_once(
+                "model",
+                "no model: neither the constructor nor this call got model= (or saliency=), so the first "
+                "call after the warm-up will fail. Pass model=... to the constructor (timm's train.py: "
+                "next to Mixup's arguments).",
             )
 
     def _apply(

@@ -10,14 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["beta", "host_device", "rand", "randint_between", "randint_from_uniform", "resolve_generator"]
-
-
-def resolve_generator(
-    call_generator: torch.Generator | None, default_generator: torch.Generator | None
-) -> torch.Generator | None:
-    """The generator passed to the call wins over the one given to the constructor."""
-    return call_generator if call_generator is not None else default_generator
+__all__ = ["beta", "host_device", "rand", "randint_between", "randint_from_uniform"]
 
 
 def host_device(generator: torch.Generator | None) -> torch.device:
@@ -27,17 +20,14 @@ def host_device(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
-    # A generator draws on its own device; without one we draw where the data lives (no host round trip).
-    return generator.device if generator is not None else device
-
-
 def rand(
     shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """Uniform [0, 1) float32 numbers of ``shape`` on ``device``."""
     device = torch.device(device)
-    values = torch.rand(shape, generator=generator, device=_draw_device(generator, device))
+    # A generator draws on its own device; without one we draw where the data lives (no host round trip).
+    draw_device = generator.device if generator is not None else device
+    values = torch.rand(shape, generator=generator, device=draw_device)
     return values.to(device, non_blocking=True)
 
 

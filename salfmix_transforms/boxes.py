@@ -18,6 +18,7 @@ from ._random import beta, randint_between
 __all__ = [
     "box_lambda",
     "box_mask",
+    "centred_box",
     "compute_dtype",
     "cutmix_box",
     "fill_boxes",
@@ -75,9 +76,7 @@ def minmax_box(
 
     cut_h = randint_between(*side_range(height), generator)
     cut_w = randint_between(*side_range(width), generator)
-    top = randint_between(zeros, height - cut_h, generator)
-    left = randint_between(zeros, width - cut_w, generator)
-    return top, top + cut_h, left, left + cut_w
+    return _place_boxes(cut_h, cut_w, height, width, generator)
 
 
 def sample_resize_boxes(
@@ -90,11 +89,20 @@ def sample_resize_boxes(
 
     The pasted image is ``max(1, floor(tau * H)) x max(1, floor(tau * W))`` pixels (Qin et al.: the source
     is resized to ``tau`` of the target's sides), at a corner drawn uniformly among the positions where it
-    lies entirely inside the image (rows first). Choice: at least one pixel; ``floor`` like CutMix's ``int``.
+    lies entirely inside the image (:func:`_place_boxes`). Choice: at least one pixel; ``floor`` like
+    CutMix's ``int``.
     """
     tau = tau.to(torch.float64)
     box_h = (tau * height).floor().long().clamp(1, height)
     box_w = (tau * width).floor().long().clamp(1, width)
+    return _place_boxes(box_h, box_w, height, width, generator)
+
+
+def _place_boxes(
+    box_h: torch.Tensor, box_w: torch.Tensor, height: int, width: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boxes ``(top, bottom, left, right)`` of ``box_h x box_w`` (count,) long, at corners drawn uniformly
+    among the positions where they lie entirely inside the image (rows first, as timm)."""
     zeros = torch.zeros_like(box_h)
     top = randint_between(zeros, height - box_h, generator)
     left = randint_between(zeros, width - box_w, generator)
@@ -109,14 +117,26 @@ def cutmix_box(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The CutMix box ``(top, bottom, left, right)`` for ``lam`` and centre ``(cy, cx)``, clipped.
 
-    timm's ``rand_bbox`` given its centre: ``cut_h = int(H * sqrt(1 - lam))``, ``top = cy - cut_h // 2``,
-    ``bottom = cy + (cut_h + 1) // 2`` (so the box is exactly ``cut_h`` rows before clipping), likewise for
-    the columns; all corners clipped to ``[0, H]`` / ``[0, W]``. Computed in float64 like timm's batch mode.
+    timm's ``rand_bbox`` given its centre: the :func:`centred_box` of ``cut_h = int(H * sqrt(1 - lam))``
+    rows and ``cut_w = int(W * sqrt(1 - lam))`` columns. Computed in float64 like timm's batch mode.
     """
     ratio = torch.sqrt((1.0 - lam.to(torch.float64)).clamp(min=0.0))
     cut_h = (height * ratio).floor().long()
     cut_w = (width * ratio).floor().long()
-    cy, cx = cy.long(), cx.long()
+    return centred_box(cy.long(), cx.long(), cut_h, cut_w, height, width)
+
+
+def centred_box(
+    cy: torch.Tensor,
+    cx: torch.Tensor,
+    cut_h: torch.Tensor | int,
+    cut_w: torch.Tensor | int,
+    height: int,
+    width: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The box ``(top, bottom, left, right)`` of ``cut_h x cut_w`` pixels centred at ``(cy, cx)`` (CutMix,
+    Cutout): ``top = cy - cut_h // 2``, ``bottom = cy + (cut_h + 1) // 2`` (exactly ``cut_h`` rows before
+    clipping), likewise for the columns; all corners clipped to ``[0, H]`` / ``[0, W]``."""
     top = (cy - cut_h // 2).clamp(0, height)
     bottom = (cy + (cut_h + 1) // 2).clamp(0, height)
     left = (cx - cut_w // 2).clamp(0, width)

@@ -22,10 +22,8 @@ Every checkpoint names the script that wrote it (``task``: ``"classification"`` 
 ``"segmentation"`` for ``train_seg.py``; :func:`checkpoint_task`), and :func:`load_resume_checkpoint` refuses
 one of the other script, or one whose weights are not finite.
 
-``--evaluate CKPT`` of both scripts scores a checkpoint without training: :func:`load_evaluation_checkpoint`
-(the checks of a resume, and the weights to score: the model's or the EMA's), :func:`saved_flags` (the run's
-flags it takes unless given), :func:`evaluation_path` (``<name>-eval-<split>.json`` next to the checkpoint or
-in ``--output``; never a run's ``results.json``) and :func:`write_json` (atomic).
+``--evaluate CKPT`` of both scripts scores a checkpoint without training (:func:`load_evaluation_checkpoint`,
+:func:`saved_flags`, :func:`evaluation_path`, :func:`write_json`); it never writes a run's ``results.json``.
 """
 
 from __future__ import annotations
@@ -42,6 +40,8 @@ from typing import Any
 
 import torch
 from timm.utils import CheckpointSaver, load_checkpoint_metadata
+
+from .cli import one_line
 
 __all__ = [
     "CHECKSUMS",
@@ -121,32 +121,44 @@ def verify(path: str | os.PathLike) -> bool | None:
     return False if name in listed else None
 
 
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDWR)
+def _fsync(path: str) -> None:
+    """Make a file's bytes, or a rename in folder ``path``, durable (a folder that cannot be synced is
+    skipped: not every system can open one)."""
+    is_folder = os.path.isdir(path or ".")
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make a rename in ``folder`` durable (POSIX; a no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder or ".", os.O_RDONLY)
+        fd = os.open(path or ".", os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError:
+        if not is_folder:
+            raise
+
+
+def _write_atomically(path: str, text: str, tmp: str) -> None:
+    """Write ``text`` to ``path`` through the temporary file ``tmp`` (fsynced, then ``os.replace``): the file
+    holds the old or the new content at every moment, never a partial one. A failed write removes ``tmp``.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync(os.path.dirname(os.path.abspath(path)))
 
 
 def _write_checksums(folder: str, entries: dict[str, str]) -> None:
-    tmp = os.path.join(folder, CHECKSUMS + ".tmp")
-    with open(tmp, "w") as f:
-        f.writelines(f"{digest}  {name}\n" for name, digest in sorted(entries.items()))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(folder, CHECKSUMS))
-    _fsync_dir(folder)
+    lines = "".join(f"{digest}  {name}\n" for name, digest in sorted(entries.items()))
+    _write_atomically(os.path.join(folder, CHECKSUMS), lines, os.path.join(folder, CHECKSUMS + ".tmp"))
 
 
 # --- saver --------------------------------------------------------------------------------------------
@@ -187,7 +199,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
             self._pending_last = src
             return
         os.replace(src, dst)  # dst is the old file or the new one, never missing
-        _fsync_dir(os.path.dirname(dst))
+        _fsync(os.path.dirname(dst))
         self._digests[os.path.basename(dst)] = self._digests.pop(os.path.basename(src))
 
     def _duplicate(self, src: str, dst: str) -> None:
@@ -203,9 +215,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
             self._digests[os.path.basename(tmp)] = digest
             _write_checksums(self.checkpoint_dir, self._digests)
         shutil.copy2(src, tmp)  # a copy, not a hard link: each name its own inode
-        _fsync_file(tmp)
+        _fsync(tmp)
         os.replace(tmp, dst)
-        _fsync_dir(folder)
+        _fsync(folder)
         self._digests.pop(os.path.basename(tmp), None)
         self._digests[os.path.basename(dst)] = digest
 
@@ -274,18 +286,32 @@ def _cause(error: BaseException) -> str:
 # --- resume -------------------------------------------------------------------------------------------
 
 
-def _problem(path: str) -> str | None:
-    """Why ``path`` cannot be resumed from (missing, corrupt, unreadable), ``None`` when it is intact."""
+def _read_training_checkpoint(path: str) -> dict[str, Any]:
+    """The metadata of training checkpoint ``path`` (timm's ``load_checkpoint_metadata``).
+
+    Raises:
+        ValueError: no such file, a file that is not a torch checkpoint, or one that is not a training
+            checkpoint (no ``state_dict`` / ``epoch``); the message names the path.
+    """
     if not os.path.isfile(path):
-        return "is missing"
-    if verify(path) is False:
-        return f"does not match its sha256 in {CHECKSUMS}"
+        raise ValueError(f"checkpoint {path!r} does not exist")
     try:
         ckpt = load_checkpoint_metadata(path)
-    except Exception:  # truncated, not a torch file, ...
-        return "cannot be read"
+    except Exception as e:  # not a torch file, truncated, ...
+        raise ValueError(f"cannot read checkpoint {path!r} (not a torch.save file?): {one_line(e)}") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
-        return "is not a training checkpoint"
+        raise ValueError(f"{path!r} is not a training checkpoint (no state_dict / epoch)")
+    return ckpt
+
+
+def _problem(path: str) -> str | None:
+    """Why ``path`` cannot be resumed from (missing, corrupt, unreadable), ``None`` when it is intact."""
+    if os.path.isfile(path) and verify(path) is False:
+        return f"checkpoint {path!r} does not match its sha256 in {CHECKSUMS}"
+    try:
+        _read_training_checkpoint(path)
+    except ValueError as e:
+        return str(e)
     return None
 
 
@@ -317,11 +343,11 @@ def find_resume_checkpoint(path: str) -> tuple[str, str | None]:
     if os.path.basename(path) == _LAST and os.path.isdir(folder):
         for candidate in _numbered_newest_first(folder):
             if _problem(candidate) is None:
-                return candidate, f"{path} {problem}; resuming from the newest intact checkpoint {candidate}"
-    if problem.startswith("does not match"):
+                return candidate, f"{problem}; resuming from the newest intact checkpoint {candidate}"
+    if CHECKSUMS in problem:
         raise CorruptCheckpointError(
-            f"checkpoint {path!r} {problem}: the file changed since it was saved (corrupt); "
-            f"resume from another checkpoint of {folder}"
+            f"{problem}: the file changed since it was saved (corrupt); resume from another checkpoint of "
+            f"{folder}"
         )
     return path, None
 
@@ -372,15 +398,7 @@ def load_resume_checkpoint(path: str, task: str | None = None) -> tuple[str, dic
             path.
     """
     path, note = find_resume_checkpoint(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path!r} does not exist")
-    try:
-        ckpt = load_checkpoint_metadata(path)
-    except Exception as e:  # not a torch file, truncated, ...
-        message = " ".join(str(e).split()) or type(e).__name__
-        raise ValueError(f"cannot read checkpoint {path!r} (not a torch.save file?): {message}") from e
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
-        raise ValueError(f"{path!r} is not a training checkpoint (no state_dict / epoch)")
+    ckpt = _read_training_checkpoint(path)
     written = checkpoint_task(ckpt)
     if task is not None and written is not None and written != task:
         raise ValueError(
@@ -414,11 +432,9 @@ def resumable_checkpoint(folder: str, fallback: str = "") -> str | None:
 
 def checkpoint_epoch(path: str | os.PathLike) -> int | None:
     """The epoch of checkpoint ``path``; ``None`` when there is no readable checkpoint."""
-    if not os.path.isfile(path):
-        return None
     try:
-        return int(load_checkpoint_metadata(str(path))["epoch"])
-    except Exception:  # unreadable, not a checkpoint: not a source of model_best
+        return int(_read_training_checkpoint(str(path))["epoch"])
+    except ValueError:  # missing, unreadable, not a checkpoint: not a source of model_best
         return None
 
 
@@ -554,17 +570,5 @@ def write_json(path: str, data: dict[str, Any]) -> None:
     Raises:
         OSError: the file cannot be written (the temporary file is removed).
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    _write_atomically(path, json.dumps(data, indent=2) + "\n", tmp)

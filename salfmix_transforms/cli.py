@@ -31,7 +31,8 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -54,6 +55,8 @@ __all__ = [
 # The exit code of a run stopped by Ctrl-C (SIGINT): 128 + 2, what a shell reports.
 EXIT_INTERRUPTED = 130
 
+_T = TypeVar("_T")
+
 
 class UsageError(Exception):
     """Bad command-line input, data or checkpoint: the script prints it as one line and returns 2."""
@@ -66,44 +69,37 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _checked(text: str, parse: Callable[[str], _T], ok: Callable[[_T], bool], expects: str) -> _T:
+    """``parse(text)``, refused unless ``ok``: argparse shows "argument --flag: must <expects>, got TEXT"."""
+    value = parse(text)
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must {expects}, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An ``int`` >= 1 (epochs, batch size, ...)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text}")
-    return value
+    return _checked(text, int, lambda v: v >= 1, "be an int >= 1")
 
 
 def non_negative_int(text: str) -> int:
     """An ``int`` >= 0 (warm-up epochs, worker processes, ...)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text}")
-    return value
+    return _checked(text, int, lambda v: v >= 0, "be an int >= 0")
 
 
 def non_negative_float(text: str) -> float:
     """A number >= 0 (NaN refused): weight decay, a Beta alpha, ..."""
-    value = float(text)
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+    return _checked(text, float, lambda v: v >= 0.0, "be a number >= 0")
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0: a learning rate."""
-    value = float(text)
-    if not value > 0.0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+    return _checked(text, float, lambda v: 0.0 < v < math.inf, "be a finite number > 0")
 
 
 def probability(text: str) -> float:
     """A number in [0, 1] (NaN refused): a probability, a ratio, a momentum."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
-    return value
+    return _checked(text, float, lambda v: 0.0 <= v <= 1.0, "lie in [0, 1]")
 
 
 def plain_flags(args: argparse.Namespace) -> argparse.Namespace:

@@ -8,13 +8,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ._base import BatchTransform
-from ._random import rand, randint_between
-from ._validation import check_bool, check_fill, check_probability, check_ratio, check_writable
-from .boxes import box_mask, fill_boxes
-from .patches import fill_patches, pasted_window_free, patch_size
+from ._random import rand
+from ._validation import check_bool, check_number, check_probability, check_ratio, check_writable
+from .boxes import box_mask, centred_box, fill_boxes, sample_box_centres
+from .patches import SelfMixPlan, fill_patches, patch_size
 from .salfmix import SalfMix
 
 __all__ = ["Cutout", "SaliencyCutout"]
@@ -56,7 +58,7 @@ class Cutout(BatchTransform):
         super().__init__(**kwargs)
         self.mask_ratio = check_ratio(mask_ratio, "mask_ratio")
         self.prob = check_probability(prob, "prob")
-        self.fill = check_fill(fill)
+        self.fill = check_number(fill, "fill", finite=True)
         self.inplace = check_bool(inplace, "inplace")
 
     def boxes(
@@ -70,15 +72,10 @@ class Cutout(BatchTransform):
         """``(top, left, bottom, right, applied)``, each (B,): clipped half-open boxes, ``prob`` draw."""
         device = torch.device(device)
         box_h, box_w = patch_size(height, width, self.mask_ratio)
-        zeros = torch.zeros(batch, dtype=torch.long, device=device)
-        centre_y = randint_between(zeros, torch.full_like(zeros, height - 1), generator)
-        centre_x = randint_between(zeros, torch.full_like(zeros, width - 1), generator)
-        top = centre_y - box_h // 2
-        left = centre_x - box_w // 2
-        bottom = (top + box_h).clamp(max=height)
-        right = (left + box_w).clamp(max=width)
+        centre_y, centre_x = sample_box_centres(height, width, batch, generator, device)
+        top, bottom, left, right = centred_box(centre_y, centre_x, box_h, box_w, height, width)
         applied = rand((batch,), generator, device) < self.prob
-        return top.clamp(min=0), left.clamp(min=0), bottom, right, applied
+        return top, left, bottom, right, applied
 
     def _apply(
         self,
@@ -93,13 +90,15 @@ class Cutout(BatchTransform):
         if self.inplace:
             check_writable(x)
         top, left, bottom, right, applied = self.boxes(batch, height, width, x.device, generator)
-        out = fill_boxes(x, top, left, bottom, right, self.fill, applied, inplace=self.inplace)
-        dropped = self._transform_dense(
-            target, lambda planes, fill: fill_boxes(planes, top, left, bottom, right, fill, applied)
-        )
-        bottom = torch.where(applied, bottom, top)  # a skipped sample has an empty box
-        self._record_provenance(lambda: (~box_mask(top, left, bottom, right, height, width)[:, 0]).float())
-        return out, self._output_target(dropped)
+
+        def cut(planes: torch.Tensor, fill: float | int, inplace: bool) -> torch.Tensor:
+            return fill_boxes(planes, top, left, bottom, right, fill, applied, inplace=inplace)
+
+        def own() -> torch.Tensor:  # a skipped sample has an empty box
+            cut_out = box_mask(top, left, torch.where(applied, bottom, top), right, height, width)
+            return (~cut_out[:, 0]).float()
+
+        return self._pixel_step(x, target, cut, own)
 
 
 class SaliencyCutout(SalfMix):
@@ -116,8 +115,7 @@ class SaliencyCutout(SalfMix):
 
     Args:
         fill: the value written into ``P_l``.
-        warmup_epochs: SalfMix's warm-up, 1 by default (no Cutout of ``P_l`` in the first epoch, as SalfMix
-            and ``methods.build("cutout-sal")``); ``warmup_epochs=0`` turns it off.
+        warmup_epochs: SalfMix's warm-up, 1 (no Cutout of ``P_l`` in the first epoch); 0 turns it off.
         grid, ratio, prob and the keyword arguments (``pool``, ``saliency_mode``, ``inplace``, ``model``,
             ``num_classes``, ...): those of :class:`~salfmix_transforms.salfmix.SalfMix`.
     """
@@ -133,32 +131,15 @@ class SaliencyCutout(SalfMix):
         **kwargs: object,
     ) -> None:
         super().__init__(grid, ratio, prob, warmup_epochs=warmup_epochs, **kwargs)
-        self.fill = check_fill(fill)
+        self.fill = check_number(fill, "fill", finite=True)
 
-    def _apply(
-        self,
-        x: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        model: torch.nn.Module | None,
-        saliency: torch.Tensor | None,
-        generator: torch.Generator | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        plan = self._plan_for(x, target, model, saliency, generator)
+    def _line_6(self, plan: SelfMixPlan) -> Callable[[torch.Tensor, float | int, bool], torch.Tensor]:
+        """``P_l`` filled with ``fill`` instead of receiving ``P_m``."""
 
-        def drop(planes: torch.Tensor, fill: float | int, inplace: bool = False) -> torch.Tensor:
+        def drop(planes: torch.Tensor, fill: float | int, inplace: bool) -> torch.Tensor:
+            top, left = plan.dst_top, plan.dst_left
             return fill_patches(
-                planes,
-                plan.dst_top,
-                plan.dst_left,
-                plan.patch_height,
-                plan.patch_width,
-                fill,
-                plan.applied,
-                inplace=inplace,
+                planes, top, left, plan.patch_height, plan.patch_width, fill, plan.applied, inplace=inplace
             )
 
-        out = drop(x, self.fill, self.inplace)
-        dropped = self._transform_dense(target, drop)
-        self._record_provenance(lambda: pasted_window_free(plan, x.shape[2], x.shape[3]))
-        return out, self._output_target(dropped)
+        return drop

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
 
 __all__ = [
     "DATASETS",
@@ -58,39 +59,33 @@ __all__ = [
     "TensorImageDataset",
     "TinyImageNet",
     "build_datasets",
+    "check_data_dir",
     "image_files",
+    "image_transforms",
     "with_source_coordinates",
 ]
 
 DATASETS = ("digits", "folder", "cifar10", "cifar100", "tinyimagenet")
 
-# Accepted spellings (timm's "torch/cifar10", "" for folders, ...) -> canonical name.
+# Accepted spellings of each canonical name (timm's "torch/cifar10", "" for folders, ...).
 _ALIASES = {
-    "": "folder",
-    "folder": "folder",
-    "imagefolder": "folder",
-    "image_folder": "folder",
-    "torch/folder": "folder",
-    "torch/image_folder": "folder",
-    "digits": "digits",
-    "sklearn/digits": "digits",
-    "cifar10": "cifar10",
-    "cifar-10": "cifar10",
-    "torch/cifar10": "cifar10",
-    "cifar100": "cifar100",
-    "cifar-100": "cifar100",
-    "torch/cifar100": "cifar100",
-    "tinyimagenet": "tinyimagenet",
-    "tiny-imagenet": "tinyimagenet",
-    "tiny-imagenet-200": "tinyimagenet",
-    "tiny_imagenet": "tinyimagenet",
+    alias: name
+    for name, aliases in {
+        "folder": ("", "imagefolder", "image_folder", "torch/folder", "torch/image_folder"),
+        "digits": ("sklearn/digits",),
+        "cifar10": ("cifar-10", "torch/cifar10"),
+        "cifar100": ("cifar-100", "torch/cifar100"),
+        "tinyimagenet": ("tiny-imagenet", "tiny-imagenet-200", "tiny_imagenet"),
+    }.items()
+    for alias in (name, *aliases)
 }
 
 _CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
-_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
+# The stored data sets' image side and channel statistics (mean, std).
+_NATIVE = {
+    "cifar10": (32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": (32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "tinyimagenet": (64, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
 }
 _EVAL_SPLITS = ("val", "valid", "validation", "eval", "evaluation", "test")
 _TRAIN_SPLITS = ("train", "training")
@@ -129,83 +124,53 @@ class TensorImageDataset(Dataset):
         return img, int(self.labels[index])
 
 
-class TinyImageNet(Dataset):
+class TinyImageNet(ImageFolder):
     """Tiny-ImageNet-200 as distributed: ``train/<wnid>/images/*.JPEG`` and ``val/val_annotations.txt``.
 
     Classes are the sorted ``wnids.txt`` entries when that file exists, else the sorted ``train`` folders.
-    ``split`` is ``"train"`` or ``"val"``; a ``val`` folder already sorted into ``val/<wnid>/`` works too.
+    ``split`` is ``"train"`` or ``"val"`` (or a synonym); a ``val`` folder already sorted into ``val/<wnid>/``
+    works too. torchvision's ``ImageFolder`` does the rest (``classes``, ``samples``, RGB loading).
     """
 
     def __init__(self, root: str, split: str = "train", transform: Callable | None = None) -> None:
-        self.root = root
-        self.transform = transform
-        self.classes = self._find_classes(root)
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        if split in _TRAIN_SPLITS:
-            self.samples = self._train_samples(os.path.join(root, "train"))
-        elif split in _EVAL_SPLITS:
-            self.samples = self._val_samples(os.path.join(root, "val"))
-        else:
-            raise DatasetError(f"tinyimagenet split must be 'train' or 'val', got {split!r}")
+        self.split = "train" if _split_is_training("tinyimagenet", split) else "val"
+        super().__init__(root, transform=transform)
         if not self.samples:
             raise DatasetError(f"no images found for split {split!r} of Tiny-ImageNet in {root}")
 
-    @staticmethod
-    def _find_classes(root: str) -> list[str]:
+    def find_classes(self, root: str) -> tuple[list[str], dict[str, int]]:
         wnids = os.path.join(root, "wnids.txt")
+        train = os.path.join(root, "train")
         if os.path.isfile(wnids):
             with open(wnids) as f:
-                return sorted(line.strip() for line in f if line.strip())
-        train = os.path.join(root, "train")
-        if not os.path.isdir(train):
+                classes = sorted(line.strip() for line in f if line.strip())
+        elif os.path.isdir(train):
+            classes = sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
+        else:
             raise DatasetError(f"{root} has neither wnids.txt nor a train/ folder (Tiny-ImageNet layout)")
-        return sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
+        return classes, {c: i for i, c in enumerate(classes)}
 
-    def _train_samples(self, train_dir: str) -> list[tuple[str, int]]:
+    def make_dataset(self, directory: str, class_to_idx: dict[str, int], *args: Any, **kwargs: Any) -> list:
+        """The split's ``(path, class)``: from ``val_annotations.txt``, else ``<split>/<wnid>/[images/]*``."""
+        split_dir = os.path.join(directory, self.split)
+        annotations = os.path.join(split_dir, "val_annotations.txt")
         samples = []
-        for wnid in self.classes:
-            class_dir = os.path.join(train_dir, wnid, "images")
-            if not os.path.isdir(class_dir):
-                class_dir = os.path.join(train_dir, wnid)
-            if not os.path.isdir(class_dir):
-                continue
-            samples += [(path, self.class_to_idx[wnid]) for path in image_files(class_dir)]
-        return samples
-
-    def _val_samples(self, val_dir: str) -> list[tuple[str, int]]:
-        annotations = os.path.join(val_dir, "val_annotations.txt")
         if os.path.isfile(annotations):
-            samples = []
             with open(annotations) as f:
-                for line in f:
-                    parts = line.split("\t")
+                for parts in (line.split("\t") for line in f):
                     if len(parts) < 2:
                         continue
                     name, wnid = parts[0].strip(), parts[1].strip()
-                    if wnid not in self.class_to_idx:
+                    if wnid not in class_to_idx:
                         raise DatasetError(f"{annotations}: class {wnid!r} of {name} is not a training class")
-                    samples.append((os.path.join(val_dir, "images", name), self.class_to_idx[wnid]))
+                    samples.append((os.path.join(split_dir, "images", name), class_to_idx[wnid]))
             return sorted(samples)
-        samples = []
-        for wnid in self.classes:  # val/<wnid>/[images/]*.JPEG
-            for class_dir in (os.path.join(val_dir, wnid, "images"), os.path.join(val_dir, wnid)):
-                if os.path.isdir(class_dir):
-                    samples += [(path, self.class_to_idx[wnid]) for path in image_files(class_dir)]
+        for wnid, label in class_to_idx.items():
+            for folder in (os.path.join(split_dir, wnid, "images"), os.path.join(split_dir, wnid)):
+                if os.path.isdir(folder):
+                    samples += [(path, label) for path in image_files(folder)]
                     break
         return samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        from PIL import Image
-
-        path, label = self.samples[index]
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, label
 
 
 def image_files(directory: str) -> list[str]:
@@ -248,11 +213,12 @@ def _to_rgb(img: Any) -> Any:
 # --- transforms -----------------------------------------------------------------------------------------
 
 
-def _pil_transforms(
-    img_size: int, native_size: int | None, mean: Sequence[float], std: Sequence[float], flip: bool = True
+def image_transforms(
+    img_size: int, native_size: int | None, mean: Sequence[float], std: Sequence[float]
 ) -> tuple[Callable, Callable]:
-    """CIFAR recipe for PIL images: to RGB, (resize,) random crop with padding, flip, to tensor, normalise.
-    ``native_size=None`` (images of several sizes) resizes every image.
+    """The training and evaluation transforms of PIL images (the CIFAR recipe): to RGB (:func:`_to_rgb`),
+    resize and centre-crop unless the images are ``native_size`` already (``None``: images of several sizes),
+    random crop with padding and horizontal flip (training only), to a float tensor, normalise.
 
     torchvision v2 transforms: called with an image they give a tensor; called with a dict that also holds a
     ``tv_tensors.Mask`` of source coordinates (:func:`with_source_coordinates`) the geometric steps move it
@@ -264,9 +230,7 @@ def _pil_transforms(
     head: list[Callable] = [v2.Lambda(_to_rgb, Image.Image)]
     if native_size != img_size:
         head += [v2.Resize(img_size), v2.CenterCrop(img_size)]
-    train = [*head, v2.RandomCrop(img_size, padding=max(1, img_size // 8))]
-    if flip:
-        train.append(v2.RandomHorizontalFlip())
+    train = [*head, v2.RandomCrop(img_size, padding=max(1, img_size // 8)), v2.RandomHorizontalFlip()]
     tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
     return v2.Compose(train + tail), v2.Compose(head + tail)
 
@@ -301,7 +265,8 @@ def with_source_coordinates(dataset: Any) -> Any:
 # --- builders -------------------------------------------------------------------------------------------
 
 
-def _check_dir(path: str | None, what: str) -> str:
+def check_data_dir(path: str | None, what: str) -> str:
+    """``path``, once it is an existing directory (else :class:`DatasetError` naming ``what``)."""
     if not path:
         raise DatasetError(f"{what} needs a data directory (--data-dir)")
     if not os.path.exists(path):
@@ -326,7 +291,7 @@ def _resolve_split(root: str, split: str, kind: str) -> str:
 def _guess_name(data_dir: str | None) -> str:
     if data_dir is None:
         return "digits"
-    _check_dir(data_dir, "the data set")
+    check_data_dir(data_dir, "the data set")
     for name, sub in _CIFAR_DIRS.items():
         if os.path.basename(os.path.normpath(data_dir)) == sub or os.path.isdir(os.path.join(data_dir, sub)):
             return name
@@ -502,7 +467,7 @@ def _build_folder(
     from timm.data import create_dataset
     from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    root = _check_dir(data_dir, "an image folder")
+    root = check_data_dir(data_dir, "an image folder")
     train_root = _resolve_split(root, train_split, "training")
     val_root = _resolve_split(root, val_split, "validation")
     sizes, unreadable = _inspect_images(_check_classes(train_root, val_root))
@@ -523,18 +488,16 @@ def _build_folder(
     # Images of another size than the first: every image is resized and centre-cropped (no-op for the rest).
     native = width if all(sizes[path] == (width, width) for path in kept) else None
     size = img_size or width
-    train_ds.transform, val_ds.transform = _pil_transforms(
+    train_ds.transform, val_ds.transform = image_transforms(
         size, native, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     )
     return train_ds, val_ds, len(class_to_idx), size
 
 
-def _build_cifar(
-    name: str, data_dir: str, train_split: str, val_split: str, img_size: int | None
-) -> tuple[Dataset, Dataset, int, int]:
+def _cifar_splits(name: str, data_dir: str, train_split: str, val_split: str) -> tuple[Dataset, Dataset]:
     from timm.data import create_dataset
 
-    root = _check_dir(data_dir, name)
+    root = check_data_dir(data_dir, name)
     sub = _CIFAR_DIRS[name]
     if os.path.basename(os.path.normpath(root)) == sub:
         root = os.path.dirname(os.path.normpath(root))
@@ -548,26 +511,16 @@ def _build_cifar(
         val_ds = create_dataset(f"torch/{name}", root=root, split=val_part, download=False)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
         raise DatasetError(f"{name}: cannot read {os.path.join(root, sub)}: {e}") from e
-    size = img_size or 32
-    mean, std = _STATS[name]
-    train_ds.transform, val_ds.transform = _pil_transforms(size, 32, mean, std)
-    return train_ds, val_ds, len(train_ds.classes), size
+    return train_ds, val_ds
 
 
-def _build_tinyimagenet(
-    data_dir: str, train_split: str, val_split: str, img_size: int | None
-) -> tuple[Dataset, Dataset, int, int]:
-    root = _check_dir(data_dir, "tinyimagenet")
+def _tinyimagenet_splits(data_dir: str, train_split: str, val_split: str) -> tuple[Dataset, Dataset]:
+    root = check_data_dir(data_dir, "tinyimagenet")
     if os.path.basename(os.path.normpath(root)) != "tiny-imagenet-200" and os.path.isdir(
         os.path.join(root, "tiny-imagenet-200")
     ):
         root = os.path.join(root, "tiny-imagenet-200")
-    train_ds = TinyImageNet(root, train_split)
-    val_ds = TinyImageNet(root, val_split)
-    size = img_size or 64
-    mean, std = _STATS["tinyimagenet"]
-    train_ds.transform, val_ds.transform = _pil_transforms(size, 64, mean, std)
-    return train_ds, val_ds, len(train_ds.classes), size
+    return TinyImageNet(root, train_split), TinyImageNet(root, val_split)
 
 
 def build_datasets(
@@ -599,5 +552,10 @@ def build_datasets(
     if kind == "folder":
         return _build_folder(data_dir, train_split, val_split, img_size)
     if kind in _CIFAR_DIRS:
-        return _build_cifar(kind, data_dir, train_split, val_split, img_size)
-    return _build_tinyimagenet(data_dir, train_split, val_split, img_size)
+        train_ds, val_ds = _cifar_splits(kind, data_dir, train_split, val_split)
+    else:
+        train_ds, val_ds = _tinyimagenet_splits(data_dir, train_split, val_split)
+    native, mean, std = _NATIVE[kind]
+    size = img_size or native
+    train_ds.transform, val_ds.transform = image_transforms(size, native, mean, std)
+    return train_ds, val_ds, len(train_ds.classes), size

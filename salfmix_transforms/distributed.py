@@ -14,8 +14,6 @@ timm's helpers do the set-up (``timm.utils.init_distributed_device``) and the Ba
 * :class:`DataOrder`: the training loader's shuffling and worker seeds as a function of (seed, epoch,
   rank) alone, so that runs of different methods with one seed see the same batches in the same order
   (paired seeds) however many random numbers their augmentation draws.
-* :func:`without_ddp`: the module below a ``DistributedDataParallel`` wrapper, for evaluation (ranks see
-  different numbers of validation batches, and DDP's forward would wait for the others).
 """
 
 from __future__ import annotations
@@ -36,8 +34,24 @@ __all__ = [
     "gather_rng_states",
     "rng_state",
     "set_rng_state",
-    "without_ddp",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "without_ddp":  # public until issue 20 merged the three unwrap helpers
+        import functools
+        import warnings
+
+        from .saliency import plain_module
+
+        warnings.warn(
+            "salfmix_transforms.distributed.without_ddp is deprecated: use "
+            "salfmix_transforms.saliency.plain_module(model, keep_compiled=True)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return functools.partial(plain_module, keep_compiled=True)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -153,8 +167,3 @@ def gather_rng_states(world_size: int, distributed: bool) -> list[dict[str, Any]
     gathered: list[Any] = [None] * world_size
     torch.distributed.all_gather_object(gathered, state)
     return gathered
-
-
-def without_ddp(model: torch.nn.Module) -> torch.nn.Module:
-    """``model.module`` for a ``DistributedDataParallel`` wrapper, else ``model`` (compiled: kept)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -6,21 +6,26 @@ step, validation metric and its direction); the engine owns the rest, once for b
 * the command line common to both (:func:`add_run_flags`) and the flags a ``--resume`` / ``--evaluate``
   takes from the checkpoint (:func:`parse_args`): the flags not given are the checkpoint's; another
   ``--method``, ``--opt`` or ``--saliency-source`` than the checkpoint's is refused with one line; a
-  checkpoint that has done ``--epochs`` already leaves nothing to train (exit code 0);
+  checkpoint that has done ``--epochs`` already leaves nothing to train (exit code 0); a missing or corrupt
+  ``last.pth.tar`` falls back to the newest intact ``checkpoint-N`` (``checkpoints``); a resume on another
+  training set is refused (``fingerprint``); with the same number of processes and loader workers a resumed
+  epoch is the uninterrupted run's, bit for bit;
 * the run record (:class:`Run`), the run folder and its atomic saver (``checkpoints.open_run_folder``), the
   checkpoints' train state (:class:`TrainState`);
 * timm's ``create_optimizer_v2`` / ``create_scheduler_v2`` (the same schedule flags for both, ``decay_*``
   included; a changed ``--epochs``, ``--lr``, ... on resume rebuilds the schedule), ``resume_checkpoint``;
 * the distributed glue: ``init_distributed_device``, the DDP wrap, ``distribute_bn``, rank-0 outputs, every
   rank's RNG states, :class:`~salfmix_transforms.distributed.DataOrder`;
+* the training step (:func:`train_epoch`: the batch transform, ``--saliency-source cached``, AMP, the EMA)
+  and the validation batches (:func:`validation_batches`) around the task's loss and metrics;
 * the epoch loop (:func:`train`), ``summary.csv`` (timm's ``update_summary``), ``results.json``, checkpoints
   ranked by the task's metric (lower-is-better or higher-is-better), ``--evaluate`` (:func:`evaluate`);
 * :func:`main`'s error handling: a :class:`~salfmix_transforms.cli.UsageError` (bad flags, data, checkpoint)
   is one line and exit code 2, Ctrl-C one line and 130, a checkpoint that cannot be written one line and 2.
 
 Only the scripts and the training modules (``cli``, ``checkpoints``, ``distributed``, ``flags``,
-``fingerprint``) sit around it: nothing else in the package imports the engine, and the engine imports no
-script.
+``fingerprint``, ``saliency_sources``) sit around it: nothing else in the package imports the engine, and the
+engine imports no script.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from . import saliency_sources
 from .cli import (
     UsageError,
     logging_to_stdout,
@@ -56,10 +63,10 @@ from .cli import (
 from .distributed import (
     DataOrder,
     ShardSampler,
+    all_reduce_sum,
     broadcast_from_primary,
     gather_rng_states,
     set_rng_state,
-    without_ddp,
 )
 from .fingerprint import FINGERPRINT_KEY
 from .flags import (
@@ -68,9 +75,11 @@ from .flags import (
     flag_name,
     method_name,
     parse_augmentation_flags,
+    unused_tuning_flags,
     uses_grid,
     uses_saliency,
 )
+from .saliency import plain_module
 
 __all__ = [
     "RUN_DEFAULTS",
@@ -86,6 +95,8 @@ __all__ = [
     "parse_args",
     "setup",
     "train",
+    "train_epoch",
+    "validation_batches",
 ]
 
 _logger = logging.getLogger("salfmix_transforms.engine")
@@ -132,7 +143,16 @@ RUN_DEFAULTS: dict[str, Any] = dict(
     weight_decay=1e-4,
     sched="cosine",
     decay_milestones=[90, 180, 270],  # timm's default (used with --sched multistep)
+    decay_epochs=90.0,
     decay_rate=0.1,
+    warmup_epochs=0,
+    warmup_lr=1e-5,
+    min_lr=0.0,
+    smoothing=0.0,
+    device="cuda" if torch.cuda.is_available() else "cpu",
+    threads=0,
+    seed=42,
+    log_interval=50,
 )
 
 
@@ -175,9 +195,8 @@ class Task:
         """Refuse a checkpoint of another model configuration (raises :class:`CheckpointError`)."""
 
     def unused_flags(self, args: argparse.Namespace) -> list[str]:
-        from .flags import unused_tuning_flags
-
-        return unused_tuning_flags(args)
+        """The tuning flags given that nothing reads (``flags.unused_tuning_flags``, ``--saliency-scale``)."""
+        return unused_tuning_flags(args) + saliency_sources.unused_saliency_flags(args)
 
     # --- data and model ---
     def dataset_name(self, args: argparse.Namespace) -> str:
@@ -189,22 +208,24 @@ class Task:
 
     def per_file_state(self, args: argparse.Namespace, ckpt: dict[str, Any]) -> str | None:
         """What of the checkpoint belongs to the training files by name (``check_resume_data``)."""
-        return None
+        return saliency_sources.per_file_state(args, ckpt)
 
     def create_model(self, run: Run) -> torch.nn.Module:
+        """A new model for ``run.num_classes``, on ``run.device`` (``--channels-last``: in that format)."""
         raise NotImplementedError
 
     def build(self, run: Run) -> None:
-        """The model (``run.model``, on ``run.device``), the batch transform, the loss, what else the step
-        needs; may replace ``run.train_ds``. Called after the data sets, before the loaders."""
+        """The model (``run.model``), the batch transform, the loss, what else the step needs; may replace
+        ``run.train_ds``. Called after the data sets, before the loaders."""
         raise NotImplementedError
 
     def finish_model(self, run: Run, ckpt: dict[str, Any] | None) -> None:
-        """After the resumed weights are loaded, before the DDP wrap (an EMA, a cache's state)."""
+        """After the resumed weights and saliency cache are loaded, before the DDP wrap (an EMA)."""
 
     # --- training ---
     def train_one_epoch(self, run: Run, epoch: int) -> dict[str, float]:
-        """``{"loss", "epoch_time", "aug_time"}`` (the loss averaged over every rank's samples)."""
+        """``{"loss", "epoch_time", "aug_time"}`` (the loss averaged over every rank's samples; see
+        :func:`train_epoch`)."""
         raise NotImplementedError
 
     def validate(self, run: Run, model: torch.nn.Module, epoch: int) -> dict[str, float]:
@@ -261,6 +282,7 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(eq=False)
 class TrainState:
     """What ``CheckpointSaver`` stores besides the optimizer: timm's task checkpoint hook (duck-typed).
 
@@ -270,18 +292,17 @@ class TrainState:
     ``results.json`` reports the whole run), and a saliency cache when there is one.
     """
 
-    def __init__(self, task: str, model: torch.nn.Module, model_ema: Any, lr_scheduler: Any) -> None:
-        self.task = task
-        self.model = model
-        self.model_ema = model_ema
-        self.lr_scheduler = lr_scheduler
-        self.rng_states: list[dict[str, Any]] = []
-        self.num_updates = 0
-        self.method = ""
-        self.train_time_s = 0.0
-        self.aug_time_s = 0.0
-        self.saliency_cache: Any = None
-        self.data_fingerprint: dict[str, Any] | None = None  # fingerprint.dataset_fingerprint
+    task: str
+    model: torch.nn.Module
+    model_ema: Any = None
+    lr_scheduler: Any = None
+    rng_states: list[dict[str, Any]] = field(default_factory=list)
+    num_updates: int = 0
+    method: str = ""
+    train_time_s: float = 0.0
+    aug_time_s: float = 0.0
+    saliency_cache: Any = None
+    data_fingerprint: dict[str, Any] | None = None  # fingerprint.dataset_fingerprint
 
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Any = None) -> dict[str, Any]:
         from timm.utils import get_state_dict, unwrap_model
@@ -318,97 +339,70 @@ def is_primary(args: argparse.Namespace) -> bool:
 
 def add_run_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any], output_root: str) -> None:
     """The flags of both scripts: optimisation, lr schedule and runtime, with the script's ``defaults``
-    (keys: ``epochs``, ``batch_size``, ``opt``, ``lr``, ``momentum``, ``weight_decay``, ``sched``,
-    ``decay_milestones``, ``decay_rate``, ``workers``, ``checkpoint_hist``; :data:`RUN_DEFAULTS` fill those
-    not given)."""
+    (keys: ``epochs``, ``batch_size``, ``opt``, ``lr``, ``workers``, ``checkpoint_hist`` and any of
+    :data:`RUN_DEFAULTS`, which fill those not given; a path flag not there defaults to ``""``)."""
     defaults = {**RUN_DEFAULTS, **defaults}
+
+    def add(group: Any, *names: str, help: str, **kwargs: Any) -> None:
+        dest = names[-1].lstrip("-").replace("-", "_")
+        group.add_argument(*names, default=defaults.get(dest, ""), help=help, **kwargs)
+
     g = parser.add_argument_group("optimisation")
-    g.add_argument(
-        "-b", "--batch-size", type=positive_int, default=defaults["batch_size"], help="batch per rank"
-    )
-    g.add_argument(
+    add(g, "-b", "--batch-size", type=positive_int, help="batch per rank")
+    add(
+        g,
         "--epochs",
         type=positive_int,
-        default=defaults["epochs"],
         help="epochs to train in all (with --resume: the total; a new length rebuilds the lr schedule, a "
         "checkpoint that has done them all changes nothing)",
     )
-    g.add_argument(
-        "--opt", default=defaults["opt"], help="timm optimizer (momentum = SGD, sgd = Nesterov SGD)"
-    )
-    g.add_argument("--lr", type=positive_float, default=defaults["lr"], help="learning rate")
-    g.add_argument("--momentum", type=probability, default=defaults["momentum"], help="SGD momentum")
-    g.add_argument(
-        "--weight-decay", type=non_negative_float, default=defaults["weight_decay"], help="weight decay"
-    )
-    g.add_argument(
-        "--sched", default=defaults["sched"], help="timm scheduler: cosine, step, multistep, ..., none"
-    )
-    g.add_argument(
-        "--decay-milestones",
-        type=non_negative_int,
-        nargs="+",
-        default=defaults["decay_milestones"],
-        help="epochs of the lr decays (multistep)",
-    )
-    g.add_argument(
-        "--decay-epochs", type=positive_float, default=90.0, help="epoch interval of lr decay (step)"
-    )
-    g.add_argument(
-        "--decay-rate", type=non_negative_float, default=defaults["decay_rate"], help="lr decay factor"
-    )
-    g.add_argument("--warmup-epochs", type=non_negative_int, default=0, help="lr warm-up epochs")
-    g.add_argument("--warmup-lr", type=non_negative_float, default=1e-5, help="lr at the start of warm-up")
-    g.add_argument("--min-lr", type=non_negative_float, default=0.0, help="lower lr bound (cosine)")
-    g.add_argument("--smoothing", type=probability, default=0.0, help="label smoothing")
+    add(g, "--opt", help="timm optimizer (momentum = SGD, sgd = Nesterov SGD)")
+    add(g, "--lr", type=positive_float, help="learning rate")
+    add(g, "--momentum", type=probability, help="SGD momentum")
+    add(g, "--weight-decay", type=non_negative_float, help="weight decay")
+    add(g, "--sched", help="timm scheduler: cosine, step, multistep, ..., none")
+    add(g, "--decay-milestones", type=non_negative_int, nargs="+", help="epochs of the lr decays (multistep)")
+    add(g, "--decay-epochs", type=positive_float, help="epoch interval of lr decay (step)")
+    add(g, "--decay-rate", type=non_negative_float, help="lr decay factor")
+    add(g, "--warmup-epochs", type=non_negative_int, help="lr warm-up epochs")
+    add(g, "--warmup-lr", type=non_negative_float, help="lr at the start of warm-up")
+    add(g, "--min-lr", type=non_negative_float, help="lower lr bound (cosine)")
+    add(g, "--smoothing", type=probability, help="label smoothing")
 
     g = parser.add_argument_group("runtime")
-    g.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1"
-    )
-    g.add_argument(
-        "-j",
-        "--workers",
-        type=non_negative_int,
-        default=defaults["workers"],
-        help="data loader processes per rank",
-    )
-    g.add_argument(
+    add(g, "--device", help="cpu, cuda, cuda:1")
+    add(g, "-j", "--workers", type=non_negative_int, help="data loader processes per rank")
+    add(
+        g,
         "--threads",
         type=non_negative_int,
-        default=0,
         help="torch CPU threads per process (0: PyTorch's default, one per core or OMP_NUM_THREADS)",
     )
-    g.add_argument("--seed", type=int, default=42, help="random seed (rank is added)")
-    g.add_argument(
+    add(g, "--seed", type=int, help="random seed (rank is added)")
+    add(
+        g,
         "--output",
-        default="",
         help=f"output root (default {output_root}); with --evaluate: the folder (or .json file) of metrics",
     )
-    g.add_argument("--experiment", default="", help="run folder name (default: date-model-method)")
-    g.add_argument(
+    add(g, "--experiment", help="run folder name (default: date-model-method)")
+    add(
+        g,
         "--resume",
-        default="",
         help="checkpoint or run folder to continue (last.pth.tar; when it is missing or corrupt, the newest "
         "intact checkpoint-N): the flags not given are the checkpoint's; another --method, --opt or "
         "--saliency-source is refused; --epochs is the total",
     )
-    g.add_argument(
+    add(
+        g,
         "--evaluate",
-        default="",
         metavar="CKPT",
         help="score checkpoint CKPT on --val-split, no training: the model, classes, data and batch size "
         "come from the checkpoint unless given; the metrics are printed on one line and written as JSON "
         "next to CKPT (<name>-eval-<split>.json) or to --output (a folder or a .json file), never to the "
         "run's results.json",
     )
-    g.add_argument(
-        "--checkpoint-hist",
-        type=positive_int,
-        default=defaults["checkpoint_hist"],
-        help="ranked checkpoints to keep",
-    )
-    g.add_argument("--log-interval", type=positive_int, default=50, help="batches between log lines")
+    add(g, "--checkpoint-hist", type=positive_int, help="ranked checkpoints to keep")
+    add(g, "--log-interval", type=positive_int, help="batches between log lines")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
@@ -422,37 +416,28 @@ class Evaluation:
     weights: str
 
 
-def _note(note: str | None) -> None:
-    if note and int(os.environ.get("RANK", "0")) == 0:
-        _logger.warning("warning: %s", note)
-
-
-def load_resume(task: Task, path: str) -> tuple[str, dict[str, Any]]:
-    """The checkpoint that ``--resume path`` means (``checkpoints.load_resume_checkpoint``: a run folder, a
-    damaged ``last.pth.tar``; a fallback is logged) and its metadata.
+def _checked(load: Callable[..., tuple], *args: Any) -> tuple:
+    """``load(*args)`` (``checkpoints.load_resume_checkpoint`` / ``load_evaluation_checkpoint``) but its last
+    item, the note (a fallback, missing EMA weights), which is logged; its error raised as one line.
 
     Raises:
         CheckpointError: no such checkpoint, unreadable, corrupt, or of the other script.
     """
+    try:
+        *loaded, note = load(*args)
+    except ValueError as e:  # CorruptCheckpointError included
+        raise CheckpointError(one_line(e)) from e
+    if note and int(os.environ.get("RANK", "0")) == 0:
+        _logger.warning("warning: %s", note)
+    return tuple(loaded)
+
+
+def load_resume(task: Task, path: str) -> tuple[str, dict[str, Any]]:
+    """The checkpoint that ``--resume path`` means (``checkpoints.load_resume_checkpoint``: a run folder, a
+    damaged ``last.pth.tar``; a fallback is logged) and its metadata (raises :class:`CheckpointError`)."""
     from .checkpoints import load_resume_checkpoint
 
-    try:
-        path, ckpt, note = load_resume_checkpoint(path, task=task.name)
-    except ValueError as e:  # CorruptCheckpointError included
-        raise CheckpointError(one_line(e)) from e
-    _note(note)
-    return path, ckpt
-
-
-def _load_evaluation(task: Task, path: str, ema: bool) -> Evaluation:
-    from .checkpoints import load_evaluation_checkpoint
-
-    try:
-        path, ckpt, state_dict, weights, note = load_evaluation_checkpoint(path, task.name, ema)
-    except ValueError as e:  # CorruptCheckpointError included
-        raise CheckpointError(one_line(e)) from e
-    _note(note)
-    return Evaluation(path, ckpt, state_dict, weights)
+    return _checked(load_resume_checkpoint, path, task.name)
 
 
 def _trained_method(ckpt: dict[str, Any]) -> str | None:
@@ -511,7 +496,7 @@ def parse_args(
             (:class:`CheckpointError`).
         NothingToTrain: the resumed checkpoint has done ``--epochs``.
     """
-    from .checkpoints import saved_flags
+    from .checkpoints import load_evaluation_checkpoint, saved_flags
 
     parser = task.build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -526,7 +511,8 @@ def parse_args(
             _refuse(path, "method", _trained_method(ckpt), first.method)
         saved = saved_flags(ckpt, task.run_flags)
     elif first.evaluate:
-        evaluation = _load_evaluation(task, first.evaluate, bool(getattr(first, "model_ema", False)))
+        ema = bool(getattr(first, "model_ema", False))
+        evaluation = Evaluation(*_checked(load_evaluation_checkpoint, first.evaluate, task.name, ema))
         path, saved = evaluation.path, saved_flags(evaluation.ckpt, task.evaluate_flags)
     else:
         saved = {}
@@ -587,6 +573,13 @@ def show_progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and is_primary(args) and sys.stdout.isatty()
 
 
+def _single_process_defaults(args: argparse.Namespace) -> None:
+    """What ``init_distributed_device`` sets, for a run without a process group."""
+    for name, value in (("distributed", False), ("world_size", 1), ("rank", 0), ("local_rank", 0)):
+        if not hasattr(args, name):
+            setattr(args, name, value)
+
+
 def _set_threads(args: argparse.Namespace) -> None:
     cpus = os.cpu_count() or 1
     if args.threads > cpus:
@@ -595,21 +588,22 @@ def _set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _load_data(task: Task, run: Run) -> Any:
-    """The data sets into ``run``, their classes checked against ``--num-classes``; returns the training
-    set's fingerprint."""
+def _run_with_data(task: Task, args: argparse.Namespace, device: torch.device) -> tuple[Run, dict[str, Any]]:
+    """A :class:`Run` on ``device`` with its data sets, their classes checked against ``--num-classes``, and
+    the training set's fingerprint."""
     from .fingerprint import dataset_fingerprint
 
+    run = Run(args=args, task=task, device=device, amp_dtype=resolve_amp(args, device))
     run.train_ds, run.val_ds, classes = task.datasets(run)
-    run.dataset = task.dataset_name(run.args)
+    run.dataset = task.dataset_name(args)
     data_classes = classes if isinstance(classes, int) else len(classes)
     run.classes = None if isinstance(classes, int) else list(classes)
-    run.num_classes = run.args.num_classes or data_classes
+    run.num_classes = args.num_classes or data_classes
     if run.num_classes < data_classes:
         raise UsageError(
             f"--num-classes {run.num_classes} is smaller than the data set's {data_classes} classes"
         )
-    return dataset_fingerprint(run.train_ds, run.dataset)
+    return run, dataset_fingerprint(run.train_ds, run.dataset)
 
 
 def build_optimizer_and_scheduler(
@@ -668,7 +662,6 @@ def _loaders(task: Task, run: Run) -> None:
             run.train_ds, shuffle=True, seed=args.seed, drop_last=True
         )
         val_sampler = ShardSampler(len(run.val_ds), args.rank, args.world_size)
-    loader_kw = dict(num_workers=args.workers, pin_memory=run.device.type == "cuda")
     run.data_order = DataOrder(args.seed, args.rank)  # paired seeds: every method sees the same batches
     run.train_loader = torch.utils.data.DataLoader(
         run.train_ds,
@@ -677,14 +670,21 @@ def _loaders(task: Task, run: Run) -> None:
         sampler=run.train_sampler,
         drop_last=True,
         generator=run.data_order.generator,
-        **loader_kw,
+        num_workers=args.workers,
+        pin_memory=run.device.type == "cuda",
     )
-    run.val_loader = torch.utils.data.DataLoader(
+    run.val_loader = _val_loader(run, val_sampler)
+
+
+def _val_loader(run: Run, sampler: Any = None) -> torch.utils.data.DataLoader:
+    """The validation loader: in order, batches of ``-b`` times the task's ``val_batch_factor``."""
+    return torch.utils.data.DataLoader(
         run.val_ds,
-        batch_size=task.val_batch_factor * args.batch_size,
+        batch_size=run.task.val_batch_factor * run.args.batch_size,
         shuffle=False,
-        sampler=val_sampler,
-        **loader_kw,
+        sampler=sampler,
+        num_workers=run.args.workers,
+        pin_memory=run.device.type == "cuda",
     )
 
 
@@ -800,9 +800,7 @@ def setup(task: Task, args: argparse.Namespace, ckpt: dict[str, Any] | None = No
     from .fingerprint import check_resume_data
 
     check_device(args.device)
-    for name, value in (("distributed", False), ("world_size", 1), ("rank", 0), ("local_rank", 0)):
-        if not hasattr(args, name):
-            setattr(args, name, value)
+    _single_process_defaults(args)
     _set_threads(args)
     device = init_distributed_device(args)
     if args.resume and ckpt is None:
@@ -817,8 +815,7 @@ def setup(task: Task, args: argparse.Namespace, ckpt: dict[str, Any] | None = No
             "; --model-ema-decay needs --model-ema" if "--model-ema-decay" in unused else "",
         )
     random_seed(args.seed, args.rank)
-    run = Run(args=args, task=task, device=device, amp_dtype=resolve_amp(args, device))
-    fingerprint = _load_data(task, run)
+    run, fingerprint = _run_with_data(task, args, device)
     if ckpt is not None:
         message = check_resume_data(
             args.resume, ckpt, fingerprint, per_file_state=task.per_file_state(args, ckpt)
@@ -831,9 +828,11 @@ def setup(task: Task, args: argparse.Namespace, ckpt: dict[str, Any] | None = No
     run.optimizer, run.lr_scheduler, run.num_epochs = build_optimizer_and_scheduler(
         args, run.model, len(run.train_loader)
     )
-    run.state = TrainState(task.name, run.model, None, run.lr_scheduler)
-    run.state.method, run.state.data_fingerprint = method_name(args), fingerprint
+    run.state = TrainState(task.name, run.model, lr_scheduler=run.lr_scheduler, method=method_name(args))
+    run.state.data_fingerprint = fingerprint
     rng = _resume(run, ckpt) if ckpt is not None else None
+    if ckpt is not None and run.saliency_cache is not None:
+        saliency_sources.restore_saliency_cache(run.saliency_cache, ckpt.get("train_state") or {}, args)
     task.finish_model(run, ckpt)
     run.state.model_ema, run.state.saliency_cache = run.model_ema, run.saliency_cache
     if args.distributed:
@@ -874,6 +873,125 @@ def _percent(task: Task, value: float | None) -> str:
     return "n/a" if value is None else f"{task.metric_scale * value:.2f}%"
 
 
+def _data_record(run: Run) -> dict[str, Any]:
+    """The model and the data of ``run``, as ``results.json`` and an ``--evaluate`` record report them."""
+    data_dir = run.args.data_dir
+    return {
+        "model": run.args.model,
+        "num_classes": run.num_classes,
+        "dataset": run.dataset,
+        "data_dir": None if data_dir is None else os.path.abspath(data_dir),
+    }
+
+
+def _to_device(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch on the run's device; the images channels_last with ``--channels-last``."""
+    x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    if getattr(run.args, "channels_last", False):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def train_epoch(
+    run: Run,
+    epoch: int,
+    loss_of: Callable[[Run, Any, torch.Tensor], torch.Tensor],
+    baseline_targets: Callable[[Run, torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """One pass over this rank's shard of the training set: what a script's ``train_one_epoch`` runs.
+
+    Each batch goes on the device, through ``run.transform`` (``--saliency-source cached``: the samples are
+    ``(image, target, index, coords)``, the cached maps are read before and the step's input-gradient map is
+    written back after; without a transform, ``baseline_targets(run, target)`` when given, also timed as
+    augmentation), and ``loss_of(run, model output, target)`` (the script's loss, under AMP's
+    autocast); then the optimizer step (through ``run.loss_scaler`` when there is one), the EMA and the lr of
+    the next update. Returns the loss averaged over every rank's samples, the epoch's and the augmentation's
+    seconds.
+
+    Raises:
+        FloatingPointError: a NaN or infinite loss.
+    """
+    from tqdm import tqdm
+
+    args, device, model, cache = run.args, run.device, run.model, run.saliency_cache
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no host sync a step
+    seen, aug_time, epoch_start = 0, 0.0, time.perf_counter()
+    bar = tqdm(
+        run.train_loader,
+        desc=f"epoch {epoch} [{epoch + 1}/{run.num_epochs}]",
+        disable=not show_progress(args),
+        leave=False,
+        dynamic_ncols=True,
+        file=sys.stdout,
+    )
+    for batch_idx, batch in enumerate(bar):
+        x, y = _to_device(run, batch[0], batch[1])
+        if run.transform is not None or baseline_targets is not None:
+            sync(device)
+            t0 = time.perf_counter()
+            if cache is not None:
+                index, coords = batch[2].to(device), batch[3].to(device)
+                maps = saliency_sources.cached_saliency(run, cache, x, y, index, coords, epoch)
+                x, y = run.transform(x, y, saliency=maps)
+                x.requires_grad_(True)  # the step's backward gives the input gradient too: eq. (2)
+            elif run.transform is not None:
+                x, y = run.transform(x, y, model=model)
+            else:
+                y = baseline_targets(run, y)
+            sync(device)
+            aug_time += time.perf_counter() - t0
+        with autocast(run):
+            loss = loss_of(run, model(x), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {batch_idx}")
+        _step(run, loss)
+        if cache is not None:
+            t0 = time.perf_counter()
+            saliency_sources.write_cached_saliency(run, index, coords, x, epoch)
+            aug_time += time.perf_counter() - t0
+        loss_sum += loss.detach().double() * x.shape[0]
+        seen += x.shape[0]
+        if not bar.disable and batch_idx % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        elif bar.disable and is_primary(args) and (batch_idx + 1) % args.log_interval == 0:
+            _logger.info("  epoch %d batch [%d/%d] loss %.4f", epoch, batch_idx + 1, len(bar), loss.item())
+    bar.close()
+    sync(device)
+    total_loss, total_seen = all_reduce_sum([float(loss_sum), float(seen)], device, args.distributed)
+    return {
+        "loss": total_loss / max(1.0, total_seen),
+        "epoch_time": time.perf_counter() - epoch_start,
+        "aug_time": aug_time,
+    }
+
+
+def _step(run: Run, loss: torch.Tensor) -> None:
+    """The optimizer step of ``loss`` (through AMP's loss scaler when there is one), the EMA, the next lr."""
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.loss_scaler is not None:
+        run.loss_scaler(loss, run.optimizer, parameters=run.model.parameters())
+    else:
+        loss.backward()
+        run.optimizer.step()
+    run.state.num_updates += 1
+    if run.model_ema is not None:
+        run.model_ema.update(run.model, step=run.state.num_updates)
+    if run.lr_scheduler is not None:
+        run.lr_scheduler.step_update(num_updates=run.state.num_updates)
+
+
+def validation_batches(run: Run, model: torch.nn.Module) -> Iterator[tuple[Any, torch.Tensor]]:
+    """``(model output, target)`` of every validation batch of this rank, the model in eval mode, its
+    forward under AMP's autocast: what a task's ``validate`` sums (under ``torch.no_grad``)."""
+    model.eval()
+    for x, y in run.val_loader:
+        x, y = _to_device(run, x, y)
+        with autocast(run):
+            output = model(x)
+        yield output, y
+
+
 def train(run: Run) -> dict[str, Any]:
     """Train and evaluate every epoch; the primary process writes ``summary.csv``, the checkpoints (ranked by
     the task's metric) and ``results.json``. Returns the results (on every rank)."""
@@ -905,7 +1023,7 @@ def train(run: Run) -> dict[str, Any]:
         train_metrics = task.train_one_epoch(run, epoch)
         if args.distributed:
             distribute_bn(run.model, args.world_size, reduce=True)
-        last = task.validate(run, without_ddp(run.model), epoch)
+        last = task.validate(run, plain_module(run.model, keep_compiled=True), epoch)
         if run.model_ema is not None:
             ema_metrics = task.validate(run, run.model_ema.module, epoch)
             last.update({f"ema_{k}": v for k, v in ema_metrics.items()})
@@ -934,12 +1052,10 @@ def train(run: Run) -> dict[str, Any]:
         )
     best = None if run.saver is None else run.saver.best_metric
     results = {
-        "model": args.model,
+        **_data_record(run),
         "method": method_name(args),
         "transform": repr(run.transform),
-        "dataset": run.dataset,
-        "data_dir": None if args.data_dir is None else os.path.abspath(args.data_dir),
-        "num_classes": run.num_classes,
+        "saliency_source": args.saliency_source if uses_saliency(args) else None,
         **task.results(run),
         "epochs": run.num_epochs,
         "start_epoch": run.start_epoch,
@@ -981,10 +1097,10 @@ def evaluate(task: Task, args: argparse.Namespace, evaluation: Evaluation) -> di
     path, ckpt = evaluation.path, evaluation.ckpt
     device = check_device(args.device)
     out_path = evaluation_path(path, args.output, args.val_split, evaluation.weights)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    run = Run(args=args, task=task, device=device, amp_dtype=resolve_amp(args, device))
-    check_evaluation_data(path, ckpt, _load_data(task, run))
+    _single_process_defaults(args)
+    _set_threads(args)
+    run, fingerprint = _run_with_data(task, args, device)
+    check_evaluation_data(path, ckpt, fingerprint)
     model = task.create_model(run)
     try:
         model.load_state_dict(evaluation.state_dict)
@@ -992,27 +1108,15 @@ def evaluate(task: Task, args: argparse.Namespace, evaluation: Evaluation) -> di
         raise CheckpointError(
             f"checkpoint {path!r} does not fit {args.model} with {run.num_classes} classes: {one_line(e)}"
         ) from e
-    model.to(device)
-    if getattr(args, "channels_last", False):
-        model.to(memory_format=torch.channels_last)
-    run.val_loader = torch.utils.data.DataLoader(
-        run.val_ds,
-        batch_size=task.val_batch_factor * args.batch_size,
-        shuffle=False,
-        num_workers=args.workers,
-        pin_memory=device.type == "cuda",
-    )
+    run.val_loader = _val_loader(run)
     metrics = task.validate(run, model, int(ckpt["epoch"]))
     shown = f"loss {metrics['loss']:.4f}  {task.show_metrics(metrics)}"
     record = {
         "checkpoint": os.path.abspath(path),
         "epoch": int(ckpt["epoch"]),
         "weights": evaluation.weights,
-        "model": args.model,
-        "num_classes": run.num_classes,
+        **_data_record(run),
         **task.evaluation_record(run),
-        "dataset": run.dataset,
-        "data_dir": None if args.data_dir is None else os.path.abspath(args.data_dir),
         "split": args.val_split,
         "val_size": len(run.val_ds),
         "metrics": metrics,
@@ -1058,7 +1162,6 @@ def _parse_setup_and_train(task: Task, argv: Sequence[str] | None) -> int:
     prog, args = task.prog, None
     try:
         args, ckpt, evaluation = parse_args(task, argv)
-        args.distributed, args.world_size, args.rank, args.local_rank = False, 1, 0, 0
         if evaluation is not None:
             evaluate(task, args, evaluation)
             return 0
@@ -1082,9 +1185,8 @@ def _parse_setup_and_train(task: Task, argv: Sequence[str] | None) -> int:
     except FloatingPointError as e:  # a NaN / inf loss: the completed epochs are checkpointed already
         return report_error(
             prog,
-            f"{one_line(e)}: training diverged (a lower --lr?); the checkpoints of the completed epochs are "
-            "in "
-            f"{folder}",
+            f"{one_line(e)}: training diverged (a lower --lr?); the checkpoints of the completed epochs "
+            f"are in {folder}",
         )
     except DatasetError as e:  # an image or mask read during training: the completed epochs are saved
         return report_error(prog, f"{one_line(e)} (checkpoints of the completed epochs in {folder})")

@@ -61,7 +61,7 @@ def _files(dataset: Any) -> list[str] | None:
     if names is not None and hasattr(dataset, "image_dir") and hasattr(dataset, "mask_dir"):
         root = getattr(dataset, "root", os.path.dirname(dataset.image_dir))
         pairs = [
-            (os.path.join(dataset.image_dir, n), os.path.join(dataset.mask_dir, dataset._mask_name(n)))
+            (os.path.join(dataset.image_dir, n), os.path.join(dataset.mask_dir, dataset.mask_name(n)))
             for n in names
         ]
         return [" ".join(_relative(pair, root)) for pair in pairs]

@@ -67,11 +67,10 @@ _SELECTING_FLAGS += _ALPHA_METHODS
 
 # Tuning flags and the augmentations that read them ("mixup+cutmix": timm's switch between the two).
 _GRID_METHODS = frozenset(spec.name for spec in SPECS if spec.uses_grid and not spec.two_image)
-_TWO_IMAGE_METHODS = frozenset(_PARTNERS)
 _TUNING_FLAGS: dict[str, frozenset[str]] = {
     "cutout_ratio": frozenset({"cutout"}),
     **dict.fromkeys(("salfmix_grid", "salfmix_ratio", "salfmix_no_pool", "saliency_mode"), _GRID_METHODS),
-    **dict.fromkeys(("mixup_prob", "mixup_mode", "mixup_off_epoch"), _TWO_IMAGE_METHODS),
+    **dict.fromkeys(("mixup_prob", "mixup_mode", "mixup_off_epoch"), frozenset(_PARTNERS)),
     "mixup_switch_prob": frozenset({"mixup+cutmix"}),
     "resizemix_scope": frozenset({"resizemix"}),
 }
@@ -97,13 +96,12 @@ def add_augmentation_flags(parser: argparse.ArgumentParser, grid_help: str = "po
     and ``--method`` to ``parser``. ``grid_help`` is the help of ``--salfmix-grid`` (the paper's value
     depends on the image size)."""
     g = parser.add_argument_group("two-image mixing (timm names)")
-    g.add_argument("--mixup", type=non_negative_float, default=0.0, help="Mixup alpha, on when > 0")
-    g.add_argument("--cutmix", type=non_negative_float, default=0.0, help="CutMix alpha, on when > 0")
+    for name in ("mixup", "cutmix", "saliencymix", *_ALPHA_METHODS):
+        g.add_argument(
+            f"--{name}", type=non_negative_float, default=0.0, help=f"{spec(name).label} alpha, on when > 0"
+        )
     g.add_argument(
         "--cutmix-minmax", type=probability, nargs=2, default=None, help="CutMix box side ratio bounds"
-    )
-    g.add_argument(
-        "--saliencymix", type=non_negative_float, default=0.0, help="SaliencyMix alpha, on when > 0"
     )
     g.add_argument("--resizemix", action="store_true", help="ResizeMix")
     g.add_argument(
@@ -113,10 +111,6 @@ def add_augmentation_flags(parser: argparse.ArgumentParser, grid_help: str = "po
         default=None,
         help="ResizeMix scale range (paper 0.1 0.8)",
     )
-    for name in _ALPHA_METHODS:
-        g.add_argument(
-            f"--{name}", type=non_negative_float, default=0.0, help=f"{spec(name).label} alpha, on when > 0"
-        )
     g.add_argument(
         "--mixup-prob", type=probability, default=1.0, help="probability of mixing a batch/pair/elem"
     )
@@ -216,9 +210,7 @@ def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> frozenset[
 def _components(args: argparse.Namespace) -> frozenset[str]:
     """The augmentations the flags switch on, by registry name (a HybridMix is SalfMix plus its partner)."""
     names = {name for flag, name in _SINGLE_FLAGS.items() if getattr(args, flag)}
-    names |= {name for name in _PARTNERS if getattr(args, name)}  # an alpha > 0, or --resizemix
-    if args.cutmix_minmax:
-        names.add("cutmix")  # as timm: --cutmix-minmax switches CutMix on
+    names |= set(_two_image_flags(args))
     if args.hybrid != "none":
         names |= {"salfmix", args.hybrid}
     return frozenset(names)
@@ -280,12 +272,7 @@ def method_name(args: argparse.Namespace) -> str:
     parts = [name for flag, name in _SINGLE_FLAGS.items() if getattr(args, flag)]
     if args.hybrid != "none":
         parts.append(f"hybrid-{args.hybrid}")
-    for flag in ("mixup", "cutmix", "saliencymix", *_ALPHA_METHODS):
-        if getattr(args, flag) > 0 or (flag == "cutmix" and args.cutmix_minmax):  # timm: minmax = CutMix on
-            parts.append(flag)
-    if args.resizemix:
-        parts.append("resizemix")
-    return "+".join(parts) or "baseline"
+    return "+".join(parts + _two_image_flags(args)) or "baseline"
 
 
 def uses_saliency(args: argparse.Namespace) -> bool:
@@ -299,6 +286,20 @@ def uses_grid(args: argparse.Namespace) -> bool:
 
 
 # --- the batch transform --------------------------------------------------------------------------------
+
+
+def check_grid_fits(args: argparse.Namespace, height: int, width: int, what: str = "images") -> None:
+    """Refuse ``--salfmix-grid`` larger than the ``height`` x ``width`` training ``what`` (images, crops)
+    before training starts, as one line: Algorithm 1 pools with kernel H // n, which is 0 for n > H.
+
+    Raises:
+        UsageError: the method pools a grid (:func:`uses_grid`) that does not fit.
+    """
+    if uses_grid(args) and args.salfmix_grid > min(height, width):
+        raise UsageError(
+            f"--salfmix-grid {args.salfmix_grid} does not fit {height}x{width} {what} (need n <= "
+            f"{min(height, width)}; paper: 4 at 32x32, 8 at 64x64)"
+        )
 
 
 def build_batch_transform(args: argparse.Namespace, num_classes: int, **common: Any) -> Any:
@@ -366,12 +367,10 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int, **common: 
 
 
 def _two_image_flags(args: argparse.Namespace) -> list[str]:
-    two = [flag for flag in ("mixup", "cutmix", "saliencymix") if getattr(args, flag) > 0]
-    if args.cutmix_minmax and "cutmix" not in two:
-        two.insert(1 if "mixup" in two else 0, "cutmix")  # as timm: --cutmix-minmax switches CutMix on
-    if args.resizemix:
-        two.append("resizemix")
-    return two + [name for name in _ALPHA_METHODS if getattr(args, name) > 0]
+    """The two-image methods the flags switch on (as timm's, --cutmix-minmax switches CutMix on)."""
+    alphas = ("mixup", "cutmix", "saliencymix", *_ALPHA_METHODS)
+    two = [f for f in alphas if getattr(args, f) > 0 or (f == "cutmix" and args.cutmix_minmax)]
+    return two + (["resizemix"] if args.resizemix else [])
 
 
 def _salfmix_kwargs(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
@@ -397,18 +396,14 @@ def _build_two_image(args: argparse.Namespace, name: str, num_classes: int, comm
     from . import methods
 
     kw: dict[str, Any] = dict(prob=args.mixup_prob, mode=args.mixup_mode, **common)
-    if name == "mixup":
-        return methods.build("mixup", num_classes, mixup_alpha=args.mixup, **kw)
-    if name == "cutmix":
+    if name == "cutmix":  # on with --cutmix-minmax alone: the paper's alpha
         minmax = tuple(args.cutmix_minmax) if args.cutmix_minmax else None
-        alpha = args.cutmix or _PAPER_ALPHA
-        return methods.build("cutmix", num_classes, cutmix_alpha=alpha, cutmix_minmax=minmax, **kw)
-    if name == "saliencymix":
-        return methods.build("saliencymix", num_classes, alpha=args.saliencymix, **kw)
-    if name in _ALPHA_METHODS:
-        return methods.build(name, num_classes, **{spec(name).alpha: getattr(args, name)}, **kw)
-    scope = {} if args.resizemix_scope is None else dict(scope=tuple(args.resizemix_scope))
-    return methods.build("resizemix", num_classes, **scope, **kw)
+        kw.update(cutmix_alpha=args.cutmix or _PAPER_ALPHA, cutmix_minmax=minmax)
+    elif name == "resizemix":
+        kw.update({} if args.resizemix_scope is None else dict(scope=tuple(args.resizemix_scope)))
+    else:  # Mixup, SaliencyMix and the other alpha methods: their registry row names the alpha argument
+        kw[spec(name).alpha] = getattr(args, name)
+    return methods.build(name, num_classes, **kw)
 
 
 def _build_hybrid(args: argparse.Namespace, two: list[str], common: dict[str, Any]) -> Any:
@@ -421,9 +416,9 @@ def _build_hybrid(args: argparse.Namespace, two: list[str], common: dict[str, An
         if others:
             raise ValueError(f"--hybrid {partner} cannot be combined with {flag_name(others[0])}")
         two = [partner]
-    alphas = dict(mixup=args.mixup, cutmix=args.cutmix, saliencymix=args.saliencymix)
     kw: dict[str, Any] = {
-        f"{name}_alpha": (alpha or _PAPER_ALPHA) if name in two else 0.0 for name, alpha in alphas.items()
+        f"{name}_alpha": (getattr(args, name) or _PAPER_ALPHA) if name in two else 0.0
+        for name in ("mixup", "cutmix", "saliencymix")
     }
     if "resizemix" in two:
         kw["resizemix_scope"] = tuple(args.resizemix_scope) if args.resizemix_scope else (0.1, 0.8)

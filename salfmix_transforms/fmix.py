@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from ._validation import check_alpha, check_non_negative, check_probability
+from ._validation import check_alpha, check_number, check_probability
 from .boxes import compute_dtype, sample_beta
-from .mixing import MixMethod, TwoImageMix, _Layout, _on
+from .mixing import Layout, MixMethod, TwoImageMix
 
 __all__ = ["FMix", "FMixMethod", "fourier_masks"]
 
@@ -72,8 +72,7 @@ class FMixMethod(MixMethod):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha", check_alpha(self.alpha, "alpha"))
-        decay = check_non_negative(self.decay_power, "decay_power")
-        object.__setattr__(self, "decay_power", float(decay))
+        object.__setattr__(self, "decay_power", check_number(self.decay_power, "decay_power", low=0.0))
         object.__setattr__(self, "max_soft", check_probability(self.max_soft, "max_soft"))
 
     def sample(
@@ -83,17 +82,17 @@ class FMixMethod(MixMethod):
         return fourier_masks(lam, height, width, self.decay_power, self.max_soft, generator)
 
     def apply(
-        self, x: torch.Tensor, params: torch.Tensor, layout: _Layout, saliency: torch.Tensor | None
+        self, x: torch.Tensor, params: torch.Tensor, layout: Layout, saliency: torch.Tensor | None
     ) -> tuple[torch.Tensor, float | torch.Tensor, torch.Tensor]:
         slot = layout.expand(torch.arange(params.shape[0], device=params.device), 0)
         host_mask = params.index_select(0, slot).unsqueeze(1)  # (B, 1, H, W) on the host
         lam = host_mask.to(torch.float64).mean(dim=(1, 2, 3))
-        mask = _on(host_mask, x.device)
+        mask = host_mask.to(x.device, non_blocking=True)
         out = _blend(mask, x, x.flip(0))
-        return out, (float(lam[0]) if layout.shared else _on(lam, x.device)), mask
+        return out, (float(lam[0]) if layout.shared else lam.to(x.device, non_blocking=True)), mask
 
     def apply_target(
-        self, target: torch.Tensor, lam: float | torch.Tensor, region: torch.Tensor, layout: _Layout
+        self, target: torch.Tensor, lam: float | torch.Tensor, region: torch.Tensor, layout: Layout
     ) -> torch.Tensor:
         """Per-pixel soft dense targets: ``mask * y_i + (1 - mask) * y_j`` (one-hot where the mask is
         binary)."""
@@ -117,17 +116,13 @@ def _blend(mask: torch.Tensor, kept: torch.Tensor, partner: torch.Tensor) -> tor
 class FMix(TwoImageMix):
     """FMix (Harris et al., 2020): the partner's pixels where a low-frequency Fourier mask is 0.
 
-    See :mod:`salfmix_transforms.fmix`. The frame (:class:`~salfmix_transforms.mixing.TwoImageMix`) gives
-    the pairing, ``mode``, ``prob``, soft and dense targets (per-pixel: the mask) and the provenance (the
-    mask).
+    See :mod:`salfmix_transforms.fmix`; dense targets and the provenance are the mask's too.
 
     Args:
         alpha: Beta parameter of ``lam``, > 0.
         decay_power: the spectrum's decay ``delta`` (``1 / f ** delta``), >= 0; larger is smoother.
         max_soft: softening of the mask's boundary, in [0, 1]; 0: a binary mask.
-        prob, mode, label_smoothing, num_classes: see :class:`~salfmix_transforms.mixing.TwoImageMix`.
-        warmup_epochs, steps_per_epoch, generator, ignore_index: see
-            :class:`~salfmix_transforms._base.BatchTransform`.
+        prob, mode and the other keyword arguments: see :class:`~salfmix_transforms.mixing.TwoImageMix`.
     """
 
     def __init__(

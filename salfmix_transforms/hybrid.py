@@ -21,18 +21,17 @@ import torch
 
 from ._base import BatchTransform, all_own
 from ._validation import (
-    IGNORE_INDEX,
+    MODES,
+    SALIENCY_MODES,
+    check_alpha,
     check_bool,
+    check_choice,
     check_grid,
-    check_minmax,
-    check_mode,
+    check_interval,
     check_model,
     check_multi_label,
-    check_optional_alpha,
     check_probability,
     check_ratio,
-    check_saliency_mode,
-    check_scope,
 )
 from .mixing import MixMethod, TwoImageMix, same_format, switch_methods
 from .salfmix import SalfMix
@@ -53,46 +52,30 @@ class HybridMix(BatchTransform):
     Composition: HybridMix holds its two steps, ``salfmix`` (a :class:`~salfmix_transforms.salfmix.SalfMix`
     without a warm-up of its own; the model is passed per call) and ``mix`` (the two-image frame
     :class:`~salfmix_transforms.mixing.TwoImageMix` with the enabled methods, ``None`` when there is none),
-    and calls their public steps; it forwards nothing to them.
+    and calls them in the order of Algorithm 2 (module docstring): SalfMix on every image, with the saliency
+    of the *un-mixed* batch and the original labels (or the maps given as ``saliency=``), so both images of
+    every pair are self-mixed; then the two-image mix with timm's pairing, ``mode``, ``prob`` and
+    ``label_smoothing``. SaliencyMix computes its own static saliency on the self-mixed batch.
 
-    Order (Algorithm 2, lines 10-12): SalfMix is applied to every image of the batch first, with the saliency
-    of the model on the *un-mixed* batch and the original labels (or the maps given as ``saliency=``), so both
-    images of every pair are self-mixed; then each sample is mixed with its flipped partner
-    (``B - 1 - i``) by the two-image method, with timm's ``mode``, ``prob`` and ``label_smoothing``.
-
-    Choice of the two-image method, per batch ('batch') or per pair / sample ('pair', 'elem'), among the
-    enabled ones (``mixup_alpha > 0``, ``cutmix_alpha > 0`` or ``cutmix_minmax``, ``saliencymix_alpha > 0``,
-    ``resizemix_scope``): as timm, Mixup is chosen with probability ``1 - switch_prob`` and a box method with
-    ``switch_prob`` when Mixup and a box method are both enabled
-    (:func:`~salfmix_transforms.mixing.switch_weights`); ``partners`` adds any other
-    :class:`~salfmix_transforms.mixing.MixMethod` (e.g. FMix's) to that switch, sharing ``switch_prob``
-    with the box methods.
-
-    ``saliency=`` at call time is SalfMix's map (instead of the model's gradient saliency); SaliencyMix
-    computes its own static saliency on the self-mixed batch, the images it actually mixes.
+    The two-image method is chosen among the enabled ones as timm's ``Mixup`` chooses between Mixup and
+    CutMix (:func:`~salfmix_transforms.mixing.switch_weights`): the box methods (CutMix, SaliencyMix,
+    ResizeMix) and ``partners`` (any other :class:`~salfmix_transforms.mixing.MixMethod`, e.g. FMix's)
+    share ``switch_prob``.
 
     Dense targets (semantic segmentation: a class mask (B, H, W) or soft dense targets (B, K, H, W)) go
-    through both steps with the image: SalfMix copies the labels of ``P_m`` over ``P_l`` (Algorithm 1, line
-    6), then the two-image mix pastes or blends them
-    (:meth:`~salfmix_transforms.mixing.TwoImageMix.apply_target`); the result is soft dense targets
-    (B, num_classes, H, W). The saliency is then that of the per-pixel cross-entropy (eq. (2)-(3),
+    through both steps with the image (Algorithm 1, line 6, then
+    :meth:`~salfmix_transforms.mixing.MixMethod.apply_target`) and come back as soft dense targets
+    (B, num_classes, H, W); the saliency is then that of the per-pixel cross-entropy (eq. (2)-(3),
     :func:`~salfmix_transforms.saliency.gradient_saliency`).
 
     With SalfMix off (``salfmix_prob=0``, or during the warm-up) the result is exactly the plain two-image
     method's (:class:`~salfmix_transforms.mixing.Mixup`, ...) for the same generator state; with
     ``mixup_enabled = False`` (timm's switch for ``--mixup-off-epoch``) only SalfMix runs.
 
-    Args (timm ``Mixup``'s names, positions and defaults first):
-        mixup_alpha: Mixup's Beta parameter; Mixup is enabled if > 0.
-        cutmix_alpha: CutMix's Beta parameter; CutMix is enabled if > 0.
-        cutmix_minmax: timm's CutMix box side ratios ``(low, high)``; enables CutMix with alpha 1 (as timm).
-        prob: probability of the two-image mix per batch / pair / sample.
-        switch_prob: probability of a box method instead of Mixup when both are enabled.
-        mode: ``'batch'``, ``'pair'`` or ``'elem'``.
-        correct_lam: correct ``lam`` to the clipped box area (CutMix, SaliencyMix).
-        label_smoothing: smoothing of the one-hot rows before mixing.
-        num_classes: number of classes of the soft targets.
-        multi_label: timm's switch for multi-label targets; only ``False`` (the default) is supported.
+    Args:
+        mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob, mode, correct_lam, label_smoothing,
+            num_classes, multi_label: timm ``Mixup``'s arguments (names, positions and defaults), as in
+            :class:`~salfmix_transforms.mixing.Mixup`; ``switch_prob`` picks any box method over Mixup.
         saliencymix_alpha: SaliencyMix's Beta parameter; SaliencyMix is enabled if > 0.
         resizemix_scope: ``None`` (ResizeMix off) or ResizeMix's scale range ``(low, high)``.
         partners: further two-image methods (:class:`~salfmix_transforms.mixing.MixMethod` objects).
@@ -100,15 +83,11 @@ class HybridMix(BatchTransform):
         salfmix_grid, salfmix_ratio, salfmix_pool, saliency_mode, saliency_scale: SalfMix's ``grid`` (n),
             ``ratio`` (r), ``pool``, ``saliency_mode`` and ``saliency_scale``
             (:class:`~salfmix_transforms.salfmix.SalfMix`).
-        warmup_epochs: epochs without SalfMix at the start; the default, 1, is Algorithm 2's (as
-            ``methods.build("hybridmix-v3")`` and :class:`~salfmix_transforms.salfmix.SalfMix`), 0 turns
-            it off. The two-image mix runs in every epoch.
-        steps_per_epoch: calls per epoch (``len(loader)``), so that the warm-up ends without
-            :meth:`set_epoch` (:class:`~salfmix_transforms._base.EpochCounter`).
+        warmup_epochs: epochs without SalfMix at the start (the SalfMix family's 1, Algorithm 2's; see
+            :class:`~salfmix_transforms._base.BatchTransform`). The two-image mix runs in every epoch.
         model: the network being trained, used for SalfMix's saliency when a call passes none.
-        generator: default ``torch.Generator`` for every random choice (a call's ``generator=`` wins).
-        ignore_index: the class index of unlabelled pixels in class masks (B, H, W)
-            (:class:`~salfmix_transforms._base.BatchTransform`).
+        steps_per_epoch, generator, ignore_index (keyword only): see
+            :class:`~salfmix_transforms._base.BatchTransform`.
 
     Raises:
         ValueError: at construction if neither SalfMix nor any two-image method is enabled; at call time if
@@ -138,42 +117,36 @@ class HybridMix(BatchTransform):
         saliency_mode: str = "train",
         saliency_scale: float = 1.0,
         warmup_epochs: int = 1,
-        steps_per_epoch: int | None = None,
         model: torch.nn.Module | None = None,
-        generator: torch.Generator | None = None,
-        ignore_index: int = IGNORE_INDEX,
+        **kwargs: Any,
     ) -> None:
         check_multi_label(multi_label)
         # The warm-up is HybridMix's own (its counter): during it only the two-image step runs.
         super().__init__(
-            num_classes=num_classes,
-            label_smoothing=label_smoothing,
-            warmup_epochs=warmup_epochs,
-            steps_per_epoch=steps_per_epoch,
-            generator=generator,
-            ignore_index=ignore_index,
+            num_classes=num_classes, label_smoothing=label_smoothing, warmup_epochs=warmup_epochs, **kwargs
         )
-        self.mixup_alpha = check_optional_alpha(mixup_alpha, "mixup_alpha")
-        self.cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
+        self.mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha", zero_is_off=True)
+        self.cutmix_minmax = check_interval(cutmix_minmax, "cutmix_minmax", optional=True)
         # as timm: minmax forces CutMix on with alpha 1
-        self.cutmix_alpha = 1.0 if self.cutmix_minmax else check_optional_alpha(cutmix_alpha, "cutmix_alpha")
-        self.saliencymix_alpha = check_optional_alpha(saliencymix_alpha, "saliencymix_alpha")
-        self.resizemix_scope = (
-            None if resizemix_scope is None else check_scope(resizemix_scope, "resizemix_scope")
+        cutmix_alpha = 1.0 if self.cutmix_minmax else cutmix_alpha
+        self.cutmix_alpha = check_alpha(cutmix_alpha, "cutmix_alpha", zero_is_off=True)
+        self.saliencymix_alpha = check_alpha(saliencymix_alpha, "saliencymix_alpha", zero_is_off=True)
+        self.resizemix_scope = check_interval(
+            resizemix_scope, "resizemix_scope", positive=True, optional=True
         )
         self.partners = tuple(partners)
         if not all(isinstance(p, MixMethod) for p in self.partners):
             raise TypeError(f"partners must be MixMethod objects (e.g. FMixMethod(1.0)), got {partners!r}")
         self.prob = check_probability(prob, "prob")
         self.switch_prob = check_probability(switch_prob, "switch_prob")
-        self.mode = check_mode(mode)
+        self.mode = check_choice(mode, "mode", MODES)
         self.correct_lam = check_bool(correct_lam, "correct_lam")
         self.salfmix_prob = check_probability(salfmix_prob, "salfmix_prob")
         # Checked here, so that an error names HybridMix's argument, not SalfMix's.
         self.salfmix_grid = check_grid(salfmix_grid, "salfmix_grid")
         self.salfmix_ratio = check_ratio(salfmix_ratio, "salfmix_ratio")
         self.salfmix_pool = check_bool(salfmix_pool, "salfmix_pool")
-        self.saliency_mode = check_saliency_mode(saliency_mode)
+        self.saliency_mode = check_choice(saliency_mode, "saliency_mode", SALIENCY_MODES)
         self.saliency_scale = check_ratio(saliency_scale, "saliency_scale")
         self.model = check_model(model)
         self.mixup_enabled = True  # timm's switch: False turns the two-image mix off (SalfMix stays)
@@ -222,19 +195,6 @@ class HybridMix(BatchTransform):
     # -- presets of Table 2 -----------------------------------------------------------------------------
 
     @classmethod
-    def _preset(cls, method: dict[str, Any], kwargs: dict[str, Any]) -> HybridMix:
-        params: dict[str, Any] = {
-            "mixup_alpha": 0.0,
-            "cutmix_alpha": 0.0,
-            "saliencymix_alpha": 0.0,
-            "resizemix_scope": None,
-            "label_smoothing": 0.0,
-        }
-        params.update(method)
-        params.update(kwargs)
-        return cls(**params)
-
-    @classmethod
     def v1(cls, **kwargs: Any) -> HybridMix:
         """HybridMix v1 of Table 2: SalfMix + Mixup (alpha 1).
 
@@ -243,44 +203,40 @@ class HybridMix(BatchTransform):
         e.g. ``num_classes``. timm's ``mixup_args`` drop in: ``HybridMix.v1(**mixup_args, model=model)``
         keeps the v1 partner (Mixup, alpha ``mixup_alpha`` when timm's is > 0) and takes the rest.
         """
-        return cls._preset({"mixup_alpha": 1.0}, cls._timm_args("mixup_alpha", kwargs))
+        return cls._version("mixup_alpha", kwargs)
 
     @classmethod
     def v2(cls, **kwargs: Any) -> HybridMix:
         """HybridMix v2 of Table 2: SalfMix + SaliencyMix (alpha 1); same choices as :meth:`v1`."""
-        return cls._preset({"saliencymix_alpha": 1.0}, cls._timm_args("saliencymix_alpha", kwargs))
+        return cls._version("saliencymix_alpha", kwargs)
 
     @classmethod
     def v3(cls, **kwargs: Any) -> HybridMix:
         """HybridMix v3 of Table 2: SalfMix + CutMix (alpha 1); same choices as :meth:`v1`."""
-        return cls._preset({"cutmix_alpha": 1.0}, cls._timm_args("cutmix_alpha", kwargs))
+        return cls._version("cutmix_alpha", kwargs)
 
-    @staticmethod
-    def _timm_args(partner: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """``kwargs`` with the other methods' alphas dropped, so that a version keeps its one partner.
+    @classmethod
+    def _version(cls, partner: str, kwargs: dict[str, Any]) -> HybridMix:
+        """The version whose one partner is switched on by ``partner`` (alpha 1 unless ``kwargs`` give it).
 
-        timm's ``mixup_args`` always hold ``mixup_alpha``, ``cutmix_alpha`` and ``cutmix_minmax``; a preset
+        timm's ``mixup_args`` always hold ``mixup_alpha``, ``cutmix_alpha`` and ``cutmix_minmax``; a version
         keeps only its own partner's (when > 0: a 0 from timm's defaults means "unset" here). Choice: an
         explicit other alpha > 0 is an error rather than a silent mix of two versions.
         """
         kwargs = dict(kwargs)
         for name in ("mixup_alpha", "cutmix_alpha", "saliencymix_alpha"):
             value = kwargs.get(name)
-            if value is None or name == partner:
-                if name == partner and not value:
-                    kwargs.pop(name, None)
-                continue
-            if value:
+            if value and name != partner:
                 raise ValueError(
                     f"{name}={value} asks for another partner than this HybridMix version's "
                     f"({partner}); use HybridMix(...) with both alphas to switch between them"
                 )
-            kwargs.pop(name)
-        if partner != "cutmix_alpha" and kwargs.get("cutmix_minmax") is not None:
+            if not value and (value is not None or name == partner):
+                kwargs.pop(name, None)
+        if partner != "cutmix_alpha" and kwargs.pop("cutmix_minmax", None) is not None:
             raise ValueError("cutmix_minmax asks for CutMix: use HybridMix.v3 (or HybridMix(...))")
-        if partner != "cutmix_alpha":
-            kwargs.pop("cutmix_minmax", None)
-        return kwargs
+        off = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "saliencymix_alpha": 0.0, "resizemix_scope": None}
+        return cls(**{**off, "label_smoothing": 0.0, partner: 1.0, **kwargs})
 
     # -- state ----------------------------------------------------------------------------------------------
 
@@ -302,25 +258,14 @@ class HybridMix(BatchTransform):
         if self.salfmix_prob == 0:
             return  # the warm-up only holds SalfMix back: without SalfMix it changes nothing
         super()._check_can_run(in_warmup, model, saliency)
-        if in_warmup and model is None and self.model is None and saliency is None:
-            self.warn_once(
-                "model",
-                "no model: neither the constructor nor this call got model= (or saliency=), so the first "
-                "call after the warm-up will fail. Pass model=... to the constructor (timm's train.py: "
-                "next to Mixup's arguments).",
-            )
+        if in_warmup:
+            self._warn_if_no_map(model, saliency)
 
     def _apply_warmup(
-        self,
-        x: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        model: torch.nn.Module | None,
-        saliency: torch.Tensor | None,
-        generator: torch.Generator | None,
+        self, x: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # Algorithm 2 skips SalfMix in the warm-up epochs; the two-image mix runs in every epoch.
-        return self._steps(x, target, None, None, generator, salfmix=False)
+        return self._apply(x, target, model=None, saliency=None, generator=generator, salfmix=False)
 
     def _apply(
         self,
@@ -330,19 +275,10 @@ class HybridMix(BatchTransform):
         model: torch.nn.Module | None,
         saliency: torch.Tensor | None,
         generator: torch.Generator | None,
+        salfmix: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._steps(x, target, model, saliency, generator, salfmix=self.salfmix_prob > 0)
-
-    def _steps(
-        self,
-        x: torch.Tensor,
-        target: torch.Tensor,
-        model: torch.nn.Module | None,
-        saliency: torch.Tensor | None,
-        generator: torch.Generator | None,
-        *,
-        salfmix: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Algorithm 2, lines 10-12 (``salfmix=False``: line 12 only, the warm-up)."""
+        salfmix = salfmix and self.salfmix_prob > 0
         dense = is_dense_target(target)
         if dense:
             infer_num_classes(target, self.num_classes)  # a class mask needs num_classes: fail before SalfMix
@@ -369,9 +305,9 @@ class HybridMix(BatchTransform):
             # Algorithm 2, line 12: the two-image mix of the self-mixed batch.
             out, mixed_target, mix_own = self.mix.mix(mixed, soft, generator=generator)
             # A pixel is the sample's own only if both steps left it in place: the shares multiply.
-            self._record_provenance(lambda: mix_own() * own())
+            self.provenance = lambda: mix_own() * own()
             return out, mixed_target
-        self._record_provenance(own)
+        self.provenance = own
         if mixed is x:
             mixed = x.clone()
         return same_format(mixed, x), soft

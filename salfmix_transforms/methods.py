@@ -96,6 +96,22 @@ class MethodSpec:
         return self.self_mixing and self.two_image
 
 
+def _self_mixing(
+    name: str, label: str, factory: type, flag: str, paper: str, needs_model: bool = True
+) -> MethodSpec:
+    """A SalfMix-family name: ``--method NAME`` sets the training scripts' ``flag``."""
+    return MethodSpec(
+        name, label, factory, flags={flag: True}, self_mixing=True, needs_model=needs_model, paper=paper
+    )
+
+
+def _alpha_method(name: str, label: str, factory: type, alpha: str, paper: str = "") -> MethodSpec:
+    """A two-image name switched on by ``--NAME ALPHA``, which sets the constructor argument ``alpha`` (1)."""
+    return MethodSpec(
+        name, label, factory, {alpha: 1.0}, {name: 1.0}, two_image=True, paper=paper, alpha=alpha
+    )
+
+
 _HYBRID_PARTNERS = {
     "v1": ("mixup", "Mixup"),
     "v2": ("saliencymix", "SaliencyMix"),
@@ -105,66 +121,18 @@ _HYBRID_PARTNERS = {
 SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("baseline", "Baseline", None, paper="Tables 4-5"),
     MethodSpec("cutout", "Cutout", Cutout, {"mask_ratio": 0.5}, {"cutout": True}, paper="Tables 4-5, 9"),
-    MethodSpec(
-        "cutout-sal",
-        "Cutout, least-salient patch",
-        SaliencyCutout,
-        flags={"saliency_cutout": True},
-        self_mixing=True,
-        needs_model=True,
-        paper="Table 9",
+    _self_mixing("cutout-sal", "Cutout, least-salient patch", SaliencyCutout, "saliency_cutout", "Table 9"),
+    _self_mixing("salfmix", "SalfMix", SalfMix, "salfmix", "Alg. 1, Tables 4-5"),
+    _self_mixing(
+        "salfmix-nosal", "SalfMix without saliency", RandomSelfMix, "random_selfmix", "Table 10", False
     ),
-    MethodSpec(
-        "salfmix",
-        "SalfMix",
-        SalfMix,
-        flags={"salfmix": True},
-        self_mixing=True,
-        needs_model=True,
-        paper="Alg. 1, Tables 4-5",
-    ),
-    MethodSpec(
-        "salfmix-nosal",
-        "SalfMix without saliency",
-        RandomSelfMix,
-        flags={"random_selfmix": True},
-        self_mixing=True,
-        paper="Table 10",
-    ),
-    MethodSpec(
-        "mixup",
-        "Mixup",
-        Mixup,
-        {"mixup_alpha": 1.0},
-        {"mixup": 1.0},
-        two_image=True,
-        paper="Tables 4-5",
-        alpha="mixup_alpha",
-    ),
-    MethodSpec(
-        "cutmix",
-        "CutMix",
-        CutMix,
-        {"cutmix_alpha": 1.0},
-        {"cutmix": 1.0},
-        two_image=True,
-        paper="Tables 4-5",
-        alpha="cutmix_alpha",
-    ),
-    MethodSpec(
-        "saliencymix",
-        "SaliencyMix",
-        SaliencyMix,
-        {"alpha": 1.0},
-        {"saliencymix": 1.0},
-        two_image=True,
-        paper="Tables 4-5",
-        alpha="alpha",
-    ),
+    _alpha_method("mixup", "Mixup", Mixup, "mixup_alpha", "Tables 4-5"),
+    _alpha_method("cutmix", "CutMix", CutMix, "cutmix_alpha", "Tables 4-5"),
+    _alpha_method("saliencymix", "SaliencyMix", SaliencyMix, "alpha", "Tables 4-5"),
     MethodSpec(
         "resizemix", "ResizeMix", ResizeMix, {"scope": (0.1, 0.8)}, {"resizemix": True}, two_image=True
     ),
-    MethodSpec("fmix", "FMix", FMix, {"alpha": 1.0}, {"fmix": 1.0}, two_image=True, alpha="alpha"),
+    _alpha_method("fmix", "FMix", FMix, "alpha"),
     *(
         MethodSpec(
             f"hybridmix-{version}",

@@ -27,28 +27,19 @@ Choices beyond timm (which asserts an even batch and loops over the samples):
 * everything is vectorized: per-sample boxes are one small boolean mask (B, 1, H, W) applied with a single
   ``torch.where`` (a batch-wide box is a sliced copy), per-sample ResizeMix scales are one gather-based
   bilinear resize, and the frame writes each result into one output tensor (few full-size temporaries);
-* targets are always soft (B, K); ``K`` is ``num_classes`` or, when that is ``None``, the width of the soft
-  targets given (class indices then need ``num_classes``); they are float32 with ``lam`` in float32 whatever
-  the images' dtype, where timm's 'pair' / 'elem' targets round ``lam`` to the images' dtype (see
-  :class:`Mixup`); the pixels are timm's in every dtype;
+* targets are always soft (B, K), float32 (where that differs from timm: :class:`Mixup`); ``K`` is
+  ``num_classes`` or, when that is ``None``, the width of the soft targets given (class indices then need
+  ``num_classes``);
 * dense targets (a class mask (B, H, W) or soft (B, K, H, W)) come back as soft dense targets
   (B, K, H, W) mixed with the image's own geometry (:meth:`MixMethod.apply_target`): the partner's box
   is pasted (one-hot pixels stay one-hot), ResizeMix's partner is resized with nearest interpolation, and
   Mixup blends every pixel, ``lam * y_i + (1 - lam) * y_j`` (an ignored pixel adds nothing, see
   :mod:`salfmix_transforms.targets` for the loss).
 
-One frame, small methods: every method is a :class:`MixMethod` object (its own parameters only) with
-public steps ``sample`` (the random parameters of every slot), ``apply`` (the pixels, the label weight
-``lam`` of the kept image and the region the partner's pixels went to), ``apply_target`` (dense targets)
-and ``own_share`` (the provenance). :class:`TwoImageMix` is the frame (pairing, ``mode``, ``prob``, the
-choice between methods, the targets, :func:`mix_pairs`); the named classes are that frame with the
-methods their constructor describes, and :class:`~salfmix_transforms.hybrid.HybridMix` composes the same
-frame after SalfMix. A new method (e.g. :mod:`salfmix_transforms.fmix`) is one :class:`MixMethod` and one
-small frame class. The random draws and the box geometry are in :mod:`salfmix_transforms.boxes`.
-
-``Mixup`` and ``CutMix`` also take ``timm.data.Mixup``'s constructor (its keyword names, positions and
-defaults), so ``Mixup(**mixup_args)`` of timm's ``train.py`` is an exact drop-in: with ``cutmix_alpha > 0``
-it switches between Mixup and CutMix as timm does.
+One frame, small methods: every method is a :class:`MixMethod` (its own parameters and steps) and
+:class:`TwoImageMix` is the frame that composes them (:func:`mix_pairs`). A new method (e.g.
+:mod:`salfmix_transforms.fmix`) is one :class:`MixMethod` and one small frame class. The random draws and
+the box geometry are in :mod:`salfmix_transforms.boxes`.
 """
 
 from __future__ import annotations
@@ -62,18 +53,15 @@ import torch
 from ._base import BatchTransform, all_own
 from ._random import host_device, rand
 from ._validation import (
-    IGNORE_INDEX,
     MODES,
     check_alpha,
     check_bool,
-    check_minmax,
-    check_mode,
+    check_choice,
+    check_interval,
     check_multi_label,
-    check_non_negative,
-    check_optional_alpha,
+    check_number,
     check_probability,
     check_saliency,
-    check_scope,
 )
 from .boxes import (
     box_lambda,
@@ -94,6 +82,7 @@ __all__ = [
     "MODES",
     "CutMix",
     "CutMixMethod",
+    "Layout",
     "MixMethod",
     "MixParams",
     "Mixed",
@@ -121,7 +110,7 @@ _CHUNK_ELEMENTS = 1 << 16
 
 
 @dataclass(frozen=True)
-class _Layout:
+class Layout:
     """How per-slot parameters map to the samples: 1 slot ('batch'), B // 2 ('pair') or B ('elem')."""
 
     mode: str
@@ -223,20 +212,10 @@ def _on(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     return values.to(device, non_blocking=True)
 
 
-def _on_all(values: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
-    return tuple(_on(v, device) for v in values)
-
-
 def _rows(flags: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The indices of the true entries of host ``flags`` (B,), on ``device``: a boolean-mask index of the
     batch whose shape depends on host draws only (a mask on the device would need a host synchronisation)."""
     return _on(flags.nonzero().view(-1), device)
-
-
-def _lam_out(lam: torch.Tensor, layout: _Layout, device: torch.device) -> float | torch.Tensor:
-    """The batch's single ``lam`` as a Python float in 'batch' mode (timm's arithmetic; ``lam`` is a host
-    tensor there), else the (B,) tensor on ``device``."""
-    return float(lam[0]) if layout.shared else _on(lam, device)
 
 
 class Mixed(NamedTuple):
@@ -269,10 +248,8 @@ def mix_pairs(
     Per slot (1, B // 2 or B, see ``mode``): ``applied = U < prob``; a method is chosen with probabilities
     ``weights`` (timm: ``U < switch_prob`` picks CutMix over Mixup); each method draws its parameters
     (:meth:`MixMethod.sample`). The slots are expanded to the samples, each method mixes the samples that
-    chose it (:meth:`MixMethod.apply`), and the targets become ``lam * y_i + (1 - lam) * y_j``. Samples
-    that are not applied, and the middle one of an odd batch, are returned unchanged with their own soft
-    label. Soft dense targets (B, K, H, W) are mixed by each method's :meth:`MixMethod.apply_target` with
-    the ``lam`` and region of its ``apply``.
+    chose it (:meth:`MixMethod.apply`, dense targets :meth:`MixMethod.apply_target`), and the targets become
+    ``lam * y_i + (1 - lam) * y_j``; the other samples come back unchanged (see the module docstring).
 
     The provenance (:attr:`Mixed.provenance`) says how much of every output pixel is the sample's own pixel
     at that place (:meth:`MixMethod.own_share`: 0 inside a pasted box, ``lam`` for a blend, 1 elsewhere);
@@ -304,7 +281,7 @@ def mix_pairs(
 
     if batch < 2:
         return Mixed(x.clone(), soft, own)
-    layout = _Layout(mode, batch)
+    layout = Layout(mode, batch)
     host = host_device(generator)
     slots = layout.slots
     applied = rand((slots,), generator, host) < prob
@@ -372,7 +349,7 @@ def _per_sample(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _dense_target(
-    method: MixMethod, soft: torch.Tensor, lam: float | torch.Tensor, region: Any, layout: _Layout
+    method: MixMethod, soft: torch.Tensor, lam: float | torch.Tensor, region: Any, layout: Layout
 ) -> torch.Tensor | None:
     """The soft dense targets (B, K, H, W) of ``method``'s mix, or ``None`` for classification targets."""
     return method.apply_target(soft, lam, region, layout) if is_dense_target(soft) else None
@@ -387,14 +364,11 @@ class MixParams:
 
     Attributes:
         lam: (slots,) float64 ``lam ~ Beta(alpha, alpha)`` (Mixup, CutMix, SaliencyMix), or ``None``.
-        centre: ``(cy, cx)`` (slots,) box centres (CutMix), or ``None``.
-        box: ``(top, bottom, left, right)`` (slots,) boxes drawn whole (CutMix with ``cutmix_minmax``,
-            ResizeMix), or ``None``.
+        box: ``(top, bottom, left, right)`` (slots,) boxes drawn whole (CutMix, ResizeMix), or ``None``.
         scale: (slots,) float64 ResizeMix's side scale ``tau ~ U(scope)``, or ``None``.
     """
 
     lam: torch.Tensor | None = None
-    centre: tuple[torch.Tensor, torch.Tensor] | None = None
     box: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     scale: torch.Tensor | None = None
 
@@ -420,18 +394,19 @@ class MixMethod:
     def sample(
         self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
     ) -> Any:
-        """Draw the parameters of ``slots`` slots for images of ``height x width``."""
-        raise NotImplementedError
+        """Draw the parameters of ``slots`` slots for images of ``height x width``; by default
+        ``lam ~ Beta(alpha, alpha)`` per slot (Mixup, SaliencyMix)."""
+        return MixParams(sample_beta(self.alpha, slots, generator, device))
 
     def apply(
-        self, x: torch.Tensor, params: Any, layout: _Layout, saliency: torch.Tensor | None
+        self, x: torch.Tensor, params: Any, layout: Layout, saliency: torch.Tensor | None
     ) -> tuple[torch.Tensor, float | torch.Tensor, Any]:
         """Mix ``x`` with its flipped partner: a new tensor (only the samples the caller marks active are
         meaningful), the label weight ``lam`` of the kept image and the region (see the class)."""
         raise NotImplementedError
 
     def apply_target(
-        self, target: torch.Tensor, lam: float | torch.Tensor, region: Any, layout: _Layout
+        self, target: torch.Tensor, lam: float | torch.Tensor, region: Any, layout: Layout
     ) -> torch.Tensor:
         """The soft dense targets (B, K, H, W) of what :meth:`apply` did, from its ``lam`` and region.
 
@@ -472,13 +447,8 @@ class MixupMethod(MixMethod):
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha", check_alpha(self.alpha, "alpha"))
 
-    def sample(
-        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
-    ) -> MixParams:
-        return MixParams(sample_beta(self.alpha, slots, generator, device))
-
     def apply(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
+        self, x: torch.Tensor, params: MixParams, layout: Layout, saliency: torch.Tensor | None
     ) -> tuple[torch.Tensor, float | torch.Tensor, None]:
         lam = layout.expand(params.lam, 1.0)
         if layout.shared:
@@ -502,22 +472,27 @@ class _BoxMethod(MixMethod):
     correct_lam: bool
 
     def _boxes(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
+        self, x: torch.Tensor, params: MixParams, layout: Layout, saliency: torch.Tensor | None
     ) -> tuple[Box, bool]:
         """Per-sample boxes (B,) and whether they are one box for the whole batch known on the host (so
-        ``lam`` too): then the paste is a sliced copy and ``lam`` a Python float, with no synchronisation."""
-        raise NotImplementedError
+        ``lam`` too): then the paste is a sliced copy and ``lam`` a Python float, with no synchronisation.
+        By default the boxes drawn whole by :meth:`sample` (``params.box``)."""
+        return tuple(layout.expand(corner) for corner in params.box), layout.shared
 
     def _corrects_lam(self) -> bool:
         return self.correct_lam
 
+    def _partner(self, x: torch.Tensor, box: Box) -> torch.Tensor | None:
+        """What is pasted into the boxes (on ``x``'s device): ``None`` for the partner's own pixels."""
+        return None
+
     def apply(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
+        self, x: torch.Tensor, params: MixParams, layout: Layout, saliency: torch.Tensor | None
     ) -> tuple[torch.Tensor, float | torch.Tensor, Box]:
         box, uniform = self._boxes(x, params, layout, saliency)
-        on_device = _on_all(box, x.device)
+        on_device = tuple(_on(corner, x.device) for corner in box)
         used = box if uniform else on_device  # the host corners for the sliced copy, else the device's
-        out = _paste(x, None, used, uniform)
+        out = _paste(x, self._partner(x, on_device), used, uniform)
         if self._corrects_lam():
             lam = box_lambda(*used, x.shape[2], x.shape[3])
         else:
@@ -536,7 +511,7 @@ class CutMixMethod(_BoxMethod):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha", check_alpha(self.alpha, "alpha"))
-        object.__setattr__(self, "minmax", check_minmax(self.minmax, "minmax"))
+        object.__setattr__(self, "minmax", check_interval(self.minmax, "minmax", optional=True))
         object.__setattr__(self, "correct_lam", check_bool(self.correct_lam, "correct_lam"))
 
     def _corrects_lam(self) -> bool:
@@ -549,16 +524,8 @@ class CutMixMethod(_BoxMethod):
         if self.minmax is not None:
             _check_minmax_fits(self.minmax, height, width)
             return MixParams(lam, box=minmax_box(height, width, self.minmax, slots, generator, device))
-        return MixParams(lam, centre=sample_box_centres(height, width, slots, generator, device))
-
-    def _boxes(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[Box, bool]:
-        if params.box is not None:
-            box = params.box
-        else:
-            box = cutmix_box(x.shape[2], x.shape[3], params.lam, *params.centre)
-        return tuple(layout.expand(corner) for corner in box), layout.shared
+        centre = sample_box_centres(height, width, slots, generator, device)
+        return MixParams(lam, box=cutmix_box(height, width, lam, *centre))
 
 
 def _check_minmax_fits(minmax: tuple[float, float], height: int, width: int) -> None:
@@ -588,13 +555,8 @@ class SaliencyMixMethod(_BoxMethod):
         object.__setattr__(self, "per_sample", check_bool(self.per_sample, "per_sample"))
         object.__setattr__(self, "correct_lam", check_bool(self.correct_lam, "correct_lam"))
 
-    def sample(
-        self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
-    ) -> MixParams:
-        return MixParams(sample_beta(self.alpha, slots, generator, device))
-
     def _boxes(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
+        self, x: torch.Tensor, params: MixParams, layout: Layout, saliency: torch.Tensor | None
     ) -> tuple[Box, bool]:
         height, width = x.shape[2], x.shape[3]
         batch = x.shape[0]
@@ -614,17 +576,17 @@ class SaliencyMixMethod(_BoxMethod):
 
 
 @dataclass(frozen=True)
-class ResizeMixMethod(MixMethod):
+class ResizeMixMethod(_BoxMethod):
     """ResizeMix's step: the whole partner resized to ``tau ~ U(scope)`` of the sides, pasted at a uniform
     position; ``lam = 1 - h * w / (H * W)`` exactly (see :class:`ResizeMix`)."""
 
     scope: tuple[float, float] = (0.1, 0.8)
     interpolation: str = "bilinear"
+    correct_lam = True  # not a field: the label weight is always the pasted area's
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scope", check_scope(self.scope))
-        if self.interpolation not in ("bilinear", "nearest"):
-            raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {self.interpolation!r}")
+        object.__setattr__(self, "scope", check_interval(self.scope, "scope", positive=True))
+        check_choice(self.interpolation, "interpolation", ("bilinear", "nearest"))
 
     def sample(
         self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
@@ -633,18 +595,11 @@ class ResizeMixMethod(MixMethod):
         tau = low + (high - low) * rand((slots,), generator, device).to(torch.float64)
         return MixParams(scale=tau, box=sample_resize_boxes(height, width, tau, generator))
 
-    def apply(
-        self, x: torch.Tensor, params: MixParams, layout: _Layout, saliency: torch.Tensor | None
-    ) -> tuple[torch.Tensor, float | torch.Tensor, Box]:
-        box = tuple(layout.expand(corner) for corner in params.box)
-        on_device = _on_all(box, x.device)
-        resized = resize_from_boxes(x.flip(0), *on_device, mode=self.interpolation)
-        out = _paste(x, resized, box if layout.shared else on_device, layout.shared)
-        lam = box_lambda(*(box if layout.shared else on_device), x.shape[2], x.shape[3])
-        return out, _lam_out(lam, layout, x.device), on_device
+    def _partner(self, x: torch.Tensor, box: Box) -> torch.Tensor:
+        return resize_from_boxes(x.flip(0), *box, mode=self.interpolation)
 
     def apply_target(
-        self, target: torch.Tensor, lam: float | torch.Tensor, region: Box, layout: _Layout
+        self, target: torch.Tensor, lam: float | torch.Tensor, region: Box, layout: Layout
     ) -> torch.Tensor:
         """The partner's whole dense target resized into the box with nearest interpolation (labels are
         not blended at the edges, whatever ``interpolation`` the image used)."""
@@ -703,23 +658,18 @@ class TwoImageMix(BatchTransform):
     chosen with probabilities ``weights`` (:func:`mix_pairs`). The named classes (:class:`Mixup`,
     :class:`CutMix`, :class:`SaliencyMix`, :class:`ResizeMix`, ...) are this frame with the method list
     their constructor arguments describe, and :class:`~salfmix_transforms.hybrid.HybridMix` composes it
-    after SalfMix. Call as ``x, target = mix(x, target)``; the result target is always soft (B, K).
-
-    Dense targets (a class mask (B, H, W) or soft dense targets (B, K, H, W)) come back as soft dense
-    targets (B, K, H, W), mixed by each method's :meth:`MixMethod.apply_target` with the geometry of the
-    image's mix.
+    after SalfMix. Call as ``x, target = mix(x, target)``; the target comes back soft (B, K), or
+    (B, K, H, W) for a dense one (see the module docstring).
 
     Args:
         methods: the methods a call chooses from (one or more :class:`MixMethod`).
         weights: their probabilities (normalised); ``None``: equally likely.
         prob: probability of mixing, per batch ('batch') or per pair / sample.
         mode: ``'batch'``, ``'pair'`` or ``'elem'`` (see the module docstring).
-        label_smoothing: smoothing of the one-hot rows before mixing (timm's ``mixup_target``).
-        num_classes: number of classes K; ``None`` infers K from soft targets (class indices then need it).
-            :class:`Mixup` and :class:`CutMix` default to timm's 0.1 and 1000 instead, as they take timm's
-            constructor.
-        warmup_epochs, steps_per_epoch, generator, ignore_index: see
-            :class:`~salfmix_transforms._base.BatchTransform`.
+        label_smoothing, num_classes, warmup_epochs, steps_per_epoch, generator, ignore_index (keyword only):
+            see :class:`~salfmix_transforms._base.BatchTransform`; ``label_smoothing`` smooths the one-hot
+            rows before mixing (timm's ``mixup_target``). :class:`Mixup` and :class:`CutMix` default to
+            timm's ``label_smoothing=0.1`` and ``num_classes=1000``, as they take timm's constructor.
 
     Attributes:
         mixup_enabled: timm's switch (``--mixup-off-epoch`` sets it to ``False``): when ``False`` the
@@ -733,24 +683,12 @@ class TwoImageMix(BatchTransform):
         *,
         prob: float = 1.0,
         mode: str = "batch",
-        label_smoothing: float = 0.0,
-        num_classes: int | None = None,
-        warmup_epochs: int = 0,
-        steps_per_epoch: int | None = None,
-        generator: torch.Generator | None = None,
-        ignore_index: int = IGNORE_INDEX,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            label_smoothing=label_smoothing,
-            warmup_epochs=warmup_epochs,
-            steps_per_epoch=steps_per_epoch,
-            generator=generator,
-            ignore_index=ignore_index,
-        )
+        super().__init__(**kwargs)
         self.methods, self.weights = _check_methods(methods, weights)
         self.prob = check_probability(prob, "prob")
-        self.mode = check_mode(mode)
+        self.mode = check_choice(mode, "mode", MODES)
         self.mixup_enabled = True
 
     def _output_target(self, target: torch.Tensor) -> torch.Tensor:
@@ -781,10 +719,10 @@ class TwoImageMix(BatchTransform):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         soft = self._soft_targets(target)
         if not self.mixup_enabled:
-            self._record_provenance(all_own(x))
+            self.provenance = all_own(x)
             return same_format(x.clone(), x), soft
         out, mixed_target, own = self.mix(x, soft, saliency=saliency, generator=generator)
-        self._record_provenance(own)
+        self.provenance = own
         return out, mixed_target
 
 
@@ -835,7 +773,7 @@ class Mixup(TwoImageMix):
         correct_lam: CutMix's ``lam`` corrected to the clipped box area.
         label_smoothing, num_classes: see :class:`TwoImageMix` (timm's defaults 0.1 and 1000).
         multi_label: timm's switch for multi-label targets; only ``False`` (the default) is supported.
-        warmup_epochs, steps_per_epoch, generator: see :class:`~salfmix_transforms._base.BatchTransform`.
+        warmup_epochs, steps_per_epoch, generator, ignore_index: see :class:`TwoImageMix`.
 
     Raises:
         ValueError: neither Mixup nor CutMix is on, or an argument is out of range.
@@ -856,24 +794,26 @@ class Mixup(TwoImageMix):
         **kwargs: object,
     ) -> None:
         check_multi_label(multi_label)
-        cutmix_alpha = check_optional_alpha(cutmix_alpha, "cutmix_alpha")
-        cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
+        cutmix_alpha = check_alpha(cutmix_alpha, "cutmix_alpha", zero_is_off=True)
+        cutmix_minmax = check_interval(cutmix_minmax, "cutmix_minmax", optional=True)
         switch_prob = check_probability(switch_prob, "switch_prob")
         correct_lam = check_bool(correct_lam, "correct_lam")
-        if cutmix_alpha > 0 or cutmix_minmax is not None:
-            mixup_alpha = check_optional_alpha(mixup_alpha, "mixup_alpha")
-        else:
-            if check_optional_alpha(mixup_alpha, "mixup_alpha") == 0:
-                raise ValueError(
-                    "mixup_alpha must be > 0, or turn CutMix on (cutmix_alpha > 0 or cutmix_minmax): with "
-                    "both off nothing is mixed"
-                )
-            mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha")
+        mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha", zero_is_off=True)
+        if mixup_alpha == 0 and cutmix_alpha == 0 and cutmix_minmax is None:
+            raise ValueError(
+                "mixup_alpha must be > 0, or turn CutMix on (cutmix_alpha > 0 or cutmix_minmax): with "
+                "both off nothing is mixed"
+            )
         methods, weights = switch_methods(mixup_alpha, cutmix_alpha, cutmix_minmax, correct_lam, switch_prob)
         super().__init__(
-            methods, weights, prob=prob, mode=mode, label_smoothing=label_smoothing, num_classes=num_classes,
+            methods,
+            weights,
+            prob=prob,
+            mode=mode,
+            label_smoothing=label_smoothing,
+            num_classes=num_classes,
             **kwargs,
-        )  # fmt: skip
+        )
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha
         self.cutmix_minmax = cutmix_minmax
@@ -884,12 +824,10 @@ class Mixup(TwoImageMix):
 class CutMix(TwoImageMix):
     """CutMix (Yun et al., ICCV 2019) with timm's box: the box of ``x_j`` is pasted into ``x_i``.
 
-    The box (:func:`~salfmix_transforms.boxes.cutmix_box`) has sides ``int(H * sqrt(1 - lam))`` x
-    ``int(W * sqrt(1 - lam))`` around a uniform centre (drawn in :meth:`sample`) and is clipped to the image;
-    with ``cutmix_minmax`` it comes from timm's ``rand_bbox_minmax`` instead
-    (:func:`~salfmix_transforms.boxes.minmax_box`). With ``correct_lam`` (forced with ``cutmix_minmax``, as in
-    timm) ``lam = 1 - box area / (H * W)``, so the label weight of the pasted image is exactly its area
-    fraction.
+    The box is timm's ``rand_bbox`` for ``lam`` (:func:`~salfmix_transforms.boxes.cutmix_box`), or with
+    ``cutmix_minmax`` its ``rand_bbox_minmax`` (:func:`~salfmix_transforms.boxes.minmax_box`). With
+    ``correct_lam`` (forced with ``cutmix_minmax``, as in timm) ``lam = 1 - box area / (H * W)``, so the
+    label weight of the pasted image is exactly its area fraction.
 
     The constructor takes timm ``Mixup``'s keyword names, so ``CutMix(**mixup_args)`` works where timm's
     arguments ask for CutMix alone (``mixup_alpha=0``); ``switch_prob`` is accepted and has no effect (one
@@ -898,14 +836,9 @@ class CutMix(TwoImageMix):
 
     Args:
         cutmix_alpha: Beta parameter, > 0 (timm forces it to 1 with ``cutmix_minmax``; so do we).
-        cutmix_minmax: timm's ``(low, high)`` box side ratios; ``None`` for the ``lam`` box.
-        correct_lam: correct ``lam`` to the clipped box area.
         mixup_alpha: must be 0 (timm's keyword, accepted so that timm's arguments drop in).
-        switch_prob: accepted for timm's arguments; no effect.
-        label_smoothing, num_classes: see :class:`TwoImageMix` (timm's defaults 0.1 and 1000).
-        multi_label: timm's switch for multi-label targets; only ``False`` (the default) is supported.
-        prob, mode: see :class:`TwoImageMix`.
-        warmup_epochs, steps_per_epoch, generator: see :class:`~salfmix_transforms._base.BatchTransform`.
+        cutmix_minmax, correct_lam, switch_prob, label_smoothing, num_classes, multi_label: as :class:`Mixup`.
+        prob, mode and the other keyword arguments: see :class:`TwoImageMix`.
     """
 
     def __init__(
@@ -922,12 +855,12 @@ class CutMix(TwoImageMix):
         **kwargs: object,
     ) -> None:
         check_multi_label(multi_label)
-        cutmix_minmax = check_minmax(cutmix_minmax, "cutmix_minmax")
+        cutmix_minmax = check_interval(cutmix_minmax, "cutmix_minmax", optional=True)
         if cutmix_minmax is not None:
             cutmix_alpha = 1.0  # as timm: minmax forces CutMix on with alpha 1
         cutmix_alpha = check_alpha(cutmix_alpha, "cutmix_alpha")
         correct_lam = check_bool(correct_lam, "correct_lam")
-        if check_non_negative(mixup_alpha, "mixup_alpha") > 0:
+        if check_number(mixup_alpha, "mixup_alpha", low=0.0) > 0:
             raise ValueError(
                 f"mixup_alpha={mixup_alpha} asks for Mixup, which CutMix does not do: use "
                 "Mixup(**mixup_args) (timm's switch between Mixup and CutMix) or HybridMix"
@@ -972,8 +905,7 @@ class SaliencyMix(TwoImageMix):
         alpha: Beta parameter, > 0.
         per_sample: one box per sample (True) or the reference code's single map (False).
         correct_lam: correct ``lam`` to the clipped box area.
-        prob, mode, label_smoothing, num_classes: see :class:`TwoImageMix`.
-        warmup_epochs, steps_per_epoch, generator: see :class:`~salfmix_transforms._base.BatchTransform`.
+        prob, mode and the other keyword arguments: see :class:`TwoImageMix`.
     """
 
     def __init__(
@@ -1002,8 +934,7 @@ class ResizeMix(TwoImageMix):
     Args:
         scope: ``(low, high)`` of the uniform scale ``tau``, ``0 < low <= high <= 1`` (paper: (0.1, 0.8)).
         interpolation: ``'bilinear'`` (default) or ``'nearest'``.
-        prob, mode, label_smoothing, num_classes: see :class:`TwoImageMix`.
-        warmup_epochs, steps_per_epoch, generator: see :class:`~salfmix_transforms._base.BatchTransform`.
+        prob, mode and the other keyword arguments: see :class:`TwoImageMix`.
     """
 
     def __init__(

@@ -1,17 +1,11 @@
 """Geometry and pixel operations of self-mixing (SalfMix, Algorithm 1), vectorized over the batch.
 
-Algorithm 1 of Choi et al. (Sensors 2021), in the notation used throughout this module:
-
-* line 1: the saliency map ``M`` (B, H, W) is average-pooled with kernel = stride = ``H // n`` vertically
-  and ``W // n`` horizontally, without padding (:func:`cell_size`, :func:`pool_saliency`); every element of
-  the pooled grid stands for one *cell* of the image;
-* line 2: ``R_m`` is the most salient cell (argmax of the pooled map), ``R_l`` the least salient one
-  (argmin) (:func:`extreme_cells`);
-* line 3: the patch side is ``o = floor(W * r)`` (:func:`patch_size`);
-* lines 4-5: a patch ``P_m`` containing ``R_m`` and a patch ``P_l`` containing ``R_l`` are placed at random
-  (:func:`patch_corners`);
-* line 6: the pixels of ``P_m`` are copied over ``P_l`` in the same image (:func:`copy_patches`); the label
-  is unchanged.
+Algorithm 1 of Choi et al. (Sensors 2021) line by line is in :class:`~salfmix_transforms.salfmix.SalfMix`'s
+docstring: line 1 average-pools the saliency map ``M`` (B, H, W) into a grid whose every element stands for
+one *cell* of the image (:func:`cell_size`, :func:`pool_saliency`); line 2 picks the most and least salient
+cells ``R_m``, ``R_l`` (:func:`extreme_cells`); lines 3-5 size and place the patches ``P_m`` around ``R_m``
+and ``P_l`` around ``R_l`` (:func:`patch_size`, :func:`patch_corners`); line 6 copies ``P_m`` over ``P_l``
+(:func:`copy_patches`).
 
 Every function works on whole batches with tensor arithmetic on the tensor's device (no Python loop over
 the samples), and every random draw goes through :mod:`salfmix_transforms._random` so that a
@@ -236,16 +230,6 @@ def _window_index(
     return batch_index, rows, cols
 
 
-def _flat_window_index(
-    top: torch.Tensor, left: torch.Tensor, patch_height: int, patch_width: int, width: int
-) -> torch.Tensor:
-    """Flat pixel indices (B, 1, ph * pw) of each sample's (ph, pw) window in a row-major (H * W) image."""
-    device = top.device
-    rows = top.long().view(-1, 1, 1) + torch.arange(patch_height, device=device).view(1, -1, 1)
-    cols = left.long().view(-1, 1, 1) + torch.arange(patch_width, device=device).view(1, 1, -1)
-    return (rows * width + cols).view(top.shape[0], 1, patch_height * patch_width)
-
-
 @_per_shape_cache
 def _window_offsets(
     batch: int,
@@ -317,10 +301,14 @@ def copy_patches(
     # gather, one scatter_); if H and W do not merge into one dimension (an exotic stride layout), an
     # index-put with (B, ph, pw) index grids.
     if height == 1 or out.stride(2) == out.stride(3) * width:
+
+        def flat(top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:  # (B, C, ph * pw) pixel indices
+            _, rows, cols = _window_index(top, left, ph, pw)
+            return (rows * width + cols).view(batch, 1, ph * pw).expand(batch, channels, -1)
+
         flat_out = out.view(batch, channels, height * width)
-        src = _flat_window_index(plan.src_top, plan.src_left, ph, pw, width).expand(batch, channels, -1)
-        dst = _flat_window_index(dst_top, dst_left, ph, pw, width).expand(batch, channels, -1)
-        flat_out.scatter_(2, dst, torch.gather(x.reshape(batch, channels, height * width), 2, src))
+        src = torch.gather(x.reshape(batch, channels, height * width), 2, flat(plan.src_top, plan.src_left))
+        flat_out.scatter_(2, flat(dst_top, dst_left), src)
         return out
     batch_index, src_rows, src_cols = _window_index(plan.src_top, plan.src_left, ph, pw)
     _, dst_rows, dst_cols = _window_index(dst_top, dst_left, ph, pw)

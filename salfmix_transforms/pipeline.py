@@ -63,6 +63,15 @@ def _check_key(value: object, name: str) -> str:
     return value
 
 
+def _configure(transform: Any, salfmix: SalfMix, saliency_key: object, generator: object) -> None:
+    """What both front ends keep: the checked ``salfmix`` (its grid, ratio and pool also as attributes, which
+    albumentations serializes), the map's key and the generator."""
+    transform._salfmix = salfmix
+    transform.grid, transform.ratio, transform.pool = salfmix.grid, salfmix.ratio, salfmix.pool
+    transform.saliency_key = _check_key(saliency_key, "saliency_key")
+    transform.generator = check_generator(generator)
+
+
 def _saliency_tensor(saliency: object, height: int, width: int, name: str) -> torch.Tensor:
     """A per-sample map as a (1, H, W) tensor; (H, W), (H, W, 1) and (1, H, W) are accepted."""
     if isinstance(saliency, np.ndarray):
@@ -98,7 +107,6 @@ def _check_mask_type(saliency: object, key: str) -> None:
 
 def _saliency_mask(saliency: tv_tensors.Mask, height: int, width: int, key: str) -> torch.Tensor:
     """SalfMixV2's map, a ``tv_tensors.Mask`` (H, W) or (1, H, W), as a plain (1, H, W) tensor."""
-    _check_mask_type(saliency, key)
     shape = tuple(saliency.shape)
     if shape not in ((height, width), (1, height, width)):
         raise ValueError(
@@ -249,14 +257,8 @@ class SalfMixA(A.DualTransform if A is not None else _AlbumentationsMissing):
             raise ImportError(
                 'SalfMixA needs albumentations: pip install "salfmix-transforms[albumentations]"'
             )
-        p = check_probability(p, "p")
-        super().__init__(p=p)
-        self._salfmix = SalfMix(grid, ratio, 1.0, pool=pool)
-        self.grid = self._salfmix.grid
-        self.ratio = self._salfmix.ratio
-        self.pool = self._salfmix.pool
-        self.saliency_key = _check_key(saliency_key, "saliency_key")
-        self.generator = check_generator(generator)
+        super().__init__(p=check_probability(p, "p"))
+        _configure(self, SalfMix(grid, ratio, 1.0, pool=pool), saliency_key, generator)
         self._in_compose = False  # set by A.Compose (set_processors / add_targets); not serialized
         self._saliency_target: str | None = None  # what A.Compose declared the map as ("mask" is required)
 
@@ -408,13 +410,8 @@ class SalfMixV2(v2.Transform):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self._salfmix = SalfMix(grid, ratio, check_probability(p, "p"), pool=pool)
-        self.grid = self._salfmix.grid
-        self.ratio = self._salfmix.ratio
+        _configure(self, SalfMix(grid, ratio, check_probability(p, "p"), pool=pool), saliency_key, generator)
         self.p = self._salfmix.prob
-        self.pool = self._salfmix.pool
-        self.saliency_key = _check_key(saliency_key, "saliency_key")
-        self.generator = check_generator(generator)
 
     @staticmethod
     def _needs_copy(flat_inputs: list[Any]) -> list[bool]:

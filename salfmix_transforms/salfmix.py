@@ -7,18 +7,21 @@ computed from the model being trained (``model=``, the gradient saliency of eq. 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ._base import BatchTransform
 from ._random import rand, randint_from_uniform
 from ._validation import (
+    SALIENCY_MODES,
     check_bool,
+    check_choice,
     check_grid,
     check_model,
     check_probability,
     check_ratio,
     check_saliency,
-    check_saliency_mode,
     check_writable,
 )
 from .patches import (
@@ -40,16 +43,17 @@ class SalfMix(BatchTransform):
     Call as ``x, target = salfmix(x, target, model=model)`` (saliency from the model's input gradient) or
     ``x, target = salfmix(x, target, saliency=maps)`` with precomputed maps (B, H, W).
 
-    Per sample (Algorithm 1):
+    Per sample (Algorithm 1; the functions of :mod:`salfmix_transforms.patches`):
 
-    1. pool the saliency map with kernel = stride = ``(H // n, W // n)`` (line 1);
-    2. ``R_m`` = argmax cell, ``R_l`` = argmin cell of the pooled map (line 2);
-    3. patch side ``o = floor(W * r)`` (line 3);
+    1. pool the saliency map with kernel = stride = ``(H // n, W // n)`` (line 1, :func:`pool_saliency`);
+    2. ``R_m`` = argmax cell, ``R_l`` = argmin cell of the pooled map (line 2, :func:`extreme_cells`);
+    3. patch side ``o = floor(W * r)`` (line 3, :func:`patch_size`);
     4. place ``P_m`` around ``R_m`` and ``P_l`` around ``R_l`` uniformly at random among the positions that
-       contain the whole cell and lie inside the image (lines 4-5);
-    5. copy the pixels of ``P_m`` over ``P_l`` (line 6), reading from the unmodified image; the label is
-       unchanged. A dense target (class mask (B, H, W) or soft (B, K, H, W)) has the same patch copied:
-       the labels of ``P_m`` move with its pixels (a new tensor, also with ``inplace=True``).
+       contain the whole cell and lie inside the image (lines 4-5, :func:`patch_corners`);
+    5. copy the pixels of ``P_m`` over ``P_l`` (line 6, :func:`copy_patches`), reading from the unmodified
+       image; the label is unchanged. A dense target (class mask (B, H, W) or soft (B, K, H, W)) has the
+       same patch copied: the labels of ``P_m`` move with its pixels (a new tensor, also with
+       ``inplace=True``).
 
     Choices (the paper is silent): non-square images use a patch of ``floor(H * r) x floor(W * r)`` and a
     kernel of ``(H // n, W // n)``; a patch is at least one pixel; a patch smaller than a cell lies
@@ -72,14 +76,9 @@ class SalfMix(BatchTransform):
         inplace: ``True`` overwrites ``x`` and returns it (as timm's ``Mixup`` and torchvision's
             ``RandomErasing(inplace=True)`` do), saving one copy of the batch; ``x`` must not require grad.
             The default returns a new tensor and leaves ``x`` as it was.
-        warmup_epochs: epochs at the start of training during which the transform is the identity. The
-            default, 1, is the paper's warm-up (Algorithm 2: no SalfMix in the first epoch, whose saliency is
-            that of an untrained network), the same as ``methods.build("salfmix")`` and ``train_timm.py``;
-            ``warmup_epochs=0`` turns it off (SalfMix from the first call). The warm-up ends with
-            :meth:`set_epoch` or ``steps_per_epoch`` (:class:`~salfmix_transforms._base.EpochCounter`):
-            without either it never ends, and the first call warns; a ``steps_per_epoch`` with
-            ``warmup_epochs=0`` has no effect, and the first call warns too.
-        num_classes, label_smoothing, steps_per_epoch, generator (keyword only): see
+        warmup_epochs: 1, Algorithm 2's warm-up (see :class:`~salfmix_transforms._base.BatchTransform`);
+            ``warmup_epochs=0`` turns it off (SalfMix from the first call).
+        num_classes, label_smoothing, steps_per_epoch, generator, ignore_index (keyword only): see
             :class:`~salfmix_transforms._base.BatchTransform`.
     """
 
@@ -103,7 +102,7 @@ class SalfMix(BatchTransform):
         self.ratio = check_ratio(ratio)
         self.prob = check_probability(prob, "prob")
         self.pool = check_bool(pool, "pool")
-        self.saliency_mode = check_saliency_mode(saliency_mode)
+        self.saliency_mode = check_choice(saliency_mode, "saliency_mode", SALIENCY_MODES)
         self.inplace = check_bool(inplace, "inplace")
         self.model = check_model(model)
 
@@ -116,20 +115,14 @@ class SalfMix(BatchTransform):
         self, in_warmup: bool, model: torch.nn.Module | None, saliency: torch.Tensor | None
     ) -> None:
         super()._check_can_run(in_warmup, model, saliency)
-        no_map = model is None and self.model is None and saliency is None
-        if in_warmup and no_map and self.needs_saliency and self.prob > 0:
-            self.warn_once(
-                "model",
-                "no model: neither the constructor nor this call got model= (or saliency=), so the first "
-                "call after the warm-up will fail. Pass model=... to the constructor (timm's train.py: "
-                "next to Mixup's arguments).",
-            )
+        if in_warmup and self.needs_saliency and self.prob > 0:
+            self._warn_if_no_map(model, saliency)
 
     # -- geometry -------------------------------------------------------------------------------------
 
     def _cell_size(self, height: int, width: int) -> tuple[int, int]:
         """Algorithm 1's pooling kernel (:func:`cell_size`), 1 x 1 without pooling. The grid was checked
-        against the image where the call came in (:meth:`plan`, :meth:`_plan_for`)."""
+        against the image where the call came in (:meth:`plan`, :meth:`_apply`)."""
         return (height // self.grid, width // self.grid) if self.pool else (1, 1)
 
     def _selection_draws(self, grid_shape: tuple[int, int]) -> int:
@@ -225,28 +218,18 @@ class SalfMix(BatchTransform):
                 f"{type(self).__name__} needs a saliency map: pass model= (the network being trained) to "
                 "the constructor or the call, or saliency= (precomputed maps of shape (B, H, W))"
             )
+        options = {
+            "mode": self.saliency_mode,
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+        }
         if self.saliency_scale == 1.0:
             from .saliency import gradient_saliency
 
-            return gradient_saliency(
-                model,
-                x,
-                target,
-                mode=self.saliency_mode,
-                num_classes=self.num_classes,
-                ignore_index=self.ignore_index,
-            )
+            return gradient_saliency(model, x, target, **options)
         from .saliency import lowres_gradient_saliency
 
-        return lowres_gradient_saliency(
-            model,
-            x,
-            target,
-            self.saliency_scale,
-            mode=self.saliency_mode,
-            num_classes=self.num_classes,
-            ignore_index=self.ignore_index,
-        )
+        return lowres_gradient_saliency(model, x, target, self.saliency_scale, **options)
 
     def _apply(
         self,
@@ -257,27 +240,26 @@ class SalfMix(BatchTransform):
         saliency: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        plan = self._plan_for(x, target, model, saliency, generator)
-        out = copy_patches(x, plan, inplace=self.inplace, all_applied=self.prob == 1.0)
-        # Line 6 on a dense target: the labels of P_m are copied over P_l with the pixels.
-        moved = self._transform_dense(target, lambda planes, fill: copy_patches(planes, plan))
-        self._record_provenance(lambda: pasted_window_free(plan, x.shape[2], x.shape[3]))
-        return out, self._output_target(moved)
-
-    def _plan_for(
-        self,
-        x: torch.Tensor,
-        target: torch.Tensor,
-        model: torch.nn.Module | None,
-        saliency: torch.Tensor | None,
-        generator: torch.Generator | None,
-    ) -> SelfMixPlan:
-        """The checks of a call, the saliency map (given or eq. (2)-(3)) and the plan (Algorithm 1, 1-5)."""
-        check_grid(self.grid, height=x.shape[2], width=x.shape[3])
+        """The checks of a call, the saliency map (given or eq. (2)-(3)), the plan (Algorithm 1, lines 1-5)
+        and line 6 (:meth:`_line_6`) on the pixels and on a dense target."""
+        batch, _, height, width = x.shape
+        check_grid(self.grid, height=height, width=width)
         if self.inplace:
             check_writable(x)
-        saliency = self._saliency(x, target, model, saliency)
-        return self._make_plan(saliency, (x.shape[0], x.shape[2], x.shape[3]), x.device, generator)
+        saliency = self._saliency(x, target, model, saliency) if self.needs_saliency else None
+        plan = self._make_plan(saliency, (batch, height, width), x.device, generator)
+        return self._pixel_step(
+            x, target, self._line_6(plan), lambda: pasted_window_free(plan, height, width)
+        )
+
+    def _line_6(self, plan: SelfMixPlan) -> Callable[[torch.Tensor, float | int, bool], torch.Tensor]:
+        """Algorithm 1, line 6, as the pixel operation of :meth:`_pixel_step`: ``P_m`` copied over ``P_l``
+        (on a dense target: the labels of ``P_m`` move with its pixels)."""
+
+        def copy(planes: torch.Tensor, fill: float | int, inplace: bool) -> torch.Tensor:
+            return copy_patches(planes, plan, inplace=inplace, all_applied=self.prob == 1.0)
+
+        return copy
 
 
 class RandomSelfMix(SalfMix):
@@ -288,8 +270,8 @@ class RandomSelfMix(SalfMix):
     and device of the map it is given.
 
     Choice: ``R_m`` and ``R_l`` are drawn independently, so they may coincide. With ``pool=False`` the
-    cells are single pixels. It warms up as SalfMix does (``warmup_epochs=1`` by default, as
-    ``methods.build("salfmix-nosal")``), so that the ablation differs from SalfMix only by the saliency.
+    cells are single pixels. It warms up as SalfMix does, so that the ablation differs from SalfMix only by
+    the saliency.
     """
 
     def _selection_draws(self, grid_shape: tuple[int, int]) -> int:
@@ -305,15 +287,6 @@ class RandomSelfMix(SalfMix):
         # Built on the host, then a non-blocking copy (``torch.tensor(..., device="cuda")`` would wait).
         last = torch.tensor([grid_shape[0] - 1, grid_shape[1] - 1]).to(uniforms.device, non_blocking=True)
         return randint_from_uniform(uniforms.view(uniforms.shape[0], 2, 2), torch.zeros_like(last), last)
-
-    def _saliency(
-        self,
-        x: torch.Tensor,
-        target: torch.Tensor,
-        model: torch.nn.Module | None,
-        saliency: torch.Tensor | None,
-    ) -> torch.Tensor | None:
-        return None
 
     @property
     def needs_saliency(self) -> bool:

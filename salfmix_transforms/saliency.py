@@ -47,10 +47,11 @@ def _optimized_module_type() -> type | None:
     return getattr(eval_frame, "OptimizedModule", None)
 
 
-def _wrapper_chain(model: nn.Module) -> list[nn.Module]:
-    """``model`` and the modules it wraps, outermost first: DDP / DataParallel ``.module`` and compiled
-    ``._orig_mod`` (a model that merely has a ``.module`` attribute is not unwrapped)."""
-    optimized = _optimized_module_type()
+def _wrapper_chain(model: nn.Module, through_compiled: bool = True) -> list[nn.Module]:
+    """``model`` and the modules it wraps, outermost first: DDP / DataParallel ``.module`` and, with
+    ``through_compiled``, compiled ``._orig_mod`` (a model that merely has a ``.module`` attribute is not
+    unwrapped)."""
+    optimized = _optimized_module_type() if through_compiled else None
     chain = [model]
     while True:
         module = chain[-1]
@@ -62,10 +63,13 @@ def _wrapper_chain(model: nn.Module) -> list[nn.Module]:
             return chain
 
 
-def plain_module(model: nn.Module) -> nn.Module:
-    """The plain module that owns the parameters, buffers and training flags: every
-    ``DistributedDataParallel``, ``DataParallel`` and ``torch.compile`` wrapper removed."""
-    return _wrapper_chain(model)[-1]
+def plain_module(model: nn.Module, keep_compiled: bool = False) -> nn.Module:
+    """The module under every ``DistributedDataParallel`` and ``DataParallel`` wrapper and, unless
+    ``keep_compiled``, every ``torch.compile`` wrapper: the plain module that owns the parameters, buffers and
+    training flags. ``keep_compiled=True`` stops at the outermost compiled module (evaluation keeps its
+    compiled forward; ranks see different numbers of validation batches, and DDP's forward would wait for the
+    others)."""
+    return _wrapper_chain(model, through_compiled=not keep_compiled)[-1]
 
 
 def _forward_module(model: nn.Module) -> nn.Module:

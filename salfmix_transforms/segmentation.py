@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._validation import IGNORE_INDEX
-from .data import DatasetError
+from .data import DatasetError, check_data_dir, image_files
 
 __all__ = [
     "MODELS",
@@ -50,10 +49,6 @@ _IGNORED_CLASS_NAMES = {"unlabelled", "unlabeled", "void", "ignore", "background
 
 
 # --- transforms -----------------------------------------------------------------------------------------
-
-
-def _multiple_of_8(n: int) -> int:
-    return max(8, n // 8 * 8)
 
 
 def joint_transform(train: bool, crop_size: tuple[int, int], ignore_index: int = IGNORE_INDEX):
@@ -94,28 +89,24 @@ class _PadToMultipleOf8:
         return image, mask
 
 
-def _apply(transform, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision import tv_tensors
-
-    image, mask = transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
-    return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()
-
-
-def _apply_with_coordinates(
-    transform, image: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_apply` with the source-coordinate map of the image as a second ``tv_tensors.Mask``: every
-    geometric step moves it as it moves the mask (crops and flips copy pixels: nearest). Padding (filled with
-    ``ignore_index`` as the mask's) comes back as 0: from no pixel of the image."""
+def _apply(transform, image: torch.Tensor, mask: torch.Tensor, with_coordinates: bool = False) -> tuple:
+    """``(image, mask)`` after the joint ``transform``; ``with_coordinates`` adds the image's
+    source-coordinate map, which goes through as a second ``tv_tensors.Mask``: every geometric step moves it
+    as it moves the mask (crops and flips copy pixels: nearest). Padding (filled with ``ignore_index`` as the
+    mask's) comes back as 0: from no pixel of the image."""
     from torchvision import tv_tensors
 
     from .saliency_cache import source_coordinates
 
-    coords = tv_tensors.Mask(source_coordinates(*image.shape[-2:]))
-    image, mask, coords = transform(tv_tensors.Image(image), tv_tensors.Mask(mask), coords)
-    coords = coords.as_subclass(torch.Tensor).float()
-    coords = coords.masked_fill(((coords <= 0) | (coords >= 1)).any(0, keepdim=True), 0.0)
-    return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long(), coords
+    inputs = [tv_tensors.Image(image), tv_tensors.Mask(mask)]
+    if with_coordinates:
+        inputs.append(tv_tensors.Mask(source_coordinates(*image.shape[-2:])))
+    image, mask, *coords = transform(*inputs)
+    out = (image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long())
+    if coords:
+        c = coords[0].as_subclass(torch.Tensor).float()
+        out += (c.masked_fill(((c <= 0) | (c >= 1)).any(0, keepdim=True), 0.0),)
+    return out
 
 
 # --- data sets ------------------------------------------------------------------------------------------
@@ -145,7 +136,19 @@ def read_classes(root: str) -> tuple[list[str], int | None]:
     return names, ignored
 
 
-class SegmentationFolder(torch.utils.data.Dataset):
+class _JointDataset(torch.utils.data.Dataset):
+    """What both data sets share: ``raw(index)`` (image uint8 (3, H, W), mask long (H, W)) goes through the
+    joint ``transform``, the training one (random crop, flip) when ``train`` (default: split "train")."""
+
+    def _set_transform(self, split: str, train: bool | None) -> None:
+        train = split == "train" if train is None else train
+        self.transform = joint_transform(train, self.crop_size, self.ignore_index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return _apply(self.transform, *self.raw(index))
+
+
+class SegmentationFolder(_JointDataset):
     """Image/mask pairs ``<root>/<split>/images/<name>.png`` and ``<root>/<split>/masks/<name>.png``.
 
     The names come from ``<root>/<split>.txt`` when it exists (one file name a line), otherwise from the
@@ -180,8 +183,7 @@ class SegmentationFolder(torch.utils.data.Dataset):
     ) -> None:
         self.root, self.split = root, split
         self.ignore_index = ignore_index
-        if not os.path.isdir(root):
-            raise DatasetError(f"data folder {root!r} does not exist")
+        check_data_dir(root, "a segmentation data set")
         self.image_dir = os.path.join(root, split, "images")
         self.mask_dir = os.path.join(root, split, "masks")
         for folder in (self.image_dir, self.mask_dir):
@@ -199,7 +201,7 @@ class SegmentationFolder(torch.utils.data.Dataset):
             with open(listing) as f:
                 names = [line.strip() for line in f if line.strip()]
         else:
-            names = sorted(n for n in os.listdir(self.image_dir) if n.lower().endswith((".png", ".jpg")))
+            names = [os.path.basename(path) for path in image_files(self.image_dir)]
         if limit is not None:
             names = names[:limit]
         if not names:
@@ -207,29 +209,28 @@ class SegmentationFolder(torch.utils.data.Dataset):
         for name in names:
             if not os.path.isfile(os.path.join(self.image_dir, name)):
                 raise DatasetError(f"image {name!r} of {split} is missing from {self.image_dir!r}")
-            if not os.path.isfile(os.path.join(self.mask_dir, self._mask_name(name))):
+            if not os.path.isfile(os.path.join(self.mask_dir, self.mask_name(name))):
                 raise DatasetError(f"image {name!r} of {split} has no mask in {self.mask_dir!r}")
         self.names = names
-        if train is None:
-            train = split == "train"
-        if crop_size is None:
-            height, width = self._read(0)[0].shape[-2:]
-            crop_size = (_multiple_of_8(height), _multiple_of_8(width))
+        if crop_size is None:  # the first image's size, rounded down to multiples of 8
+            crop_size = [max(8, n // 8 * 8) for n in self.raw(0)[0].shape[-2:]]
         self.crop_size = tuple(crop_size)
-        self.transform = joint_transform(train, self.crop_size, ignore_index)
+        self._set_transform(split, train)
 
     @staticmethod
-    def _mask_name(name: str) -> str:
+    def mask_name(name: str) -> str:
+        """The mask file of image ``name``: the same stem, ``.png`` (``a.jpg`` -> ``a.png``)."""
         return os.path.splitext(name)[0] + ".png"
 
-    def _read(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index`` before the transform: image uint8 (3, H, W), mask long (H, W)."""
         import numpy as np
         from PIL import Image
 
         name = self.names[index]
         with Image.open(os.path.join(self.image_dir, name)) as img:
             image = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
-        with Image.open(os.path.join(self.mask_dir, self._mask_name(name))) as img:
+        with Image.open(os.path.join(self.mask_dir, self.mask_name(name))) as img:
             if img.mode not in ("L", "P", "I", "I;16"):
                 raise DatasetError(f"mask of {name!r} is {img.mode}, not class indices (8-bit L or P)")
             mask = torch.from_numpy(np.array(img).astype(np.int64))
@@ -238,7 +239,6 @@ class SegmentationFolder(torch.utils.data.Dataset):
                 f"image {name!r} is {image.shape[-1]}x{image.shape[-2]} but its mask {mask.shape[-1]}x"
                 f"{mask.shape[-2]} (W x H)"
             )
-        mask = mask.long()
         if self.ignored_class is not None:
             mask[mask == self.ignored_class] = self.ignore_index
         bad = (mask >= self.num_classes) & (mask != self.ignore_index)
@@ -252,15 +252,8 @@ class SegmentationFolder(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def raw(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample ``index`` before the transform: image uint8 (3, H, W), mask long (H, W)."""
-        return self._read(index)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _apply(self.transform, *self._read(index))
-
-
-class SyntheticShapes(torch.utils.data.Dataset):
+class SyntheticShapes(_JointDataset):
     """Synthetic scenes, the default data set of ``train_seg.py`` (no download, reproducible).
 
     Each ``size`` x ``size`` image is a smooth random background (class 0) with 1-4 objects: rectangles
@@ -299,9 +292,7 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self.crop_size = (size, size)
         generator = torch.Generator().manual_seed(seed * 1000 + (0 if split == "train" else 1))
         self.images, self.masks = _draw_scenes(num_images, size, generator, ignore_index)
-        if train is None:
-            train = split == "train"
-        self.transform = joint_transform(train, self.crop_size, ignore_index)
+        self._set_transform(split, train)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -309,9 +300,6 @@ class SyntheticShapes(torch.utils.data.Dataset):
     def raw(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``index`` before the transform: image uint8 (3, H, W), mask long (H, W)."""
         return self.images[index], self.masks[index].long()
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _apply(self.transform, *self.raw(index))
 
 
 class SegmentationViews(torch.utils.data.Dataset):
@@ -337,7 +325,7 @@ class SegmentationViews(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
-        image, mask, coords = _apply_with_coordinates(self.dataset.transform, *self.dataset.raw(index))
+        image, mask, coords = _apply(self.dataset.transform, *self.dataset.raw(index), with_coordinates=True)
         return image, mask, index, coords
 
 
@@ -479,9 +467,3 @@ def segmentation_metrics(cm: torch.Tensor) -> dict[str, float | list[float]]:
         "pixel_acc": float(tp.sum() / total) if total > 0 else math.nan,
         "iou": iou.tolist(),
     }
-
-
-def describe(dataset: Sequence) -> str:
-    """``"<N> images of HxW"`` for logs."""
-    image, _ = dataset[0]
-    return f"{len(dataset)} images of {image.shape[-2]}x{image.shape[-1]}"

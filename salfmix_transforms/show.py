@@ -25,21 +25,21 @@ stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .cli import UsageError, one_line, report_error
-from .data import image_files
+from .cli import OneLineArgumentParser, UsageError, one_line, positive_int, report_error
+from .data import image_files, image_transforms
 from .viz import METHOD_NAMES, REGISTRY_NAMES, default_methods, plot_methods, plot_salfmix
 
 __all__ = ["ShowError", "build_parser", "load_default_images", "load_folder_images", "load_model", "main"]
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 _STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
@@ -77,19 +77,13 @@ def load_default_images(num_images: int = 4, img_size: int | None = None) -> dic
     from .data import build_datasets
 
     _, val_ds, num_classes, _ = build_datasets("digits", img_size=img_size)
+    first = [int((val_ds.labels == wanted).nonzero()[0]) for wanted in range(num_classes)]
+    picked = (first + [i for i in range(len(val_ds)) if i not in first])[:num_images]  # one per class first
+    images, labels = zip(*(val_ds[i] for i in picked))
     normalize = val_ds.transform
-    picked: list[int] = []
-    for wanted in range(num_classes):  # one image per class, in class order, then the rest
-        if len(picked) >= num_images:
-            break
-        picked.append(int((val_ds.labels == wanted).nonzero()[0]))
-    rest = [i for i in range(len(val_ds)) if i not in picked]
-    picked += rest[: max(0, num_images - len(picked))]
-    x = torch.stack([val_ds[i][0] for i in picked])
-    target = torch.as_tensor([val_ds[i][1] for i in picked], dtype=torch.long)
     return {
-        "x": x,
-        "target": target,
+        "x": torch.stack(images),
+        "target": torch.as_tensor(labels, dtype=torch.long),
         "mean": tuple(float(v) for v in normalize.mean),
         "std": tuple(float(v) for v in normalize.std),
         "class_names": [str(i) for i in range(num_classes)],
@@ -100,8 +94,8 @@ def load_folder_images(
     folder: str,
     num_images: int = 4,
     img_size: int = 32,
-    mean: Sequence[float] = _IMAGENET_MEAN,
-    std: Sequence[float] = _IMAGENET_STD,
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
 ) -> dict[str, Any]:
     """Images of ``folder``: ``DIR/<class>/<image>`` (labelled) or ``DIR/<image>`` (``target`` is ``None``).
 
@@ -114,50 +108,31 @@ def load_folder_images(
         ShowError: the folder does not exist or holds no image.
     """
     from PIL import Image
-    from torchvision.transforms import v2
 
-    if not os.path.exists(folder):
-        raise ShowError(f"image folder {folder!r} does not exist")
-    if not os.path.isdir(folder):
-        raise ShowError(f"{folder!r} is not a folder")
-    files = image_files(folder)
+    files = image_files(_check_folder(folder))
     class_names: list[str] | None = None
     chosen: list[tuple[str, int | None]] = []
     if files:
         chosen = [(path, None) for path in files[:num_images]]
     else:
         classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-        per_class = [(c, image_files(os.path.join(folder, c))) for c in classes]
-        per_class = [(c, f) for c, f in per_class if f]
+        per_class = [(c, f) for c in classes if (f := image_files(os.path.join(folder, c)))]
         if not per_class:
             raise ShowError(
                 f"no images in {folder!r} (expected DIR/<image> or DIR/<class>/<image> files; "
                 "for a data set with splits, pass the split's folder, e.g. DIR/test)"
             )
         class_names = classes
-        index = {c: i for i, c in enumerate(classes)}
-        depth = 0
-        while len(chosen) < num_images and any(depth < len(f) for _, f in per_class):
-            for c, f in per_class:
-                if depth < len(f) and len(chosen) < num_images:
-                    chosen.append((f[depth], index[c]))
-            depth += 1
-    preprocess = v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(img_size, antialias=True),
-            v2.CenterCrop(img_size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(mean), list(std)),
-        ]
-    )
+        labelled = ([(path, classes.index(c)) for path in f] for c, f in per_class)
+        chosen = [s for turn in itertools.zip_longest(*labelled) for s in turn if s is not None][:num_images]
+    preprocess = image_transforms(img_size, None, list(mean), list(std))[1]  # resize, centre-crop, normalise
     images = []
     for path, _ in chosen:
         try:
             with Image.open(path) as img:
-                images.append(preprocess(img.convert("RGB")))
-        except OSError as e:
-            raise ShowError(f"cannot read image {path!r}: {' '.join(str(e).split())}") from e
+                images.append(preprocess(img))
+        except (OSError, ValueError) as e:  # ValueError: data.DatasetError, a float image with NaN pixels
+            raise ShowError(f"cannot read image {path!r}: {one_line(e)}") from e
     labels = [label for _, label in chosen]
     return {
         "x": torch.stack(images),
@@ -180,7 +155,7 @@ def _read_checkpoint(path: str) -> Any:
     try:
         return load_checkpoint_metadata(path)  # torch.load(weights_only=True), argparse.Namespace allowed
     except Exception as e:
-        raise ShowError(f"cannot read checkpoint {path!r}: {' '.join(str(e).split())}") from e
+        raise ShowError(f"cannot read checkpoint {path!r}: {one_line(e)}") from e
 
 
 def _state_dict_of(checkpoint: Any, path: str, use_ema: bool) -> dict[str, torch.Tensor]:
@@ -222,6 +197,7 @@ def load_model(
         ShowError: unknown model, missing/unreadable checkpoint, weights that do not fit.
     """
     import timm
+    from timm.models import get_pretrained_cfg_value
 
     from . import models  # noqa: F401  (registers preactresnet18/50/101 in timm)
 
@@ -250,12 +226,8 @@ def load_model(
         kwargs["width"] = float(width if width is not None else saved_args.get("width") or 0.25)
     elif width is not None:
         kwargs["width"] = width
-    try:
-        probe = timm.create_model(model_name, pretrained=False, num_classes=num_classes or 10, **kwargs)
-    except TypeError as e:
-        raise ShowError(f"cannot create model {model_name!r}: {' '.join(str(e).split())}") from e
     if state is not None:
-        classifier = probe.pretrained_cfg.get("classifier") or "fc"
+        classifier = get_pretrained_cfg_value(model_name, "classifier") or "fc"
         weight = state.get(f"{classifier}.weight")
         if weight is not None and weight.dim() == 2:
             num_classes = int(weight.shape[0])
@@ -263,12 +235,15 @@ def load_model(
             num_classes = int(saved_args["num_classes"])
     num_classes = num_classes or 10
     torch.manual_seed(seed)
-    model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)
+    try:
+        model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        raise ShowError(f"cannot create model {model_name!r}: {one_line(e)}") from e
     if state is not None:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            first = " ".join(str(e).split())[:300]
+            first = one_line(e)[:300]
             raise ShowError(f"checkpoint {checkpoint!r} does not fit model {model_name!r}: {first}") from e
     model.eval()
     info = {"model": model_name, "num_classes": num_classes, "width": kwargs.get("width"), "args": saved_args}
@@ -278,13 +253,8 @@ def load_model(
 # -- command line ----------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise ShowError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineArgumentParser(
         prog="python -m salfmix_transforms.show",
         description="Draw what SalfMix, HybridMix and the other methods do to some images.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -305,8 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a method to draw (repeatable; default: all): " + ", ".join(_LABEL_OF),
     )
-    p.add_argument("--num-images", type=int, default=4, help="images to draw")
-    p.add_argument("--img-size", type=int, default=None, help="image side (default: the data's / 32)")
+    p.add_argument("--num-images", type=positive_int, default=4, help="images to draw")
+    p.add_argument(
+        "--img-size", type=positive_int, default=None, help="image side (default: the data's / 32)"
+    )
     p.add_argument("--grid", type=int, default=4, help="SalfMix pooling grid n")
     p.add_argument("--ratio", type=float, default=0.3, help="SalfMix patch side ratio r")
     p.add_argument("--mean", type=float, nargs="+", default=None, help="normalisation mean (folders)")
@@ -321,28 +293,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_folder(folder: str) -> str:
+    if not os.path.isdir(folder):
+        what = "does not exist" if not os.path.exists(folder) else "is not a folder"
+        raise ShowError(f"image folder {folder!r} {what}")
+    return folder
+
+
 def _run(args: argparse.Namespace) -> str:
-    if args.num_images < 1:
-        raise ShowError(f"--num-images must be >= 1, got {args.num_images}")
-    if args.img_size is not None and args.img_size < 1:
-        raise ShowError(f"--img-size must be >= 1, got {args.img_size}")
     names = list(METHOD_NAMES)
     if args.method:
         unknown = [m for m in args.method if _slug(m) not in _METHOD_SLUGS]
         if unknown:
             raise ShowError(f"unknown method {unknown[0]!r}; choose from {', '.join(_LABEL_OF)}")
         names = [_METHOD_SLUGS[_slug(m)] for m in args.method]
-    if args.images != "default" and not os.path.isdir(args.images):
-        what = "does not exist" if not os.path.exists(args.images) else "is not a folder"
-        raise ShowError(f"image folder {args.images!r} {what}")
+    if args.images != "default":
+        _check_folder(args.images)  # before the model is built
 
     model, info = load_model(args.model, args.checkpoint, use_ema=args.ema, seed=args.seed)
     img_size = args.img_size or info["args"].get("img_size") or 32
     if args.images == "default":
         data = load_default_images(args.num_images, img_size)
     else:
-        mean = tuple(args.mean) if args.mean else _IMAGENET_MEAN
-        std = tuple(args.std) if args.std else _IMAGENET_STD
+        mean = tuple(args.mean) if args.mean else IMAGENET_DEFAULT_MEAN
+        std = tuple(args.std) if args.std else IMAGENET_DEFAULT_STD
         data = load_folder_images(args.images, args.num_images, img_size, mean, std)
     x, target, class_names = data["x"], data["target"], data["class_names"]
     num_classes = info["num_classes"]
@@ -357,37 +331,20 @@ def _run(args: argparse.Namespace) -> str:
         transforms = default_methods(num_classes, grid=args.grid, ratio=args.ratio)
     except (TypeError, ValueError) as e:
         raise ShowError(str(e)) from e
+    common = dict(model=model, mean=data["mean"], std=data["std"], max_images=args.num_images, save=args.out)
     if args.figure == "steps":
+        titles = None if class_names is None else [class_names[int(t)] for t in target]
+        generator = torch.Generator().manual_seed(args.seed)
         salfmix = transforms["SalfMix"]
-        fig = plot_salfmix(
-            x,
-            model=model,
-            target=target,
-            transform=salfmix,
-            generator=torch.Generator().manual_seed(args.seed),
-            mean=data["mean"],
-            std=data["std"],
-            max_images=args.num_images,
-            titles=None if class_names is None else [class_names[int(t)] for t in target],
-            save=args.out,
-            dpi=args.dpi,
+        plot_salfmix(
+            x, target=target, transform=salfmix, generator=generator, titles=titles, dpi=args.dpi, **common
         )
     else:
         # Two-image methods pair image i with B-1-i: draw from a batch of at least 2 images.
-        fig = plot_methods(
-            x,
-            target,
-            methods={name: transforms[name] for name in names},
-            model=model,
-            seed=args.seed,
-            mean=data["mean"],
-            std=data["std"],
-            class_names=class_names,
-            max_images=args.num_images,
-            save=args.out,
-            dpi=args.dpi,
+        chosen = {name: transforms[name] for name in names}
+        plot_methods(
+            x, target, methods=chosen, seed=args.seed, class_names=class_names, dpi=args.dpi, **common
         )
-    del fig
     if args.checkpoint is None:
         print("show: note: no --checkpoint, the saliency is that of an untrained model", file=sys.stderr)
     return args.out
@@ -398,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         out = _run(args)
-    except ShowError as e:
+    except UsageError as e:  # ShowError, or a flag argparse refuses
         return report_error(PROG, e)
     except OSError as e:  # e.g. the output folder cannot be written
         return report_error(PROG, f"{type(e).__name__}: {one_line(e)}")

@@ -36,11 +36,13 @@ __all__ = [
 
 
 def one_hot(target: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
-    """Class indices (B,) to smoothed one-hot rows (B, num_classes), float32 on the target's device."""
+    """Class indices (B,) to smoothed one-hot rows (B, num_classes), float32 on the target's device; class
+    indices (B, H, W) likewise to one-hot pixels (B, num_classes, H, W)."""
     off_value = smoothing / num_classes
     on_value = 1.0 - smoothing + off_value
-    out = torch.full((target.shape[0], num_classes), off_value, device=target.device, dtype=torch.float32)
-    return out.scatter_(1, target.long().view(-1, 1), on_value)
+    shape = (target.shape[0], num_classes, *target.shape[1:])
+    out = torch.full(shape, off_value, device=target.device, dtype=torch.float32)
+    return out.scatter_(1, target.long().unsqueeze(1), on_value)
 
 
 def dense_one_hot(
@@ -48,13 +50,9 @@ def dense_one_hot(
 ) -> torch.Tensor:
     """A class mask (B, H, W) to smoothed one-hot pixels (B, num_classes, H, W), float32; the
     ``ignore_index`` pixels are all-zero (ignored by the loss of the module docstring)."""
-    off_value = smoothing / num_classes
-    on_value = 1.0 - smoothing + off_value
     labelled = mask != ignore_index
-    index = torch.where(labelled, mask, torch.zeros((), dtype=mask.dtype)).long().unsqueeze(1)
-    batch, height, width = mask.shape
-    out = torch.full((batch, num_classes, height, width), off_value, device=mask.device, dtype=torch.float32)
-    return out.scatter_(1, index, on_value).mul_(labelled.unsqueeze(1))
+    index = torch.where(labelled, mask, torch.zeros((), dtype=mask.dtype))
+    return one_hot(index, num_classes, smoothing).mul_(labelled.unsqueeze(1))
 
 
 def is_dense_target(target: torch.Tensor) -> bool:

@@ -51,17 +51,14 @@ __all__ = ["SalfMixTask", "SoftTargetCriterion", "soft_target_criterion", "train
 _logger = logging.getLogger(__name__)
 
 
-def trainable_model(module: nn.Module) -> nn.Module:
-    """The plain module under every ``DistributedDataParallel``, ``DataParallel`` and compile wrapper.
-
-    The module whose forward the saliency pass calls. Choice: the eager plain module, even when
-    ``task.compile()`` compiled it: calling a DDP would arm its reducer and broadcast buffers for a backward
-    that never comes, and calling the compiled module with an input that requires grad would compile a
-    second graph (and, with ``mode="reduce-overhead"``, share CUDA graphs with the training step). The
-    parameters are the same tensors, so the saliency is that of the model being trained. Unlike
-    ``timm.utils.unwrap_model``, a model that merely has a ``.module`` attribute is not unwrapped.
-    """
-    return plain_module(module)
+# The plain module under every DistributedDataParallel, DataParallel and compile wrapper: the module whose
+# forward the saliency pass calls. Choice: the eager plain module, even when ``task.compile()`` compiled it:
+# calling a DDP would arm its reducer and broadcast buffers for a backward that never comes, and calling the
+# compiled module with an input that requires grad would compile a second graph (and, with
+# ``mode="reduce-overhead"``, share CUDA graphs with the training step). The parameters are the same tensors,
+# so the saliency is that of the model being trained. Unlike ``timm.utils.unwrap_model``, a model that merely
+# has a ``.module`` attribute is not unwrapped.
+trainable_model = plain_module
 
 
 class SoftTargetCriterion(nn.Module):

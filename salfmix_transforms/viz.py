@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields, replace
 
 import numpy as np
 import torch
@@ -80,15 +81,12 @@ def unnormalize(
 
 
 def _show_image(ax, image: np.ndarray) -> None:
+    """Draw ``image`` (H, W, C) without ticks."""
     if image.shape[-1] == 1:
         ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     else:
         ax.imshow(image, interpolation="nearest")
-
-
-def _clean(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
 def _box(ax, top: int, left: int, height: int, width: int, color: str, label: str, **kwargs) -> Rectangle:
@@ -97,6 +95,19 @@ def _box(ax, top: int, left: int, height: int, width: int, color: str, label: st
     )
     ax.add_patch(rect)
     return rect
+
+
+def _patch_boxes(ax, plan: SelfMixPlan, i: int) -> None:
+    """Frame sample ``i``'s ``P_m`` (red) and ``P_l`` (blue)."""
+    ph, pw = plan.patch_height, plan.patch_width
+    _box(ax, int(plan.src_top[i]), int(plan.src_left[i]), ph, pw, P_M_COLOR, "P_m", linewidth=2)
+    _box(ax, int(plan.dst_top[i]), int(plan.dst_left[i]), ph, pw, P_L_COLOR, "P_l", linewidth=2)
+
+
+def _figure(rows: int, cols: int, cell_size_inches: float) -> tuple[Figure, np.ndarray]:
+    """A figure of ``rows`` x ``cols`` square cells, and its axes (rows, cols)."""
+    fig = Figure(figsize=(cols * cell_size_inches, rows * cell_size_inches), layout="constrained")
+    return fig, fig.subplots(rows, cols, squeeze=False)
 
 
 def _save(fig: Figure, save: str | os.PathLike | None, dpi: int) -> None:
@@ -135,19 +146,8 @@ def _apply_plan(transform: SalfMix, x: torch.Tensor, plan: SelfMixPlan) -> torch
 
 def _first(plan: SelfMixPlan, count: int) -> SelfMixPlan:
     """The plan of the first ``count`` samples, on the CPU (where the pictures are drawn)."""
-    return SelfMixPlan(
-        src_top=plan.src_top[:count].cpu(),
-        src_left=plan.src_left[:count].cpu(),
-        dst_top=plan.dst_top[:count].cpu(),
-        dst_left=plan.dst_left[:count].cpu(),
-        patch_height=plan.patch_height,
-        patch_width=plan.patch_width,
-        max_cell=plan.max_cell[:count].cpu(),
-        min_cell=plan.min_cell[:count].cpu(),
-        cell_height=plan.cell_height,
-        cell_width=plan.cell_width,
-        applied=plan.applied[:count].cpu(),
-    )
+    per_sample = [f.name for f in fields(plan) if isinstance(getattr(plan, f.name), torch.Tensor)]
+    return replace(plan, **{name: getattr(plan, name)[:count].cpu() for name in per_sample})
 
 
 # -- SalfMix, step by step -------------------------------------------------------------------------------
@@ -200,10 +200,9 @@ def plot_salfmix(
     images = unnormalize(x[:count], mean, std)
     mixed = unnormalize(_apply_plan(transform, x[:count].detach().cpu(), plan), mean, std)
     pooled = pool_saliency(smap[:count], plan.cell_height, plan.cell_width).numpy()
-    ch, cw, ph, pw = plan.cell_height, plan.cell_width, plan.patch_height, plan.patch_width
+    ch, cw = plan.cell_height, plan.cell_width
 
-    fig = Figure(figsize=(5 * cell_size_inches, count * cell_size_inches), layout="constrained")
-    axes = fig.subplots(count, 5, squeeze=False)
+    fig, axes = _figure(count, 5, cell_size_inches)
     column_titles = ("image", "saliency", "pooled: $R_m$, $R_l$", "$P_m$ → $P_l$", type(transform).__name__)
     for i in range(count):
         ax_img, ax_sal, ax_grid, ax_box, ax_out = axes[i]
@@ -219,25 +218,17 @@ def plot_salfmix(
                 for c in range(pooled.shape[2]):
                     value = float(pooled[i, r, c])
                     bright = high > low and (value - low) / (high - low) > 0.6
-                    ax_grid.text(
-                        c,
-                        r,
-                        f"{value:.2g}",
-                        ha="center",
-                        va="center",
-                        fontsize=6,
-                        color="black" if bright else "white",
-                    )
+                    colour = "black" if bright else "white"
+                    ax_grid.text(c, r, f"{value:.2g}", ha="center", va="center", fontsize=6, color=colour)
         _show_image(ax_box, images[i])
         _box(ax_box, mr * ch, mc * cw, ch, cw, P_M_COLOR, "R_m", linestyle=":", linewidth=1)
         _box(ax_box, lr * ch, lc * cw, ch, cw, P_L_COLOR, "R_l", linestyle=":", linewidth=1)
-        _box(ax_box, int(plan.src_top[i]), int(plan.src_left[i]), ph, pw, P_M_COLOR, "P_m", linewidth=2)
-        _box(ax_box, int(plan.dst_top[i]), int(plan.dst_left[i]), ph, pw, P_L_COLOR, "P_l", linewidth=2)
+        _patch_boxes(ax_box, plan, i)
         _show_image(ax_out, mixed[i])
         if not bool(plan.applied[i]):
             ax_out.set_xlabel("not applied (prob)", fontsize=7)
         for j, ax in enumerate(axes[i]):
-            _clean(ax)
+            ax.set(xticks=[], yticks=[])
             if i == 0:
                 ax.set_title(column_titles[j], fontsize=8)
         if titles is not None and i < len(titles):
@@ -297,26 +288,19 @@ def plot_saliency_over_time(
     images = unnormalize(x[:count], mean, std)
     steps = len(maps)
     rows_per_image = 2 if show_result else 1
-    fig = Figure(
-        figsize=(steps * cell_size_inches, count * rows_per_image * cell_size_inches), layout="constrained"
-    )
-    axes = fig.subplots(count * rows_per_image, steps, squeeze=False)
+    fig, axes = _figure(count * rows_per_image, steps, cell_size_inches)
     for t, (smap, plan) in enumerate(zip(maps, plans)):
         result = unnormalize(_apply_plan(transform, x[:count].detach().cpu(), _first(plan, count)), mean, std)
         for i in range(count):
             ax = axes[i * rows_per_image, t]
             _show_image(ax, images[i])
             ax.imshow(smap[i].numpy(), cmap="inferno", alpha=overlay_alpha, interpolation="nearest")
-            ph, pw = plan.patch_height, plan.patch_width
-            _box(ax, int(plan.src_top[i]), int(plan.src_left[i]), ph, pw, P_M_COLOR, "P_m", linewidth=2)
-            _box(ax, int(plan.dst_top[i]), int(plan.dst_left[i]), ph, pw, P_L_COLOR, "P_l", linewidth=2)
-            _clean(ax)
+            _patch_boxes(ax, plan, i)
             if i == 0:
                 ax.set_title(labels[t] if labels is not None else f"snapshot {t}", fontsize=8)
             if show_result:
                 ax_out = axes[i * rows_per_image + 1, t]
                 _show_image(ax_out, result[i])
-                _clean(ax_out)
                 if t == 0:
                     ax_out.set_ylabel("SalfMix", fontsize=7)
     _save(fig, save, dpi)
@@ -426,13 +410,11 @@ def plot_methods(
         out, out_target = method(x, target, generator=torch.Generator().manual_seed(seed), **extra)
         rows.append((name, unnormalize(out[:count], mean, std), out_target[:count].detach().cpu()))
 
-    fig = Figure(figsize=(count * cell_size_inches, len(rows) * cell_size_inches), layout="constrained")
-    axes = fig.subplots(len(rows), count, squeeze=False)
+    fig, axes = _figure(len(rows), count, cell_size_inches)
     for r, (name, images, labels) in enumerate(rows):
         for c in range(count):
             ax = axes[r, c]
             _show_image(ax, images[c])
-            _clean(ax)
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
             if show_labels:

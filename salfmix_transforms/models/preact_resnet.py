@@ -197,7 +197,7 @@ class PreActResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
+def _cfg() -> dict[str, Any]:
     # No weights are published for these networks: url / hf_hub_id stay empty.
     return {
         "url": "",
@@ -211,12 +211,11 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
         "first_conv": "conv1",
         "classifier": "fc",
         "license": "apache-2.0",
-        **kwargs,
     }
 
 
 default_cfgs = generate_default_cfgs(
-    {"preactresnet18": _cfg(), "preactresnet50": _cfg(), "preactresnet101": _cfg()}
+    {name: _cfg() for name in ("preactresnet18", "preactresnet50", "preactresnet101")}
 )
 
 
@@ -228,14 +227,7 @@ def _create(
             f"{variant} has no pretrained weights (this package ships none and downloads nothing); "
             "create it with pretrained=False"
         )
-    return build_model_with_cfg(
-        PreActResNet,
-        variant,
-        pretrained=False,
-        layers=layers,
-        block=block,
-        **kwargs,
-    )
+    return build_model_with_cfg(PreActResNet, variant, pretrained=False, layers=layers, block=block, **kwargs)
 
 
 @register_model
