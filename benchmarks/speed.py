@@ -854,7 +854,8 @@ def _seg_batch(args: argparse.Namespace, device: torch.device) -> tuple[torch.Te
 
 def seg_step_factories(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """train_seg.py's step: plain (the baseline's cross-entropy with ignore_index), and SalfMix / HybridMix v3
-    (soft dense targets, dense soft loss) with the exact, cached and lowres saliency sources."""
+    (class masks out, as train_seg.py builds them: the same cross-entropy) with the exact, cached and lowres
+    saliency sources."""
     from salfmix_transforms import methods
     from salfmix_transforms.saliency import saliency_from_gradient
     from salfmix_transforms.saliency_cache import SaliencyCache, source_coordinates
@@ -869,10 +870,16 @@ def seg_step_factories(args: argparse.Namespace, device: torch.device) -> dict[s
         return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def dense_soft_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return -(target * logits.float().log_softmax(1)).sum() / target.sum().clamp(min=1)  # train_seg.py's
+        """train_seg.py's segmentation_loss: cross-entropy for class masks, else the soft dense loss."""
+        if target.dim() == 3:
+            return F.cross_entropy(logits, target, ignore_index=SEG_IGNORE)
+        return -(target * logits.float().log_softmax(1)).sum() / target.sum().clamp(min=1)
 
     def build(name: str, **kw: object) -> Any:
-        return methods.build(name, SEG_CLASSES, warmup_epochs=0, ignore_index=SEG_IGNORE, **kw)
+        """As train_seg.py builds it: class masks out (num_classes=None) if the method only moves pixels."""
+        kw = dict(warmup_epochs=0, ignore_index=SEG_IGNORE, **kw)
+        transform = methods.build(name, None, **kw)
+        return transform if transform.keeps_class_masks else methods.build(name, SEG_CLASSES, **kw)
 
     def plain() -> Callable[[], object]:
         model, opt = model_and_optimizer()
@@ -969,7 +976,9 @@ def section_seg_sources(args: argparse.Namespace, device: torch.device) -> tuple
             f"""
             plain: train_seg.py's baseline step (forward, cross-entropy with `ignore_index`, backward,
             `optimizer.step()`). exact: the transform with `model=` (the dense loss's saliency pass), then
-            the step on the soft dense targets. cached: maps read from a `SaliencyCache`, the step's own
+            the step on its targets: class masks and the same cross-entropy, as train_seg.py builds SalfMix
+            and HybridMix v3 (`num_classes=None`: both only move pixels). cached: maps read from a
+            `SaliencyCache`, the step's own
             backward gives the input gradient (`x.requires_grad_(True)`), written back weighted by the
             transform's provenance (`train_seg.py --saliency-source cached`). lowres: the exact pass on the
             batch down-scaled by {scale} (`--saliency-source lowres --saliency-scale {scale}`). Targets

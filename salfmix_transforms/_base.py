@@ -323,6 +323,13 @@ class BatchTransform:
         num_classes = infer_num_classes(target, self.num_classes)
         return smooth_checked_targets(target, num_classes, self.label_smoothing, self.ignore_index)
 
+    @property
+    def keeps_class_masks(self) -> bool:
+        """Whether, with ``num_classes=None``, a class mask (B, H, W) comes back a class mask: always for a
+        label-preserving transform (its pixels are moved or cut, never blended); two-image transforms say
+        whether their methods blend (:func:`~salfmix_transforms.mixing.returns_class_masks`)."""
+        return True
+
     def _output_target(self, target: torch.Tensor) -> torch.Tensor:
         """The target of a label-preserving transform: soft when ``num_classes`` is set, else unchanged (a
         class mask stays a class mask)."""

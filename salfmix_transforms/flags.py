@@ -302,7 +302,7 @@ def check_grid_fits(args: argparse.Namespace, height: int, width: int, what: str
         )
 
 
-def build_batch_transform(args: argparse.Namespace, num_classes: int, **common: Any) -> Any:
+def build_batch_transform(args: argparse.Namespace, num_classes: int | None, **common: Any) -> Any:
     """The package's batch transform selected by the flags, or ``None`` for the baseline.
 
     ======================================  ==============================================================
@@ -321,7 +321,9 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int, **common: 
     ======================================  ==============================================================
 
     Every transform gets ``num_classes``, ``label_smoothing=--smoothing`` (soft targets out; 0 when the
-    script has no ``--smoothing``) and ``common`` (``ignore_index=`` for class masks, ``model=``).
+    script has no ``--smoothing``) and ``common`` (``ignore_index=`` for class masks, ``model=``, or a
+    ``label_smoothing`` of its own). ``num_classes=None`` (with ``label_smoothing=0``) keeps class masks class
+    masks where the transform can (``keeps_class_masks``: ``train_seg.py``).
     ``--salfmix-prob`` and ``--salfmix-warmup-epochs`` go to the SalfMix-based methods only (elsewhere they
     are an error); unset, every SalfMix-based method skips one warm-up epoch (Algorithm 2). A script with
     ``--saliency-source lowres`` passes ``--saliency-scale`` on.
@@ -331,7 +333,7 @@ def build_batch_transform(args: argparse.Namespace, num_classes: int, **common: 
     """
     from . import methods
 
-    common = dict(label_smoothing=getattr(args, "smoothing", 0.0), **common)
+    common = {"label_smoothing": getattr(args, "smoothing", 0.0), **common}
     single = [flag for flag in _SINGLE_FLAGS if getattr(args, flag)]
     two = _two_image_flags(args)
     if len(single) > 1:

@@ -33,7 +33,7 @@ from ._validation import (
     check_probability,
     check_ratio,
 )
-from .mixing import MixMethod, TwoImageMix, same_format, switch_methods
+from .mixing import MixMethod, TwoImageMix, returns_class_masks, same_format, switch_methods
 from .salfmix import SalfMix
 from .targets import infer_num_classes, is_dense_target
 
@@ -246,6 +246,11 @@ class HybridMix(BatchTransform):
         return self.salfmix_prob > 0 and not self.in_warmup
 
     @property
+    def keeps_class_masks(self) -> bool:
+        """Whether ``num_classes=None`` returns class masks for class masks: the two-image methods paste."""
+        return self.mix.keeps_class_masks
+
+    @property
     def two_image_active(self) -> bool:
         """Whether a two-image mix runs on the next call (some method enabled and ``mixup_enabled``)."""
         return self.mixup_enabled and self.mix is not None
@@ -280,7 +285,8 @@ class HybridMix(BatchTransform):
         """Algorithm 2, lines 10-12 (``salfmix=False``: line 12 only, the warm-up)."""
         salfmix = salfmix and self.salfmix_prob > 0
         dense = is_dense_target(target)
-        if dense:
+        class_masks = returns_class_masks(self, self.mix.methods, target)  # fails before SalfMix
+        if dense and not class_masks:
             infer_num_classes(target, self.num_classes)  # a class mask needs num_classes: fail before SalfMix
         soft = None if dense else self._soft_targets(target)
         mixed, moved = x, target
@@ -299,15 +305,15 @@ class HybridMix(BatchTransform):
                 x, target, model=model, saliency=saliency, generator=generator
             )
             own = self.salfmix.provenance_builder() or own
-        if dense:
-            soft = self._soft_targets(moved)  # the labels of P_m moved with its pixels (Algorithm 1, line 6)
+        if dense:  # the labels of P_m moved with its pixels (Algorithm 1, line 6); class masks as planes
+            soft = moved.unsqueeze(1) if class_masks else self._soft_targets(moved)
         if self.two_image_active:
             # Algorithm 2, line 12: the two-image mix of the self-mixed batch.
             out, mixed_target, mix_own = self.mix.mix(mixed, soft, generator=generator)
             # A pixel is the sample's own only if both steps left it in place: the shares multiply.
             self.provenance = lambda: mix_own() * own()
-            return out, mixed_target
+            return out, mixed_target.squeeze(1) if class_masks else mixed_target
         self.provenance = own
         if mixed is x:
             mixed = x.clone()
-        return same_format(mixed, x), soft
+        return same_format(mixed, x), moved if class_masks else soft

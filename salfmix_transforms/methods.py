@@ -169,7 +169,9 @@ def build(name: str, num_classes: int, **overrides: Any) -> BatchTransform | Non
 
     Args:
         name: a registry name (:data:`METHODS`).
-        num_classes: number of classes of the soft targets.
+        num_classes: number of classes of the soft targets; ``None``: class masks (B, H, W) come back as
+            class masks where the method only moves pixels (``transform.keeps_class_masks``; issue 22), and
+            class indices (B,) are refused at call time.
         overrides: constructor arguments that replace the name's defaults (and ``label_smoothing=0``).
             ``model=`` is accepted for every name (so a loop over :data:`METHODS` can pass it) and dropped
             for the methods that take no saliency.
@@ -180,8 +182,6 @@ def build(name: str, num_classes: int, **overrides: Any) -> BatchTransform | Non
     """
     method = spec(name)
     num_classes = check_num_classes(num_classes)
-    if num_classes is None:
-        raise ValueError("num_classes must be given: every method of the registry returns soft targets")
     if method.factory is None:
         if overrides:
             raise TypeError(f"the baseline takes no arguments, got {', '.join(sorted(overrides))}")

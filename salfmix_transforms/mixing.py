@@ -94,6 +94,7 @@ __all__ = [
     "SaliencyMixMethod",
     "TwoImageMix",
     "mix_pairs",
+    "returns_class_masks",
     "same_format",
     "switch_methods",
     "switch_weights",
@@ -387,9 +388,15 @@ class MixMethod:
       ``lam`` of the kept image (a Python float in 'batch' mode, else (B,)) and the *region*: ``None`` for
       a blend, a per-sample box ``(top, bottom, left, right)`` where the partner's pixels went, or any
       object the method's :meth:`apply_target` and :meth:`own_share` understand;
-    * :meth:`apply_target`: the soft dense targets (B, K, H, W) of what :meth:`apply` did;
+    * :meth:`apply_target`: the soft dense targets (B, K, H, W) of what :meth:`apply` did (for a method
+      that does not blend, also class masks as planes (B, 1, H, W): see :func:`returns_class_masks`);
     * :meth:`own_share`: the (B, H, W) share of each pixel that is the sample's own (the provenance).
+
+    ``blends``: whether a pixel of the result can hold two images' labels (Mixup, FMix), so that only soft
+    targets can describe it; a method that only pastes pixels leaves it ``False``.
     """
+
+    blends = False
 
     def sample(
         self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
@@ -443,6 +450,7 @@ class MixupMethod(MixMethod):
     arithmetic in every dtype, see :class:`Mixup`)."""
 
     alpha: float = 1.0
+    blends = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha", check_alpha(self.alpha, "alpha"))
@@ -603,7 +611,11 @@ class ResizeMixMethod(_BoxMethod):
     ) -> torch.Tensor:
         """The partner's whole dense target resized into the box with nearest interpolation (labels are
         not blended at the edges, whatever ``interpolation`` the image used)."""
-        resized = resize_from_boxes(target.flip(0), *region, mode="nearest")
+        source = target.flip(0)
+        if source.is_floating_point():
+            resized = resize_from_boxes(source, *region, mode="nearest")
+        else:  # class masks: nearest interpolation copies values, exact in float32 for every class index
+            resized = resize_from_boxes(source.float(), *region, mode="nearest").to(target.dtype)
         return _paste(target, resized, region, False)
 
 
@@ -651,6 +663,36 @@ def switch_methods(
 # -- the frame --------------------------------------------------------------------------------------------
 
 
+def returns_class_masks(
+    transform: BatchTransform, methods: Sequence[MixMethod], target: torch.Tensor
+) -> bool:
+    """Whether a two-image ``transform`` returns ``target`` (checked) as class masks: it has
+    ``num_classes=None`` and ``target`` is a class mask (B, H, W). Segmentation's loss is then plain
+    cross-entropy with ``ignore_index`` (and its own ``label_smoothing``), which equals the soft dense loss of
+    the one-hot targets and costs less (issue 22). Only methods that paste pixels can: ``methods`` must not
+    blend (:attr:`MixMethod.blends`).
+
+    Raises:
+        ValueError: one of ``methods`` blends labels, or ``transform.label_smoothing > 0`` (a class mask has
+            no room for smoothing).
+    """
+    if transform.num_classes is not None or target.dim() != 3:
+        return False
+    name = type(transform).__name__
+    blending = sorted({type(method).__name__ for method in methods if method.blends})
+    if blending:
+        raise ValueError(
+            f"{name}: num_classes=None returns class masks, which only methods that paste pixels can; "
+            f"{', '.join(blending)} blends labels: give num_classes for soft dense targets (B, K, H, W)"
+        )
+    if transform.label_smoothing > 0:
+        raise ValueError(
+            f"{name}: label_smoothing={transform.label_smoothing} needs soft targets: give num_classes, or "
+            "pass label_smoothing=0 and smooth in the loss (num_classes=None returns class masks)"
+        )
+    return True
+
+
 class TwoImageMix(BatchTransform):
     """The frame of every two-image method: timm ``Mixup``'s pairing, modes, ``prob`` and soft targets.
 
@@ -691,9 +733,14 @@ class TwoImageMix(BatchTransform):
         self.mode = check_choice(mode, "mode", MODES)
         self.mixup_enabled = True
 
+    @property
+    def keeps_class_masks(self) -> bool:
+        """Whether ``num_classes=None`` returns class masks (B, H, W) for class masks: no method blends."""
+        return not any(method.blends for method in self.methods)
+
     def _output_target(self, target: torch.Tensor) -> torch.Tensor:
-        # Two-image methods always return soft targets, also during warm-up.
-        return self._soft_targets(target)
+        # Two-image methods return soft targets, also during warm-up (class masks: returns_class_masks).
+        return target if returns_class_masks(self, self.methods, target) else self._soft_targets(target)
 
     def mix(
         self,
@@ -717,12 +764,17 @@ class TwoImageMix(BatchTransform):
         saliency: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        soft = self._soft_targets(target)
         if not self.mixup_enabled:
             self.provenance = all_own(x)
-            return same_format(x.clone(), x), soft
-        out, mixed_target, own = self.mix(x, soft, saliency=saliency, generator=generator)
-        self.provenance = own
+            return same_format(x.clone(), x), self._output_target(target)
+        if returns_class_masks(self, self.methods, target):  # mixed as planes (B, 1, H, W)
+            out, planes, self.provenance = self.mix(
+                x, target.unsqueeze(1), saliency=saliency, generator=generator
+            )
+            return out, planes.squeeze(1)
+        out, mixed_target, self.provenance = self.mix(
+            x, self._soft_targets(target), saliency=saliency, generator=generator
+        )
         return out, mixed_target
 
 

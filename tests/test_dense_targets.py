@@ -17,6 +17,7 @@ from torch import nn
 
 from salfmix_transforms import CutMix, HybridMix, Mixup, SalfMix
 from salfmix_transforms.cutout import Cutout, SaliencyCutout
+from salfmix_transforms.fmix import FMix
 from salfmix_transforms.mixing import MODES, ResizeMix, SaliencyMix
 from salfmix_transforms.salfmix import RandomSelfMix
 from salfmix_transforms.saliency import gradient_saliency, lowres_gradient_saliency
@@ -312,8 +313,9 @@ def test_batch_of_one_and_warmup_keep_the_mask():
         (lambda: Mixup(num_classes=K + 1), lambda: soft_dense(), ValueError, r"target .*num_classes=5"),
         (lambda: CutMix(num_classes=K), lambda: soft_dense() * 2, ValueError, r"target .*sum to 1"),
         (lambda: CutMix(num_classes=K), lambda: -soft_dense(), ValueError, r"target .*negative"),
-        (lambda: CutMix(num_classes=None), lambda: class_mask(), ValueError, r"num_classes must be given"),
-        (lambda: HybridMix.v3(num_classes=None), lambda: class_mask(), ValueError, r"num_classes"),
+        # A class mask comes back a class mask with num_classes=None, but not with timm's label smoothing.
+        (lambda: CutMix(num_classes=None), lambda: class_mask(), ValueError, r"label_smoothing.*num_classes"),
+        (lambda: HybridMix.v1(num_classes=None), lambda: class_mask(), ValueError, r"num_classes"),
         (lambda: CutMix(num_classes=300), lambda: class_mask(), ValueError, r"ignore_index=255 is a class"),
         (lambda: Cutout(ignore_index=-1), lambda: class_mask(torch.uint8), ValueError, r"ignore_index=-1"),
         (
@@ -458,3 +460,63 @@ def test_lowres_saliency_samples_the_mask_with_nearest():
     small_mask = mask[:, ::2, ::2]
     expected = gradient_saliency(model, small, small_mask, mode="eval")
     torch.testing.assert_close(maps[:, ::2, ::2], expected)
+
+
+# -- class masks out: with num_classes=None the methods that paste keep class masks (issue 22) ---------------
+
+PASTING = ("cutmix", "saliencymix", "resizemix", "hybridmix-v2", "hybridmix-v3")
+
+
+def _pasting(method: str, mode: str, num_classes: int | None) -> object:
+    kw = {"mode": mode, "num_classes": num_classes, "label_smoothing": 0.0}
+    hybrid = {**_hybrid(mode), **kw}
+    return {
+        "cutmix": lambda: CutMix(**kw),
+        "saliencymix": lambda: SaliencyMix(**kw),
+        "resizemix": lambda: ResizeMix(interpolation="nearest", **kw),
+        "hybridmix-v2": lambda: HybridMix.v2(**hybrid),
+        "hybridmix-v3": lambda: HybridMix.v3(**hybrid),
+    }[method]()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("method", PASTING)
+def test_pasting_methods_keep_a_class_mask_without_num_classes(method, mode):
+    """Every output pixel's class is its source pixel's (ignored ones stay ignored), in the mask's dtype;
+    the same draw with ``num_classes`` gives exactly the one-hot of that mask."""
+    x, mask = _images_for(method), class_mask(torch.uint8)
+    transform = _pasting(method, mode, None)
+    assert transform.keeps_class_masks
+    out, target = transform(x, mask, saliency=saliency_maps(), generator=gen(4))
+    assert moved_somewhere(out)
+    assert target.dtype == torch.uint8 and target.shape == (B, H, W)
+    assert torch.equal(target, expected_mask(out, mask.long()).to(torch.uint8))
+    out_soft, soft = _pasting(method, mode, K)(x, mask, saliency=saliency_maps(), generator=gen(4))
+    assert torch.equal(out_soft, out)
+    assert torch.equal(soft, dense_one_hot(target.long(), K, 0.0, IGNORE))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Mixup(num_classes=None, label_smoothing=0.0),
+        lambda: Mixup(cutmix_alpha=1.0, num_classes=None, label_smoothing=0.0),
+        lambda: HybridMix.v1(num_classes=None, label_smoothing=0.0, warmup_epochs=0, salfmix_grid=2),
+        lambda: FMix(num_classes=None, label_smoothing=0.0),
+    ],
+    ids=["mixup", "mixup-cutmix", "hybridmix-v1", "fmix"],
+)
+def test_blending_methods_need_num_classes_for_a_class_mask(make):
+    """A blended pixel has two classes: no class mask can say so, so soft dense targets are required."""
+    transform = make()
+    assert not transform.keeps_class_masks
+    with pytest.raises(ValueError, match=r"num_classes=None .* (Mixup|FMix)Method blends labels: give num_"):
+        transform(weighted_images(), class_mask(), saliency=saliency_maps())
+
+
+def test_class_masks_out_refuse_label_smoothing_and_pass_the_warm_up():
+    with pytest.raises(ValueError, match=r"label_smoothing=0.1 needs soft targets: give num_classes"):
+        CutMix(num_classes=None)(weighted_images(), class_mask())
+    mask = class_mask()
+    _, target = CutMix(num_classes=None, label_smoothing=0.0, warmup_epochs=1)(weighted_images(), mask)
+    assert target is mask  # the warm-up returns the class mask as it came

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from conformance._conformance_cases import CASES
 
 from salfmix_transforms import flags, methods, viz
@@ -123,3 +124,24 @@ def test_a_flag_against_the_resumed_runs_method_is_refused_without_blaming_metho
     flags.add_augmentation_flags(parser)
     with pytest.raises(flags.UsageError, match=r"--method cutmix, but with --mixup 1.0 the run would train"):
         flags.parse_augmentation_flags(parser, ["--method", "cutmix", "--mixup", "1.0"])
+
+
+def test_every_method_says_whether_it_keeps_class_masks():
+    """``methods.build(name, None)``: the methods that only move pixels return a class mask for a class mask
+    (issue 22: train_seg.py's loss is then plain cross-entropy); those that blend labels refuse it."""
+    generator = torch.Generator().manual_seed(0)
+    x, saliency = torch.rand(4, 3, 8, 8, generator=generator), torch.rand(4, 8, 8, generator=generator)
+    mask = torch.randint(0, 3, (4, 8, 8), generator=generator)
+    blending = set()
+    for spec in methods.SPECS:
+        if spec.factory is None:
+            continue
+        transform = methods.build(spec.name, None, warmup_epochs=0)
+        if transform.keeps_class_masks:
+            _, target = transform(x, mask, saliency=saliency)
+            assert target.shape == mask.shape and target.dtype == mask.dtype, spec.name
+        else:
+            blending.add(spec.name)
+            with pytest.raises(ValueError, match="blends labels"):
+                transform(x, mask, saliency=saliency)
+    assert blending == {"mixup", "fmix", "hybridmix-v1"}

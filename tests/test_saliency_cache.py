@@ -313,3 +313,21 @@ def test_provenance_needs_no_switch_and_the_old_switch_warns():
     assert own.shape == (2, 8, 8) and ((own == 0) | (own == 1)).all()
     with pytest.warns(DeprecationWarning, match="track_provenance is deprecated"):
         cutmix.track_provenance = True
+
+
+def test_pixels_from_outside_the_image_read_zero_and_write_nothing():
+    """Padding (coordinates outside (0, 1)) and NaN coordinates are no cell: they read 0 and never move a
+    cell's value; the in-image pixels of the same view still do."""
+    from salfmix_transforms.saliency_cache import SaliencyCache, source_coordinates
+
+    cache = SaliencyCache(1, resolution=4)
+    coords = source_coordinates(8, 8).unsqueeze(0).clone()
+    coords[0, :, :, :2] = float("nan")
+    coords[0, 0, :2, :] = -0.25
+    coords[0, 1, -1, :] = 1.5
+    saliency = torch.full((1, 8, 8), 5.0)
+    cache.write(torch.tensor([0]), coords, saliency, epoch=0)
+    read = cache.read(torch.tensor([0]), coords)
+    outside = torch.zeros(8, 8, dtype=torch.bool)
+    outside[:, :2], outside[:2, :], outside[-1, :] = True, True, True
+    assert (read[0][outside] == 0).all() and (read[0][~outside] == 5.0).all()

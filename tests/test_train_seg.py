@@ -365,6 +365,31 @@ def test_augmentation_flags_are_train_timms():
     assert _transform("--method", "baseline")[1] is None
 
 
+def test_pasting_methods_train_on_class_masks_with_plain_cross_entropy():
+    """Issue 22: a transform that only moves pixels gets ``num_classes=None`` and returns class masks, so the
+    loss is cross-entropy with ``ignore_index`` and ``--smoothing``, equal to the soft dense loss of the
+    smoothed one-hot targets; a blending one (Mixup in HybridMix v1) still returns soft dense targets."""
+    from types import SimpleNamespace
+
+    from salfmix_transforms.targets import dense_one_hot
+
+    for method in ("salfmix", "cutout", "cutmix", "hybridmix-v3", "resizemix"):
+        _, transform = _transform("--method", method, "--smoothing", "0.1")
+        assert transform.num_classes is None and transform.label_smoothing == 0.0, method
+    _, blending = _transform("--method", "hybridmix-v1", "--smoothing", "0.1")
+    assert blending.num_classes == 4 and blending.label_smoothing == 0.1
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 6, 5, generator=generator)
+    mask = torch.randint(0, 4, (2, 6, 5), generator=generator)
+    mask[0, 0, :3] = 255
+    run = SimpleNamespace(transform=blending, args=SimpleNamespace(smoothing=0.1))
+    hard = train_seg.segmentation_loss(run, logits, mask)
+    soft = train_seg.segmentation_loss(run, logits, dense_one_hot(mask, 4, 0.1, 255))
+    torch.testing.assert_close(hard, soft)
+    torch.testing.assert_close(soft, train_seg.dense_soft_loss(logits, dense_one_hot(mask, 4, 0.1, 255)))
+
+
 @pytest.mark.slow
 def test_mixup_off_epoch_and_unused_flags(tmp_path, caplog):
     flags = ["--method", "hybridmix-v1", "--salfmix-warmup-epochs", "0", "--mixup-off-epoch", "1"]
