@@ -197,6 +197,11 @@ def paired_difference(runs_a: list[dict], runs_b: list[dict], key: str) -> dict 
     return {"seeds": [s for s, _ in pairs], "diffs": diffs, "mean": mean, "low": low, "high": high}
 
 
+def _points(value: float) -> str:
+    """``value`` signed, two decimals; a value that rounds to zero is ``+0.00`` (never ``-0.00``)."""
+    return f"{round(value, 2) + 0.0:+.2f}"
+
+
 def paired_table(
     comparisons: list[tuple[str, str]], runs: dict[str, list[dict]], key: str, what: str, better: str
 ) -> list[str]:
@@ -211,7 +216,7 @@ def paired_table(
         if result is None:
             continue
         seeds = ", ".join(str(s) for s in result["seeds"])
-        per_seed = ", ".join(f"{d:+.2f}" for d in result["diffs"])
+        per_seed = ", ".join(_points(d) for d in result["diffs"])
         if result["low"] is None:
             interval, verdict = "— (one seed)", "no interval"
         elif result["low"] == result["high"]:  # equal differences (errors come in steps of 1/N images)
@@ -224,7 +229,7 @@ def paired_table(
             else:
                 verdict = "no"
         lines.append(
-            f"| `{a}` − `{b}` | {seeds} | {per_seed} | {result['mean']:+.2f} | {interval} | {verdict} |"
+            f"| `{a}` − `{b}` | {seeds} | {per_seed} | {_points(result['mean'])} | {interval} | {verdict} |"
         )
     return lines
 

@@ -359,6 +359,11 @@ def test_paired_difference_is_taken_seed_by_seed_with_a_t_interval():
     exact = [{"seed": 0, "err": 21.042280851681095}, {"seed": 1, "err": 20.255654334084237}]
     same = accuracy._runs.paired_table([("a", "b")], {"a": cached, "b": exact}, "err", "Δ", "lower")
     assert same[2].endswith("| — (no spread) | cannot tell from equal differences |")
+    # Opposite differences whose float mean is -4e-7 print as +0.00, not -0.00 (tin20 seeds 0 and 1).
+    opposite = [{"seed": 0, "err": 42.70000009155274}, {"seed": 1, "err": 41.09999951171876}]
+    base = [{"seed": 0, "err": 41.69999975585939}, {"seed": 1, "err": 42.10000073242188}]
+    zero = accuracy._runs.paired_table([("a", "b")], {"a": opposite, "b": base}, "err", "Δ", "lower")
+    assert "| +1.00, -1.00 | +0.00 | [-12.71, +12.71] | no |" in zero[2]
 
 
 def test_pointing_counts_salfmix_cells_on_and_off_the_object_box():
