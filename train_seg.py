@@ -145,10 +145,24 @@ def segmentation_loss(run: engine.Run, output: Any, target: torch.Tensor) -> tor
 
     logits = logits_of(output)
     if target.dim() == 3:
-        return F.cross_entropy(
-            logits.float(), target, ignore_index=IGNORE_INDEX, label_smoothing=run.args.smoothing
+        # Summed, then divided by the labelled pixels (at least 1): a batch without any is 0, not NaN.
+        total = F.cross_entropy(
+            logits.float(),
+            target,
+            ignore_index=IGNORE_INDEX,
+            label_smoothing=run.args.smoothing,
+            reduction="sum",
         )
+        return total / (target != IGNORE_INDEX).sum().clamp(min=1)
     return dense_soft_loss(logits, target)
+
+
+def _targets(run: engine.Run) -> str:
+    """What the loss trains on, and where ``--smoothing`` goes (a transform returning class masks shows
+    ``label_smoothing=0``: the loss smooths them)."""
+    if run.transform is None or run.transform.num_classes is None:
+        return f"class masks, cross-entropy with --smoothing {run.args.smoothing:g}"
+    return f"soft dense targets (label smoothing {run.transform.label_smoothing:g} in the transform)"
 
 
 def train_one_epoch(run: engine.Run, epoch: int) -> dict[str, float]:
@@ -256,7 +270,7 @@ class SegmentationTask(engine.Task):
             f"model {run.args.model} ({run.num_params / 1e6:.2f} M parameters), {run.num_classes} classes, "
             f"{run.dataset} data: {len(run.train_ds)} train (crops {run.extra['crop'][0]}x"
             f"{run.extra['crop'][1]}) / {len(run.val_ds)} val, method {method_name(run.args)}: "
-            f"{run.transform!r}"
+            f"{run.transform!r}, {_targets(run)}"
         )
 
     def results(self, run: engine.Run) -> dict[str, Any]:
@@ -266,6 +280,7 @@ class SegmentationTask(engine.Task):
             "train_size": len(run.train_ds),
             "val_size": len(run.val_ds),
             "best_checkpoint": os.path.abspath(os.path.join(run.output_dir, "model_best.pth.tar")),
+            "targets": _targets(run),
         }
 
     def evaluation_record(self, run: engine.Run) -> dict[str, Any]:

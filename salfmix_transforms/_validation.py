@@ -86,8 +86,10 @@ def check_number(
     above = low is None or (value > low if low_open else value >= low)
     if above and (high is None or value <= high) and (math.isfinite(value) or not finite):
         return value
-    if high is not None:
+    if high is not None and low is not None:
         expected = f"lie in {'(' if low_open else '['}{low:g}, {high:g}]"
+    elif high is not None:
+        expected = f"be <= {high:g}"
     elif low is not None:
         expected = f"be {'>' if low_open else '>='} {low:g}{' and finite' if finite else ''}"
     else:

@@ -69,7 +69,7 @@ class FMixMethod(MixMethod):
     alpha: float = 1.0
     decay_power: float = 3.0
     max_soft: float = 0.0
-    blends = True  # the target follows the mask by a blend (soft at the edges with max_soft > 0)
+    # blends (MixMethod's default): the target follows the mask by a blend, soft at the edges with max_soft
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha", check_alpha(self.alpha, "alpha"))

@@ -247,8 +247,9 @@ class HybridMix(BatchTransform):
 
     @property
     def keeps_class_masks(self) -> bool:
-        """Whether ``num_classes=None`` returns class masks for class masks: the two-image methods paste."""
-        return self.mix.keeps_class_masks
+        """Whether ``num_classes=None`` returns class masks for class masks: the two-image methods (if any)
+        paste."""
+        return self.mix is None or self.mix.keeps_class_masks
 
     @property
     def two_image_active(self) -> bool:
@@ -285,7 +286,8 @@ class HybridMix(BatchTransform):
         """Algorithm 2, lines 10-12 (``salfmix=False``: line 12 only, the warm-up)."""
         salfmix = salfmix and self.salfmix_prob > 0
         dense = is_dense_target(target)
-        class_masks = returns_class_masks(self, self.mix.methods, target)  # fails before SalfMix
+        methods = self.mix.methods if self.mix is not None else ()
+        class_masks = returns_class_masks(self, methods, target)  # fails before SalfMix
         if dense and not class_masks:
             infer_num_classes(target, self.num_classes)  # a class mask needs num_classes: fail before SalfMix
         soft = None if dense else self._soft_targets(target)

@@ -393,10 +393,11 @@ class MixMethod:
     * :meth:`own_share`: the (B, H, W) share of each pixel that is the sample's own (the provenance).
 
     ``blends``: whether a pixel of the result can hold two images' labels (Mixup, FMix), so that only soft
-    targets can describe it; a method that only pastes pixels leaves it ``False``.
+    targets can describe it. ``True`` unless a method says otherwise: one that only pastes pixels (the box
+    methods) sets it to ``False``, and only then can it return class masks (:func:`returns_class_masks`).
     """
 
-    blends = False
+    blends = True
 
     def sample(
         self, slots: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
@@ -478,6 +479,7 @@ class _BoxMethod(MixMethod):
     ``correct_lam`` (else the drawn ``lam``)."""
 
     correct_lam: bool
+    blends = False  # pixels (and labels) are pasted, never blended
 
     def _boxes(
         self, x: torch.Tensor, params: MixParams, layout: Layout, saliency: torch.Tensor | None

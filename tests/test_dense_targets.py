@@ -520,3 +520,38 @@ def test_class_masks_out_refuse_label_smoothing_and_pass_the_warm_up():
     mask = class_mask()
     _, target = CutMix(num_classes=None, label_smoothing=0.0, warmup_epochs=1)(weighted_images(), mask)
     assert target is mask  # the warm-up returns the class mask as it came
+
+
+def test_hybridmix_without_a_two_image_method_still_works_on_class_masks():
+    """SalfMix alone inside HybridMix (no partner switched on): no frame to ask (found by review)."""
+    hybrid = HybridMix(mixup_alpha=0.0, cutmix_alpha=0.0, warmup_epochs=0, salfmix_grid=2, num_classes=K)
+    _, soft = hybrid(weighted_images(), class_mask(), saliency=saliency_maps())
+    assert soft.shape == (B, K, H, W)
+    masks_out = HybridMix(
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        warmup_epochs=0,
+        salfmix_grid=2,
+        num_classes=None,
+        label_smoothing=0.0,
+    )
+    assert masks_out.keeps_class_masks
+    _, target = masks_out(weighted_images(), class_mask(), saliency=saliency_maps())
+    assert target.shape == (B, H, W) and target.dtype == torch.long
+
+
+def test_a_method_that_does_not_say_it_pastes_counts_as_blending():
+    """``MixMethod.blends`` defaults to True: a user's method must opt in to class masks (found by review)."""
+    from salfmix_transforms.mixing import MixupMethod, TwoImageMix
+
+    class Halves(MixupMethod.__mro__[1]):  # a plain MixMethod written against the documented API
+        def sample(self, slots, height, width, generator, device):
+            return MixupMethod(1.0).sample(slots, height, width, generator, device)
+
+        def apply(self, x, params, layout, saliency):
+            return MixupMethod(1.0).apply(x, params, layout, saliency)
+
+    frame = TwoImageMix([Halves()], num_classes=None, label_smoothing=0.0)
+    assert not frame.keeps_class_masks
+    with pytest.raises(ValueError, match="Halves blends labels"):
+        frame(weighted_images(), class_mask())

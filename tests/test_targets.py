@@ -141,3 +141,12 @@ def test_a_call_checks_its_target_once(method, monkeypatch):
     assert len(calls) == 1
     with pytest.raises(ValueError, match="outside"):
         transform(x, y + 1, saliency=torch.rand(6, 16, 16))
+
+
+def test_a_number_with_only_an_upper_bound_says_so():
+    """``check_number(high=...)`` without ``low`` names the bound (it failed formatting ``None``)."""
+    from salfmix_transforms._validation import check_number
+
+    with pytest.raises(ValueError, match=r"x must be <= 2, got 3.0"):
+        check_number(3.0, "x", high=2.0)
+    assert check_number(-5.0, "x", high=2.0) == -5.0

@@ -388,6 +388,11 @@ def test_pasting_methods_train_on_class_masks_with_plain_cross_entropy():
     soft = train_seg.segmentation_loss(run, logits, dense_one_hot(mask, 4, 0.1, 255))
     torch.testing.assert_close(hard, soft)
     torch.testing.assert_close(soft, train_seg.dense_soft_loss(logits, dense_one_hot(mask, 4, 0.1, 255)))
+    # The run record says where --smoothing went (the class-mask transform's repr shows label_smoothing=0).
+    _, cutmix = _transform("--method", "cutmix", "--smoothing", "0.1")
+    record = SimpleNamespace(transform=cutmix, args=SimpleNamespace(smoothing=0.1))
+    assert train_seg._targets(record) == "class masks, cross-entropy with --smoothing 0.1"
+    assert train_seg._targets(run).startswith("soft dense targets (label smoothing 0.1")
 
 
 @pytest.mark.slow
@@ -542,3 +547,18 @@ def test_resume_keeps_list_valued_flags(tmp_path):
     assert train_seg.main(["--resume", folder, "--epochs", "2", "--no-progress", "--threads", "2"]) == 0
     with open(os.path.join(folder, "results.json")) as f:
         assert "cutmix_minmax=(0.3, 0.7)" in json.load(f)["transform"]
+
+
+def test_a_batch_without_labelled_pixels_has_zero_loss_not_nan():
+    """Every pixel ignored (an all-Unlabelled crop, -b 1): the loss is 0, as the soft dense loss's, not NaN
+    (cross-entropy's mean over no pixel), which would stop the run as diverged (found by review)."""
+    from types import SimpleNamespace
+
+    logits = torch.randn(1, 4, 6, 5, requires_grad=True)
+    mask = torch.full((1, 6, 5), 255)
+    for smoothing in (0.0, 0.1):
+        run = SimpleNamespace(transform=None, args=SimpleNamespace(smoothing=smoothing))
+        loss = train_seg.segmentation_loss(run, logits, mask)
+        assert torch.isfinite(loss) and float(loss) == 0.0
+        loss.backward()
+        assert torch.isfinite(logits.grad).all()
