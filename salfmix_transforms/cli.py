@@ -70,9 +70,13 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def _checked(text: str, parse: Callable[[str], _T], ok: Callable[[_T], bool], expects: str) -> _T:
-    """``parse(text)``, refused unless ``ok``: argparse shows "argument --flag: must <expects>, got TEXT"."""
-    value = parse(text)
-    if not ok(value):
+    """``parse(text)``, refused unless ``ok``: argparse shows "argument --flag: must <expects>, got TEXT",
+    also for text that is no number."""
+    try:
+        value = parse(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
         raise argparse.ArgumentTypeError(f"must {expects}, got {text}")
     return value
 

@@ -111,6 +111,9 @@ def test_flag_types_name_the_flag_in_one_line(kind, good, bad):
     assert parser.parse_args(["--value", good[0]]).value == good[1]
     with pytest.raises(UsageError, match=r"argument --value: must .*got " + bad):
         parser.parse_args(["--value", bad])
+    # Text that is no number says what was expected too (argparse's default names the function).
+    with pytest.raises(UsageError, match=r"argument --value: must (be|lie) .*, got x$"):
+        parser.parse_args(["--value", "x"])
 
 
 def test_parser_errors_raise_instead_of_exiting(capsys):
