@@ -451,7 +451,6 @@ class MixupMethod(MixMethod):
     arithmetic in every dtype, see :class:`Mixup`)."""
 
     alpha: float = 1.0
-    blends = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha", check_alpha(self.alpha, "alpha"))
