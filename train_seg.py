@@ -242,7 +242,7 @@ class SegmentationTask(engine.Task):
     def create_model(self, run: engine.Run) -> torch.nn.Module:
         from salfmix_transforms.segmentation import build_model
 
-        return build_model(run.args.model, run.num_classes).to(run.device)
+        return engine.place_model(run, build_model(run.args.model, run.num_classes))
 
     def build(self, run: engine.Run) -> None:
         from salfmix_transforms.segmentation import with_source_coordinates

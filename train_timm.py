@@ -180,17 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", default=None, choices=tuple(PRESETS), help="the paper's hyper-parameters")
 
     engine.add_run_flags(p, DEFAULTS, os.path.join(".", "output", "train"))
-    g = p.add_argument_group("precision and compilation")
-    g.add_argument(
-        "--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 + GradScaler on CUDA)"
-    )
-    g.add_argument(
-        "--amp-dtype", default=None, choices=("float16", "bfloat16"), help="override the AMP dtype"
-    )
-    g.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    g.add_argument(
-        "--torchcompile", nargs="?", const="inductor", default=None, help="torch.compile backend (inductor)"
-    )
     return p
 
 
@@ -353,10 +342,7 @@ class ClassificationTask(engine.Task):
         return train_ds, val_ds, data_classes
 
     def create_model(self, run: engine.Run) -> torch.nn.Module:
-        model = _create_model(run.args, run.num_classes).to(run.device)
-        if run.args.channels_last:
-            model.to(memory_format=torch.channels_last)
-        return model
+        return engine.place_model(run, _create_model(run.args, run.num_classes))
 
     def build(self, run: engine.Run) -> None:
         from timm.loss import SoftTargetCrossEntropy

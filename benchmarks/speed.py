@@ -28,10 +28,11 @@ synchronized around every repeat. Ratios are always between times of the same ru
     python benchmarks/speed.py --sections 4 --step-size 64 --step-batch 128 --amp bf16 --channels-last \
         --compile --json step.json             # section 4 as one configuration, its numbers also as JSON
 
-``--amp bf16``, ``--channels-last`` and ``--compile`` apply to section 4 only (section 2 has its own bf16
-and channels_last rows); ``--compile`` compiles the model only (``torch.compile(model)``, mode default),
-which both the training step and the transforms' saliency pass then call, and times after the warm-up calls
-(at least 3 per candidate, so every graph is compiled before the clock runs).
+``--amp bf16``, ``--channels-last`` and ``--compile`` apply to section 4 only, ``--channels-last`` also to
+section 5 (section 2 has its own bf16 and channels_last rows); ``--compile`` compiles the model only
+(``torch.compile(model)``, mode default), which both the training step and the transforms' saliency pass
+then call, and times after the warm-up calls (at least 3 per candidate, so every graph is compiled before the
+clock runs).
 
 The exit status is 1 when one of the package's own transforms failed (its cell shows ``error``); a missing
 optional library (kornia, OpenCV's contrib saliency module) only gives ``n/a``.
@@ -863,10 +864,12 @@ def seg_step_factories(args: argparse.Namespace, device: torch.device) -> dict[s
 
     x, masks = _seg_batch(args, device)
     batch, _, height, width = x.shape
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=memory_format)  # --channels-last: as train_seg.py's batches and model
 
     def model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         torch.manual_seed(args.seed)
-        model = build_model("tinyseg", SEG_CLASSES).to(device).train()
+        model = build_model("tinyseg", SEG_CLASSES).to(device, memory_format=memory_format).train()
         return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def dense_soft_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -970,7 +973,8 @@ def section_seg_sources(args: argparse.Namespace, device: torch.device) -> tuple
         "## 5. Saliency sources in segmentation (train_seg.py)",
         "",
         f"tinyseg, batch {args.seg_batch} at {height}x{width} (CamVid crops), {SEG_CLASSES} classes, "
-        f"AdamW, fp32, `saliency_mode='train'`; median of {args.step_repeats} steps per candidate "
+        f"AdamW, fp32{', channels_last' if args.channels_last else ''}, `saliency_mode='train'`; median of "
+        f"{args.step_repeats} steps per candidate "
         "(round-robin). "
         + prose(
             f"""
@@ -1164,7 +1168,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--amp", choices=("bf16",), help="section 4: step and transform under torch.autocast(bfloat16)"
     )
     parser.add_argument(
-        "--channels-last", action="store_true", help="section 4: channels_last model and batch"
+        "--channels-last", action="store_true", help="sections 4 and 5: channels_last model and batch"
     )
     parser.add_argument(
         "--compile",

@@ -444,3 +444,18 @@ def test_fidelity_quick_prints_the_agreement_table(tmp_path):
         values = [float(v) for v in row[1:] if v != "–"]
         assert all(0.0 <= v <= 100.0 for v in values)
         assert all(float(row[i]) <= float(row[i + 1]) for i in range(1, len(row) - 1, 2) if row[i] != "–")
+
+
+@pytest.mark.parametrize("flags", [[], ["--channels-last"]], ids=["nchw", "channels_last"])
+def test_speed_section_5_times_every_saliency_source_of_train_seg(flags):
+    proc = _run(
+        str(SPEED), "--task", "seg", "--seg-size", "16x24", "--seg-batch", "2", "--step-repeats", "1",
+        "--warmup", "0", "--threads", "1", *flags,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tables = markdown_tables(proc.stdout)
+    sources = _table_with(tables, "saliency source")
+    assert [row[0] for row in sources[1:]] == ["SalfMix", "HybridMix v3"]
+    assert all(cell.endswith("x") for row in sources[1:] for cell in (row[3], row[5], row[7]))
+    description = proc.stdout.split("## 5.")[1].split("|")[0]
+    assert ("channels_last" in description) == bool(flags)
