@@ -476,7 +476,7 @@ def check_resume_flags(path: str, ckpt: dict[str, Any], args: argparse.Namespace
     so that re-running a finished command is harmless.
 
     Raises:
-        CheckpointError: another method, optimizer or saliency source.
+        CheckpointError: another method, optimizer or saliency source, or a weight decay switched on or off.
         NothingToTrain: the checkpoint has done ``--epochs``.
     """
     saved_args = ckpt.get("args")
@@ -485,6 +485,15 @@ def check_resume_flags(path: str, ckpt: dict[str, Any], args: argparse.Namespace
     if hasattr(args, "saliency_source") and uses_saliency(args):
         _refuse(
             path, "saliency-source", getattr(saved_args, "saliency_source", "exact"), args.saliency_source
+        )
+    saved_decay = getattr(saved_args, "weight_decay", None)
+    if saved_decay is not None and (saved_decay == 0) != (args.weight_decay == 0):
+        # timm's create_optimizer_v2 gives biases and norms a group of their own only for a weight decay > 0:
+        # the checkpoint's optimizer state has another number of groups than this one.
+        raise CheckpointError(
+            f"checkpoint {path!r} was trained with --weight-decay {saved_decay:g}, and --weight-decay "
+            f"{args.weight_decay:g} changes the optimizer's parameter groups (weight decay on or off); "
+            "resume with a weight decay that is 0 exactly when the checkpoint's is, or start a new run"
         )
     done = int(ckpt["epoch"]) + 1
     if args.epochs <= done:
@@ -652,10 +661,10 @@ def build_optimizer_and_scheduler(
     return optimizer, lr_scheduler, num_epochs
 
 
-def _schedule_changes(saved_args: Any, args: argparse.Namespace) -> list[str]:
-    """The lr-schedule flags that differ from the checkpoint's, as ``--epochs 10 -> 20``."""
+def _flag_changes(saved_args: Any, args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """The flags ``names`` that differ from the checkpoint's, as ``--epochs 10 -> 20``."""
     changes = []
-    for name in SCHEDULE_FLAGS:
+    for name in names:
         old, new = getattr(saved_args, name, None), getattr(args, name)
         if old is not None and (list(old) if isinstance(old, (list, tuple)) else old) != new:
             changes.append(f"{flag_name(name)} {old} -> {new}")
@@ -723,11 +732,19 @@ def _resume(run: Run, ckpt: dict[str, Any]) -> list[Any] | Any:
     run.start_epoch = int(start_epoch or 0)
     train_state = ckpt.get("train_state") or {}
     if run.lr_scheduler is not None and train_state.get("scheduler"):
-        changed = _schedule_changes(ckpt.get("args"), args)
+        changed = _flag_changes(ckpt.get("args"), args, SCHEDULE_FLAGS)
         if not changed:
             run.lr_scheduler.load_state_dict(dict(train_state["scheduler"]))
         elif is_primary(args):
             _logger.info("lr schedule rebuilt from the flags (%s)", ", ".join(changed))
+    others = [name for name in run.task.run_flags if name not in SCHEDULE_FLAGS]
+    changed = _flag_changes(ckpt.get("args"), args, others)
+    if changed and is_primary(args):
+        _logger.warning(
+            "resumed with flags that differ from the checkpoint's (%s): the run goes on as another one than "
+            "the uninterrupted run",
+            ", ".join(changed),
+        )
     state.num_updates = int(train_state.get("num_updates", run.start_epoch * len(run.train_loader)))
     # Checkpoints written before these were saved have no totals: their earlier epochs count 0 s.
     state.train_time_s = float(train_state.get("train_time_s", 0.0))

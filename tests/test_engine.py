@@ -109,6 +109,32 @@ def test_another_method_on_resume_is_one_line(script, tmp_path, capsys):
     _one_line_error(capsys, script.prog, "--opt", "lamb")
 
 
+def test_resume_with_other_run_flags_says_which(script, tmp_path, caplog):
+    """Flags given on --resume that differ from the checkpoint's (other than the lr schedule's, which rebuild
+    the schedule and say so) make another run than the uninterrupted one: one warning names each."""
+    assert script.main(script.argv(tmp_path, "a", "--epochs", "1", "--weight-decay", "0.001")) == 0
+    folder = tmp_path / "a"
+    common = ["--resume", str(folder), "--no-progress", "--threads", "1"]
+    with caplog.at_level("WARNING"):
+        assert script.main([*common, "--epochs", "2"]) == 0
+    assert "differ from the checkpoint" not in caplog.text  # --epochs alone: the schedule's own message
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert script.main([*common, "--epochs", "3", "-b", "4", "--weight-decay", "0.01"]) == 0
+    (line,) = [r.getMessage() for r in caplog.records if "differ from the checkpoint" in r.getMessage()]
+    assert "--weight-decay 0.001 -> 0.01" in line and "-> 4" in line and "--epochs" not in line
+
+
+def test_resume_that_switches_weight_decay_on_or_off_is_one_line(script, tmp_path, capsys):
+    """timm's optimizer factory puts biases and norms in a group of their own only when the weight decay is
+    not 0, so such a resume cannot load the optimizer's state: refused by name, not as "does not fit"."""
+    assert script.main(script.argv(tmp_path, "a", "--epochs", "1", "--weight-decay", "0")) == 0
+    capsys.readouterr()
+    resume = ["--resume", str(tmp_path / "a"), "--epochs", "2", "--no-progress", "--threads", "1"]
+    assert script.main([*resume, "--weight-decay", "0.01"]) == 2
+    _one_line_error(capsys, script.prog, "--weight-decay 0", "0.01")
+
+
 @pytest.mark.slow
 def test_resume_after_kill_9_in_the_middle_of_an_epoch(script, tmp_path):
     """SIGKILL after the first checkpoint: the run resumes from its newest intact checkpoint, and the
