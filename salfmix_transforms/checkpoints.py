@@ -563,6 +563,25 @@ def evaluation_path(checkpoint: str, output: str, split: str, weights: str = "mo
     return os.path.abspath(path)
 
 
+def free_evaluation_path(path: str, record: dict[str, Any]) -> str:
+    """Where an evaluation ``record`` goes so that no other one is lost: ``path`` when it is free or holds
+    this same record (the same checkpoint scored again on the same data), else the first of
+    ``<stem>-2.json``, ``<stem>-3.json``, ... that is (the existing file scored another data set or split
+    size, or a ``model_best`` that has changed since)."""
+    wanted = json.dumps(json.loads(json.dumps(record)), sort_keys=True)
+    stem, number, candidate = path[: -len(".json")], 1, path
+    while os.path.exists(candidate):
+        try:
+            with open(candidate) as f:
+                if json.dumps(json.load(f), sort_keys=True) == wanted:
+                    return candidate
+        except (OSError, ValueError):
+            pass  # unreadable or not JSON: not ours to replace either
+        number += 1
+        candidate = f"{stem}-{number}.json"
+    return candidate
+
+
 def write_json(path: str, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` atomically (a temporary file, fsynced, then ``os.replace``): the
     file holds the old or the new content at every moment, never a partial one.

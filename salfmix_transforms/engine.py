@@ -399,7 +399,8 @@ def add_run_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any], out
         help="score checkpoint CKPT on --val-split, no training: the model, classes, data and batch size "
         "come from the checkpoint unless given; the metrics are printed on one line and written as JSON "
         "next to CKPT (<name>-eval-<split>.json) or to --output (a folder or a .json file), never to the "
-        "run's results.json",
+        "run's results.json nor over an earlier evaluation of other data (that one is kept, the new file is "
+        "numbered -2, -3, ...)",
     )
     add(g, "--checkpoint-hist", type=positive_int, help="ranked checkpoints to keep")
     add(g, "--log-interval", type=positive_int, help="batches between log lines")
@@ -1128,13 +1129,14 @@ def train(run: Run) -> dict[str, Any]:
 
 def evaluate(task: Task, args: argparse.Namespace, evaluation: Evaluation) -> dict[str, Any]:
     """Score checkpoint ``evaluation`` on ``--val-split`` as the training run's ``validate`` did; write the
-    metrics as JSON (next to it, or to ``--output``) and log them on one line. Returns what was written.
+    metrics as JSON (next to it, or to ``--output``; a file that holds another evaluation is kept and the new
+    one numbered: ``checkpoints.free_evaluation_path``) and log them on one line. Returns what was written.
 
     Raises:
         UsageError: a checkpoint that does not fit the model, an unwritable metrics file.
         DatasetError: the data cannot be read, or is of other classes than the checkpoint's.
     """
-    from .checkpoints import evaluation_path, write_json
+    from .checkpoints import evaluation_path, free_evaluation_path, write_json
     from .fingerprint import check_evaluation_data
 
     path, ckpt = evaluation.path, evaluation.ckpt
@@ -1165,6 +1167,7 @@ def evaluate(task: Task, args: argparse.Namespace, evaluation: Evaluation) -> di
         "metrics": metrics,
     }
     writable_folder(os.path.dirname(out_path), "the folder of the metrics")
+    out_path = free_evaluation_path(out_path, record)
     try:
         write_json(out_path, record)
     except OSError as e:

@@ -214,3 +214,20 @@ def test_evaluate_never_writes_the_runs_results_json(tmp_path, capsys):
     _fails(capsys, "train_seg.py", ["--evaluate", ckpt, "--resume", ckpt], "--resume")
     assert _tree(tmp_path) == before
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == 0
+
+
+def test_evaluate_keeps_an_earlier_evaluation_of_other_data(tmp_path, capsys):
+    """Scoring the same checkpoint again on the same data rewrites its file (same record); on other data (here
+    fewer validation images) the earlier file is kept and the new one is numbered: no result is lost."""
+    assert train_seg.main([*SEG, "--epochs", "1", "--output", str(tmp_path), "--experiment", "s"]) == 0
+    capsys.readouterr()
+    ckpt = str(tmp_path / "s" / "model_best.pth.tar")
+    _, first = _evaluated(capsys, "train_seg.py", ["--evaluate", ckpt])
+    first_bytes = Path(first["path"]).read_bytes()
+    _, again = _evaluated(capsys, "train_seg.py", ["--evaluate", ckpt])
+    assert again["path"] == first["path"] and Path(first["path"]).read_bytes() == first_bytes
+    _, other = _evaluated(capsys, "train_seg.py", ["--evaluate", ckpt, "--limit-val", "2"])
+    assert other["path"] == first["path"][: -len(".json")] + "-2.json" and other["val_size"] == 2
+    assert Path(first["path"]).read_bytes() == first_bytes
+    _, third = _evaluated(capsys, "train_seg.py", ["--evaluate", ckpt, "--limit-val", "2"])
+    assert third["path"] == other["path"]  # the same evaluation again: its own file, rewritten
