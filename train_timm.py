@@ -309,8 +309,6 @@ class ClassificationTask(engine.Task):
     def finish_args(self, args: argparse.Namespace) -> None:
         if args.width is None and args.model in _PREACT_MODELS:
             args.width = DEFAULTS["width"]
-        if args.amp_dtype is not None and not args.amp:
-            args.amp = True
 
     def check_checkpoint(self, path: str, ckpt: dict[str, Any], args: argparse.Namespace) -> None:
         saved_width = getattr(ckpt.get("args"), "width", None)
@@ -346,7 +344,6 @@ class ClassificationTask(engine.Task):
 
     def build(self, run: engine.Run) -> None:
         from timm.loss import SoftTargetCrossEntropy
-        from timm.utils import NativeScaler
 
         from salfmix_transforms.data import with_source_coordinates
 
@@ -359,7 +356,6 @@ class ClassificationTask(engine.Task):
         saliency_sources.start_cached_source(run, with_source_coordinates)
         run.model = self.create_model(run)
         _check_input_size(run.model, args.model, img_size, device)
-        run.loss_scaler = NativeScaler(device=device.type) if run.amp_dtype == torch.float16 else None
         run.loss_fn = SoftTargetCrossEntropy().to(device)
 
     def finish_model(self, run: engine.Run, ckpt: dict[str, Any] | None) -> None:

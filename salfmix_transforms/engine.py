@@ -133,6 +133,10 @@ RUN_FLAGS = (
     "smoothing",
     "seed",
     "workers",
+    "amp",
+    "amp_dtype",
+    "channels_last",
+    "torchcompile",
     *augmentation_dests(),
 )
 
@@ -546,6 +550,8 @@ def parse_args(
     defaults.update({k: list(v) if isinstance(v, tuple) else v for k, v in saved.items()})
     args = parse_augmentation_flags(parser, argv, defaults)
     task.finish_args(args)
+    if getattr(args, "amp_dtype", None) is not None:
+        args.amp = True  # --amp-dtype alone asks for mixed precision
     if ckpt is not None:
         args.resume = path
         _check_arch(path, ckpt, args)
@@ -663,13 +669,26 @@ def build_optimizer_and_scheduler(
 
 
 def _flag_changes(saved_args: Any, args: argparse.Namespace, names: Sequence[str]) -> list[str]:
-    """The flags ``names`` that differ from the checkpoint's, as ``--epochs 10 -> 20``."""
+    """The flags ``names`` that differ from the checkpoint's, as ``--epochs 10 -> 20`` (a flag the checkpoint
+    does not have is left out; one it saved as ``None`` counts; one path spelled two ways does not)."""
+    saved = vars(saved_args) if isinstance(saved_args, argparse.Namespace) else dict(saved_args or {})
     changes = []
     for name in names:
-        old, new = getattr(saved_args, name, None), getattr(args, name)
-        if old is not None and (list(old) if isinstance(old, (list, tuple)) else old) != new:
+        if name not in saved:
+            continue
+        old, new = saved[name], getattr(args, name)
+        if isinstance(old, tuple):
+            old = list(old)
+        if old != new and not _same_path(old, new):
             changes.append(f"{flag_name(name)} {old} -> {new}")
     return changes
+
+
+def _same_path(old: Any, new: Any) -> bool:
+    """Whether two flag values are one existing file or folder (``./data/`` and ``/abs/data``)."""
+    if not (isinstance(old, str) and isinstance(new, str) and os.path.exists(old) and os.path.exists(new)):
+        return False
+    return os.path.samefile(old, new)
 
 
 def _loaders(task: Task, run: Run) -> None:
@@ -720,6 +739,13 @@ def _resume(run: Run, ckpt: dict[str, Any]) -> list[Any] | Any:
     from timm.models import resume_checkpoint
 
     args, state = run.args, run.state
+    # The optimizer's hyper-parameters are the flags' (--weight-decay, --momentum, ...): the checkpoint's
+    # state dict brings its own along with the momentum buffers, so they are put back after the load (the lr
+    # is the schedule's).
+    given = [
+        {k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")}
+        for g in run.optimizer.param_groups
+    ]
     try:
         start_epoch = resume_checkpoint(
             run.model,
@@ -730,6 +756,8 @@ def _resume(run: Run, ckpt: dict[str, Any]) -> list[Any] | Any:
         )
     except (RuntimeError, KeyError, ValueError) as e:  # state dict of another shape / optimizer
         raise CheckpointError(f"checkpoint {args.resume!r} does not fit this model: {one_line(e)}") from e
+    for group, values in zip(run.optimizer.param_groups, given):
+        group.update(values)
     run.start_epoch = int(start_epoch or 0)
     train_state = ckpt.get("train_state") or {}
     if run.lr_scheduler is not None and train_state.get("scheduler"):
@@ -857,6 +885,10 @@ def setup(task: Task, args: argparse.Namespace, ckpt: dict[str, Any] | None = No
         )
         if message and is_primary(args):
             _logger.warning(message)
+    if run.amp_dtype == torch.float16:  # fp16 autocast (CUDA) needs a loss scaler; bf16 does not
+        from timm.utils import NativeScaler
+
+        run.loss_scaler = NativeScaler(device=device.type)
     task.build(run)
     run.num_params = sum(p.numel() for p in run.model.parameters())
     _loaders(task, run)

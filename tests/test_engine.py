@@ -125,6 +125,44 @@ def test_resume_with_other_run_flags_says_which(script, tmp_path, caplog):
     assert "--weight-decay 0.001 -> 0.01" in line and "-> 4" in line and "--epochs" not in line
 
 
+def test_resume_applies_the_optimizer_flags_it_is_given(script, tmp_path):
+    """timm's resume loads the checkpoint's optimizer state with its hyper-parameters: the flags given on
+    --resume (--weight-decay, --momentum) must still be the ones the optimizer runs with and saves."""
+    assert script.main(script.argv(tmp_path, "a", "--epochs", "1", "--opt", "sgd")) == 0
+    folder = tmp_path / "a"
+    common = ["--resume", str(folder), "--no-progress", "--threads", "1", "--epochs", "2"]
+    assert script.main([*common, "--weight-decay", "0.01", "--momentum", "0.5"]) == 0
+    groups = torch.load(folder / "last.pth.tar", map_location="cpu", weights_only=False)["optimizer"]
+    groups = groups["param_groups"]
+    assert {g["weight_decay"] for g in groups} == {0.0, 0.01}  # timm: no decay on biases and norms
+    assert {g["momentum"] for g in groups} == {0.5}
+
+
+def test_resume_takes_the_precision_flags_of_the_checkpoint(script, tmp_path):
+    assert script.main(script.argv(tmp_path, "a", "--epochs", "1", "--amp", "--channels-last")) == 0
+    argv = ["--resume", str(tmp_path / "a"), "--epochs", "2"]
+    args = script.module.parse_args(argv)
+    assert (args.amp, args.amp_dtype, args.channels_last) == (True, None, True)
+
+
+def test_resume_warning_sees_flags_saved_as_none_and_not_paths_spelled_otherwise(script, tmp_path, caplog):
+    assert script.main(script.argv(tmp_path, "a", "--epochs", "1", "--method", "salfmix")) == 0
+    saved = torch.load(tmp_path / "a" / "last.pth.tar", map_location="cpu", weights_only=False)["args"]
+    assert saved.saliency_mode is None or saved.salfmix_warmup_epochs is None
+    common = ["--resume", str(tmp_path / "a"), "--no-progress", "--threads", "1"]
+    flag = "--saliency-mode" if saved.saliency_mode is None else "--salfmix-warmup-epochs"
+    value = "eval" if flag == "--saliency-mode" else "0"
+    with caplog.at_level("WARNING"):
+        assert script.main([*common, "--epochs", "2", flag, value]) == 0
+    assert f"{flag} None -> {value}" in caplog.text
+    if script.module is train_timm:
+        caplog.clear()
+        spelled = os.path.join(os.path.relpath(str(script.data)), "")  # relative, trailing separator
+        with caplog.at_level("WARNING"):
+            assert script.main([*common, "--epochs", "3", "--data-dir", spelled]) == 0
+        assert "differ from the checkpoint" not in caplog.text
+
+
 def test_resume_that_switches_weight_decay_on_or_off_is_one_line(script, tmp_path, capsys):
     """timm's optimizer factory puts biases and norms in a group of their own only when the weight decay is
     not 0, so such a resume cannot load the optimizer's state: refused by name, not as "does not fit"."""

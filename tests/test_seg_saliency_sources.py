@@ -248,3 +248,27 @@ def test_channels_last_trains_a_channels_last_model_on_channels_last_batches(tmp
     assert rc == 0
     assert seen == [(True, True)] * 2  # 16 scenes, batch 8
     assert float(_ckpt(folder)["train_state"]["saliency_cache"]["maps"].float().abs().sum()) > 0
+
+
+def test_an_amp_dtype_turns_amp_on_in_both_scripts(capsys):
+    for script in (train_timm, train_seg):
+        assert script.parse_args(["--amp-dtype", "bfloat16"]).amp is True
+    assert train_seg.main(["--amp-dtype", "float16", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--amp-dtype float16 needs CUDA" in err
+
+
+@pytest.mark.parametrize("script", [train_timm, train_seg], ids=["train_timm", "train_seg"])
+def test_float16_amp_gets_a_loss_scaler_in_both_scripts(script, tmp_path, monkeypatch, tiny_folder):
+    """fp16 autocast (CUDA's --amp) needs a GradScaler: the engine makes it for either task."""
+    from timm.utils import NativeScaler
+
+    monkeypatch.setattr(engine, "resolve_amp", lambda args, device: torch.float16)
+    if script is train_seg:
+        argv = [*TINY, "--output", str(tmp_path)]
+    else:
+        from _train_helpers import tiny_args
+
+        argv = tiny_args(tiny_folder, tmp_path, "t")
+    run = engine.setup(script.TASK, script.parse_args(argv))
+    assert isinstance(run.loss_scaler, NativeScaler)
