@@ -133,12 +133,16 @@ RUN_FLAGS = (
     "smoothing",
     "seed",
     "workers",
-    "amp",
-    "amp_dtype",
-    "channels_last",
-    "torchcompile",
     *augmentation_dests(),
 )
+
+# Flags of the machine a run is on: a --resume does not take them from the checkpoint (there is no --no-amp,
+# and a GPU run may go on on a CPU), but says when they differ from it.
+PRECISION_FLAGS = ("amp", "amp_dtype", "channels_last", "torchcompile")
+
+# What of the optimizer's param groups comes from the flags (create_optimizer_v2's arguments besides the lr,
+# which is the schedule's): put back after a resume loads the checkpoint's optimizer state.
+OPTIMIZER_FLAGS = ("weight_decay", "momentum")
 
 
 # The defaults of the engine's flags that both scripts share (a script's DEFAULTS add or override).
@@ -403,8 +407,8 @@ def add_run_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any], out
         help="score checkpoint CKPT on --val-split, no training: the model, classes, data and batch size "
         "come from the checkpoint unless given; the metrics are printed on one line and written as JSON "
         "next to CKPT (<name>-eval-<split>.json) or to --output (a folder or a .json file), never to the "
-        "run's results.json nor over an earlier evaluation of other data (that one is kept, the new file is "
-        "numbered -2, -3, ...)",
+        "run's results.json; next to CKPT or in a folder, never over an earlier evaluation of other data "
+        "(that one is kept, the new file is numbered -2, -3, ...)",
     )
     add(g, "--checkpoint-hist", type=positive_int, help="ranked checkpoints to keep")
     add(g, "--log-interval", type=positive_int, help="batches between log lines")
@@ -739,13 +743,10 @@ def _resume(run: Run, ckpt: dict[str, Any]) -> list[Any] | Any:
     from timm.models import resume_checkpoint
 
     args, state = run.args, run.state
-    # The optimizer's hyper-parameters are the flags' (--weight-decay, --momentum, ...): the checkpoint's
-    # state dict brings its own along with the momentum buffers, so they are put back after the load (the lr
-    # is the schedule's).
-    given = [
-        {k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")}
-        for g in run.optimizer.param_groups
-    ]
+    # The optimizer's hyper-parameters of the flags (OPTIMIZER_FLAGS): the checkpoint's state dict brings its
+    # own along with the momentum buffers (and state that some optimizers keep in the groups, Lookahead's
+    # step counter), so these are put back after the load.
+    given = [{k: g[k] for k in OPTIMIZER_FLAGS if k in g} for g in run.optimizer.param_groups]
     try:
         start_epoch = resume_checkpoint(
             run.model,
@@ -766,7 +767,7 @@ def _resume(run: Run, ckpt: dict[str, Any]) -> list[Any] | Any:
             run.lr_scheduler.load_state_dict(dict(train_state["scheduler"]))
         elif is_primary(args):
             _logger.info("lr schedule rebuilt from the flags (%s)", ", ".join(changed))
-    others = [name for name in run.task.run_flags if name not in SCHEDULE_FLAGS]
+    others = [name for name in (*run.task.run_flags, *PRECISION_FLAGS) if name not in SCHEDULE_FLAGS]
     changed = _flag_changes(ckpt.get("args"), args, others)
     if changed and is_primary(args):
         _logger.warning(
@@ -1161,8 +1162,9 @@ def train(run: Run) -> dict[str, Any]:
 
 def evaluate(task: Task, args: argparse.Namespace, evaluation: Evaluation) -> dict[str, Any]:
     """Score checkpoint ``evaluation`` on ``--val-split`` as the training run's ``validate`` did; write the
-    metrics as JSON (next to it, or to ``--output``; a file that holds another evaluation is kept and the new
-    one numbered: ``checkpoints.free_evaluation_path``) and log them on one line. Returns what was written.
+    metrics as JSON (next to it, or to ``--output``; but for a file ``--output`` names, one that holds another
+    evaluation is kept and the new one numbered: ``checkpoints.free_evaluation_path``) and log them on one
+    line. Returns what was written.
 
     Raises:
         UsageError: a checkpoint that does not fit the model, an unwritable metrics file.
@@ -1199,7 +1201,8 @@ def evaluate(task: Task, args: argparse.Namespace, evaluation: Evaluation) -> di
         "metrics": metrics,
     }
     writable_folder(os.path.dirname(out_path), "the folder of the metrics")
-    out_path = free_evaluation_path(out_path, record)
+    if not args.output.lower().endswith(".json"):  # a file named by --output is written as asked
+        out_path = free_evaluation_path(out_path, record)
     try:
         write_json(out_path, record)
     except OSError as e:

@@ -138,11 +138,33 @@ def test_resume_applies_the_optimizer_flags_it_is_given(script, tmp_path):
     assert {g["momentum"] for g in groups} == {0.5}
 
 
-def test_resume_takes_the_precision_flags_of_the_checkpoint(script, tmp_path):
+def test_resume_keeps_the_precision_flags_it_is_given_and_says_when_they_differ(script, tmp_path, caplog):
+    """--amp, --channels-last, --torchcompile belong to the machine (there is no --no-amp): a resume does not
+    take them from the checkpoint, but says when they differ from it (another numeric path)."""
     assert script.main(script.argv(tmp_path, "a", "--epochs", "1", "--amp", "--channels-last")) == 0
-    argv = ["--resume", str(tmp_path / "a"), "--epochs", "2"]
+    argv = ["--resume", str(tmp_path / "a"), "--epochs", "2", "--no-progress", "--threads", "1"]
     args = script.module.parse_args(argv)
-    assert (args.amp, args.amp_dtype, args.channels_last) == (True, None, True)
+    assert (args.amp, args.amp_dtype, args.channels_last, args.torchcompile) == (False, None, False, None)
+    with caplog.at_level("WARNING"):
+        assert script.main(argv) == 0
+    (line,) = [r.getMessage() for r in caplog.records if "differ from the checkpoint" in r.getMessage()]
+    assert "--amp True -> False" in line and "--channels-last True -> False" in line
+
+
+def test_resume_keeps_the_optimizers_own_state_in_its_param_groups(tmp_path):
+    """Lookahead keeps its step counter in each param group: a resume must not reset it to a fresh
+    optimizer's 0 while it puts the flags' --weight-decay / --momentum back."""
+    argv = ["--limit-train", "16", "--limit-val", "8", "-b", "8", "--no-progress", "--threads", "1"]
+    argv += ["--method", "baseline", "--opt", "lookahead_sgd", "--output", str(tmp_path), "--experiment", "a"]
+    assert train_seg.main([*argv, "--epochs", "1"]) == 0
+    steps = torch.load(tmp_path / "a" / "last.pth.tar", map_location="cpu", weights_only=False)
+    steps = {g["lookahead_step"] for g in steps["optimizer"]["param_groups"]}
+    assert steps == {2}  # 16 images, batch 8
+    resume = ["--resume", str(tmp_path / "a"), "--epochs", "2", "--no-progress", "--threads", "1"]
+    assert train_seg.main([*resume, "--momentum", "0.5"]) == 0
+    groups = torch.load(tmp_path / "a" / "last.pth.tar", map_location="cpu", weights_only=False)
+    groups = groups["optimizer"]["param_groups"]
+    assert {g["lookahead_step"] for g in groups} == {4} and {g["momentum"] for g in groups} == {0.5}
 
 
 def test_resume_warning_sees_flags_saved_as_none_and_not_paths_spelled_otherwise(script, tmp_path, caplog):

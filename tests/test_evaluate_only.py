@@ -231,3 +231,15 @@ def test_evaluate_keeps_an_earlier_evaluation_of_other_data(tmp_path, capsys):
     assert Path(first["path"]).read_bytes() == first_bytes
     _, third = _evaluated(capsys, "train_seg.py", ["--evaluate", ckpt, "--limit-val", "2"])
     assert third["path"] == other["path"]  # the same evaluation again: its own file, rewritten
+
+
+def test_evaluate_writes_an_explicit_output_file_as_asked(tmp_path, capsys):
+    """--output e.json names the file: a second evaluation into it replaces it (no numbered file)."""
+    assert train_seg.main([*SEG, "--epochs", "1", "--output", str(tmp_path), "--experiment", "s"]) == 0
+    capsys.readouterr()
+    out = str(tmp_path / "e.json")
+    ckpt = str(tmp_path / "s" / "model_best.pth.tar")
+    _, first = _evaluated(capsys, "train_seg.py", ["--evaluate", ckpt, "--output", out])
+    _, second = _evaluated(capsys, "train_seg.py", ["--evaluate", ckpt, "--output", out, "--limit-val", "2"])
+    assert first["path"] == second["path"] == out and second["val_size"] == 2
+    assert not (tmp_path / "e-2.json").exists()
