@@ -546,6 +546,8 @@ def step_factories(
         loss.backward()
         opt.step()
 
+    # Every step starts from a copy of the batch (the transforms work in place, as train_seg.py builds them,
+    # on the loader's fresh batch), the plain one too, so that the copy is on both sides of every ratio.
     def plain() -> Callable[[], object]:
         model, opt = model_and_optimizer()
         return lambda: train_step(model, opt, x, target)
@@ -857,7 +859,6 @@ def seg_step_factories(args: argparse.Namespace, device: torch.device) -> dict[s
     """train_seg.py's step: plain (the baseline's cross-entropy with ignore_index), and SalfMix / HybridMix v3
     (class masks out, as train_seg.py builds them: the same cross-entropy) with the exact, cached and lowres
     saliency sources."""
-    from salfmix_transforms import methods
     from salfmix_transforms.saliency import saliency_from_gradient
     from salfmix_transforms.saliency_cache import SaliencyCache, source_coordinates
     from salfmix_transforms.segmentation import build_model, logits_of
@@ -878,29 +879,35 @@ def seg_step_factories(args: argparse.Namespace, device: torch.device) -> dict[s
             return F.cross_entropy(logits, target, ignore_index=SEG_IGNORE)
         return -(target * logits.float().log_softmax(1)).sum() / target.sum().clamp(min=1)
 
-    def build(name: str, **kw: object) -> Any:
-        """As train_seg.py builds it: class masks out (num_classes=None) if the method only moves pixels."""
-        kw = dict(warmup_epochs=0, ignore_index=SEG_IGNORE, **kw)
-        transform = methods.build(name, None, **kw)
-        return transform if transform.keeps_class_masks else methods.build(name, SEG_CLASSES, **kw)
+    def build(name: str, model: torch.nn.Module, source: str = "exact") -> Any:
+        """train_seg.py's own transform of ``--method name --saliency-source source`` past the warm-up
+        (``train_seg.build_transform``: class masks out where the method only moves pixels)."""
+        import train_seg
 
+        argv = ["--method", name, "--salfmix-warmup-epochs", "0", "--saliency-source", source]
+        if source == "lowres":
+            argv += ["--saliency-scale", str(args.seg_saliency_scale)]
+        return train_seg.build_transform(train_seg.parse_args(argv), SEG_CLASSES, model)
+
+    # Every step starts from a copy of the batch (the transforms work in place, as train_seg.py builds them,
+    # on the loader's fresh batch), the plain one too, so that the copy is on both sides of every ratio.
     def plain() -> Callable[[], object]:
         model, opt = model_and_optimizer()
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(logits_of(model(x)), masks, ignore_index=SEG_IGNORE).backward()
+            F.cross_entropy(logits_of(model(x.clone())), masks, ignore_index=SEG_IGNORE).backward()
             opt.step()
 
         return step
 
-    def exact(name: str, **kw: object) -> Callable[[], Callable[[], object]]:
+    def exact(name: str, source: str = "exact") -> Callable[[], Callable[[], object]]:
         def factory() -> Callable[[], object]:
             model, opt = model_and_optimizer()
-            transform = build(name, **kw)
+            transform = build(name, model, source)
 
             def step() -> None:
-                xb, yb = transform(x, masks, model=model)
+                xb, yb = transform(x.clone(), masks.clone())  # in place, as in train_seg.py: a fresh batch
                 opt.zero_grad(set_to_none=True)
                 dense_soft_loss(logits_of(model(xb)), yb).backward()
                 opt.step()
@@ -914,13 +921,13 @@ def seg_step_factories(args: argparse.Namespace, device: torch.device) -> dict[s
 
         def factory() -> Callable[[], object]:
             model, opt = model_and_optimizer()
-            transform = build(name)
+            transform = build(name, model, "cached")
             cache = SaliencyCache(batch, device=device)
             indices = torch.arange(batch, device=device)
             coords = source_coordinates(height, width).to(device).expand(batch, -1, -1, -1)
 
             def step() -> None:
-                xb, yb = transform(x, masks, saliency=cache.read(indices, coords))
+                xb, yb = transform(x.clone(), masks.clone(), saliency=cache.read(indices, coords))
                 xb.requires_grad_(True)
                 opt.zero_grad(set_to_none=True)
                 dense_soft_loss(logits_of(model(xb)), yb).backward()
@@ -931,15 +938,14 @@ def seg_step_factories(args: argparse.Namespace, device: torch.device) -> dict[s
 
         return factory
 
-    scale = {"saliency_scale": args.seg_saliency_scale}
     return {
         "plain": plain,
         "salfmix": exact("salfmix"),
         "salfmix cached": cached("salfmix"),
-        "salfmix lowres": exact("salfmix", **scale),
+        "salfmix lowres": exact("salfmix", "lowres"),
         "hybrid": exact("hybridmix-v3"),
         "hybrid cached": cached("hybridmix-v3"),
-        "hybrid lowres": exact("hybridmix-v3", **scale),
+        "hybrid lowres": exact("hybridmix-v3", "lowres"),
     }
 
 
