@@ -423,9 +423,7 @@ def add_run_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any], out
     g.add_argument(
         "--channels-last",
         action="store_true",
-        help="channels_last memory format for the model and the images (on the CPU also the cheap layout "
-        "for --saliency-source cached: NCHW's kernel for the input gradient of a 3-channel convolution is "
-        "about 3x slower)",
+        help="channels_last memory format for the model and the images",
     )
     g.add_argument(
         "--torchcompile", nargs="?", const="inductor", default=None, help="torch.compile backend (inductor)"

@@ -223,8 +223,8 @@ def test_both_scripts_take_the_precision_flags(script):
 
 
 def test_channels_last_trains_a_channels_last_model_on_channels_last_batches(tmp_path, monkeypatch):
-    """--channels-last with the cached source (where it matters on the CPU: NCHW's kernel for the input
-    gradient of the 3-channel first convolution costs about 3x channels_last's)."""
+    """--channels-last with the cached source: the model's weights and every training batch are
+    channels_last, and the step's input gradient still fills the cache."""
     from salfmix_transforms import segmentation
 
     seen: list[tuple[bool, bool]] = []
