@@ -43,18 +43,24 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+try:  # Ctrl-C while torch loads (a second or more): one line and exit code 130, as during the run
+    import torch
+    import torch.nn.functional as F
 
-from salfmix_transforms import engine, saliency_sources
-from salfmix_transforms.cli import OneLineArgumentParser, UsageError, positive_int
-from salfmix_transforms.distributed import all_reduce_sum
-from salfmix_transforms.flags import (
-    add_augmentation_flags,
-    build_batch_transform,
-    check_grid_fits,
-    method_name,
-)
+    from salfmix_transforms import engine, saliency_sources
+    from salfmix_transforms.cli import OneLineArgumentParser, UsageError, positive_int
+    from salfmix_transforms.distributed import all_reduce_sum
+    from salfmix_transforms.flags import (
+        add_augmentation_flags,
+        build_batch_transform,
+        check_grid_fits,
+        method_name,
+    )
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print(f"{os.path.basename(__file__)}: interrupted while starting: nothing was run", file=sys.stderr)
+    raise SystemExit(130) from None  # salfmix_transforms.cli.EXIT_INTERRUPTED, not importable yet
 
 IGNORE_INDEX = 255
 _CAMVID_DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "camvid")

@@ -35,28 +35,34 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+try:  # Ctrl-C while torch loads (a second or more): one line and exit code 130, as during the run
+    import torch
+    import torch.nn.functional as F
 
-from salfmix_transforms import engine, saliency_sources
-from salfmix_transforms.cli import (
-    OneLineArgumentParser,
-    UsageError,
-    one_line,
-    positive_float,
-    positive_int,
-    probability,
-)
-from salfmix_transforms.distributed import all_reduce_sum
-from salfmix_transforms.engine import CheckpointError, build_optimizer_and_scheduler
-from salfmix_transforms.flags import (
-    DEFAULT_METHOD,
-    METHOD_FLAGS,
-    add_augmentation_flags,
-    build_batch_transform,
-    check_grid_fits,
-    method_name,
-)
+    from salfmix_transforms import engine, saliency_sources
+    from salfmix_transforms.cli import (
+        OneLineArgumentParser,
+        UsageError,
+        one_line,
+        positive_float,
+        positive_int,
+        probability,
+    )
+    from salfmix_transforms.distributed import all_reduce_sum
+    from salfmix_transforms.engine import CheckpointError, build_optimizer_and_scheduler
+    from salfmix_transforms.flags import (
+        DEFAULT_METHOD,
+        METHOD_FLAGS,
+        add_augmentation_flags,
+        build_batch_transform,
+        check_grid_fits,
+        method_name,
+    )
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print(f"{os.path.basename(__file__)}: interrupted while starting: nothing was run", file=sys.stderr)
+    raise SystemExit(130) from None  # salfmix_transforms.cli.EXIT_INTERRUPTED, not importable yet
 
 __all__ = [
     "DEFAULTS",

@@ -286,6 +286,7 @@ class Trainer:
         x = _normalise(raw, self.args.channels_last)
         y = data["train_y"][index]
         if self.cache is not None:  # train_timm.py --saliency-source cached
+            coords = self.cache.locate(coords)  # once for the read and the write, as the engine does
             maps = self.cache.read(index, coords)
             x, y = self.transform(x, y, saliency=maps)
             x.requires_grad_(True)  # the step's backward gives the input gradient too: eq. (2)

@@ -607,14 +607,15 @@ def step_factories(
             coords = source_coordinates(height, width).to(device).expand(batch, -1, -1, -1)
 
             def step() -> None:
+                cells = cache.locate(coords)  # once for the read and the write, as the engine does
                 with autocast():
-                    xb, yb = transform(x, target, saliency=cache.read(indices, coords))
+                    xb, yb = transform(x, target, saliency=cache.read(indices, cells))
                 xb.requires_grad_(True)
                 opt.zero_grad(set_to_none=True)
                 with autocast():
                     loss = F.cross_entropy(model(xb), yb)
                 loss.backward()
-                cache.write(indices, coords, saliency_from_gradient(xb.grad), 0, transform.provenance)
+                cache.write(indices, cells, saliency_from_gradient(xb.grad), 0, transform.provenance)
                 opt.step()
 
             return step
@@ -927,12 +928,13 @@ def seg_step_factories(args: argparse.Namespace, device: torch.device) -> dict[s
             coords = source_coordinates(height, width).to(device).expand(batch, -1, -1, -1)
 
             def step() -> None:
-                xb, yb = transform(x.clone(), masks.clone(), saliency=cache.read(indices, coords))
+                cells = cache.locate(coords)  # once for the read and the write, as the engine does
+                xb, yb = transform(x.clone(), masks.clone(), saliency=cache.read(indices, cells))
                 xb.requires_grad_(True)
                 opt.zero_grad(set_to_none=True)
                 dense_soft_loss(logits_of(model(xb)), yb).backward()
                 opt.step()
-                cache.write(indices, coords, saliency_from_gradient(xb.grad), 0, transform.provenance)
+                cache.write(indices, cells, saliency_from_gradient(xb.grad), 0, transform.provenance)
 
             return step
 

@@ -1006,8 +1006,8 @@ def train_epoch(
             sync(device)
             t0 = time.perf_counter()
             if cache is not None:
-                index, coords = batch[2].to(device), batch[3].to(device)
-                maps = saliency_sources.cached_saliency(run, cache, x, y, index, coords, epoch)
+                index, cells = batch[2].to(device), cache.locate(batch[3].to(device))  # read and written
+                maps = saliency_sources.cached_saliency(run, cache, x, y, index, cells, epoch)
                 x, y = run.transform(x, y, saliency=maps)
                 x.requires_grad_(True)  # the step's backward gives the input gradient too: eq. (2)
             elif run.transform is not None:
@@ -1023,7 +1023,7 @@ def train_epoch(
         _step(run, loss)
         if cache is not None:
             t0 = time.perf_counter()
-            saliency_sources.write_cached_saliency(run, index, coords, x, epoch)
+            saliency_sources.write_cached_saliency(run, index, cells, x, epoch)
             aug_time += time.perf_counter() - t0
         loss_sum += loss.detach().double() * x.shape[0]
         seen += x.shape[0]

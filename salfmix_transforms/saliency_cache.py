@@ -10,7 +10,9 @@ sample's own, un-augmented coordinates, at a fixed low resolution:
 * writing (after the backward) scatters each pixel's saliency to the cell of the original image it came
   from, as a mean over the pixels that land in a cell (:meth:`SaliencyCache.write`);
 * reading (before the next visit's transform) gathers, for each pixel of the new view, the value of the
-  cell it comes from (:meth:`SaliencyCache.read`).
+  cell it comes from (:meth:`SaliencyCache.read`);
+* both find each pixel's cell from its coordinates; a step that reads and writes the same views finds them
+  once (:meth:`SaliencyCache.locate`, :class:`ViewCells`).
 
 Where each pixel of a view came from is a *coordinate map* that the data pipeline passes through the same
 geometric transforms as the image (:func:`source_coordinates`; :class:`AddSourceCoordinates` for
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +49,7 @@ __all__ = [
     "AddSourceCoordinates",
     "IndexedViews",
     "SaliencyCache",
+    "ViewCells",
     "source_coordinates",
     "source_coordinates_hwc",
 ]
@@ -131,6 +134,25 @@ class IndexedViews(torch.utils.data.Dataset):
         return sample["image"], target, index, sample["coords"].as_subclass(torch.Tensor)
 
 
+class ViewCells(NamedTuple):
+    """Where the pixels of a batch of views lie in a :class:`SaliencyCache` (:meth:`SaliencyCache.locate`).
+
+    Indexed along the batch like the views (``ViewCells(cells.index[perm], cells.valid[perm], R)`` for
+    reordered views), as the coordinates would be.
+
+    Attributes:
+        index: (B, H, W) int64, ``row * R + col``: the cell of its sample's own map that each pixel came
+            from (any cell for a pixel that is not ``valid``).
+        valid: (B, H, W) bool, whether the pixel came from the image (False for padding and NaN
+            coordinates: no cell).
+        resolution: ``R``, the cache's cells per side.
+    """
+
+    index: torch.Tensor
+    valid: torch.Tensor
+    resolution: int
+
+
 class SaliencyCache:
     """One low-resolution saliency map per training sample, in the sample's own coordinates.
 
@@ -169,54 +191,89 @@ class SaliencyCache:
                 "it was built for another data set"
             )
 
-    def _check(self, indices: object, coords: object, batch: int | None = None) -> torch.Tensor:
+    def _check_indices(self, indices: object, batch: int) -> torch.Tensor:
         if not isinstance(indices, torch.Tensor) or indices.dim() != 1 or indices.is_floating_point():
             raise TypeError("indices must be a (B,) integer tensor of sample indices")
-        if batch is not None and indices.shape[0] != batch:
-            raise ValueError(f"indices has {indices.shape[0]} entries for a batch of {batch}")
+        if indices.shape[0] != batch:
+            raise ValueError(f"indices has {indices.shape[0]} entries for a batch of {batch} views")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
             raise ValueError(
                 f"indices must lie in [0, {self.num_samples - 1}] (the cache's data set), got "
                 f"[{int(indices.min())}, {int(indices.max())}]"
             )
+        return indices.to(self.maps.device, torch.long)
+
+    def _located(self, coords: object) -> ViewCells:
+        """``coords`` as :class:`ViewCells`: located here, or checked to be this cache's."""
+        if not isinstance(coords, ViewCells):
+            return self.locate(coords)
+        index, valid = coords.index, coords.valid
+        if not (isinstance(index, torch.Tensor) and isinstance(valid, torch.Tensor)) or (
+            index.dim() != 3
+            or index.dtype != torch.long
+            or valid.dtype != torch.bool
+            or valid.shape != index.shape
+        ):
+            raise ValueError(
+                f"the located views must hold index (B, H, W) int64 and valid of the same shape, bool "
+                f"(SaliencyCache.locate), got index {_describe(index)} and valid {_describe(valid)}"
+            )
+        if coords.resolution != self.resolution:
+            raise ValueError(
+                f"the located views are for a cache of resolution {coords.resolution}, this one has "
+                f"{self.resolution}: locate them with this cache"
+            )
+        return coords
+
+    def locate(self, coords: torch.Tensor) -> ViewCells:
+        """Where every pixel of a batch of views comes from in its sample's map (the cell), once per batch.
+
+        :meth:`read` and :meth:`write` take the result in place of ``coords``: a training step that reads
+        and writes the same views locates them once (the engine does), which saves one pass over the
+        coordinates (with the write's cheaper finiteness check, 3-4 % of a small segmentation network's
+        step on the CPU: ``BENCHMARKS.md``, section 5).
+
+        Args:
+            coords: the source-coordinate maps (B, 2, H, W) of the batch (:func:`source_coordinates`
+                passed through the geometric transforms).
+
+        Raises:
+            ValueError: ``coords`` is not a (B, 2, H, W) tensor.
+        """
         if not isinstance(coords, torch.Tensor) or coords.dim() != 4 or coords.shape[1] != 2:
             shape = tuple(coords.shape) if isinstance(coords, torch.Tensor) else type(coords).__name__
             raise ValueError(
                 f"coords must be the source-coordinate maps (B, 2, H, W) of the batch (source_coordinates "
-                f"passed through the geometric transforms), got {shape}"
+                f"passed through the geometric transforms) or their SaliencyCache.locate(), got {shape}"
             )
-        if coords.shape[0] != indices.shape[0]:
-            raise ValueError(f"coords has {coords.shape[0]} maps for {indices.shape[0]} indices")
-        return indices.to(self.maps.device, torch.long)
-
-    def _cells(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat cell index (B, H, W) of every pixel, and whether it came from the image (not padding)."""
         coords = coords.to(self.maps.device, torch.float32)
         rows, cols = coords[:, 0], coords[:, 1]
         valid = (rows > 0) & (rows < 1) & (cols > 0) & (cols < 1)
         # In float32 (exact for cell indices < 2**24), one conversion at the end: 5x faster than per axis.
-        resolution = self.resolution
+        resolution, cells = self.resolution, self.resolution * self.resolution
         scaled = (coords * resolution).floor_().clamp_(0, resolution - 1)
-        cell = (scaled[:, 0] * resolution + scaled[:, 1]).long()
-        return cell.clamp_(0, resolution * resolution - 1), valid  # the clamp: NaN coordinates stay in range
+        cell = (scaled[:, 0] * resolution + scaled[:, 1]).long().clamp_(0, cells - 1)  # NaN stays in range
+        return ViewCells(cell, valid, resolution)
 
     # -- read / write -----------------------------------------------------------------------------------
 
-    def read(self, indices: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    def read(self, indices: torch.Tensor, coords: torch.Tensor | ViewCells) -> torch.Tensor:
         """The cached maps aligned with this visit's views: (B, H, W) float32 (gather).
 
-        Padding pixels read 0; a sample never written reads a constant 0 map (SalfMix: random cells).
+        ``coords``: the views' source-coordinate maps (B, 2, H, W), or their :meth:`locate`. Padding pixels
+        read 0; a sample never written reads a constant 0 map (SalfMix: random cells).
         """
-        indices = self._check(indices, coords)
-        cell, valid = self._cells(coords)
-        flat = self.maps[indices].view(indices.shape[0], -1).float()
-        values = flat.gather(1, cell.view(cell.shape[0], -1)).view_as(cell)
-        return values.masked_fill_(~valid, 0.0)
+        cells = self._located(coords)
+        indices = self._check_indices(indices, cells.index.shape[0])
+        batch = indices.shape[0]
+        flat = self.maps[indices].float().view(batch, -1)
+        values = flat.gather(1, cells.index.reshape(batch, -1)).view_as(cells.index)
+        return values.masked_fill_(~cells.valid, 0.0)
 
     def local_update(
         self,
         indices: torch.Tensor,
-        coords: torch.Tensor,
+        coords: torch.Tensor | ViewCells,
         saliency: torch.Tensor,
         own: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -228,23 +285,38 @@ class SaliencyCache:
         not show). Samples whose saliency is not finite get confidence 0. Separate from
         :meth:`apply_update` so that DDP can all-gather it.
         """
-        indices = self._check(indices, coords, saliency.shape[0])
-        if saliency.dim() != 3 or saliency.shape[1:] != coords.shape[2:]:
-            raise ValueError(f"saliency must be (B, H, W) = the coords' {tuple(coords.shape[2:])}")
-        cell, valid = self._cells(coords)
-        valid = valid.float()
-        saliency = saliency.to(valid.device, torch.float32)
-        valid = valid * torch.isfinite(saliency).flatten(1).all(dim=1).view(-1, 1, 1)
-        weight = valid if own is None else valid * own.to(valid.device, torch.float32)
-        batch, cells = indices.shape[0], self.resolution * self.resolution
-        flat = (cell + torch.arange(batch, device=cell.device).view(-1, 1, 1) * cells).view(-1)
+        cells = self._located(coords)
+        batch, cells_per_map = cells.index.shape[0], self.resolution * self.resolution
+        indices = self._check_indices(indices, batch)
+        views = tuple(cells.index.shape)
+        if not isinstance(saliency, torch.Tensor):
+            raise TypeError(
+                f"saliency must be a (B, H, W) tensor = the views' {views}, got {_describe(saliency)}"
+            )
+        if tuple(saliency.shape) != views:
+            raise ValueError(f"saliency must be (B, H, W) = the views' {views}, got {tuple(saliency.shape)}")
+        if own is not None and (not isinstance(own, torch.Tensor) or tuple(own.shape) != views):
+            raise ValueError(
+                f"own must be the share (B, H, W) of each pixel that is the sample's own, the views' "
+                f"{views} (a transform's provenance), got {_describe(own)}"
+            )
+        saliency = saliency.to(cells.index.device, torch.float32)
+        finite = torch.ones(batch, 1, 1, dtype=torch.bool, device=saliency.device)
+        if saliency[0].numel():  # one pass for each sample's extremes: a NaN or an inf anywhere shows there
+            smallest, largest = torch.aminmax(saliency.flatten(1), dim=1)
+            finite = (torch.isfinite(smallest) & torch.isfinite(largest)).view(-1, 1, 1)
+        shown = (cells.valid & finite).float()  # the pixels that may write: from the image, finite sample
+        weight = shown if own is None else shown * own.to(shown.device, torch.float32)
+        first_cell = torch.arange(batch, device=cells.index.device).view(-1, 1, 1) * cells_per_map
+        flat = (cells.index + first_cell).view(-1)  # one flat index over the batch's B maps
 
         def cell_sums(values: torch.Tensor) -> torch.Tensor:
-            sums = torch.zeros(batch * cells, device=values.device).index_add_(0, flat, values.reshape(-1))
-            return sums.view(batch, self.resolution, self.resolution)
+            sums = torch.zeros(batch * cells_per_map, device=values.device)
+            return sums.index_add_(0, flat, values.reshape(-1)).view(batch, self.resolution, self.resolution)
 
-        weighted = cell_sums(torch.nan_to_num(saliency) * weight)
-        own_pixels, pixels = cell_sums(weight), cell_sums(valid)
+        weighted = cell_sums(torch.nan_to_num(saliency).mul_(weight))
+        own_pixels = cell_sums(weight)
+        pixels = own_pixels if own is None else cell_sums(shown)
         means = weighted / own_pixels.clamp_min(1e-12)
         return indices, means, own_pixels / pixels.clamp_min(1e-12)
 
@@ -271,14 +343,15 @@ class SaliencyCache:
     def write(
         self,
         indices: torch.Tensor,
-        coords: torch.Tensor,
+        coords: torch.Tensor | ViewCells,
         saliency: torch.Tensor,
         epoch: int,
         own: torch.Tensor | None = None,
         *,
         distributed: bool = False,
     ) -> None:
-        """Store this step's saliency (B, H, W), e.g. ``saliency_from_gradient(x.grad)`` (eq. (3)).
+        """Store this step's saliency (B, H, W), e.g. ``saliency_from_gradient(x.grad)`` (eq. (3)), of the
+        views at ``coords`` (their source-coordinate maps (B, 2, H, W), or their :meth:`locate`).
 
         With ``distributed=True`` (DDP, a ``DistributedSampler``: each rank sees other samples), every
         rank's update is all-gathered and applied on every rank, so all caches stay identical.

@@ -152,12 +152,14 @@ def cached_saliency(
     x: torch.Tensor,
     y: torch.Tensor,
     index: torch.Tensor,
-    coords: torch.Tensor,
+    coords: Any,
     epoch: int,
     **saliency_kwargs: Any,
 ) -> torch.Tensor:
-    """The cached maps aligned with this batch's views (a never-written sample reads a constant map: random
-    cells); with ``--saliency-refresh K``, maps older than K epochs are replaced by the exact pass
+    """The cached maps aligned with this batch's views (``coords``: their source coordinates or, located
+    once for the read and the write, ``cache.locate(coords)``; a never-written sample reads a constant map:
+    random cells); with
+    ``--saliency-refresh K``, maps older than K epochs are replaced by the exact pass
     (``gradient_saliency(run.model, ...)``, ``saliency_kwargs`` passed on: ``ignore_index=`` for masks)."""
     from . import saliency
 
@@ -171,11 +173,10 @@ def cached_saliency(
     return maps
 
 
-def write_cached_saliency(
-    run: Any, index: torch.Tensor, coords: torch.Tensor, x: torch.Tensor, epoch: int
-) -> None:
-    """After the step's backward: the map of ``x.grad`` (eq. (3)) written back to the cache, weighted by the
-    transform's provenance (pixels pasted or blended in from another sample count for less or nothing)."""
+def write_cached_saliency(run: Any, index: torch.Tensor, coords: Any, x: torch.Tensor, epoch: int) -> None:
+    """After the step's backward: the map of ``x.grad`` (eq. (3)) written back to the cache (``coords`` as
+    for :func:`cached_saliency`), weighted by the transform's provenance (pixels pasted or blended in from
+    another sample count for less or nothing)."""
     from .saliency import saliency_from_gradient
 
     run.saliency_cache.write(

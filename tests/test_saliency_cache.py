@@ -17,7 +17,12 @@ from torchvision.transforms import v2
 
 from salfmix_transforms import CutMix, HybridMix, Mixup, SalfMix
 from salfmix_transforms.saliency import gradient_saliency, saliency_from_gradient
-from salfmix_transforms.saliency_cache import AddSourceCoordinates, SaliencyCache, source_coordinates
+from salfmix_transforms.saliency_cache import (
+    AddSourceCoordinates,
+    SaliencyCache,
+    ViewCells,
+    source_coordinates,
+)
 
 SIZE = 32  # images 32x32, cache 16x16: a cell is 2x2 pixels
 
@@ -331,3 +336,129 @@ def test_pixels_from_outside_the_image_read_zero_and_write_nothing():
     outside = torch.zeros(8, 8, dtype=torch.bool)
     outside[:, :2], outside[:2, :], outside[-1, :] = True, True, True
     assert (read[0][outside] == 0).all() and (read[0][~outside] == 5.0).all()
+
+
+def _random_views(batch: int, size: int, seed: int) -> torch.Tensor:
+    """Coordinate maps (B, 2, H, W) of random shifted, resized crops: some pixels padding, some NaN."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = 0.6 + 0.8 * torch.rand(batch, 2, 1, 1, generator=gen)
+    shift = torch.rand(batch, 2, 1, 1, generator=gen) - 0.5
+    coords = (source_coordinates(size, size).unsqueeze(0) - 0.5) * scale + 0.5 + 0.3 * shift
+    coords[0, :, 0, :3] = float("nan")
+    return coords
+
+
+def test_located_views_read_and_write_exactly_as_their_coordinates():
+    """``locate(coords)`` once, then ``read`` / ``write`` with it (what the engine does each step): the same
+    maps, means and confidences as passing the coordinates to each call."""
+    batch, indices = 6, torch.tensor([4, 0, 2, 5, 1, 3])
+    coords = _random_views(batch, SIZE, seed=0)
+    saliency = torch.rand(batch, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    own = (torch.rand(batch, SIZE, SIZE, generator=torch.Generator().manual_seed(2)) > 0.3).float()
+    by_coords, by_cells = SaliencyCache(batch, resolution=8), SaliencyCache(batch, resolution=8)
+    cells = by_cells.locate(coords)
+    for cache, where in ((by_coords, coords), (by_cells, cells)):
+        cache.write(indices, where, saliency, epoch=1, own=own)
+    assert torch.equal(by_coords.maps, by_cells.maps) and float(by_cells.maps.float().abs().sum()) > 0
+    assert torch.equal(by_coords.written_epoch, by_cells.written_epoch)
+    assert torch.equal(by_coords.read(indices, coords), by_cells.read(indices, cells))
+    update = by_cells.local_update(indices, cells, saliency, own)
+    for expected, got in zip(by_coords.local_update(indices, coords, saliency, own), update):
+        assert torch.equal(expected, got)
+
+
+def test_located_views_give_each_pixel_its_cell_and_padding_none():
+    cache = SaliencyCache(2, resolution=4)
+    coords = source_coordinates(8, 8).unsqueeze(0).expand(2, -1, -1, -1).clone()
+    coords[1, 1] = 1.0 - coords[1, 1]  # sample 1 flipped left-right
+    coords[1, :, 0, 0] = -0.5  # padding
+    cells = cache.locate(coords)
+    assert cells.index.shape == (2, 8, 8) and cells.index.dtype == torch.long
+    rows, cols = torch.meshgrid(torch.arange(8) // 2, torch.arange(8) // 2, indexing="ij")
+    assert torch.equal(cells.index[0], rows * 4 + cols)
+    flipped = rows * 4 + (3 - cols)
+    assert torch.equal(cells.index[1].flatten()[1:], flipped.flatten()[1:])  # the padding pixel: no cell
+    assert cells.valid[0].all() and not cells.valid[1, 0, 0] and int(cells.valid[1].sum()) == 63
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda c, cells: c.read(torch.tensor([0]), cells), "indices has 1 entries for a batch of 2 views"),
+        (lambda c, cells: c.write(torch.arange(2), cells, torch.ones(2, 8, 8), 0), "saliency"),
+        (lambda c, cells: SaliencyCache(5, resolution=8).read(torch.arange(2), cells), "resolution"),
+    ],
+)
+def test_located_views_that_do_not_fit_are_refused(call, needle):
+    cache = SaliencyCache(5)
+    cells = cache.locate(IDENTITY.expand(2, -1, -1, -1))
+    with pytest.raises(ValueError, match=needle):
+        call(cache, cells)
+
+
+def test_huge_but_finite_saliency_is_written_and_minus_inf_is_not():
+    """The finiteness check looks at each sample's smallest and largest value, not at a sum that could
+    overflow: a map of huge finite values (its sum over the image is above float32's range) is written; one
+    with a -inf anywhere is not."""
+    cache = SaliencyCache(2)
+    saliency = torch.full((2, SIZE, SIZE), 1e37)
+    saliency[1, 5, 5] = float("-inf")
+    cache.write(torch.arange(2), IDENTITY.expand(2, -1, -1, -1), saliency, epoch=0)
+    assert cache.written_epoch.tolist() == [0, -1]
+    assert torch.isfinite(cache.maps[0].float()).all() and float(cache.maps[0, 0, 0]) > 9e36
+
+
+def test_located_views_reordered_or_sliced_like_the_batch_read_their_own_samples():
+    """A ``ViewCells`` indexed like the batch (``cells.index[perm]``, a sub-batch) still reads and writes
+    each view's own sample, as coordinates indexed the same way do."""
+    cache = SaliencyCache(4, resolution=4)
+    cache.maps.copy_(torch.arange(4.0).view(4, 1, 1).expand(4, 4, 4))
+    coords = source_coordinates(8, 8).unsqueeze(0).expand(4, -1, -1, -1)
+    cells, perm = cache.locate(coords), torch.tensor([3, 1, 2, 0])
+    reordered = ViewCells(cells.index[perm], cells.valid[perm], cells.resolution)
+    assert cache.read(perm, reordered)[:, 0, 0].tolist() == [3.0, 1.0, 2.0, 0.0]
+    part = ViewCells(cells.index[1:3], cells.valid[1:3], cells.resolution)
+    assert cache.read(torch.tensor([2, 3]), part)[:, 0, 0].tolist() == [2.0, 3.0]
+    cache.write(torch.tensor([2, 3]), part, torch.full((2, 8, 8), 7.0), epoch=1)
+    assert cache.maps[:, 0, 0].float().tolist() == [0.0, 1.0, 7.0, 7.0]
+
+
+def test_views_without_pixels_write_nothing_and_read_empty_maps():
+    cache = SaliencyCache(2)
+    cache.write(torch.arange(2), torch.zeros(2, 2, 0, 8), torch.zeros(2, 0, 8), epoch=0)
+    assert cache.written_epoch.tolist() == [-1, -1]
+    assert cache.read(torch.arange(2), torch.zeros(2, 2, 0, 8)).shape == (2, 0, 8)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "needle"),
+    [
+        (lambda c: c.write(torch.arange(2), IDENTITY.expand(2, -1, -1, -1), None, 0), TypeError, "saliency"),
+        (
+            lambda c: c.write(
+                torch.arange(2),
+                IDENTITY.expand(2, -1, -1, -1),
+                torch.ones(2, SIZE, SIZE),
+                0,
+                torch.ones(2, 4, 4),
+            ),
+            ValueError,
+            "own",
+        ),
+        (
+            lambda c: c.read(
+                torch.arange(2), ViewCells(torch.zeros(2, 4, 4).long(), torch.ones(2, 3, 3).bool(), 16)
+            ),
+            ValueError,
+            "valid",
+        ),
+        (
+            lambda c: c.read(torch.arange(2), tuple(c.locate(IDENTITY.expand(2, -1, -1, -1)))),
+            ValueError,
+            "locate",
+        ),
+    ],
+)
+def test_bad_saliency_own_or_located_views_are_refused_with_the_argument_named(call, exc, needle):
+    with pytest.raises(exc, match=needle):
+        call(SaliencyCache(5))

@@ -204,3 +204,33 @@ def test_sigint_is_one_line_and_exit_code_130(script, epoch, data, tmp_path):
     assert not [p.name for p in (tmp_path / "a").iterdir() if "tmp" in p.name]
     if epoch == 1:
         assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
+
+
+# Ctrl-C while the script is still importing torch (a second or more on a cold start): the script is run as
+# ``python script.py`` with ``import torch`` made to raise KeyboardInterrupt, which is what Python raises
+# when SIGINT arrives during that import; deterministic, unlike a signal sent at a guessed moment.
+_CTRL_C_DURING_IMPORT = """
+import builtins, runpy, sys
+real_import = builtins.__import__
+def ctrl_c_at_torch(name, *args, **kwargs):
+    if name == "torch" or name.startswith("torch."):
+        raise KeyboardInterrupt
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = ctrl_c_at_torch
+sys.argv = [sys.argv[1], "--help"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_while_torch_loads_is_one_line_and_exit_code_130(script):
+    proc = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_DURING_IMPORT, str(REPO / script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert proc.stderr == f"{script}: interrupted while starting: nothing was run\n", proc.stderr[-3000:]
+    assert proc.stdout == ""
