@@ -25,6 +25,7 @@ __all__ = [
     "check_grid",
     "check_ignore_index",
     "check_images",
+    "check_index_range",
     "check_interval",
     "check_model",
     "check_multi_label",
@@ -476,6 +477,24 @@ def _assert_on_device(condition: torch.Tensor, message: str) -> None:
     the batch on the CPU (or ``CUDA_LAUNCH_BLOCKING=1``) to get the precise error of the CPU path.
     """
     torch._assert_async(condition, message)
+
+
+def check_index_range(indices: torch.Tensor, size: int, name: str, what: str) -> None:
+    """Every value of the integer tensor ``indices`` in [0, ``size``): ``what`` says what they index.
+
+    On the host for a CPU tensor (a ``ValueError`` with the range found), on the device for CUDA and meta
+    tensors (:func:`_assert_on_device`: no host synchronisation in a training step).
+    """
+    if indices.numel() == 0:
+        return
+    expected = f"{name} must lie in [0, {size - 1}] ({what})"
+    if not _on_host(indices):
+        low, high = torch.aminmax(indices)
+        _assert_on_device((low >= 0) & (high < size), expected)
+        return
+    low, high = torch.stack(torch.aminmax(indices)).tolist()
+    if low < 0 or high >= size:
+        raise ValueError(f"{expected}, got [{low}, {high}]")
 
 
 def _check_class_range(indices: torch.Tensor, num_classes: int | None, name: str, aside: str = "") -> None:

@@ -42,7 +42,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ._validation import check_non_negative_int, check_optional_positive_int, check_positive_int
+from ._validation import (
+    check_index_range,
+    check_non_negative_int,
+    check_optional_positive_int,
+    check_positive_int,
+)
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -196,12 +201,9 @@ class SaliencyCache:
             raise TypeError("indices must be a (B,) integer tensor of sample indices")
         if indices.shape[0] != batch:
             raise ValueError(f"indices has {indices.shape[0]} entries for a batch of {batch} views")
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
-            raise ValueError(
-                f"indices must lie in [0, {self.num_samples - 1}] (the cache's data set), got "
-                f"[{int(indices.min())}, {int(indices.max())}]"
-            )
-        return indices.to(self.maps.device, torch.long)
+        indices = indices.to(self.maps.device, torch.long)
+        check_index_range(indices, self.num_samples, "indices", "the cache's data set")
+        return indices
 
     def _located(self, coords: object) -> ViewCells:
         """``coords`` as :class:`ViewCells`: located here, or checked to be this cache's."""
@@ -330,15 +332,15 @@ class SaliencyCache:
 
         A cell seen only through the sample's own pixels (``c = 1``) is replaced; one that the view does not
         show, or that only pasted pixels covered (``c = 0``), keeps its value; a blended cell (Mixup's
-        ``lam``) moves part of the way. The samples that got any write are stamped with ``epoch``.
+        ``lam``) moves part of the way. The samples whose write moved any cell are stamped with ``epoch``.
         """
         epoch = check_non_negative_int(epoch, "epoch")
         indices = indices.to(self.maps.device, torch.long)
         old = self.maps[indices].float()
         confidence = confidence.to(old.device, torch.float32).clamp(0.0, 1.0)
         self.maps[indices] = (old + confidence * (means.to(old.device) - old)).to(self.maps.dtype)
-        touched = (confidence > 0).flatten(1).any(dim=1)
-        self.written_epoch[indices[touched]] = epoch
+        touched = (confidence > 0).flatten(1).any(dim=1)  # (a where, not a mask: no host synchronisation)
+        self.written_epoch[indices] = torch.where(touched, epoch, self.written_epoch[indices])
 
     def write(
         self,

@@ -129,3 +129,39 @@ def test_the_model_saliency_path_makes_no_host_sync_on_cuda(device, name, kind):
     fn = _past_warmup(methods.build(name, K, model=model))
     out, target = _call_without_sync(fn, images(B, 3, H, W).to(device), _cuda_target(kind, device))
     _assert_result(out, target, device)
+
+
+# -- the saliency cache (--saliency-source cached): read and write once per step --------------------------
+
+
+def test_the_saliency_cache_reads_and_writes_on_meta_tensors():
+    """``locate``, ``read`` and ``write`` (the cached source's per-step calls) read no value on the host:
+    the index check runs on the device and the samples a write touched are stamped without a boolean mask."""
+    from salfmix_transforms.saliency_cache import SaliencyCache
+
+    cache = SaliencyCache(10, device=META)
+    indices = torch.empty(B, dtype=torch.long, device=META)
+    cells = cache.locate(torch.empty(B, 2, H, W, device=META))
+    maps = cache.read(indices, cells)
+    assert maps.device == META and maps.shape == (B, H, W)
+    cache.write(indices, cells, torch.empty(B, H, W, device=META), 1, torch.empty(B, H, W, device=META))
+    assert cache.maps.device == META and cache.written_epoch.device == META
+
+
+def test_the_saliency_cache_makes_no_host_sync_on_cuda(device):
+    _cuda_only(device)
+    from salfmix_transforms.saliency_cache import SaliencyCache, source_coordinates
+
+    cache = SaliencyCache(10, device=device)
+    indices = torch.arange(B, device=device) + 2
+    coords = source_coordinates(H, W).to(device).expand(B, -1, -1, -1)
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        cells = cache.locate(coords)
+        cache.write(indices, cells, torch.rand(B, H, W, device=device), 3)
+        maps = cache.read(indices, cells)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert cache.written_epoch.tolist() == [-1, -1, 3, 3, 3, 3, -1, -1, -1, -1]
+    assert maps.shape == (B, H, W) and bool((maps > 0).all())
