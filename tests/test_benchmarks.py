@@ -315,6 +315,31 @@ def test_table_mean_and_std_over_seeds():
     assert accuracy.completed(records, accuracy.plan_runs(args)[0]) is None  # baseline seed 0 not done
 
 
+def test_tin20_100_is_tin20_with_100_epochs_and_its_own_records():
+    """The longer protocol: tin20's data, network, flags and paired seeds with 100 epochs (the regularisers
+    cost this network accuracy at 30); its own settings id and results file, so the 30-epoch table stays."""
+    short, long = _args("--protocol", "tin20"), _args("--protocol", "tin20-100")
+    runs = accuracy.plan_runs(long)
+    assert [(r.method, r.seed) for r in runs[:6]] == [(m, 0) for m in accuracy.PROTOCOLS["tin20-100"].rows]
+    assert len(runs) == 12
+
+    def flags(command: list[str]) -> dict[str, str]:  # the run folder's flags left out: they differ
+        found, words = {}, command[2:]  # after the interpreter and the script
+        for i, word in enumerate(words):
+            if word.startswith("-"):
+                has_value = i + 1 < len(words) and not words[i + 1].startswith("-")
+                found[word] = words[i + 1] if has_value else ""
+        return {k: v for k, v in found.items() if k not in ("--output", "--experiment")}
+
+    twins = {(twin.method, twin.seed): twin for twin in accuracy.plan_runs(short)}
+    assert set(twins) == {(run.method, run.seed) for run in runs}
+    for run in runs:
+        assert flags(run.command) == {**flags(twins[run.method, run.seed].command), "--epochs": "100"}
+    long_id = accuracy.settings_id(accuracy.protocol_settings(long))
+    assert long_id != accuracy.settings_id(accuracy.protocol_settings(short))
+    assert long.results.name == "tin20-100.jsonl"
+
+
 def test_tin20_plans_the_paper_tinyimagenet_settings_and_quotes_table_7():
     args = _args("--protocol", "tin20")
     runs = accuracy.plan_runs(args)
