@@ -232,7 +232,7 @@ class SaliencyCache:
 
         :meth:`read` and :meth:`write` take the result in place of ``coords``: a training step that reads
         and writes the same views locates them once (the engine does), which saves one pass over the
-        coordinates (with the write's cheaper finiteness check, 3-4 % of a small segmentation network's
+        coordinates (with the write's cheaper finiteness check, 2-4 % of a small segmentation network's
         step on the CPU: ``BENCHMARKS.md``, section 5).
 
         Args:
