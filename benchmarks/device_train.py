@@ -595,6 +595,7 @@ def build_report(out: Path) -> dict[str, Any]:
                 plain_ms=result["plain_ms"],
                 median_ms=result["median_ms"],
                 ratios=result["ratios"],
+                ratio_intervals=result.get("ratio_intervals"),
                 errors=result["errors"],
             )
             if run["status"] == "ok" and any(
@@ -680,9 +681,9 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"PreActResNet-18 width {config.get('width')}, batch {config.get('batch')}, "
             f"{config.get('amp') or 'fp32'} autocast, channels_last {config.get('channels_last')}; median of "
             f"{config.get('repeats')} steps per candidate, round-robin (`benchmarks/speed.py --sections 4`). "
-            "A cell is the SalfMix / HybridMix v3 step time divided by the plain step's, both in the same "
-            "configuration (compile: `torch.compile(model)` on both sides); `timeout`, `failed`: the run did "
-            "not finish, see its log."
+            "A cell is the SalfMix / HybridMix v3 step time divided by the plain step's of the same round, "
+            "the median over the rounds with its 95 % interval, both in the same configuration (compile: "
+            "`torch.compile(model)` on both sides); `timeout`, `failed`: the run did not finish, see its log."
         )
         lines.append("")
         header = ["method", "saliency source"] + [
@@ -700,8 +701,19 @@ def report_markdown(report: dict[str, Any]) -> str:
             + " | ".join(cell(r, r.get("plain_ms"), ".2f", "") for r in runs)
             + " |"
         )
+
+        def ratio_cell(run: dict[str, Any], method: str, source: str) -> str:
+            """``1.07x (1.05-1.09)``: the paired median ratio and its 95 % interval (when the run has it)."""
+            text = cell(run, run.get("ratios", {}).get(method, {}).get(source), ".2f", "x")
+            interval = ((run.get("ratio_intervals") or {}).get(method) or {}).get(source)
+            return (
+                text
+                if not text.endswith("x") or interval is None
+                else f"{text} ({interval[0]:.2f}-{interval[1]:.2f})"
+            )
+
         for method, label, source in RATIO_ROWS:
-            cells = [cell(r, r.get("ratios", {}).get(method, {}).get(source), ".2f", "x") for r in runs]
+            cells = [ratio_cell(r, method, source) for r in runs]
             lines.append(f"| {label} | {source} | " + " | ".join(cells) + " |")
     else:
         lines.append("Not run.")

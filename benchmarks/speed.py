@@ -19,7 +19,10 @@ Four sections, each printed as a markdown table of median times and of ratios me
 Method: every candidate of a table cell group is timed round-robin (one repeat of each in turn, ``repeats``
 times), so that a change of machine load hits all of them alike; a repeat runs the call ``number`` times
 (calibrated so that a repeat lasts a few milliseconds) and the table shows the median over repeats. CUDA is
-synchronized around every repeat. Ratios are always between times of the same run.
+synchronized around every repeat. Ratios are always between times of the same run; those of the training
+steps (sections 2, 4, 5) are paired by round (the median over the rounds of the step over the plain step of
+the same round, with a distribution-free 95 % interval of that median), which cancels the slow drifts of a
+shared machine that a ratio of two medians can pick up.
 
     python benchmarks/speed.py                 # full run (several minutes on 2 CPU cores)
     python benchmarks/speed.py --quick         # all four sections, small settings, about a minute
@@ -76,12 +79,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """The median of ``values`` and a distribution-free ``confidence`` interval for it.
+
+    The interval is ``[x_(k), x_(n+1-k)]`` of the sorted values (1-based), ``k`` the largest with
+    ``P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2``: it holds the true median with at least that
+    probability whatever the distribution of the times (no normality: step times are skewed). Too few values
+    for the confidence (``n < 6`` at 95 %) give the range.
+    """
+    if not values:
+        raise ValueError("values must hold at least one time, got none")
+    ordered = sorted(values)
+    n = len(ordered)
+    tail, below = (1.0 - confidence) / 2.0, 0.0
+    k = 1
+    for i in range(n):  # below = P(Binomial(n, 1/2) <= i)
+        below += math.comb(n, i) / 2.0**n
+        if below > tail:
+            break
+        k = i + 1
+    return statistics.median(ordered), ordered[k - 1], ordered[n - k]
+
+
 @dataclass
 class Timing:
-    """Median seconds per call of every candidate of a group, and why a candidate has no time."""
+    """Median seconds per call of every candidate of a group, the time of every round, and why a candidate
+    has no time."""
 
     seconds: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # name -> "error: ..." or "n/a: ..."
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # name -> seconds per call, round by round
 
     def get(self, name: str) -> float | None:
         return self.seconds.get(name)
@@ -90,6 +117,27 @@ class Timing:
         if name in self.seconds:
             return fmt_time(self.seconds[name], unit)
         return self.errors.get(name, "n/a").split(":")[0]
+
+    def ratio(self, name: str, baseline: str) -> tuple[float, float, float] | None:
+        """``name`` over ``baseline``, paired by round: the median over the rounds of the two times of the
+        same round, with its 95 % interval (:func:`median_interval`); ``None`` if either has no time.
+
+        Why paired: the candidates of one round run seconds apart, so a shared machine's slow spells (other
+        jobs, clock changes) hit both times of a round; the ratio of the two medians can take them from
+        different spells (one sitting of section 5 gave 1.06x-1.14x for the same code that way).
+        """
+        numerator, denominator = self.rounds.get(name), self.rounds.get(baseline)
+        if not numerator or not denominator:
+            return None
+        return median_interval([a / b for a, b in zip(numerator, denominator, strict=True) if b > 0])
+
+    def ratio_cell(self, name: str, baseline: str) -> str:
+        """``"1.07x (1.05-1.09)"``: :meth:`ratio` and its interval, for a table."""
+        ratio = self.ratio(name, baseline)
+        if ratio is None:
+            return "n/a"
+        median, low, high = ratio
+        return f"{fmt_ratio(median, 1.0)} ({low:.2f}-{high:.2f})"
 
 
 class NotAvailable(Exception):
@@ -143,8 +191,16 @@ def time_group(
                 fn()
             _sync(device)
             samples[name].append((time.perf_counter() - start) / number)
+    result.rounds = samples
     result.seconds = {name: statistics.median(values) for name, values in samples.items()}
     return result
+
+
+# How the step tables (sections 2, 4, 5) state their ratios.
+PAIRED_RATIOS = (
+    "a ratio is the median over the rounds of the step over the plain step of the same round, with a 95 % "
+    "interval of that median in brackets."
+)
 
 
 def fmt_time(seconds: float, unit: str) -> str:
@@ -654,17 +710,16 @@ def section_steps(args: argparse.Namespace, device: torch.device) -> tuple[str, 
             warmup=args.warmup,
             min_repeat_s=0.0,  # one step per repeat: a step is long enough to time on its own
         )
-        plain = timing.get("plain")
         rows.append(
             [
                 variant.label,
                 timing.cell("plain", "ms"),
                 timing.cell("salfmix", "ms"),
-                fmt_ratio(timing.get("salfmix"), plain),
+                timing.ratio_cell("salfmix", "plain"),
                 timing.cell("hybrid", "ms"),
-                fmt_ratio(timing.get("hybrid"), plain),
+                timing.ratio_cell("hybrid", "plain"),
                 timing.cell("saliency", "ms"),
-                fmt_ratio(timing.get("saliency"), plain),
+                timing.ratio_cell("saliency", "plain"),
             ]
         )
         errors += [f"{variant.label} / {k}: {m}" for k, m in timing.errors.items() if m.startswith("error")]
@@ -688,7 +743,7 @@ def section_steps(args: argparse.Namespace, device: torch.device) -> tuple[str, 
         "",
         f"PreActResNet-18 ({width}), batch {args.step_batch} at {args.step_size}x{args.step_size}, "
         f"{NUM_CLASSES} classes, SGD with momentum; median of {args.step_repeats} steps per candidate "
-        "(round-robin). "
+        f"(round-robin); {PAIRED_RATIOS} "
         + prose(
             """
             A step is forward + cross-entropy + backward + `optimizer.step()`; the SalfMix / HybridMix v3
@@ -727,15 +782,17 @@ def sources_variant(args: argparse.Namespace) -> StepVariant:
 def _sources_json(
     args: argparse.Namespace, device: torch.device, variant: StepVariant, timing: Timing, warmup: int
 ) -> dict[str, Any]:
-    plain = timing.get("plain")
-
     def ms(name: str) -> float | None:
         value = timing.get(name)
         return None if value is None else value * 1e3
 
     def ratio(name: str) -> float | None:
-        value = timing.get(name)
-        return None if value is None or plain is None or plain <= 0 else value / plain
+        paired = timing.ratio(name, "plain")
+        return None if paired is None else paired[0]
+
+    def interval(name: str) -> list[float] | None:
+        paired = timing.ratio(name, "plain")
+        return None if paired is None else [paired[1], paired[2]]
 
     return {
         "section": 4,
@@ -765,6 +822,10 @@ def _sources_json(
             method: {source: ratio(prefix + suffix) for source, suffix in JSON_SOURCES.items()}
             for method, prefix in JSON_METHODS.items()
         },
+        "ratio_intervals": {
+            method: {source: interval(prefix + suffix) for source, suffix in JSON_SOURCES.items()}
+            for method, prefix in JSON_METHODS.items()
+        },
         "errors": dict(timing.errors),
     }
 
@@ -772,12 +833,11 @@ def _sources_json(
 def _source_rows(timing: Timing) -> list[list[str]]:
     """SalfMix's and HybridMix v3's rows of a saliency-sources table: the plain step, then each source's
     time and its ratio over the plain step (exact, cached, lowres)."""
-    plain = timing.get("plain")
     rows = []
     for method, label in (("salfmix", "SalfMix"), ("hybrid", "HybridMix v3")):
         cells = [label, timing.cell("plain", "ms")]
         for source in ("", " cached", " lowres"):
-            cells += [timing.cell(method + source, "ms"), fmt_ratio(timing.get(method + source), plain)]
+            cells += [timing.cell(method + source, "ms"), timing.ratio_cell(method + source, "plain")]
         rows.append(cells)
     return rows
 
@@ -821,7 +881,7 @@ def section_sources(args: argparse.Namespace, device: torch.device) -> tuple[str
         "",
         f"PreActResNet-18 ({width}), batch {args.step_batch} at {args.step_size}x{args.step_size}, "
         f"{precision}, `saliency_mode='train'`; median of {args.step_repeats} steps per candidate "
-        "(round-robin). "
+        f"(round-robin); {PAIRED_RATIOS} "
         + prose(
             """
             exact: the transform with `model=` (an extra forward and input-only backward, eq. 2-3). cached:
@@ -983,7 +1043,7 @@ def section_seg_sources(args: argparse.Namespace, device: torch.device) -> tuple
         f"tinyseg, batch {args.seg_batch} at {height}x{width} (CamVid crops), {SEG_CLASSES} classes, "
         f"AdamW, fp32{', channels_last' if args.channels_last else ''}, `saliency_mode='train'`; median of "
         f"{args.step_repeats} steps per candidate "
-        "(round-robin). "
+        f"(round-robin); {PAIRED_RATIOS} "
         + prose(
             f"""
             plain: train_seg.py's baseline step (forward, cross-entropy with `ignore_index`, backward,

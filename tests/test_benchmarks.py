@@ -10,6 +10,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEED = ROOT / "benchmarks" / "speed.py"
 ACCURACY = ROOT / "benchmarks" / "accuracy.py"
 PERTURBATION = ROOT / "benchmarks" / "perturbation.py"
+# A step ratio: the median over rounds of the candidate over the plain step, and its 95 % interval.
+RATIO_CELL = re.compile(r"\d+\.\d+x \((\d+\.\d+)-(\d+\.\d+)\)")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
@@ -99,12 +102,12 @@ def test_speed_quick_prints_all_tables(tmp_path):
     steps = _table_with(tables, "variant")
     assert [row[0] for row in steps[1:]] == [v.label for v in speed.STEP_VARIANTS]
     assert {"SalfMix / plain", "HybridMix v3 / plain"} <= set(steps[0])
-    assert all(cell.endswith("x") for row in steps[1:] for cell in (row[3], row[5]))
+    assert all(RATIO_CELL.fullmatch(cell) for row in steps[1:] for cell in (row[3], row[5])), steps
 
     sources = _table_with(tables, "saliency source")
     assert [row[0] for row in sources[1:]] == ["SalfMix", "HybridMix v3"]
     assert {"exact / plain", "cached / plain", "lowres / plain"} <= set(sources[0])
-    assert all(cell.endswith("x") for row in sources[1:] for cell in (row[3], row[5], row[7]))
+    assert all(RATIO_CELL.fullmatch(c) for row in sources[1:] for c in (row[3], row[5], row[7])), sources
 
     static = _table_with(tables, "batch")
     assert static[0][1:4] == ["batched torch (ms)", "per-image loop (ms)", "loop / batched"]
@@ -133,6 +136,50 @@ def test_time_group_reports_errors_and_missing_libraries():
     assert set(timing.seconds) == {"ok"}
     assert timing.cell("missing", "us") == "n/a" and timing.cell("broken", "us") == "error"
     assert speed.fmt_ratio(2.0, 1.0) == "2.00x" and speed.fmt_ratio(None, 1.0) == "n/a"
+
+
+def test_median_interval_is_the_distribution_free_interval_of_the_median():
+    speed = _load(SPEED, "benchmarks_speed")
+    values = [float(v) for v in range(30, 0, -1)]  # 30 values, unsorted
+    median, low, high = speed.median_interval(values)
+    # n = 30: P(Binomial(30, 1/2) <= 9) = 0.021 <= 0.025 < P(<= 10) = 0.049, so x_(10) and x_(21).
+    assert (median, low, high) == (15.5, 10.0, 21.0)
+    assert speed.median_interval([2.0]) == (2.0, 2.0, 2.0)
+    assert speed.median_interval([3.0, 1.0, 2.0]) == (2.0, 1.0, 3.0)  # too few for 95 %: the range
+    with pytest.raises(ValueError, match="values"):
+        speed.median_interval([])
+
+
+def test_step_ratios_are_paired_by_round_so_that_a_drift_cancels():
+    speed = _load(SPEED, "benchmarks_speed")
+    # The machine slows down 3x during the run; the candidate is always 1.1x the plain step of its round.
+    plain = [0.1 * (1 + 2 * (i >= 12)) for i in range(20)]
+    timing = speed.Timing(rounds={"plain": plain, "cached": [1.1 * t for t in plain]})
+    timing.seconds = {name: float(np.median(v)) for name, v in timing.rounds.items()}
+    median, low, high = timing.ratio("cached", "plain")
+    assert median == pytest.approx(1.1) and low == pytest.approx(1.1) and high == pytest.approx(1.1)
+    assert timing.ratio_cell("cached", "plain") == "1.10x (1.10-1.10)"
+    assert timing.ratio("missing", "plain") is None and timing.ratio_cell("missing", "plain") == "n/a"
+    # The slow-down comes between the plain step and the candidate of rounds 9 and 10: the medians of the
+    # two lists then fall on different machines (ratio 3.3), the paired median does not (1.1).
+    plain = [0.1] * 11 + [0.3] * 9
+    cached = [0.11] * 9 + [0.33] * 11
+    drift = speed.Timing(rounds={"plain": plain, "cached": cached})
+    assert float(np.median(cached) / np.median(plain)) == pytest.approx(3.3)
+    assert drift.ratio("cached", "plain")[0] == pytest.approx(1.1)
+
+
+def test_time_group_keeps_every_round():
+    speed = _load(SPEED, "benchmarks_speed")
+    timing = speed.time_group(
+        {"a": lambda: lambda: None, "b": lambda: lambda: None},
+        device=torch.device("cpu"),
+        repeats=3,
+        warmup=0,
+        min_repeat_s=0.0,
+    )
+    assert {name: len(values) for name, values in timing.rounds.items()} == {"a": 3, "b": 3}
+    assert timing.seconds["a"] == float(np.median(timing.rounds["a"]))
 
 
 # --- accuracy.py ---------------------------------------------------------------------------------------
@@ -481,6 +528,6 @@ def test_speed_section_5_times_every_saliency_source_of_train_seg(flags):
     tables = markdown_tables(proc.stdout)
     sources = _table_with(tables, "saliency source")
     assert [row[0] for row in sources[1:]] == ["SalfMix", "HybridMix v3"]
-    assert all(cell.endswith("x") for row in sources[1:] for cell in (row[3], row[5], row[7]))
+    assert all(RATIO_CELL.fullmatch(c) for row in sources[1:] for c in (row[3], row[5], row[7])), sources
     description = proc.stdout.split("## 5.")[1].split("|")[0]
     assert ("channels_last" in description) == bool(flags)

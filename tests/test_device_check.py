@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -94,6 +95,9 @@ def test_smoke_run_writes_json_and_markdown(smoke):
         for method in run["ratios"].values():
             assert set(method) == {"exact", "cached", "lowres"}
             assert all(_positive(ratio) for ratio in method.values()), run["ratios"]
+        for method, sources in run["ratio_intervals"].items():  # paired by round: the median inside
+            for source, (low, high) in sources.items():
+                assert low <= run["ratios"][method][source] <= high, run["ratio_intervals"]
         assert (out / run["json"]).exists() and (out / run["log"]).exists()
 
     train = report["parts"]["train"]
@@ -125,9 +129,11 @@ def test_smoke_markdown_has_the_promised_tables(smoke):
     assert ratios[0] == ["method", "saliency source", "16px eager"]
     assert ratios[1][:2] == ["plain step (ms)", "-"] and float(ratios[1][2]) > 0
     assert [row[:2] for row in ratios[2:]] == RATIO_ROWS
-    assert all(
-        float(cell.removesuffix("x")) > 0 and cell.endswith("x") for row in ratios[2:] for cell in row[2:]
-    )
+    for cell in (cell for row in ratios[2:] for cell in row[2:]):  # "1.07x (1.05-1.09)": paired by round
+        match = re.fullmatch(r"(\d+\.\d+)x \((\d+\.\d+)-(\d+\.\d+)\)", cell)
+        assert match, cell
+        ratio, low, high = (float(v) for v in match.groups())
+        assert 0 < low <= ratio <= high, cell
 
     assert training[0] == ["method", "top-1 error (%)", "s / epoch", "epochs"]
     assert [row[0] for row in training[1:]] == ["baseline", "Cutout", "SalfMix (cached saliency)"]
@@ -161,6 +167,9 @@ def test_report_records_failed_parts_softly(tmp_path):
             m: {s: 17.0 for s in ("exact", "cached", "lowres")} for m in ("salfmix", "hybridmix-v3")
         },
         "ratios": {m: {s: 1.7 for s in ("exact", "cached", "lowres")} for m in ("salfmix", "hybridmix-v3")},
+        "ratio_intervals": {
+            m: {s: [1.65, 1.75] for s in ("exact", "cached", "lowres")} for m in ("salfmix", "hybridmix-v3")
+        },
         "errors": {},
     }
     (tmp_path / "speed-32px-eager.json").write_text(json.dumps(good))
@@ -184,7 +193,7 @@ def test_report_records_failed_parts_softly(tmp_path):
     assert parts["train"]["status"] == "skipped" and parts["train"]["reason"] == "no data set"
     _, ratios, *_ = markdown_tables((tmp_path / "device_check.md").read_text())
     assert ratios[0][2:] == ["32px eager", "64px eager", "32px compile", "64px compile"]
-    assert ratios[2][2:] == ["1.70x", "failed", "timeout", "skipped"]
+    assert ratios[2][2:] == ["1.70x (1.65-1.75)", "failed", "timeout", "skipped"]
 
 
 def test_train_skips_cleanly_without_data(tmp_path):
