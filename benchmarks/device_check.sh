@@ -2,7 +2,8 @@
 # One prepared check for a GPU machine (issue 22, item 3): start to finish in <= 8 minutes.
 #
 # Usage: bash benchmarks/device_check.sh [--out DIR] [--data-dir DIR] [--train-minutes M] [--budget-s S]
-#                                        [--tests-budget S] [--eager-budget S] [--compile-budget S] [--smoke]
+#                                        [--tests-budget S] [--eager-budget S] [--compile-budget S]
+#                                        [--seg-budget S] [--smoke]
 #
 # Parts, each with its own time budget, each failing soft (a failed part is recorded, the script goes on):
 #   a. tests:  python3 -m pytest -q --device cuda --dtype all tests/test_devices.py tests/test_host_sync.py
@@ -10,23 +11,26 @@
 #   b. speed:  benchmarks/speed.py --sections 4 (SalfMix / HybridMix v3, exact / cached / lowres saliency,
 #              ratio over the plain step): full-width PreActResNet-18, batch 128, 32 px and 64 px, bf16
 #              autocast + channels_last, torch.compile off and on (model only, mode default)
+#   b2. seg:   benchmarks/speed.py --task seg (section 5: train_seg.py's tinyseg step, batch 32 at 128x168,
+#              fp32, SalfMix / HybridMix v3 with the exact, cached and lowres saliency over the plain step)
 #   c. train:  benchmarks/device_train.py train: baseline / Cutout / SalfMix (cached saliency) on
 #              --data-dir (an ImageFolder with train/ and test/, held on the GPU), as many epochs as fit
 #              --train-minutes and the time left; skipped when the folder is absent
 # Every step is also cut by the overall deadline (--budget-s, default 460 s; a step stopped at its budget
 # gets 10 s more to exit); a step that finds no time left is recorded as skipped. Timeouts are per step.
-# The budgets: --tests-budget 120, --eager-budget 45 and --compile-budget 100 per speed run, the rest for
-# part c (--train-minutes 2 at most).
+# The budgets: --tests-budget 120, --eager-budget 45 and --compile-budget 100 per speed run, --seg-budget 40,
+# the rest for part c (--train-minutes 2 at most).
 #
 # Output, all under ONE folder (--out DIR; default $OUT if set, else device-check/):
 #   device_check.json, device_check.md   the report (device_train.py report)
 #   env.json, meta.json, runs.tsv        the card and versions, the run's settings, one line per command
-#   tests.log, speed-<size>px-<eager|compile>.{json,md,log}, train.json, train.log
+#   tests.log, speed-<size>px-<eager|compile>.{json,md,log}, seg.{json,md,log}, train.json, train.log
 #
 # --smoke: tiny sizes on the CPU so that the whole script runs in well under a minute and cannot rot:
 #   part a is SKIPPED (pytest's start-up alone takes ~10 s on a 2-core CPU; the CUDA test run is what
 #   matters and needs a GPU); part b: width 0.125, batch 8, 16 px, 2 repeats, bf16 + channels_last,
 #   compile OFF (even dynamo alone, `--compile --compile-backend eager`, adds ~20 s on 2 CPU cores);
+#   part b2: batch 2 at 16x24, 2 repeats;
 #   part c: 64 generated 16 px images, 1 epoch, width 0.125, batch 8.
 #
 # Environment: PYTHON (default python3) with torch, torchvision, timm, numpy; the project is put on
@@ -47,6 +51,7 @@ BUDGET_S=460
 TESTS_BUDGET=120
 EAGER_BUDGET=45
 COMPILE_BUDGET=100
+SEG_BUDGET=40
 RESERVE_S=10 # kept for the report at the end
 PYTEST_MAIN='import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); sys.exit(pytest.main(sys.argv[1:]))'
 
@@ -63,6 +68,7 @@ while (($#)); do
         --tests-budget) TESTS_BUDGET=$2; shift 2 ;;
         --eager-budget) EAGER_BUDGET=$2; shift 2 ;;
         --compile-budget) COMPILE_BUDGET=$2; shift 2 ;;
+        --seg-budget) SEG_BUDGET=$2; shift 2 ;;
         --smoke) SMOKE=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "device_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -77,7 +83,8 @@ fi
 
 mkdir -p "$OUT_DIR" || exit 2
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
-rm -f "$OUT_DIR"/runs.tsv "$OUT_DIR"/speed-*.json "$OUT_DIR"/train.json "$OUT_DIR"/device_check.*
+rm -f "$OUT_DIR"/runs.tsv "$OUT_DIR"/speed-*.json "$OUT_DIR"/seg.json "$OUT_DIR"/train.json \
+    "$OUT_DIR"/device_check.*
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
@@ -93,6 +100,7 @@ if ((SMOKE)); then
     REPEATS=2
     SPEED_EXTRA=(--warmup 1 --threads 1)
     COMPILE_MODES=(eager)
+    SEG_ARGS=(--seg-batch 2 --seg-size 16x24)
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 else
     DEVICE=cuda
@@ -102,6 +110,7 @@ else
     REPEATS=30
     SPEED_EXTRA=(--warmup 2)
     COMPILE_MODES=(eager compile)
+    SEG_ARGS=(--seg-batch 32 --seg-size 128x168)
 fi
 
 # Seconds a step may run: its own budget, cut by the overall deadline (less the report's reserve).
@@ -179,6 +188,11 @@ for mode in "${COMPILE_MODES[@]}"; do
             "${SPEED_EXTRA[@]}" "${extra[@]}" --json "$OUT_DIR/speed-$name.json" --out "$OUT_DIR/speed-$name.md"
     done
 done
+
+# --- b2. segmentation step time ratios (speed.py section 5) ------------------------------------------------
+run_step seg seg "$SEG_BUDGET" seg.log \
+    "$PY" benchmarks/speed.py --task seg --device "$DEVICE" "${SEG_ARGS[@]}" --step-repeats "$REPEATS" \
+    "${SPEED_EXTRA[@]}" --json "$OUT_DIR/seg.json" --out "$OUT_DIR/seg.md"
 
 # --- c. training -------------------------------------------------------------------------------------------
 if ((SMOKE)); then

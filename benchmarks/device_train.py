@@ -53,7 +53,12 @@ STD = (0.2470, 0.2435, 0.2616)
 PAD = 4
 METHODS = ("baseline", "cutout", "salfmix")
 METHOD_LABELS = {"baseline": "baseline", "cutout": "Cutout", "salfmix": "SalfMix (cached saliency)"}
-PARTS = {"tests": "a. tests", "speed": "b. step ratios", "train": "c. training"}
+PARTS = {
+    "tests": "a. tests",
+    "speed": "b. step ratios",
+    "seg": "b2. segmentation step ratios",
+    "train": "c. training",
+}
 RATIO_ROWS = [
     (method, label, source)
     for method, label in (("salfmix", "SalfMix"), ("hybridmix-v3", "HybridMix v3"))
@@ -543,6 +548,32 @@ def _part_status(statuses: list[str]) -> str:
     return "timeout" if all(s in ("timeout", "skipped") for s in statuses) else "failed"
 
 
+def _seg_part(out: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Part b2: the run of ``speed.py --task seg`` (section 5, ``train_seg.py``'s step) and its JSON."""
+    part: dict[str, Any] = {
+        "status": _part_status([r["status"] for r in runs]),
+        "seconds": _part_seconds(runs),
+    }
+    if not runs:
+        return part
+    run = runs[-1]
+    part.update(command=run["command"], budget_s=run["budget_s"], log=run["log"], reason=run["reason"])
+    result = _read_json(out / "seg.json") if run["status"] == "ok" else None
+    if result is not None:
+        part.update(
+            json="seg.json",
+            config=result["config"],
+            plain_ms=result["plain_ms"],
+            median_ms=result["median_ms"],
+            ratios=result["ratios"],
+            ratio_intervals=result.get("ratio_intervals"),
+            errors=result["errors"],
+        )
+        if any(v is None for r in result["ratios"].values() for v in r.values()):
+            part["status"] = "partial"
+    return part
+
+
 def build_report(out: Path) -> dict[str, Any]:
     meta = _read_json(out / "meta.json") or {}
     env = _read_json(out / "env.json") or {"card": "unknown (env step failed)"}
@@ -610,6 +641,9 @@ def build_report(out: Path) -> dict[str, Any]:
         "runs": speed_runs,
     }
 
+    # b2. segmentation step ratios (speed.py section 5)
+    parts["seg"] = _seg_part(out, by_part["seg"])
+
     # c. training
     train_runs = by_part["train"]
     train = _read_json(out / "train.json")
@@ -641,6 +675,36 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _value_cell(run: dict[str, Any], value: float | None, spec: str, suffix: str) -> str:
+    """A number of a timed run, ``error`` where it has none, the run's status where it did not finish."""
+    if "ratios" not in run:
+        return run["status"]
+    return "error" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _ratio_cell(run: dict[str, Any], method: str, source: str) -> str:
+    """``1.07x (1.05-1.09)``: the paired median ratio and its 95 % interval (when the run has it)."""
+    text = _value_cell(run, run.get("ratios", {}).get(method, {}).get(source), ".2f", "x")
+    interval = ((run.get("ratio_intervals") or {}).get(method) or {}).get(source)
+    if not text.endswith("x") or interval is None:
+        return text
+    return f"{text} ({interval[0]:.2f}-{interval[1]:.2f})"
+
+
+def _ratio_table(columns: list[str], runs: list[dict[str, Any]]) -> list[str]:
+    """The lines of a table with one column per run: the plain step's time, then a row per method and
+    saliency source (:data:`RATIO_ROWS`)."""
+    header = ["method", "saliency source", *columns]
+    lines = ["| " + " | ".join(header) + " |", "| --- | --- |" + " ---: |" * len(runs)]
+    plain = [_value_cell(r, r.get("plain_ms"), ".2f", "") for r in runs]
+    lines.append("| plain step (ms) | - | " + " | ".join(plain) + " |")
+    for method, label, source in RATIO_ROWS:
+        lines.append(
+            f"| {label} | {source} | " + " | ".join(_ratio_cell(r, method, source) for r in runs) + " |"
+        )
+    return lines
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     env, parts = report["env"], report["parts"]
     lines = [
@@ -663,6 +727,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"| {PARTS['speed']} | {speed['status']} | {speed['seconds']:.0f} | {done}/{len(speed['runs'])} "
         "configurations timed |"
     )
+    seg = parts["seg"]
+    detail = "tinyseg step timed" if "ratios" in seg else (seg.get("reason") or "")
+    lines.append(f"| {PARTS['seg']} | {seg['status']} | {seg['seconds']:.0f} | {detail} |")
     train = parts["train"]
     if train.get("methods"):
         epochs = train.get("plan", {}).get("epochs", "?")
@@ -686,37 +753,27 @@ def report_markdown(report: dict[str, Any]) -> str:
             "`torch.compile(model)` on both sides); `timeout`, `failed`: the run did not finish, see its log."
         )
         lines.append("")
-        header = ["method", "saliency source"] + [
-            f"{r['size']}px {'compile' if r['compile'] else 'eager'}" for r in runs
-        ]
-        lines += ["| " + " | ".join(header) + " |", "| --- | --- |" + " ---: |" * len(runs)]
-
-        def cell(run: dict[str, Any], value: float | None, spec: str, suffix: str) -> str:
-            if "ratios" not in run:
-                return run["status"]
-            return "error" if value is None else f"{value:{spec}}{suffix}"
-
-        lines.append(
-            "| plain step (ms) | - | "
-            + " | ".join(cell(r, r.get("plain_ms"), ".2f", "") for r in runs)
-            + " |"
-        )
-
-        def ratio_cell(run: dict[str, Any], method: str, source: str) -> str:
-            """``1.07x (1.05-1.09)``: the paired median ratio and its 95 % interval (when the run has it)."""
-            text = cell(run, run.get("ratios", {}).get(method, {}).get(source), ".2f", "x")
-            interval = ((run.get("ratio_intervals") or {}).get(method) or {}).get(source)
-            return (
-                text
-                if not text.endswith("x") or interval is None
-                else f"{text} ({interval[0]:.2f}-{interval[1]:.2f})"
-            )
-
-        for method, label, source in RATIO_ROWS:
-            cells = [ratio_cell(r, method, source) for r in runs]
-            lines.append(f"| {label} | {source} | " + " | ".join(cells) + " |")
+        columns = [f"{r['size']}px {'compile' if r['compile'] else 'eager'}" for r in runs]
+        lines += _ratio_table(columns, runs)
     else:
         lines.append("Not run.")
+
+    lines += ["", "## b2. Segmentation step over the plain step", ""]
+    seg = parts["seg"]
+    if "ratios" in seg:
+        config = seg.get("config") or {}
+        height, width = config.get("size") or ("?", "?")
+        lines.append(
+            f"`train_seg.py`'s step: tinyseg, batch {config.get('batch')} at {height}x{width}, "
+            f"{config.get('classes')} classes, fp32, channels_last {config.get('channels_last')}; median of "
+            f"{config.get('repeats')} steps per candidate, round-robin (`benchmarks/speed.py --task seg`, "
+            "section 5). A cell as in b. Targets (issue 22): cached <= 1.10x, lowres <= 1.30x."
+        )
+        lines.append("")
+        lines += _ratio_table([f"tinyseg {height}x{width}"], [seg])
+    else:
+        reason = f" ({seg['reason']})" if seg.get("reason") else ""
+        lines.append(f"Not timed: {seg['status']}{reason}.")
 
     lines += ["", "## c. Training", ""]
     if train.get("methods"):

@@ -30,6 +30,7 @@ shared machine that a ratio of two medians can pick up.
     python benchmarks/speed.py --task seg --threads 1 --step-repeats 20   # section 5 (segmentation)
     python benchmarks/speed.py --sections 4 --step-size 64 --step-batch 128 --amp bf16 --channels-last \
         --compile --json step.json             # section 4 as one configuration, its numbers also as JSON
+    python benchmarks/speed.py --task seg --json seg.json                  # section 5, also as JSON
 
 ``--amp bf16``, ``--channels-last`` and ``--compile`` apply to section 4 only, ``--channels-last`` also to
 section 5 (section 2 has its own bf16 and channels_last rows); ``--compile`` compiles the model only
@@ -767,7 +768,7 @@ def section_steps(args: argparse.Namespace, device: torch.device) -> tuple[str, 
 # ---------------------------------------------------------------------------------------------------------
 
 SOURCES = ("salfmix", "salfmix cached", "salfmix lowres", "hybrid", "hybrid cached", "hybrid lowres")
-# Keys of section 4's JSON (--json): method -> timing name prefix, source -> timing name suffix.
+# Keys of the JSON of sections 4 and 5 (--json): method -> timing name prefix, source -> timing name suffix.
 JSON_METHODS = {"salfmix": "salfmix", "hybridmix-v3": "hybrid"}
 JSON_SOURCES = {"exact": "", "cached": " cached", "lowres": " lowres"}
 
@@ -779,9 +780,12 @@ def sources_variant(args: argparse.Namespace) -> StepVariant:
     )
 
 
-def _sources_json(
-    args: argparse.Namespace, device: torch.device, variant: StepVariant, timing: Timing, warmup: int
+def _ratios_json(
+    section: int, config: dict[str, Any], device: torch.device, timing: Timing
 ) -> dict[str, Any]:
+    """Sections 4 and 5 as JSON (``--json``): the configuration, the median step times and, per method and
+    saliency source, the paired ratio over the plain step with its 95 % interval."""
+
     def ms(name: str) -> float | None:
         value = timing.get(name)
         return None if value is None else value * 1e3
@@ -794,39 +798,43 @@ def _sources_json(
         paired = timing.ratio(name, "plain")
         return None if paired is None else [paired[1], paired[2]]
 
+    def per_source(value: Callable[[str], Any]) -> dict[str, dict[str, Any]]:
+        return {
+            method: {source: value(prefix + suffix) for source, suffix in JSON_SOURCES.items()}
+            for method, prefix in JSON_METHODS.items()
+        }
+
     return {
-        "section": 4,
+        "section": section,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "machine": machine_line(device),
-        "config": {
-            "model": "preactresnet18",
-            "width": args.width,
-            "batch": args.step_batch,
-            "size": args.step_size,
-            "amp": "bf16" if variant.bf16 else None,
-            "channels_last": variant.channels_last,
-            "compile": variant.compile,
-            "compile_backend": args.compile_backend if variant.compile else None,
-            "saliency_mode": variant.saliency_mode,
-            "repeats": args.step_repeats,
-            "warmup": warmup,
-            "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        },
+        "config": config,
         "plain_ms": ms("plain"),
-        "median_ms": {
-            method: {source: ms(prefix + suffix) for source, suffix in JSON_SOURCES.items()}
-            for method, prefix in JSON_METHODS.items()
-        },
-        "ratios": {
-            method: {source: ratio(prefix + suffix) for source, suffix in JSON_SOURCES.items()}
-            for method, prefix in JSON_METHODS.items()
-        },
-        "ratio_intervals": {
-            method: {source: interval(prefix + suffix) for source, suffix in JSON_SOURCES.items()}
-            for method, prefix in JSON_METHODS.items()
-        },
+        "median_ms": per_source(ms),
+        "ratios": per_source(ratio),
+        "ratio_intervals": per_source(interval),
         "errors": dict(timing.errors),
+    }
+
+
+def _sources_config(
+    args: argparse.Namespace, device: torch.device, variant: StepVariant, warmup: int
+) -> dict[str, Any]:
+    """Section 4's configuration, as its JSON records it."""
+    return {
+        "model": "preactresnet18",
+        "width": args.width,
+        "batch": args.step_batch,
+        "size": args.step_size,
+        "amp": "bf16" if variant.bf16 else None,
+        "channels_last": variant.channels_last,
+        "compile": variant.compile,
+        "compile_backend": args.compile_backend if variant.compile else None,
+        "saliency_mode": variant.saliency_mode,
+        "repeats": args.step_repeats,
+        "warmup": warmup,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
     }
 
 
@@ -853,7 +861,7 @@ def section_sources(args: argparse.Namespace, device: torch.device) -> tuple[str
         warmup=warmup,
         min_repeat_s=0.0,
     )
-    args.json_results[4] = _sources_json(args, device, variant, timing, warmup)
+    args.json_results[4] = _ratios_json(4, _sources_config(args, device, variant, warmup), device, timing)
     rows = _source_rows(timing)
     errors = [f"sources / {k}: {m}" for k, m in timing.errors.items() if m.startswith("error")]
     print("[speed] saliency sources done", file=sys.stderr)
@@ -1019,6 +1027,22 @@ def section_seg_sources(args: argparse.Namespace, device: torch.device) -> tuple
         warmup=args.warmup,
         min_repeat_s=0.0,
     )
+    height, width = args.seg_size
+    config = {
+        "model": "tinyseg",
+        "batch": args.seg_batch,
+        "size": [height, width],
+        "classes": SEG_CLASSES,
+        "amp": None,
+        "channels_last": args.channels_last,
+        "compile": False,
+        "saliency_mode": "train",
+        "saliency_scale": args.seg_saliency_scale,
+        "repeats": args.step_repeats,
+        "warmup": args.warmup,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+    }
+    args.json_results[5] = _ratios_json(5, config, device, timing)
     rows = _source_rows(timing)
     errors = [f"seg sources / {k}: {m}" for k, m in timing.errors.items() if m.startswith("error")]
     print("[speed] segmentation saliency sources done", file=sys.stderr)
@@ -1036,7 +1060,6 @@ def section_seg_sources(args: argparse.Namespace, device: torch.device) -> tuple
         ],
         rows,
     )
-    height, width = args.seg_size
     text = [
         "## 5. Saliency sources in segmentation (train_seg.py)",
         "",
@@ -1246,7 +1269,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--compile-backend", default="inductor", help="torch.compile backend for --compile (default inductor)"
     )
-    parser.add_argument("--json", type=Path, help="also write section 4's medians and ratios as JSON here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write the medians and ratios of section 4 or 5 (the one that runs) as JSON here",
+    )
     parser.add_argument("--static-batch", type=int, help="section 3 batch (default 128)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate before timing")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's choice)")
@@ -1286,8 +1313,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--sections must be a subset of 1,2,3,4,5, got {args.sections}")
     if any(b < 2 or b % 2 for b in args.batches):
         parser.error("--batches must be even numbers >= 2 (timm's Mixup needs an even batch)")
-    if args.json is not None and 4 not in args.sections:
-        parser.error("--json writes section 4's numbers: add 4 to --sections")
+    if args.json is not None and len({4, 5} & set(args.sections)) != 1:
+        parser.error("--json writes the numbers of section 4 or of section 5: run exactly one of them")
     args.json_results = {}
     return args
 
@@ -1327,9 +1354,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(markdown)
-    if args.json is not None and 4 in args.json_results:
+    if args.json is not None and args.json_results:
+        (section,) = args.json_results
         record = {
-            **args.json_results[4],
+            **args.json_results[section],
             "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "total_s": round(time.perf_counter() - started, 2),
             "errors_of_ours": errors,

@@ -169,6 +169,14 @@ def test_step_ratios_are_paired_by_round_so_that_a_drift_cancels():
     assert drift.ratio("cached", "plain")[0] == pytest.approx(1.1)
 
 
+@pytest.mark.parametrize("sections", ["4,5", "1"])
+def test_speed_json_needs_exactly_one_of_sections_4_and_5(sections, capsys):
+    speed = _load(SPEED, "benchmarks_speed")
+    with pytest.raises(SystemExit):
+        speed.parse_args(["--sections", sections, "--json", "out.json"])
+    assert "--json writes the numbers of section 4 or of section 5" in capsys.readouterr().err
+
+
 def test_time_group_keeps_every_round():
     speed = _load(SPEED, "benchmarks_speed")
     timing = speed.time_group(
@@ -519,12 +527,21 @@ def test_fidelity_quick_prints_the_agreement_table(tmp_path):
 
 
 @pytest.mark.parametrize("flags", [[], ["--channels-last"]], ids=["nchw", "channels_last"])
-def test_speed_section_5_times_every_saliency_source_of_train_seg(flags):
+def test_speed_section_5_times_every_saliency_source_of_train_seg(flags, tmp_path):
     proc = _run(
-        str(SPEED), "--task", "seg", "--seg-size", "16x24", "--seg-batch", "2", "--step-repeats", "1",
-        "--warmup", "0", "--threads", "1", *flags,
+        str(SPEED), "--task", "seg", "--seg-size", "16x24", "--seg-batch", "2", "--step-repeats", "3",
+        "--warmup", "0", "--threads", "1", "--json", str(tmp_path / "seg.json"), *flags,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((tmp_path / "seg.json").read_text())  # what the device check reads
+    assert record["section"] == 5 and record["errors"] == {}
+    assert record["config"]["model"] == "tinyseg" and record["config"]["size"] == [16, 24]
+    assert record["config"]["channels_last"] is bool(flags) and record["config"]["repeats"] == 3
+    assert record["plain_ms"] > 0
+    for method in ("salfmix", "hybridmix-v3"):
+        for source in ("exact", "cached", "lowres"):
+            low, high = record["ratio_intervals"][method][source]
+            assert 0 < low <= record["ratios"][method][source] <= high
     tables = markdown_tables(proc.stdout)
     sources = _table_with(tables, "saliency source")
     assert [row[0] for row in sources[1:]] == ["SalfMix", "HybridMix v3"]

@@ -23,7 +23,9 @@ from _markdown_helpers import markdown_tables
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "device_check.sh"
 STATUSES = {"ok", "partial", "failed", "timeout", "skipped"}
-PART_ROWS = ["a. tests", "b. step ratios", "c. training"]
+PART_ROWS = ["a. tests", "b. step ratios", "b2. segmentation step ratios", "c. training"]
+# "1.07x (1.05-1.09)": the median over rounds of the step over the plain step, and its 95 % interval.
+RATIO_CELL = re.compile(r"(\d+\.\d+)x \((\d+\.\d+)-(\d+\.\d+)\)")
 RATIO_ROWS = [
     ["SalfMix", "exact"],
     ["SalfMix", "cached"],
@@ -75,7 +77,7 @@ def test_smoke_run_writes_json_and_markdown(smoke):
     report = json.loads((out / "device_check.json").read_text())
     assert report["schema"] == "device-check/1" and report["smoke"] is True
     assert report["env"]["torch"] == torch.__version__ and report["env"]["card"]
-    assert set(report["parts"]) == {"tests", "speed", "train"}
+    assert set(report["parts"]) == {"tests", "speed", "seg", "train"}
     assert all(part["status"] in STATUSES for part in report["parts"].values())
 
     tests = report["parts"]["tests"]
@@ -100,6 +102,16 @@ def test_smoke_run_writes_json_and_markdown(smoke):
                 assert low <= run["ratios"][method][source] <= high, run["ratio_intervals"]
         assert (out / run["json"]).exists() and (out / run["log"]).exists()
 
+    seg = report["parts"]["seg"]  # speed.py section 5: train_seg.py's step, exact / cached / lowres
+    assert seg["status"] == "ok" and seg["errors"] == {}, seg
+    assert seg["config"]["model"] == "tinyseg" and seg["config"]["batch"] == 2
+    assert _positive(seg["plain_ms"])
+    for method, sources in seg["ratio_intervals"].items():
+        assert set(sources) == {"exact", "cached", "lowres"}
+        for source, (low, high) in sources.items():
+            assert 0 < low <= seg["ratios"][method][source] <= high, seg
+    assert (out / seg["json"]).exists() and (out / seg["log"]).exists()
+
     train = report["parts"]["train"]
     assert train["status"] == "ok" and train["data"]["generated"] is True
     assert train["data"]["train"] == 64
@@ -120,20 +132,25 @@ def test_smoke_markdown_has_the_promised_tables(smoke):
     markdown = (out / "device_check.md").read_text()
     assert markdown.startswith("# Device check (--smoke)")
     assert "Card: CPU" in markdown
-    parts, ratios, training = markdown_tables(markdown)
+    parts, ratios, seg_ratios, training = markdown_tables(markdown)
 
     assert parts[0] == ["part", "status", "seconds", "detail"]
     assert [row[0] for row in parts[1:]] == PART_ROWS
-    assert [row[1] for row in parts[1:]] == ["skipped", "ok", "ok"]
+    assert [row[1] for row in parts[1:]] == ["skipped", "ok", "ok", "ok"]
 
     assert ratios[0] == ["method", "saliency source", "16px eager"]
     assert ratios[1][:2] == ["plain step (ms)", "-"] and float(ratios[1][2]) > 0
     assert [row[:2] for row in ratios[2:]] == RATIO_ROWS
-    for cell in (cell for row in ratios[2:] for cell in row[2:]):  # "1.07x (1.05-1.09)": paired by round
-        match = re.fullmatch(r"(\d+\.\d+)x \((\d+\.\d+)-(\d+\.\d+)\)", cell)
+    for cell in (cell for row in ratios[2:] for cell in row[2:]):
+        match = RATIO_CELL.fullmatch(cell)
         assert match, cell
         ratio, low, high = (float(v) for v in match.groups())
         assert 0 < low <= ratio <= high, cell
+
+    assert seg_ratios[0] == ["method", "saliency source", "tinyseg 16x24"]
+    assert seg_ratios[1][:2] == ["plain step (ms)", "-"] and float(seg_ratios[1][2]) > 0
+    assert [row[:2] for row in seg_ratios[2:]] == RATIO_ROWS
+    assert all(RATIO_CELL.fullmatch(row[2]) for row in seg_ratios[2:]), seg_ratios
 
     assert training[0] == ["method", "top-1 error (%)", "s / epoch", "epochs"]
     assert [row[0] for row in training[1:]] == ["baseline", "Cutout", "SalfMix (cached saliency)"]
@@ -179,6 +196,7 @@ def test_report_records_failed_parts_softly(tmp_path):
         ["speed", "64px-eager", "failed", "1", "5", "45", "speed-64px-eager.log", "speed.py ...", "exit 1"],
         ["speed", "32px-compile", "timeout", "124", "100", "100", "speed-32px-compile.log", "speed.py", "t"],
         ["speed", "64px-compile", "skipped", "-", "0", "3", "", "speed.py", "no time left"],
+        ["seg", "seg", "timeout", "124", "40", "40", "seg.log", "speed.py --task seg", "stopped"],
         ["train", "train", "skipped", "-", "0", "-", "", "-", "no data set"],
     ]
     (tmp_path / "runs.tsv").write_text("".join("\t".join(row) + "\n" for row in rows))
@@ -191,7 +209,10 @@ def test_report_records_failed_parts_softly(tmp_path):
     assert parts["speed"]["status"] == "partial"
     assert [r["status"] for r in parts["speed"]["runs"]] == ["ok", "failed", "timeout", "skipped"]
     assert parts["train"]["status"] == "skipped" and parts["train"]["reason"] == "no data set"
-    _, ratios, *_ = markdown_tables((tmp_path / "device_check.md").read_text())
+    assert parts["seg"]["status"] == "timeout" and "ratios" not in parts["seg"]
+    markdown = (tmp_path / "device_check.md").read_text()
+    assert "## b2. Segmentation step over the plain step\n\nNot timed: timeout (stopped)." in markdown
+    _, ratios, *_ = markdown_tables(markdown)
     assert ratios[0][2:] == ["32px eager", "64px eager", "32px compile", "64px compile"]
     assert ratios[2][2:] == ["1.70x (1.65-1.75)", "failed", "timeout", "skipped"]
 
