@@ -17,11 +17,13 @@ its names::
 The augmentation flags are ``train_timm.py``'s (``salfmix_transforms.flags``: ``--method NAME`` for a row of
 the paper's tables, or ``--salfmix``, ``--salfmix-grid/ratio/prob/warmup-epochs``, ``--hybrid``, ``--mixup``,
 ``--cutmix``, ``--cutout``, ...; SalfMix when none is given), and so is the batch transform they build, here
-for class masks with ``ignore_index`` 255 and the model for saliency. It returns soft dense targets
-(B, K, H, W), trained with ``-(target * logits.log_softmax(1)).sum() / target.sum()``; the baseline trains
-with cross-entropy and ``ignore_index``. Each epoch adds a row to ``summary.csv`` (train loss, eval loss,
-mIoU, pixel accuracy, lr, epoch and augmentation seconds); ``results.json`` has the best mIoU and its epoch
-(0-based); checkpoints are ranked by mIoU.
+for class masks with ``ignore_index`` 255 and the model for saliency (:func:`build_transform`). A method
+that only moves pixels (SalfMix, Cutout, CutMix, SaliencyMix, ResizeMix, HybridMix v2/v3) returns class
+masks, trained like the baseline with cross-entropy, ``ignore_index`` and ``--smoothing``; one that blends
+labels (Mixup, FMix, HybridMix v1) returns soft dense targets (B, K, H, W), trained with
+``-(target * logits.log_softmax(1)).sum() / target.sum()``. Each epoch adds a row to ``summary.csv``
+(train loss, eval loss, mIoU, pixel accuracy, lr, epoch and augmentation seconds); ``results.json`` has the
+best mIoU and its epoch (0-based); checkpoints are ranked by mIoU.
 
 Where SalfMix's saliency comes from: ``--saliency-source exact|cached|lowres``, as in ``train_timm.py`` and
 by the same code (``saliency_sources``); with ``cached`` the training samples are ``(image, mask, index,

@@ -28,9 +28,9 @@
 #
 # --smoke: tiny sizes on the CPU so that the whole script runs in well under a minute and cannot rot:
 #   part a is SKIPPED (pytest's start-up alone takes ~10 s on a 2-core CPU; the CUDA test run is what
-#   matters and needs a GPU); part b: width 0.125, batch 8, 16 px, 2 repeats, bf16 + channels_last,
+#   matters and needs a GPU); part b: width 0.125, batch 8, 16 px, 6 repeats, bf16 + channels_last,
 #   compile OFF (even dynamo alone, `--compile --compile-backend eager`, adds ~20 s on 2 CPU cores);
-#   part b2: batch 2 at 16x24, 2 repeats;
+#   part b2: batch 2 at 16x24, 6 repeats;
 #   part c: 64 generated 16 px images, 1 epoch, width 0.125, batch 8.
 #
 # Environment: PYTHON (default python3) with torch, torchvision, timm, numpy; the project is put on
@@ -97,7 +97,7 @@ if ((SMOKE)); then
     SIZES=(16)
     WIDTH=0.125
     BATCH=8
-    REPEATS=2
+    REPEATS=6 # the fewest rounds with a 95 % interval of the median ratio
     SPEED_EXTRA=(--warmup 1 --threads 1)
     COMPILE_MODES=(eager)
     SEG_ARGS=(--seg-batch 2 --seg-size 16x24)

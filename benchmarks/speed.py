@@ -1,6 +1,6 @@
 """Speed of the package's transforms, side by side with timm, torchvision and kornia, in one process.
 
-Four sections, each printed as a markdown table of median times and of ratios measured in the same run:
+Five sections, each printed as a markdown table of median times and of ratios measured in the same run:
 
 1. **Mixing cost given the images** (no model): our ``CutMix`` / ``Mixup`` / ``SaliencyMix`` / ``ResizeMix``
    (``batch`` and ``elem`` modes) and ``SalfMix`` (saliency map precomputed) against ``timm.data.Mixup``
@@ -25,7 +25,7 @@ the same round, with a distribution-free 95 % interval of that median), which ca
 shared machine that a ratio of two medians can pick up.
 
     python benchmarks/speed.py                 # full run (several minutes on 2 CPU cores)
-    python benchmarks/speed.py --quick         # all four sections, small settings, about a minute
+    python benchmarks/speed.py --quick         # sections 1-4, small settings, about a minute
     python benchmarks/speed.py --out speed.md  # also write the markdown to a file
     python benchmarks/speed.py --task seg --threads 1 --step-repeats 20   # section 5 (segmentation)
     python benchmarks/speed.py --sections 4 --step-size 64 --step-batch 128 --amp bf16 --channels-last \
@@ -80,25 +80,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def median_interval(
+    values: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float | None, float | None]:
     """The median of ``values`` and a distribution-free ``confidence`` interval for it.
 
     The interval is ``[x_(k), x_(n+1-k)]`` of the sorted values (1-based), ``k`` the largest with
     ``P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2``: it holds the true median with at least that
-    probability whatever the distribution of the times (no normality: step times are skewed). Too few values
-    for the confidence (``n < 6`` at 95 %) give the range.
+    probability whatever the distribution of the times (no normality: step times are skewed). With too few
+    values even the range holds it less often (``1 - 2 / 2**n``: fewer than 6 values at 95 %); the bounds
+    are then ``None``, not an interval that says more than it knows.
     """
     if not values:
         raise ValueError("values must hold at least one time, got none")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     ordered = sorted(values)
     n = len(ordered)
-    tail, below = (1.0 - confidence) / 2.0, 0.0
-    k = 1
+    tail, below, k = (1.0 - confidence) / 2.0, 0.0, 0
     for i in range(n):  # below = P(Binomial(n, 1/2) <= i)
         below += math.comb(n, i) / 2.0**n
         if below > tail:
             break
         k = i + 1
+    if k == 0:
+        return statistics.median(ordered), None, None
     return statistics.median(ordered), ordered[k - 1], ordered[n - k]
 
 
@@ -119,9 +125,10 @@ class Timing:
             return fmt_time(self.seconds[name], unit)
         return self.errors.get(name, "n/a").split(":")[0]
 
-    def ratio(self, name: str, baseline: str) -> tuple[float, float, float] | None:
+    def ratio(self, name: str, baseline: str) -> tuple[float, float | None, float | None] | None:
         """``name`` over ``baseline``, paired by round: the median over the rounds of the two times of the
-        same round, with its 95 % interval (:func:`median_interval`); ``None`` if either has no time.
+        same round, with its 95 % interval (:func:`median_interval`: ``None`` bounds below 6 rounds);
+        ``None`` if either has no time.
 
         Why paired: the candidates of one round run seconds apart, so a shared machine's slow spells (other
         jobs, clock changes) hit both times of a round; the ratio of the two medians can take them from
@@ -130,7 +137,8 @@ class Timing:
         numerator, denominator = self.rounds.get(name), self.rounds.get(baseline)
         if not numerator or not denominator:
             return None
-        return median_interval([a / b for a, b in zip(numerator, denominator, strict=True) if b > 0])
+        ratios = [a / b for a, b in zip(numerator, denominator, strict=True) if b > 0]
+        return median_interval(ratios) if ratios else None
 
     def ratio_cell(self, name: str, baseline: str) -> str:
         """``"1.07x (1.05-1.09)"``: :meth:`ratio` and its interval, for a table."""
@@ -138,6 +146,9 @@ class Timing:
         if ratio is None:
             return "n/a"
         median, low, high = ratio
+        if low is None or high is None:
+            rounds = len(self.rounds[name])
+            return f"{fmt_ratio(median, 1.0)} (no interval: {rounds} round{'s' if rounds > 1 else ''})"
         return f"{fmt_ratio(median, 1.0)} ({low:.2f}-{high:.2f})"
 
 
@@ -796,7 +807,7 @@ def _ratios_json(
 
     def interval(name: str) -> list[float] | None:
         paired = timing.ratio(name, "plain")
-        return None if paired is None else [paired[1], paired[2]]
+        return None if paired is None or paired[1] is None else [paired[1], paired[2]]
 
     def per_source(value: Callable[[str], Any]) -> dict[str, dict[str, Any]]:
         return {
@@ -1246,7 +1257,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, help="timed repeats per candidate, sections 1 and 3")
     parser.add_argument(
-        "--step-repeats", type=int, help="timed training steps per candidate, sections 2 and 4"
+        "--step-repeats", type=int, help="timed training steps per candidate, sections 2, 4 and 5"
     )
     parser.add_argument(
         "--step-batch", type=int, help="sections 2 and 4 batch (default 64 on CPU, 256 on CUDA)"
@@ -1311,6 +1322,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.sections = sorted({int(s) for s in args.sections.split(",") if s.strip()})
     if not set(args.sections) <= {1, 2, 3, 4, 5}:
         parser.error(f"--sections must be a subset of 1,2,3,4,5, got {args.sections}")
+    for option in ("repeats", "step_repeats"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1 (timed rounds per candidate)")
     if any(b < 2 or b % 2 for b in args.batches):
         parser.error("--batches must be even numbers >= 2 (timm's Mixup needs an even batch)")
     if args.json is not None and len({4, 5} & set(args.sections)) != 1:

@@ -34,8 +34,9 @@ Choices (the paper does not have a cache):
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -147,7 +148,7 @@ class ViewCells(NamedTuple):
 
     Attributes:
         index: (B, H, W) int64, ``row * R + col``: the cell of its sample's own map that each pixel came
-            from (any cell for a pixel that is not ``valid``).
+            from (any cell of the map, in ``[0, R * R)``, for a pixel that is not ``valid``).
         valid: (B, H, W) bool, whether the pixel came from the image (False for padding and NaN
             coordinates: no cell).
         resolution: ``R``, the cache's cells per side.
@@ -197,7 +198,12 @@ class SaliencyCache:
             )
 
     def _check_indices(self, indices: object, batch: int) -> torch.Tensor:
-        if not isinstance(indices, torch.Tensor) or indices.dim() != 1 or indices.is_floating_point():
+        if (
+            not isinstance(indices, torch.Tensor)
+            or indices.dim() != 1
+            or indices.is_floating_point()
+            or indices.dtype == torch.bool  # a mask is not a list of samples: True would read sample 1
+        ):
             raise TypeError("indices must be a (B,) integer tensor of sample indices")
         if indices.shape[0] != batch:
             raise ValueError(f"indices has {indices.shape[0]} entries for a batch of {batch} views")
@@ -225,7 +231,24 @@ class SaliencyCache:
                 f"the located views are for a cache of resolution {coords.resolution}, this one has "
                 f"{self.resolution}: locate them with this cache"
             )
-        return coords
+        device = self.maps.device
+        return ViewCells(index.to(device), valid.to(device), coords.resolution)
+
+    @contextlib.contextmanager
+    def _cells_in_range(self, cells: ViewCells) -> Iterator[None]:
+        """Turn the index error of a hand-built :class:`ViewCells` whose cells do not lie in the map into a
+        ``ValueError`` naming ``coords`` (checked by the gather or scatter itself: no extra pass over the
+        cells, which :meth:`locate` always keeps in range)."""
+        try:
+            yield
+        except (IndexError, RuntimeError) as exc:
+            if "out of" not in str(exc):  # "index ... is out of bounds", "index out of range"
+                raise
+            cells_per_map = self.resolution * self.resolution
+            raise ValueError(
+                f"coords: the located views' cells must lie in [0, {cells_per_map - 1}] (a map of "
+                f"{self.resolution}x{self.resolution} cells); locate them with SaliencyCache.locate"
+            ) from exc
 
     def locate(self, coords: torch.Tensor) -> ViewCells:
         """Where every pixel of a batch of views comes from in its sample's map (the cell), once per batch.
@@ -267,9 +290,10 @@ class SaliencyCache:
         """
         cells = self._located(coords)
         indices = self._check_indices(indices, cells.index.shape[0])
-        batch = indices.shape[0]
-        flat = self.maps[indices].float().view(batch, -1)
-        values = flat.gather(1, cells.index.reshape(batch, -1)).view_as(cells.index)
+        batch, pixels = indices.shape[0], cells.index.shape[1] * cells.index.shape[2]
+        flat = self.maps[indices].float().reshape(batch, self.resolution * self.resolution)
+        with self._cells_in_range(cells):
+            values = flat.gather(1, cells.index.reshape(batch, pixels)).view_as(cells.index)
         return values.masked_fill_(~cells.valid, 0.0)
 
     def local_update(
@@ -284,8 +308,8 @@ class SaliencyCache:
         Per cell of each sample's own image: ``means``, the mean of ``saliency`` (B, H, W) over the pixels
         that came from the cell, weighted by ``own`` (the share of each pixel that is the sample's own, 1
         when ``None``); ``confidence``, the mean of ``own`` over those pixels (0 for a cell the view does
-        not show). Samples whose saliency is not finite get confidence 0. Separate from
-        :meth:`apply_update` so that DDP can all-gather it.
+        not show). Samples whose saliency is not finite get confidence 0; ``own`` is clamped to [0, 1], a
+        NaN share counts as 0. Separate from :meth:`apply_update` so that DDP can all-gather it.
         """
         cells = self._located(coords)
         batch, cells_per_map = cells.index.shape[0], self.resolution * self.resolution
@@ -304,17 +328,21 @@ class SaliencyCache:
             )
         saliency = saliency.to(cells.index.device, torch.float32)
         finite = torch.ones(batch, 1, 1, dtype=torch.bool, device=saliency.device)
-        if saliency[0].numel():  # one pass for each sample's extremes: a NaN or an inf anywhere shows there
+        if saliency.numel():  # one pass for each sample's extremes: a NaN or an inf anywhere shows there
             smallest, largest = torch.aminmax(saliency.flatten(1), dim=1)
             finite = (torch.isfinite(smallest) & torch.isfinite(largest)).view(-1, 1, 1)
         shown = (cells.valid & finite).float()  # the pixels that may write: from the image, finite sample
-        weight = shown if own is None else shown * own.to(shown.device, torch.float32)
+        if own is not None:  # a share in [0, 1]: NaN is no share of the sample's own (no host check)
+            own = own.to(shown.device, torch.float32).nan_to_num(0.0, 0.0, 0.0).clamp_(0.0, 1.0)
+        weight = shown if own is None else shown * own
         first_cell = torch.arange(batch, device=cells.index.device).view(-1, 1, 1) * cells_per_map
-        flat = (cells.index + first_cell).view(-1)  # one flat index over the batch's B maps
+        flat = (cells.index + first_cell).reshape(-1)  # one flat index over the batch's B maps
 
         def cell_sums(values: torch.Tensor) -> torch.Tensor:
             sums = torch.zeros(batch * cells_per_map, device=values.device)
-            return sums.index_add_(0, flat, values.reshape(-1)).view(batch, self.resolution, self.resolution)
+            with self._cells_in_range(cells):
+                sums.index_add_(0, flat, values.reshape(-1))
+            return sums.view(batch, self.resolution, self.resolution)
 
         weighted = cell_sums(torch.nan_to_num(saliency).mul_(weight))
         own_pixels = cell_sums(weight)
@@ -327,8 +355,9 @@ class SaliencyCache:
     ) -> None:
         """Move each cell towards its new mean by its confidence: ``old + c * (mean - old)``.
 
-        Choice: a sample that appears twice in one update (a repeated-augmentation sampler) keeps the last
-        of its writes, not their mean.
+        Choice: a sample that appears twice in one update (a repeated-augmentation sampler) keeps one of its
+        writes, not their mean (PyTorch leaves which one unspecified for repeated indices; the CPU keeps the
+        last).
 
         A cell seen only through the sample's own pixels (``c = 1``) is replaced; one that the view does not
         show, or that only pasted pixels covered (``c = 0``), keeps its value; a blended cell (Mixup's

@@ -27,7 +27,7 @@ SPEED = ROOT / "benchmarks" / "speed.py"
 ACCURACY = ROOT / "benchmarks" / "accuracy.py"
 PERTURBATION = ROOT / "benchmarks" / "perturbation.py"
 # A step ratio: the median over rounds of the candidate over the plain step, and its 95 % interval.
-RATIO_CELL = re.compile(r"\d+\.\d+x \((\d+\.\d+)-(\d+\.\d+)\)")
+RATIO_CELL = re.compile(r"\d+\.\d+x \((\d+\.\d+-\d+\.\d+|no interval: [1-5] rounds?)\)")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
@@ -144,10 +144,14 @@ def test_median_interval_is_the_distribution_free_interval_of_the_median():
     median, low, high = speed.median_interval(values)
     # n = 30: P(Binomial(30, 1/2) <= 9) = 0.021 <= 0.025 < P(<= 10) = 0.049, so x_(10) and x_(21).
     assert (median, low, high) == (15.5, 10.0, 21.0)
-    assert speed.median_interval([2.0]) == (2.0, 2.0, 2.0)
-    assert speed.median_interval([3.0, 1.0, 2.0]) == (2.0, 1.0, 3.0)  # too few for 95 %: the range
+    # Six values are the fewest whose range covers the median with 95 %: 1 - 2 / 2**6 = 0.969.
+    assert speed.median_interval([float(v) for v in range(6)]) == (2.5, 0.0, 5.0)
+    assert speed.median_interval([3.0, 1.0, 2.0, 5.0, 4.0]) == (3.0, None, None)  # 0.94: no interval
+    assert speed.median_interval([2.0]) == (2.0, None, None)
     with pytest.raises(ValueError, match="values"):
         speed.median_interval([])
+    with pytest.raises(ValueError, match="confidence"):
+        speed.median_interval([1.0] * 10, confidence=1.5)
 
 
 def test_step_ratios_are_paired_by_round_so_that_a_drift_cancels():
@@ -160,6 +164,10 @@ def test_step_ratios_are_paired_by_round_so_that_a_drift_cancels():
     assert median == pytest.approx(1.1) and low == pytest.approx(1.1) and high == pytest.approx(1.1)
     assert timing.ratio_cell("cached", "plain") == "1.10x (1.10-1.10)"
     assert timing.ratio("missing", "plain") is None and timing.ratio_cell("missing", "plain") == "n/a"
+    few = speed.Timing(rounds={"plain": [0.1] * 3, "cached": [0.11] * 3})
+    assert few.ratio_cell("cached", "plain") == "1.10x (no interval: 3 rounds)"
+    zero = speed.Timing(rounds={"plain": [0.0] * 3, "cached": [0.11] * 3})  # nothing to divide by
+    assert zero.ratio("cached", "plain") is None and zero.ratio_cell("cached", "plain") == "n/a"
     # The slow-down comes between the plain step and the candidate of rounds 9 and 10: the medians of the
     # two lists then fall on different machines (ratio 3.3), the paired median does not (1.1).
     plain = [0.1] * 11 + [0.3] * 9
@@ -175,6 +183,14 @@ def test_speed_json_needs_exactly_one_of_sections_4_and_5(sections, capsys):
     with pytest.raises(SystemExit):
         speed.parse_args(["--sections", sections, "--json", "out.json"])
     assert "--json writes the numbers of section 4 or of section 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--step-repeats", "--repeats"])
+def test_speed_needs_at_least_one_timed_round(option, capsys):
+    speed = _load(SPEED, "benchmarks_speed")
+    with pytest.raises(SystemExit):
+        speed.parse_args([option, "0"])
+    assert f"{option} must be >= 1" in capsys.readouterr().err
 
 
 def test_time_group_keeps_every_round():
@@ -529,14 +545,14 @@ def test_fidelity_quick_prints_the_agreement_table(tmp_path):
 @pytest.mark.parametrize("flags", [[], ["--channels-last"]], ids=["nchw", "channels_last"])
 def test_speed_section_5_times_every_saliency_source_of_train_seg(flags, tmp_path):
     proc = _run(
-        str(SPEED), "--task", "seg", "--seg-size", "16x24", "--seg-batch", "2", "--step-repeats", "3",
+        str(SPEED), "--task", "seg", "--seg-size", "16x24", "--seg-batch", "2", "--step-repeats", "6",
         "--warmup", "0", "--threads", "1", "--json", str(tmp_path / "seg.json"), *flags,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads((tmp_path / "seg.json").read_text())  # what the device check reads
     assert record["section"] == 5 and record["errors"] == {}
     assert record["config"]["model"] == "tinyseg" and record["config"]["size"] == [16, 24]
-    assert record["config"]["channels_last"] is bool(flags) and record["config"]["repeats"] == 3
+    assert record["config"]["channels_last"] is bool(flags) and record["config"]["repeats"] == 6
     assert record["plain_ms"] > 0
     for method in ("salfmix", "hybridmix-v3"):
         for source in ("exact", "cached", "lowres"):

@@ -212,6 +212,7 @@ def test_stale_maps_are_found_by_age():
         (lambda c: c.read(torch.tensor([5]), IDENTITY[None]), ValueError, "indices"),
         (lambda c: c.read(torch.tensor([-1]), IDENTITY[None]), ValueError, "indices"),
         (lambda c: c.read(torch.tensor([0.0]), IDENTITY[None]), TypeError, "indices"),
+        (lambda c: c.read(torch.tensor([True]), IDENTITY[None]), TypeError, "indices"),  # not 0 / 1
         (
             lambda c: c.write(torch.tensor([0]), IDENTITY[None], torch.ones(1, 8, 8), 0),
             ValueError,
@@ -457,8 +458,57 @@ def test_views_without_pixels_write_nothing_and_read_empty_maps():
             ValueError,
             "locate",
         ),
+        (  # a hand-built ViewCells whose cells are not in a 16x16 map
+            lambda c: c.read(
+                torch.arange(2), ViewCells(torch.full((2, 4, 4), 256), torch.ones(2, 4, 4).bool(), 16)
+            ),
+            ValueError,
+            "coords",
+        ),
     ],
 )
 def test_bad_saliency_own_or_located_views_are_refused_with_the_argument_named(call, exc, needle):
     with pytest.raises(exc, match=needle):
         call(SaliencyCache(5))
+
+
+def test_an_empty_batch_reads_nothing_and_writes_nothing():
+    cache = SaliencyCache(4)
+    none = torch.zeros(0, dtype=torch.long)
+    coords = torch.zeros(0, 2, SIZE, SIZE)
+    assert cache.read(none, coords).shape == (0, SIZE, SIZE)
+    cache.write(none, coords, torch.zeros(0, SIZE, SIZE), epoch=0)
+    empty = torch.zeros(0, SIZE, SIZE)
+    cache.write(none, cache.locate(coords), empty, epoch=0, own=empty)
+    assert cache.written_epoch.tolist() == [-1] * 4 and not cache.maps.any()
+
+
+def test_transposed_coordinates_write_as_their_contiguous_copy():
+    """A view rotated by 90 degrees (non-contiguous coordinates, or ViewCells transposed) writes as a copy."""
+    coords = torch.rot90(IDENTITY.expand(2, -1, -1, -1), 1, (2, 3))
+    saliency = torch.rand(2, SIZE, SIZE)
+    rotated, copied = SaliencyCache(2), SaliencyCache(2)
+    rotated.write(torch.arange(2), coords, saliency, 0)
+    copied.write(torch.arange(2), coords.contiguous(), saliency, 0)
+    assert torch.equal(rotated.maps, copied.maps) and rotated.maps.any()
+    cells = copied.locate(IDENTITY.expand(2, -1, -1, -1))
+    transposed = ViewCells(cells.index.mT, cells.valid.mT, cells.resolution)
+    rotated.write(torch.arange(2), transposed, saliency, 1)
+    copied.write(torch.arange(2), ViewCells(*(t.contiguous() for t in transposed[:2]), 16), saliency, 1)
+    assert torch.equal(rotated.maps, copied.maps)
+
+
+def test_a_non_finite_or_out_of_range_own_share_never_corrupts_a_map():
+    """``own`` is a share in [0, 1]: NaN counts as 0 (not the sample's own), values outside are clamped."""
+    coords = IDENTITY.expand(2, -1, -1, -1)
+    saliency = torch.rand(2, SIZE, SIZE)
+    own = torch.ones(2, SIZE, SIZE)
+    own[0, 0, 0] = float("nan")
+    own[1, 5, 5] = -3.0
+    cache = SaliencyCache(2)
+    cache.write(torch.arange(2), coords, saliency, 0, own)
+    assert torch.isfinite(cache.maps.float()).all()
+    expected = SaliencyCache(2)
+    fixed = own.nan_to_num(0.0).clamp(0.0, 1.0)
+    expected.write(torch.arange(2), coords, saliency, 0, fixed)
+    assert torch.equal(cache.maps, expected.maps)
