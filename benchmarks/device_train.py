@@ -548,6 +548,25 @@ def _part_status(statuses: list[str]) -> str:
     return "timeout" if all(s in ("timeout", "skipped") for s in statuses) else "failed"
 
 
+def _add_speed_json(entry: dict[str, Any], out: Path, name: str) -> None:
+    """Add the numbers of a ``speed.py --json`` file to the report entry of its run (if the run wrote it);
+    a run that finished with a candidate missing becomes ``partial``."""
+    result = _read_json(out / name)
+    if result is None:
+        return
+    entry.update(
+        json=name,
+        config=result["config"],
+        plain_ms=result["plain_ms"],
+        median_ms=result["median_ms"],
+        ratios=result["ratios"],
+        ratio_intervals=result.get("ratio_intervals"),
+        errors=result["errors"],
+    )
+    if entry["status"] == "ok" and any(v is None for r in result["ratios"].values() for v in r.values()):
+        entry["status"] = "partial"
+
+
 def _seg_part(out: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Part b2: the run of ``speed.py --task seg`` (section 5, ``train_seg.py``'s step) and its JSON."""
     part: dict[str, Any] = {
@@ -558,19 +577,7 @@ def _seg_part(out: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
         return part
     run = runs[-1]
     part.update(command=run["command"], budget_s=run["budget_s"], log=run["log"], reason=run["reason"])
-    result = _read_json(out / "seg.json") if run["status"] == "ok" else None
-    if result is not None:
-        part.update(
-            json="seg.json",
-            config=result["config"],
-            plain_ms=result["plain_ms"],
-            median_ms=result["median_ms"],
-            ratios=result["ratios"],
-            ratio_intervals=result.get("ratio_intervals"),
-            errors=result["errors"],
-        )
-        if any(v is None for r in result["ratios"].values() for v in r.values()):
-            part["status"] = "partial"
+    _add_speed_json(part, out, "seg.json")
     return part
 
 
@@ -618,21 +625,7 @@ def build_report(out: Path) -> dict[str, Any]:
             "log": run["log"],
             "reason": run["reason"],
         }
-        result = _read_json(out / f"speed-{run['name']}.json")
-        if result is not None:
-            entry.update(
-                json=f"speed-{run['name']}.json",
-                config=result["config"],
-                plain_ms=result["plain_ms"],
-                median_ms=result["median_ms"],
-                ratios=result["ratios"],
-                ratio_intervals=result.get("ratio_intervals"),
-                errors=result["errors"],
-            )
-            if run["status"] == "ok" and any(
-                v is None for r in result["ratios"].values() for v in r.values()
-            ):
-                entry["status"] = "partial"
+        _add_speed_json(entry, out, f"speed-{run['name']}.json")
         speed_runs.append(entry)
     parts["speed"] = {
         "status": _part_status([r["status"] for r in speed_runs]),
