@@ -34,9 +34,8 @@ Choices (the paper does not have a cache):
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -231,24 +230,11 @@ class SaliencyCache:
                 f"the located views are for a cache of resolution {coords.resolution}, this one has "
                 f"{self.resolution}: locate them with this cache"
             )
-        device = self.maps.device
-        return ViewCells(index.to(device), valid.to(device), coords.resolution)
-
-    @contextlib.contextmanager
-    def _cells_in_range(self, cells: ViewCells) -> Iterator[None]:
-        """Turn the index error of a hand-built :class:`ViewCells` whose cells do not lie in the map into a
-        ``ValueError`` naming ``coords`` (checked by the gather or scatter itself: no extra pass over the
-        cells, which :meth:`locate` always keeps in range)."""
-        try:
-            yield
-        except (IndexError, RuntimeError) as exc:
-            if "out of" not in str(exc):  # "index ... is out of bounds", "index out of range"
-                raise
-            cells_per_map = self.resolution * self.resolution
-            raise ValueError(
-                f"coords: the located views' cells must lie in [0, {cells_per_map - 1}] (a map of "
-                f"{self.resolution}x{self.resolution} cells); locate them with SaliencyCache.locate"
-            ) from exc
+        # A hand-built index outside the map would gather an error, or scatter into the next sample's map.
+        index, valid = index.to(self.maps.device), valid.to(self.maps.device)
+        cells_per_map = self.resolution * self.resolution
+        check_index_range(index, cells_per_map, "coords", f"the located cells of a {cells_per_map}-cell map")
+        return ViewCells(index, valid, coords.resolution)
 
     def locate(self, coords: torch.Tensor) -> ViewCells:
         """Where every pixel of a batch of views comes from in its sample's map (the cell), once per batch.
@@ -292,8 +278,7 @@ class SaliencyCache:
         indices = self._check_indices(indices, cells.index.shape[0])
         batch, pixels = indices.shape[0], cells.index.shape[1] * cells.index.shape[2]
         flat = self.maps[indices].float().reshape(batch, self.resolution * self.resolution)
-        with self._cells_in_range(cells):
-            values = flat.gather(1, cells.index.reshape(batch, pixels)).view_as(cells.index)
+        values = flat.gather(1, cells.index.reshape(batch, pixels)).view_as(cells.index)
         return values.masked_fill_(~cells.valid, 0.0)
 
     def local_update(
@@ -340,8 +325,7 @@ class SaliencyCache:
 
         def cell_sums(values: torch.Tensor) -> torch.Tensor:
             sums = torch.zeros(batch * cells_per_map, device=values.device)
-            with self._cells_in_range(cells):
-                sums.index_add_(0, flat, values.reshape(-1))
+            sums.index_add_(0, flat, values.reshape(-1))
             return sums.view(batch, self.resolution, self.resolution)
 
         weighted = cell_sums(torch.nan_to_num(saliency).mul_(weight))

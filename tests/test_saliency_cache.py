@@ -512,3 +512,14 @@ def test_a_non_finite_or_out_of_range_own_share_never_corrupts_a_map():
     fixed = own.nan_to_num(0.0).clamp(0.0, 1.0)
     expected.write(torch.arange(2), coords, saliency, 0, fixed)
     assert torch.equal(cache.maps, expected.maps)
+
+
+def test_a_hand_built_view_outside_the_map_never_writes_into_another_samples_map():
+    """Cell 256 of sample 0 would be cell 0 of sample 1 in the flat index of a write: refused instead."""
+    cache = SaliencyCache(2)
+    cells = cache.locate(IDENTITY.expand(2, -1, -1, -1))
+    index = cells.index.clone()
+    index[0, 0, 0] = 256  # only in sample 0: no index error at the end of the flat array
+    with pytest.raises(ValueError, match="coords"):
+        cache.write(torch.arange(2), ViewCells(index, cells.valid, 16), torch.ones(2, SIZE, SIZE), 0)
+    assert not cache.maps.any() and cache.written_epoch.tolist() == [-1, -1]
