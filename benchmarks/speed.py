@@ -211,7 +211,7 @@ def time_group(
 # How the step tables (sections 2, 4, 5) state their ratios.
 PAIRED_RATIOS = (
     "a ratio is the median over the rounds of the step over the plain step of the same round, with a 95 % "
-    "interval of that median in brackets."
+    "interval of that median in parentheses (none below 6 rounds)."
 )
 
 
