@@ -17,11 +17,13 @@
 #              --data-dir (an ImageFolder with train/ and test/, held on the GPU), as many epochs as fit
 #              --train-minutes and the time left; skipped when the folder is absent
 # Every step is also cut by the overall deadline (--budget-s, default 460 s; a step stopped at its budget
-# gets 10 s more to exit); a step that finds no time left is recorded as skipped. Timeouts are per step.
+# gets 10 s more to exit); a step that finds no time left, or whose budget is under 15 s, is recorded as
+# skipped. Timeouts are per step. Budgets and --train-minutes are whole numbers.
 # The budgets: --tests-budget 120, --eager-budget 45 and --compile-budget 100 per speed run, --seg-budget 40,
 # the rest for part c (--train-minutes 2 at most).
 #
-# Output, all under ONE folder (--out DIR; default $OUT if set, else device-check/):
+# Output, all under ONE folder (--out DIR, relative to where the script is run; default $OUT if set, else
+# device-check/):
 #   device_check.json, device_check.md   the report (device_train.py report)
 #   env.json, meta.json, runs.tsv        the card and versions, the run's settings, one line per command
 #   tests.log, speed-<size>px-<eager|compile>.{json,md,log}, seg.{json,md,log}, train.json, train.log
@@ -40,7 +42,6 @@ set -u
 set -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT" || exit 2
 
 PY=${PYTHON:-python3}
 OUT_DIR=${OUT:-device-check}
@@ -58,6 +59,10 @@ PYTEST_MAIN='import signal, sys, pytest; signal.signal(signal.SIGINT, signal.def
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 while (($#)); do
+    case "$1" in
+        --out | --data-dir | --train-minutes | --*-budget | --budget-s)
+            if (($# < 2)); then echo "device_check.sh: $1 needs a value (see --help)" >&2; exit 2; fi ;;
+    esac
     case "$1" in
         --out) OUT_DIR=$2; shift 2 ;;
         --out=*) OUT_DIR=${1#*=}; shift ;;
@@ -81,8 +86,19 @@ if [[ -z $DATA_DIR ]]; then
     done
 fi
 
+# Numbers first: a bad one must stop the script before it removes an earlier run's results.
+for option in budget-s:$BUDGET_S tests-budget:$TESTS_BUDGET eager-budget:$EAGER_BUDGET \
+    compile-budget:$COMPILE_BUDGET seg-budget:$SEG_BUDGET train-minutes:$TRAIN_MINUTES; do
+    if [[ ! ${option#*:} =~ ^[0-9]+$ ]]; then
+        echo "device_check.sh: --${option%%:*} must be a whole number >= 0, got '${option#*:}'" >&2
+        exit 2
+    fi
+done
+
+# --out is relative to where the script is run (resolved before moving to the repository root).
 mkdir -p "$OUT_DIR" || exit 2
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
+cd "$ROOT" || exit 2
 rm -f "$OUT_DIR"/runs.tsv "$OUT_DIR"/speed-*.json "$OUT_DIR"/seg.json "$OUT_DIR"/train.json \
     "$OUT_DIR"/device_check.*
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -134,8 +150,10 @@ run_step() {
     local cmd
     cmd=$(printf '%q ' "$@")
     if ((budget < 15)); then
-        echo "[device-check] $part/$name: skipped, no time left"
-        record "$part" "$name" skipped - 0 "$budget" "" "$cmd" "no time left in the overall budget"
+        reason="no time left in the overall budget"
+        if ((want < 15)); then reason="its budget of $want s is below the 15 s a step needs"; fi
+        echo "[device-check] $part/$name: skipped, $reason"
+        record "$part" "$name" skipped - 0 "$budget" "" "$cmd" "$reason"
         return 0
     fi
     echo "[device-check] $part/$name (budget ${budget} s): $cmd"

@@ -53,6 +53,9 @@ STD = (0.2470, 0.2435, 0.2616)
 PAD = 4
 METHODS = ("baseline", "cutout", "salfmix")
 METHOD_LABELS = {"baseline": "baseline", "cutout": "Cutout", "salfmix": "SalfMix (cached saliency)"}
+STATUSES = ("ok", "partial", "failed", "timeout", "skipped")
+# What the report reads of a `speed.py --json` file.
+SPEED_KEYS = {"config", "plain_ms", "median_ms", "ratios", "errors"}
 PARTS = {
     "tests": "a. tests",
     "speed": "b. step ratios",
@@ -485,6 +488,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _number(text: str, kind: type) -> Any:
+    """A number of ``runs.tsv``, ``None`` for ``-``, an empty field or a damaged one."""
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
 def _read_runs(path: Path) -> list[dict[str, Any]]:
     """``runs.tsv``: part, name, status, rc, seconds, budget, log, command (one line per command run)."""
     runs = []
@@ -499,10 +510,10 @@ def _read_runs(path: Path) -> list[dict[str, Any]]:
             {
                 "part": part,
                 "name": name,
-                "status": status,
-                "rc": None if rc in ("", "-") else int(rc),
-                "seconds": float(seconds),
-                "budget_s": None if budget in ("", "-") else float(budget),
+                "status": status if status in STATUSES else "failed",  # a damaged line: not a success
+                "rc": _number(rc, int),
+                "seconds": _number(seconds, float) or 0.0,
+                "budget_s": _number(budget, float),
                 "log": log or None,
                 "command": command,
                 "reason": fields[8] if len(fields) > 8 and fields[8] else None,
@@ -551,8 +562,11 @@ def _part_status(statuses: list[str]) -> str:
 def _add_speed_json(entry: dict[str, Any], out: Path, name: str) -> None:
     """Add the numbers of a ``speed.py --json`` file to the report entry of its run (if the run wrote it);
     a run that finished with a candidate missing becomes ``partial``."""
+    if not (out / name).exists():
+        return
     result = _read_json(out / name)
-    if result is None:
+    if not isinstance(result, dict) or not SPEED_KEYS <= set(result):
+        entry.update(status="failed", reason=f"{name} unreadable (truncated, or not speed.py's JSON)")
         return
     entry.update(
         json=name,

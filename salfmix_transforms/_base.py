@@ -425,6 +425,9 @@ class BatchTransform:
         "new tensor", in the same memory format)."""
         return x if getattr(self, "inplace", False) else x.clone()
 
+    # What a call does during the warm-up, for the warning that nothing ends it.
+    _in_warmup_only = "the transform stays the identity"
+
     def _check_can_run(
         self, in_warmup: bool, model: torch.nn.Module | None, saliency: torch.Tensor | None
     ) -> None:
@@ -432,9 +435,9 @@ class BatchTransform:
         if in_warmup and self.counter.warmup_never_ends:
             self.warn_once(
                 "warmup",
-                f"warmup_epochs={self.warmup_epochs}, but nothing ends the warm-up: the transform stays the "
-                "identity. Call set_epoch(epoch) at the start of every epoch, or pass "
-                "steps_per_epoch=len(loader) to the constructor.",
+                f"warmup_epochs={self.warmup_epochs}, but nothing ends the warm-up: {self._in_warmup_only}. "
+                "Call set_epoch(epoch) at the start of every epoch, or pass steps_per_epoch=len(loader) to "
+                "the constructor.",
             )
         if self.counter.steps_unused:
             self.warn_once(

@@ -258,6 +258,8 @@ class HybridMix(BatchTransform):
 
     # -- call -------------------------------------------------------------------------------------------
 
+    _in_warmup_only = "SalfMix never runs: only the two-image mix does"  # Algorithm 2's warm-up
+
     def _check_can_run(
         self, in_warmup: bool, model: torch.nn.Module | None, saliency: torch.Tensor | None
     ) -> None:

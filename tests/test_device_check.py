@@ -243,3 +243,60 @@ def test_crop_flip_moves_the_coordinates_with_the_pixels():
                     continue
                 src_i, src_j = int(row * size), int(col * size)
                 assert torch.equal(views[b, :, i, j], images[b, :, src_i, src_j])
+
+
+@pytest.mark.parametrize("option", ["--budget-s", "--seg-budget", "--train-minutes", "--tests-budget"])
+@pytest.mark.parametrize("value", ["abc", "1.5", "-3"])
+def test_a_bad_number_is_refused_before_anything_is_removed(tmp_path, option, value):
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "device_check.json").write_text("{}")  # an earlier run's report
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--smoke", option, value, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{option} must be a whole number" in proc.stderr and value in proc.stderr
+    assert (out / "device_check.json").exists()  # nothing removed
+
+
+def test_a_relative_out_is_relative_to_where_the_script_is_run(tmp_path):
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    # --budget-s 0: every part is skipped at once, the folder and the report are still made.
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--smoke", "--budget-s", "0", "--out", "rel"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (tmp_path / "rel" / "device_check.json").exists()
+    assert not (ROOT / "rel").exists()
+
+
+@pytest.mark.parametrize(
+    "content", ['{"config": {"size": [16', "[1, 2]", "{}"], ids=["truncated", "a list", "no keys"]
+)
+def test_an_unreadable_result_file_is_reported_as_such_and_the_other_parts_still_build(tmp_path, content):
+    (tmp_path / "env.json").write_text(json.dumps({"card": "GPU", "torch": "x"}))
+    (tmp_path / "seg.json").write_text(content)
+    rows = [
+        ["seg", "seg", "ok", "0", "9", "40", "seg.log", "speed.py --task seg", ""],
+        ["train", "train", "skipped", "-", "0", "-", "", "-", "no data set"],
+        ["tests", "pytest", "oops", "x", "1", "1", "", "pytest", ""],  # a damaged line: no number
+    ]
+    (tmp_path / "runs.tsv").write_text("".join("\t".join(row) + "\n" for row in rows))
+    assert device_train.main(["report", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    seg = report["parts"]["seg"]
+    assert seg["status"] == "failed" and "seg.json" in seg["reason"] and "unreadable" in seg["reason"]
+    assert report["parts"]["train"]["reason"] == "no data set"
+    markdown = (tmp_path / "device_check.md").read_text()
+    assert "Not timed: failed (seg.json unreadable" in markdown

@@ -18,12 +18,15 @@ from salfmix_transforms.timm_task import SalfMixTask
 K = 5
 
 
-def _task(transform) -> SalfMixTask:
+def _model() -> nn.Module:
     torch.manual_seed(0)
-    model = nn.Sequential(
+    return nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, K)
     )
-    return SalfMixTask(transform, model=model, criterion=SoftTargetCrossEntropy(), verbose=False)
+
+
+def _task(transform) -> SalfMixTask:
+    return SalfMixTask(transform, model=_model(), criterion=SoftTargetCrossEntropy(), verbose=False)
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,6 +43,20 @@ def test_the_transforms_warnings_point_at_the_task_call():
         task(x, y)
     assert [w.filename for w in caught] == [__file__], [(w.filename, str(w.message)) for w in caught]
     assert "nothing ends the warm-up" in str(caught[0].message)
+
+
+def test_the_warm_up_warning_says_what_the_transform_does_meanwhile():
+    """SalfMix stays the identity; HybridMix runs its two-image mix without SalfMix (not the identity)."""
+    x, y = _batch()
+    for transform, says in (
+        (SalfMix(num_classes=K, model=_model()), "the transform stays the identity"),
+        (HybridMix.v3(num_classes=K, model=_model()), "SalfMix never runs: only the two-image mix does"),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            transform(x, y)
+        messages = [str(w.message) for w in caught if "nothing ends the warm-up" in str(w.message)]
+        assert len(messages) == 1 and says in messages[0], messages
 
 
 def test_the_transforms_warning_of_useless_steps_per_epoch_points_at_the_task_call():
