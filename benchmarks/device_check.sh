@@ -99,7 +99,9 @@ done
 mkdir -p "$OUT_DIR" || exit 2
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 cd "$ROOT" || exit 2
-rm -f "$OUT_DIR"/runs.tsv "$OUT_DIR"/speed-*.json "$OUT_DIR"/seg.json "$OUT_DIR"/train.json \
+# An earlier run's files go first: a step that fails now must not leave the old result in the report.
+rm -f "$OUT_DIR"/runs.tsv "$OUT_DIR"/env.json "$OUT_DIR"/meta.json "$OUT_DIR"/tests.log \
+    "$OUT_DIR"/speed-*.{json,md,log} "$OUT_DIR"/seg.{json,md,log} "$OUT_DIR"/train.{json,log} \
     "$OUT_DIR"/device_check.*
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1

@@ -1322,6 +1322,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.sections = sorted({int(s) for s in args.sections.split(",") if s.strip()})
     if not set(args.sections) <= {1, 2, 3, 4, 5}:
         parser.error(f"--sections must be a subset of 1,2,3,4,5, got {args.sections}")
+    if (args.amp or args.compile) and 4 not in args.sections:
+        parser.error("--amp and --compile apply to section 4 only: add 4 to --sections")
     for option in ("repeats", "step_repeats"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1 (timed rounds per candidate)")

@@ -185,6 +185,15 @@ def test_speed_json_needs_exactly_one_of_sections_4_and_5(sections, capsys):
     assert "--json writes the numbers of section 4 or of section 5" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", [["--amp", "bf16"], ["--compile"]])
+def test_speed_refuses_section_4_flags_where_section_4_does_not_run(flag, capsys):
+    speed = _load(SPEED, "benchmarks_speed")
+    with pytest.raises(SystemExit):
+        speed.parse_args(["--task", "seg", *flag])
+    assert "apply to section 4 only" in capsys.readouterr().err
+    speed.parse_args(["--sections", "4", *flag])  # accepted where section 4 runs
+
+
 @pytest.mark.parametrize("option", ["--step-repeats", "--repeats"])
 def test_speed_needs_at_least_one_timed_round(option, capsys):
     speed = _load(SPEED, "benchmarks_speed")

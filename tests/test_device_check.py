@@ -300,3 +300,23 @@ def test_an_unreadable_result_file_is_reported_as_such_and_the_other_parts_still
     assert report["parts"]["train"]["reason"] == "no data set"
     markdown = (tmp_path / "device_check.md").read_text()
     assert "Not timed: failed (seg.json unreadable" in markdown
+
+
+def test_an_earlier_runs_files_are_removed_before_the_run(tmp_path):
+    """A card read that fails must not leave the previous run's card in the report (nor its logs)."""
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    out = tmp_path / "out"
+    out.mkdir()
+    old = ["env.json", "meta.json", "tests.log", "speed-32px-eager.md", "speed-32px-eager.log", "seg.md"]
+    for name in old:
+        (out / name).write_text('{"card": "OLD-CARD"}')
+    env = {**os.environ, "PYTHON": "false"}  # every Python step fails, the card read included
+    subprocess.run(
+        ["bash", str(SCRIPT), "--smoke", "--budget-s", "0", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert [name for name in old if (out / name).exists() and "OLD-CARD" in (out / name).read_text()] == []
