@@ -35,6 +35,7 @@ import contextlib
 import datetime
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -604,6 +605,39 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class SpanClock:
+    """The seconds spent in marked spans of a loop, measured without making the loop wait for the device.
+
+    On CUDA each :meth:`span` records a pair of CUDA events (the device's own clock between the two points of
+    its queue); :meth:`seconds` sums them once, after the caller has synchronised the device at the end of
+    the epoch. Elsewhere the host clock (CPU operations run synchronously). Choice: the device time of the
+    span rather than the host's wall time, so that the epoch keeps the host running ahead of the device; the
+    two agree when the span's kernels follow each other without gaps.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.on_cuda = device.type == "cuda"
+        self.host_seconds = 0.0
+        self.events: list[tuple[Any, Any]] = []
+
+    @contextlib.contextmanager
+    def span(self) -> Iterator[None]:
+        if not self.on_cuda:
+            start = time.perf_counter()
+            yield
+            self.host_seconds += time.perf_counter() - start
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end.record()
+        self.events.append((start, end))
+
+    def seconds(self) -> float:
+        """The total of every span so far (on CUDA: after ``torch.cuda.synchronize``)."""
+        return self.host_seconds + sum(start.elapsed_time(end) for start, end in self.events) / 1000.0
+
+
 def show_progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and is_primary(args) and sys.stdout.isatty()
 
@@ -983,15 +1017,22 @@ def train_epoch(
     the next update. Returns the loss averaged over every rank's samples, the epoch's and the augmentation's
     seconds.
 
+    Nothing in a step waits for the device (issue 22): the loss sum stays on the device, the augmentation is
+    timed with :class:`SpanClock`, and the loss is checked where the loop reads it anyway (a log line or the
+    progress bar, in a single process) and at the end of the epoch (over every rank, so that all of them stop
+    together). Choice: a NaN or infinite loss is found at the next check rather than at its own step (timm's
+    ``train.py`` does not check at all); the steps in between only change the weights in memory, and the run
+    stops before the epoch's checkpoint.
+
     Raises:
-        FloatingPointError: a NaN or infinite loss.
+        FloatingPointError: a NaN or infinite loss, naming the epoch and the batches it lies in.
     """
     from tqdm import tqdm
 
     args, device, model, cache = run.args, run.device, run.model, run.saliency_cache
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no host sync a step
-    seen, aug_time, epoch_start = 0, 0.0, time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    seen, checked, batch_idx, aug_clock, epoch_start = 0, 0, -1, SpanClock(device), time.perf_counter()
     bar = tqdm(
         run.train_loader,
         desc=f"epoch {epoch} [{epoch + 1}/{run.num_epochs}]",
@@ -1003,42 +1044,50 @@ def train_epoch(
     for batch_idx, batch in enumerate(bar):
         x, y = _to_device(run, batch[0], batch[1])
         if run.transform is not None or baseline_targets is not None:
-            sync(device)
-            t0 = time.perf_counter()
-            if cache is not None:
-                index, cells = batch[2].to(device), cache.locate(batch[3].to(device))  # read and written
-                maps = saliency_sources.cached_saliency(run, cache, x, y, index, cells, epoch)
-                x, y = run.transform(x, y, saliency=maps)
-                x.requires_grad_(True)  # the step's backward gives the input gradient too: eq. (2)
-            elif run.transform is not None:
-                x, y = run.transform(x, y, model=model)
-            else:
-                y = baseline_targets(run, y)
-            sync(device)
-            aug_time += time.perf_counter() - t0
+            with aug_clock.span():
+                if cache is not None:
+                    index, cells = batch[2].to(device), cache.locate(batch[3].to(device))  # read and written
+                    maps = saliency_sources.cached_saliency(run, cache, x, y, index, cells, epoch)
+                    x, y = run.transform(x, y, saliency=maps)
+                    x.requires_grad_(True)  # the step's backward gives the input gradient too: eq. (2)
+                elif run.transform is not None:
+                    x, y = run.transform(x, y, model=model)
+                else:
+                    y = baseline_targets(run, y)
         with autocast(run):
             loss = loss_of(run, model(x), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {batch_idx}")
         _step(run, loss)
         if cache is not None:
-            t0 = time.perf_counter()
-            saliency_sources.write_cached_saliency(run, index, cells, x, epoch)
-            aug_time += time.perf_counter() - t0
+            with aug_clock.span():
+                saliency_sources.write_cached_saliency(run, index, cells, x, epoch)
         loss_sum += loss.detach().double() * x.shape[0]
         seen += x.shape[0]
-        if not bar.disable and batch_idx % 10 == 0:
+        show = not bar.disable and batch_idx % 10 == 0
+        log = bar.disable and is_primary(args) and (batch_idx + 1) % args.log_interval == 0
+        if (show or log) and not args.distributed:
+            _check_finite(float(loss_sum), epoch, checked, batch_idx)
+            checked = batch_idx + 1
+        if show:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        elif bar.disable and is_primary(args) and (batch_idx + 1) % args.log_interval == 0:
+        elif log:
             _logger.info("  epoch %d batch [%d/%d] loss %.4f", epoch, batch_idx + 1, len(bar), loss.item())
     bar.close()
     sync(device)
     total_loss, total_seen = all_reduce_sum([float(loss_sum), float(seen)], device, args.distributed)
+    _check_finite(total_loss, epoch, checked, batch_idx)
     return {
         "loss": total_loss / max(1.0, total_seen),
         "epoch_time": time.perf_counter() - epoch_start,
-        "aug_time": aug_time,
+        "aug_time": aug_clock.seconds(),
     }
+
+
+def _check_finite(loss_sum: float, epoch: int, first: int, last: int) -> None:
+    """Raises FloatingPointError when the sum of the losses of batches ``first``..``last`` is NaN or infinite
+    (a NaN or infinite loss among them: the batches before ``first`` were checked already)."""
+    if not math.isfinite(loss_sum):
+        batches = f"batch {first}" if last <= first else f"batches {first}-{last}"
+        raise FloatingPointError(f"loss is {loss_sum} at epoch {epoch}, in {batches}")
 
 
 def _step(run: Run, loss: torch.Tensor) -> None:

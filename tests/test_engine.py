@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,93 @@ def test_resume_after_kill_9_in_the_middle_of_an_epoch(script, tmp_path):
     results = _results(tmp_path / "k")
     assert (results["start_epoch"], results["epochs"]) == (done, epochs)
     assert 0 <= results["best_epoch"] < epochs
+
+
+# -- the training loop waits for the device once an epoch, not once a step (issue 22, item 2) ---------------
+
+#: Tensor methods that make the host wait for the device (a CUDA tensor's value read on the host).
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+#: The loop's own code: the engine, the scripts' losses and targets, the cached saliency's read and write.
+#: (The transforms are checked on their own in test_host_sync.py.)
+LOOP_FILES = {os.path.abspath(m.__file__) for m in (engine, engine.saliency_sources, train_timm, train_seg)}
+SOURCES = {
+    "baseline": ("--method", "baseline"),
+    "salfmix-exact": ("--method", "salfmix", "--salfmix-warmup-epochs", "0"),
+    "salfmix-cached": ("--method", "salfmix", "--salfmix-warmup-epochs", "0", "--saliency-source", "cached"),
+}
+
+
+def _host_waits_in_one_epoch(monkeypatch, script: Script, argv: list[str]) -> Counter:
+    """What the loop's own code (:data:`LOOP_FILES`) does during ``engine.train_epoch`` that would make the
+    host wait for a CUDA device: each :data:`HOST_READS` call on a tensor, each ``engine.sync``."""
+    waits: Counter = Counter()
+    inside = [False]
+
+    def counted(name, original):
+        def read(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if inside[0] and os.path.abspath(caller) in LOOP_FILES:
+                waits[f"{Path(caller).name}: Tensor.{name}"] += 1
+            return original(self, *args, **kwargs)
+
+        return read
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
+    monkeypatch.setattr(engine, "sync", lambda device: waits.update(["engine.sync"]))
+    train_epoch = engine.train_epoch
+
+    def one_epoch(*args, **kwargs):
+        inside[0] = True
+        try:
+            return train_epoch(*args, **kwargs)
+        finally:
+            inside[0] = False
+
+    monkeypatch.setattr(engine, "train_epoch", one_epoch)
+    assert script.main(argv) == 0
+    return waits
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_an_epoch_waits_for_the_device_as_often_whatever_its_length(script, source, tmp_path, monkeypatch):
+    """No host synchronisation a step: the loss check, the loss sum and the augmentation's timing wait for the
+    device once an epoch (and at the log lines), so an epoch of 8 batches waits as often as one of 2."""
+    extra = (
+        ("--epochs", "1", "--log-interval", "1000", "--limit-train", "16")
+        if script.module is train_seg
+        else ()
+    )
+    argv = {
+        batches: script.argv(tmp_path, f"n{batches}", *SOURCES[source], *extra, "-b", str(16 // batches))
+        for batches in (2, 8)
+    }  # 16 training samples
+    two, eight = (_host_waits_in_one_epoch(monkeypatch, script, argv[n]) for n in (2, 8))
+    assert eight == two, f"host waits in an epoch of 2 batches: {dict(two)}, of 8 batches: {dict(eight)}"
+
+
+def test_the_span_clock_sums_its_spans_on_the_host(monkeypatch):
+    ticks = iter([10.0, 10.5, 20.0, 20.25])
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: next(ticks))
+    clock = engine.SpanClock(torch.device("cpu"))
+    for _ in range(2):
+        with clock.span():
+            pass
+    assert clock.seconds() == 0.75
+
+
+def test_the_span_clock_times_cuda_work_without_waiting_for_it(device):
+    if device.type != "cuda":
+        pytest.skip("CUDA only (pytest --device cuda)")
+    clock, a = engine.SpanClock(device), torch.randn(1024, 1024, device=device)
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            with clock.span():
+                a = (a @ a).tanh()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    torch.cuda.synchronize()
+    assert len(clock.events) == 3 and clock.seconds() > 0.0

@@ -297,6 +297,18 @@ def test_a_diverging_loss_is_one_line(tiny_folder, tmp_path, capsys):
     run_fails(capsys, argv, "loss is", "diverged")
 
 
+def test_a_diverging_loss_names_the_batches_since_the_last_check(tiny_folder, tmp_path, capsys):
+    """The loss is checked where the loop reads it (each --log-interval batches) and at the end of the epoch,
+    not at every step: the error names the batches since the last check. The first step (lr 1e30) makes every
+    later loss NaN, so batch 1 is the first bad one."""
+    diverging = ("--method", "baseline", "--lr", "1e30", "-b", "4")
+    run_fails(
+        capsys, tiny_args(tiny_folder, tmp_path, "a", *diverging), "loss is nan at epoch 0, in batches 0-3"
+    )
+    logged = tiny_args(tiny_folder, tmp_path, "b", *diverging, "--log-interval", "1")
+    run_fails(capsys, logged, "loss is nan at epoch 0, in batch 1:", "diverged")
+
+
 def test_a_diverging_loss_keeps_the_completed_epochs(tiny_folder, tmp_path, capsys, monkeypatch):
     real_epoch = train_timm.train_one_epoch
 
