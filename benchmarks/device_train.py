@@ -809,6 +809,12 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if not args.dir.is_dir():
+        print(
+            f"device_train.py report: error: no such folder {args.dir} (the --out of a device check)",
+            file=sys.stderr,
+        )
+        return 2
     report = build_report(args.dir)
     _write_json(args.dir / "device_check.json", report)
     markdown = report_markdown(report)

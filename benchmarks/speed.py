@@ -13,8 +13,9 @@ Five sections, each printed as a markdown table of median times and of ratios me
 4. **Saliency sources**: the SalfMix / HybridMix v3 step with the exact saliency pass, with maps from a
    ``SaliencyCache`` written from the step's own input gradient, and with the pass at half resolution.
 5. **Saliency sources in segmentation** (``--sections 5`` or ``--task seg``, not in the default run): section
-   4 for ``train_seg.py``'s step: ``tinyseg`` on CamVid-size crops (128x168, 11 classes, ``ignore_index``
-   255), the dense soft-target loss, against the plain step (cross-entropy with ``ignore_index``).
+   4 for ``train_seg.py``'s step: ``tinyseg`` on random images of CamVid's size (128x168, 11 classes,
+   ``ignore_index`` 255), the dense soft-target loss, against the plain step (cross-entropy with
+   ``ignore_index``).
 
 Method: every candidate of a table cell group is timed round-robin (one repeat of each in turn, ``repeats``
 times), so that a change of machine load hits all of them alike; a repeat runs the call ``number`` times
@@ -795,7 +796,11 @@ def _ratios_json(
     section: int, config: dict[str, Any], device: torch.device, timing: Timing
 ) -> dict[str, Any]:
     """Sections 4 and 5 as JSON (``--json``): the configuration, the median step times and, per method and
-    saliency source, the paired ratio over the plain step with its 95 % interval."""
+    saliency source, the paired ratio over the plain step with its 95 % interval.
+
+    ``errors`` maps every candidate that was not timed to why: ``"error: ..."`` (it failed) or ``"n/a: ..."``
+    (not available here, e.g. ``torch.compile`` without a compiler); :func:`main` adds ``errors_of_ours``,
+    the failures of this package's own transforms among them (the run then exits 1)."""
 
     def ms(name: str) -> float | None:
         value = timing.get(name)
@@ -1074,7 +1079,8 @@ def section_seg_sources(args: argparse.Namespace, device: torch.device) -> tuple
     text = [
         "## 5. Saliency sources in segmentation (train_seg.py)",
         "",
-        f"tinyseg, batch {args.seg_batch} at {height}x{width} (CamVid crops), {SEG_CLASSES} classes, "
+        f"tinyseg, batch {args.seg_batch} at {height}x{width} (random images of CamVid's size), "
+        f"{SEG_CLASSES} classes, "
         f"AdamW, fp32{', channels_last' if args.channels_last else ''}, `saliency_mode='train'`; median of "
         f"{args.step_repeats} steps per candidate "
         f"(round-robin); {PAIRED_RATIOS} "

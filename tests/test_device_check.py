@@ -320,3 +320,11 @@ def test_an_earlier_runs_files_are_removed_before_the_run(tmp_path):
         timeout=60,
     )
     assert [name for name in old if (out / name).exists() and "OLD-CARD" in (out / name).read_text()] == []
+
+
+def test_report_on_a_missing_folder_is_one_line_and_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    assert device_train.main(["report", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err and "no such folder" in err
+    assert not missing.exists()
