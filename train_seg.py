@@ -190,14 +190,13 @@ def validate(run: engine.Run, model: torch.nn.Module, epoch: int) -> dict[str, f
 
     device, k, distributed = run.device, run.num_classes, run.args.distributed
     cm = torch.zeros(k, k, dtype=torch.long, device=device)
-    loss_sum, labelled = 0.0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device until the pass ends
     for output, y in engine.validation_batches(run, model):
         logits = logits_of(output).float()
-        loss_sum += float(F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum"))
-        labelled += int((y != IGNORE_INDEX).sum())
+        loss_sum += F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum").double()
         cm += confusion_matrix(logits.argmax(1), y, k, IGNORE_INDEX)
     cm = all_reduce_sum(cm, device, distributed)
-    loss_sum, labelled = all_reduce_sum([loss_sum, labelled], device, distributed)
+    loss_sum, labelled = all_reduce_sum([float(loss_sum)], device, distributed)[0], int(cm.sum())
     if labelled == 0:
         raise DatasetError(
             f"the validation set has no labelled pixel (every mask pixel is the ignore index {IGNORE_INDEX} "

@@ -442,11 +442,19 @@ def confusion_matrix(
     pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """The (K, K) int64 confusion matrix ``cm[true, predicted]`` of a batch of class maps (any shape, the
-    same for both); pixels whose target is ``ignore_index`` (or out of range) are left out."""
+    same for both); pixels whose target is ``ignore_index`` (or out of range) are left out, a prediction
+    outside [0, K) counts as the nearest class.
+
+    Summed on the device without a data-dependent shape (the left-out pixels go to a spare bin, counted
+    with ``index_add_``; boolean-mask indexing or ``bincount`` would make the host wait for a CUDA device).
+    """
     pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
     keep = (target != ignore_index) & (target >= 0) & (target < num_classes)
-    index = target[keep] * num_classes + pred[keep].clamp(0, num_classes - 1)
-    return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    spare = num_classes * num_classes
+    index = torch.where(keep, target * num_classes + pred.clamp(0, num_classes - 1), spare)
+    counts = torch.zeros(spare + 1, dtype=torch.long, device=pred.device)
+    counts.index_add_(0, index, torch.ones_like(index))
+    return counts[:spare].reshape(num_classes, num_classes)
 
 
 def segmentation_metrics(cm: torch.Tensor) -> dict[str, float | list[float]]:

@@ -24,7 +24,7 @@ from _train_helpers import read_summary, tiny_args
 
 import train_seg
 import train_timm
-from salfmix_transforms import engine
+from salfmix_transforms import engine, saliency_sources, segmentation
 
 ROOT = Path(__file__).resolve().parents[1]
 SEG_TINY = ["--limit-train", "16", "--limit-val", "8", "-b", "8", "--no-progress"]
@@ -230,9 +230,12 @@ def test_resume_after_kill_9_in_the_middle_of_an_epoch(script, tmp_path):
 
 #: Tensor methods that make the host wait for the device (a CUDA tensor's value read on the host).
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
-#: The loop's own code: the engine, the scripts' losses and targets, the cached saliency's read and write.
+#: The loop's own code: the engine, the scripts' losses, targets and metrics, the cached saliency's read
+#: and write.
 #: (The transforms are checked on their own in test_host_sync.py.)
-LOOP_FILES = {os.path.abspath(m.__file__) for m in (engine, engine.saliency_sources, train_timm, train_seg)}
+LOOP_FILES = {
+    os.path.abspath(m.__file__) for m in (engine, saliency_sources, segmentation, train_timm, train_seg)
+}
 SOURCES = {
     "baseline": ("--method", "baseline"),
     "salfmix-exact": ("--method", "salfmix", "--salfmix-warmup-epochs", "0"),
@@ -240,9 +243,12 @@ SOURCES = {
 }
 
 
-def _host_waits_in_one_epoch(monkeypatch, script: Script, argv: list[str]) -> Counter:
-    """What the loop's own code (:data:`LOOP_FILES`) does during ``engine.train_epoch`` that would make the
-    host wait for a CUDA device: each :data:`HOST_READS` call on a tensor, each ``engine.sync``."""
+def _host_waits_in_one_epoch(
+    monkeypatch, script: Script, argv: list[str], loop=(engine, "train_epoch")
+) -> Counter:
+    """What the loop's own code (:data:`LOOP_FILES`) does during ``loop`` (module, function: the training
+    epoch, or a script's validation) that would make the host wait for a CUDA device: each
+    :data:`HOST_READS` call on a tensor, each ``engine.sync``."""
     waits: Counter = Counter()
     inside = [False]
 
@@ -257,17 +263,18 @@ def _host_waits_in_one_epoch(monkeypatch, script: Script, argv: list[str]) -> Co
 
     for name in HOST_READS:
         monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
-    monkeypatch.setattr(engine, "sync", lambda device: waits.update(["engine.sync"]))
-    train_epoch = engine.train_epoch
+    monkeypatch.setattr(engine, "sync", lambda device: inside[0] and waits.update(["engine.sync"]))
+    module, name = loop
+    original = getattr(module, name)
 
     def one_epoch(*args, **kwargs):
         inside[0] = True
         try:
-            return train_epoch(*args, **kwargs)
+            return original(*args, **kwargs)
         finally:
             inside[0] = False
 
-    monkeypatch.setattr(engine, "train_epoch", one_epoch)
+    monkeypatch.setattr(module, name, one_epoch)
     assert script.main(argv) == 0
     return waits
 
@@ -314,3 +321,16 @@ def test_the_span_clock_times_cuda_work_without_waiting_for_it(device):
         torch.cuda.set_sync_debug_mode(previous)
     torch.cuda.synchronize()
     assert len(clock.events) == 3 and clock.seconds() > 0.0
+
+
+def test_a_validation_pass_waits_for_the_device_as_often_whatever_its_length(script, tmp_path, monkeypatch):
+    """The validation sums (loss, labelled pixels or correct predictions, the confusion matrix) stay on the
+    device until the pass ends: 4 batches wait as often as 1."""
+    val = ("--limit-val", "8") if script.module is train_seg else ()
+    argv = {
+        n: script.argv(tmp_path, f"v{n}", *val, "-b", str(8 // n)) for n in (1, 4)
+    }  # 8 validation samples
+    one, four = (
+        _host_waits_in_one_epoch(monkeypatch, script, argv[n], (script.module, "validate")) for n in (1, 4)
+    )
+    assert four == one, f"host waits in a validation of 1 batch: {dict(one)}, of 4 batches: {dict(four)}"
