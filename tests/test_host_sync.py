@@ -22,6 +22,7 @@ import torch
 from _batch_helpers import images, tiny_classifier
 
 from salfmix_transforms import methods
+from salfmix_transforms.engine import SpanClock
 
 K = 5
 B, H, W = 4, 16, 16
@@ -165,3 +166,20 @@ def test_the_saliency_cache_makes_no_host_sync_on_cuda(device):
         torch.cuda.set_sync_debug_mode(previous)
     assert cache.written_epoch.tolist() == [-1, -1, 3, 3, 3, 3, -1, -1, -1, -1]
     assert maps.shape == (B, H, W) and bool((maps > 0).all())
+
+
+def test_the_span_clock_times_cuda_work_without_waiting_for_it(device):
+    """The training loop's augmentation timer (``SpanClock``) records CUDA events, never waiting."""
+    _cuda_only(device)
+    clock, a = SpanClock(device), torch.randn(1024, 1024, device=device)
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            with clock.span():
+                a = (a @ a).tanh()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    torch.cuda.synchronize()
+    assert len(clock.events) == 3 and clock.seconds() > 0.0
