@@ -261,11 +261,8 @@ def _host_waits_in_one_epoch(
 
         return read
 
-    for name in HOST_READS:
-        monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
-    monkeypatch.setattr(engine, "sync", lambda device: inside[0] and waits.update(["engine.sync"]))
-    module, name = loop
-    original = getattr(module, name)
+    module, function = loop
+    original = getattr(module, function)
 
     def one_epoch(*args, **kwargs):
         inside[0] = True
@@ -274,8 +271,12 @@ def _host_waits_in_one_epoch(
         finally:
             inside[0] = False
 
-    monkeypatch.setattr(module, name, one_epoch)
-    assert script.main(argv) == 0
+    with monkeypatch.context() as patch:  # undone after the run: the next run wraps the originals again
+        for name in HOST_READS:
+            patch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
+        patch.setattr(engine, "sync", lambda device: inside[0] and waits.update(["engine.sync"]))
+        patch.setattr(module, function, one_epoch)
+        assert script.main(argv) == 0
     return waits
 
 

@@ -183,3 +183,60 @@ def test_the_span_clock_times_cuda_work_without_waiting_for_it(device):
         torch.cuda.set_sync_debug_mode(previous)
     torch.cuda.synchronize()
     assert len(clock.events) == 3 and clock.seconds() > 0.0
+
+
+# -- CUDA: a whole training epoch of train_timm.py (pytest --device cuda) ---------------------------------
+
+
+def _synchronising_calls_in_each_epoch(monkeypatch, argv: list[str]) -> list[int]:
+    """Runs ``train_timm.py`` with ``argv``; the CUDA calls that synchronise during each training epoch
+    (``torch.cuda.set_sync_debug_mode("warn")`` warns once for each)."""
+    import warnings
+
+    import train_timm
+    from salfmix_transforms import engine
+
+    train_epoch, counts = engine.train_epoch, []
+
+    def one_epoch(*args, **kwargs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            previous = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                return train_epoch(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode(previous)
+                counts.append(sum("synchroniz" in str(w.message) for w in caught))
+
+    with monkeypatch.context() as patch:  # undone after the run: the next run wraps the original again
+        patch.setattr(engine, "train_epoch", one_epoch)
+        assert train_timm.main(argv) == 0
+    return counts
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--method", "baseline"),
+        ("--method", "salfmix", "--salfmix-warmup-epochs", "0"),
+        ("--method", "hybridmix-v3", "--salfmix-warmup-epochs", "0", "--saliency-source", "cached"),
+    ],
+    ids=["baseline", "salfmix-exact", "hybridmix-v3-cached"],
+)
+def test_a_training_epoch_on_cuda_synchronises_as_often_whatever_its_length(
+    device, flags, tiny_folder, tmp_path, monkeypatch
+):
+    """The CPU run counts the loop's host reads (test_engine.py); here CUDA itself counts the synchronising
+    calls of a whole epoch (loader copies, transform, loss, optimizer, cache): 8 batches as many as 2. A
+    first run does the one-time set-up (cuDNN, cuBLAS, the allocator) outside the comparison."""
+    _cuda_only(device)
+    from _train_helpers import tiny_args
+
+    def epoch_of(batches: int, name: str) -> list[int]:  # 16 training images
+        argv = tiny_args(tiny_folder, tmp_path, name, *flags, "--device", "cuda", "-b", str(16 // batches))
+        return _synchronising_calls_in_each_epoch(monkeypatch, argv)
+
+    epoch_of(2, "warm-up")
+    two, eight = epoch_of(2, "two"), epoch_of(8, "eight")
+    assert len(two) == len(eight) == 1 and eight == two, f"2 batches: {two}, 8 batches: {eight}"
