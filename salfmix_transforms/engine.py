@@ -616,7 +616,7 @@ class SpanClock:
     """
 
     def __init__(self, device: torch.device) -> None:
-        self.on_cuda = device.type == "cuda"
+        self.device, self.on_cuda = device, device.type == "cuda"
         self.host_seconds = 0.0
         self.events: list[tuple[Any, Any]] = []
 
@@ -627,10 +627,11 @@ class SpanClock:
             yield
             self.host_seconds += time.perf_counter() - start
             return
+        stream = torch.cuda.current_stream(self.device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
         yield
-        end.record()
+        end.record(stream)
         self.events.append((start, end))
 
     def seconds(self) -> float:
@@ -1025,7 +1026,7 @@ def train_epoch(
     stops before the epoch's checkpoint.
 
     Raises:
-        FloatingPointError: a NaN or infinite loss, naming the epoch and the batches it lies in.
+        FloatingPointError: a NaN or infinite loss, naming the epoch and the batches since the last check.
     """
     from tqdm import tqdm
 
@@ -1065,7 +1066,7 @@ def train_epoch(
         show = not bar.disable and batch_idx % 10 == 0
         log = bar.disable and is_primary(args) and (batch_idx + 1) % args.log_interval == 0
         if (show or log) and not args.distributed:
-            _check_finite(float(loss_sum), epoch, checked, batch_idx)
+            _check_finite(float(loss_sum), epoch, checked, batch_idx, len(bar))
             checked = batch_idx + 1
         if show:
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -1074,7 +1075,7 @@ def train_epoch(
     bar.close()
     sync(device)
     total_loss, total_seen = all_reduce_sum([float(loss_sum), float(seen)], device, args.distributed)
-    _check_finite(total_loss, epoch, checked, batch_idx)
+    _check_finite(total_loss, epoch, checked, batch_idx, len(bar))
     return {
         "loss": total_loss / max(1.0, total_seen),
         "epoch_time": time.perf_counter() - epoch_start,
@@ -1082,12 +1083,15 @@ def train_epoch(
     }
 
 
-def _check_finite(loss_sum: float, epoch: int, first: int, last: int) -> None:
-    """Raises FloatingPointError when the sum of the losses of batches ``first``..``last`` is NaN or infinite
-    (a NaN or infinite loss among them: the batches before ``first`` were checked already)."""
+def _check_finite(loss_sum: float, epoch: int, first: int, last: int, total: int) -> None:
+    """Raises FloatingPointError when the sum of the losses of batches ``first``..``last`` (0-based; those
+    before ``first`` were checked already) is NaN or infinite. The message counts the batches from 1 out of
+    ``total``, as the log lines do."""
     if not math.isfinite(loss_sum):
-        batches = f"batch {first}" if last <= first else f"batches {first}-{last}"
-        raise FloatingPointError(f"loss is {loss_sum} at epoch {epoch}, in {batches}")
+        where = (
+            f"batch [{last + 1}/{total}]" if last <= first else f"batches [{first + 1}-{last + 1}/{total}]"
+        )
+        raise FloatingPointError(f"a loss is not finite (their sum is {loss_sum}) at epoch {epoch}, {where}")
 
 
 def _step(run: Run, loss: torch.Tensor) -> None:

@@ -169,7 +169,9 @@ def test_the_saliency_cache_makes_no_host_sync_on_cuda(device):
 
 
 def test_the_span_clock_times_cuda_work_without_waiting_for_it(device):
-    """The training loop's augmentation timer (``SpanClock``) records CUDA events, never waiting."""
+    """The training loop's augmentation timer (``SpanClock``) records CUDA events, never waiting: the work of
+    its spans is still queued when the last one ends (sync debug mode does not see
+    ``torch.cuda.synchronize``, so the stream's state is what shows a wait)."""
     _cuda_only(device)
     clock, a = SpanClock(device), torch.randn(1024, 1024, device=device)
     torch.cuda.synchronize()
@@ -178,9 +180,12 @@ def test_the_span_clock_times_cuda_work_without_waiting_for_it(device):
     try:
         for _ in range(3):
             with clock.span():
+                torch.cuda._sleep(50_000_000)  # tens of milliseconds of device time
                 a = (a @ a).tanh()
+        still_queued = not torch.cuda.current_stream(device).query()
     finally:
         torch.cuda.set_sync_debug_mode(previous)
+    assert still_queued, "a span waited for the device"
     torch.cuda.synchronize()
     assert len(clock.events) == 3 and clock.seconds() > 0.0
 
@@ -189,16 +194,22 @@ def test_the_span_clock_times_cuda_work_without_waiting_for_it(device):
 
 
 def _synchronising_calls_in_each_epoch(monkeypatch, argv: list[str]) -> list[int]:
-    """Runs ``train_timm.py`` with ``argv``; the CUDA calls that synchronise during each training epoch
-    (``torch.cuda.set_sync_debug_mode("warn")`` warns once for each)."""
+    """Runs ``train_timm.py`` with ``argv``; the CUDA calls that synchronise during each training epoch: those
+    ``torch.cuda.set_sync_debug_mode("warn")`` warns of, and each ``torch.cuda.synchronize``."""
     import warnings
 
     import train_timm
     from salfmix_transforms import engine
 
-    train_epoch, counts = engine.train_epoch, []
+    train_epoch, synchronize, counts = engine.train_epoch, torch.cuda.synchronize, []
+    device_waits = [0]
+
+    def counted_synchronize(*args, **kwargs):  # sync debug mode does not see torch.cuda.synchronize
+        device_waits[0] += 1
+        return synchronize(*args, **kwargs)
 
     def one_epoch(*args, **kwargs):
+        device_waits[0] = 0
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             previous = torch.cuda.get_sync_debug_mode()
@@ -207,9 +218,10 @@ def _synchronising_calls_in_each_epoch(monkeypatch, argv: list[str]) -> list[int
                 return train_epoch(*args, **kwargs)
             finally:
                 torch.cuda.set_sync_debug_mode(previous)
-                counts.append(sum("synchroniz" in str(w.message) for w in caught))
+                counts.append(device_waits[0] + sum("synchroniz" in str(w.message) for w in caught))
 
     with monkeypatch.context() as patch:  # undone after the run: the next run wraps the original again
+        patch.setattr(torch.cuda, "synchronize", counted_synchronize)
         patch.setattr(engine, "train_epoch", one_epoch)
         assert train_timm.main(argv) == 0
     return counts

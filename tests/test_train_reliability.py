@@ -294,19 +294,29 @@ def test_a_model_that_cannot_take_the_image_size_is_refused_before_training(tiny
 
 def test_a_diverging_loss_is_one_line(tiny_folder, tmp_path, capsys):
     argv = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--lr", "1e30")
-    run_fails(capsys, argv, "loss is", "diverged")
+    run_fails(capsys, argv, "a loss is not finite", "diverged")
 
 
 def test_a_diverging_loss_names_the_batches_since_the_last_check(tiny_folder, tmp_path, capsys):
     """The loss is checked where the loop reads it (each --log-interval batches) and at the end of the epoch,
     not at every step: the error names the batches since the last check. The first step (lr 1e30) makes every
-    later loss NaN, so batch 1 is the first bad one."""
+    later loss NaN, so the second batch is the first bad one (the message counts from 1, as the log lines
+    do)."""
     diverging = ("--method", "baseline", "--lr", "1e30", "-b", "4")
-    run_fails(
-        capsys, tiny_args(tiny_folder, tmp_path, "a", *diverging), "loss is nan at epoch 0, in batches 0-3"
-    )
+    whole_epoch = "a loss is not finite (their sum is nan) at epoch 0, batches [1-4/4]"
+    run_fails(capsys, tiny_args(tiny_folder, tmp_path, "a", *diverging), whole_epoch)
     logged = tiny_args(tiny_folder, tmp_path, "b", *diverging, "--log-interval", "1")
-    run_fails(capsys, logged, "loss is nan at epoch 0, in batch 1:", "diverged")
+    run_fails(capsys, logged, "at epoch 0, batch [2/4]:", "diverged")
+
+
+def test_a_diverging_loss_is_checked_at_the_progress_bars_refresh(tiny_folder, tmp_path, capsys, monkeypatch):
+    """With a progress bar the loop reads the loss at batches 0, 10, 20, ...: the check at batch 0 finds it
+    finite, so the end of the epoch names batches 2-4 (counted from 1)."""
+    from salfmix_transforms import engine
+
+    monkeypatch.setattr(engine, "show_progress", lambda args: True)
+    argv = tiny_args(tiny_folder, tmp_path, "a", "--method", "baseline", "--lr", "1e30", "-b", "4")
+    run_fails(capsys, argv, "at epoch 0, batches [2-4/4]:")
 
 
 def test_a_diverging_loss_keeps_the_completed_epochs(tiny_folder, tmp_path, capsys, monkeypatch):
