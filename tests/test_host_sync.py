@@ -241,7 +241,8 @@ def test_a_training_epoch_on_cuda_synchronises_as_often_whatever_its_length(
 ):
     """The CPU run counts the loop's host reads (test_engine.py); here CUDA itself counts the synchronising
     calls of a whole epoch (loader copies, transform, loss, optimizer, cache): 8 batches as many as 2. A
-    first run does the one-time set-up (cuDNN, cuBLAS, the allocator) outside the comparison."""
+    first run of each batch shape does the one-time set-up (cuDNN, cuBLAS, the allocator) outside the
+    comparison."""
     _cuda_only(device)
     from _train_helpers import tiny_args
 
@@ -249,6 +250,6 @@ def test_a_training_epoch_on_cuda_synchronises_as_often_whatever_its_length(
         argv = tiny_args(tiny_folder, tmp_path, name, *flags, "--device", "cuda", "-b", str(16 // batches))
         return _synchronising_calls_in_each_epoch(monkeypatch, argv)
 
-    epoch_of(2, "warm-up")
+    epoch_of(2, "warm-up-2"), epoch_of(8, "warm-up-8")  # both batch shapes (cuDNN, the allocator)
     two, eight = epoch_of(2, "two"), epoch_of(8, "eight")
     assert len(two) == len(eight) == 1 and eight == two, f"2 batches: {two}, 8 batches: {eight}"
