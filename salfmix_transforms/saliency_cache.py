@@ -28,7 +28,9 @@ Choices (the paper does not have a cache):
   ImageNet-1k's 1.28 M images take 660 MB. bfloat16 keeps float32's exponent range (input gradients are
   often below float16's smallest normal number) and 3 significant digits, enough to rank cells;
 * a cell that a view does not cover keeps its previous value; a sample that was never written reads as a
-  constant 0 map, for which SalfMix picks random cells (its rule for constant maps): no extra pass;
+  constant 0 map, for which SalfMix picks random cells (its rule for constant maps): no extra pass. In a
+  sample's first write the cells it cannot see take the mean of those it measures (not 0, which would keep
+  a first, random ``P_l`` the least salient region for good: :meth:`SaliencyCache.apply_update`);
 * a sample whose gradient is not finite (a diverging step) is not written.
 """
 
@@ -346,12 +348,22 @@ class SaliencyCache:
         A cell seen only through the sample's own pixels (``c = 1``) is replaced; one that the view does not
         show, or that only pasted pixels covered (``c = 0``), keeps its value; a blended cell (Mixup's
         ``lam``) moves part of the way. The samples whose write moved any cell are stamped with ``epoch``.
+
+        Choice: in a sample's first write, ``old`` is not the never-written 0 but the mean of the cells the
+        write measures (weighted by ``c``). A sample first written after the warm-up is pasted over before
+        any measurement; left at 0, the cells of that ``P_l`` would stay the map's minimum, never measured
+        again while pasted over, and SalfMix would paste over them on every later visit.
         """
         epoch = check_non_negative_int(epoch, "epoch")
         indices = indices.to(self.maps.device, torch.long)
+        means = means.to(self.maps.device, torch.float32)
+        confidence = confidence.to(self.maps.device, torch.float32).clamp(0.0, 1.0)
         old = self.maps[indices].float()
-        confidence = confidence.to(old.device, torch.float32).clamp(0.0, 1.0)
-        self.maps[indices] = (old + confidence * (means.to(old.device) - old)).to(self.maps.dtype)
+        seen = confidence.sum(dim=(1, 2), keepdim=True)
+        first = (self.written_epoch[indices] < 0).view(-1, 1, 1) & (seen > 0)
+        measured = (confidence / seen.clamp(min=1e-12) * means).sum(dim=(1, 2), keepdim=True)  # no overflow
+        old = torch.where(first, measured, old)
+        self.maps[indices] = (old + confidence * (means - old)).to(self.maps.dtype)
         touched = (confidence > 0).flatten(1).any(dim=1)  # (a where, not a mask: no host synchronisation)
         self.written_epoch[indices] = torch.where(touched, epoch, self.written_epoch[indices])
 

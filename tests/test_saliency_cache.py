@@ -81,6 +81,7 @@ def test_a_hot_spot_seen_through_a_padded_crop_lands_where_expected_and_padding_
         pytest.fail("no crop at the top-left corner in 200 draws")
     cache = SaliencyCache(1)
     cache.maps.fill_(7.0)  # what was there before
+    cache.written_epoch.fill_(2)
     saliency = torch.full((SIZE, SIZE), 100.0)  # the padding is hot: it must not be written
     saliency[4:, 4:] = 0.0  # the image part of the view: original rows/cols 0-27
     saliency[4:12, 4:12] = 1.0
@@ -96,6 +97,7 @@ def test_a_hot_spot_seen_through_a_padded_crop_lands_where_expected_and_padding_
 
 def test_a_random_resized_crop_writes_only_the_cells_it_shows():
     cache = SaliencyCache(1)
+    cache.written_epoch.fill_(0)  # written before (its 0 map a measurement): the cells not shown keep it
     coords = _view(v2.RandomResizedCrop(SIZE, scale=(0.2, 0.3)), seed=1)
     inside = coords.flatten(1)
     cache.write(torch.tensor([0]), coords[None], torch.ones(1, SIZE, SIZE), epoch=0)
@@ -132,10 +134,50 @@ def test_the_pasted_patch_of_salfmix_never_writes_into_the_samples_map():
         assert torch.equal(own[b], expected)
     cache = SaliencyCache(4)
     cache.maps.fill_(-1.0)
-    cache.write(torch.arange(4), IDENTITY.expand(4, -1, -1, -1), torch.full((4, SIZE, SIZE), 5.0), 0, own)
+    cache.written_epoch.fill_(0)  # maps written before (a first write fills what it cannot see: below)
+    cache.write(torch.arange(4), IDENTITY.expand(4, -1, -1, -1), torch.full((4, SIZE, SIZE), 5.0), 1, own)
     stored = cache.read(torch.arange(4), IDENTITY.expand(4, -1, -1, -1))
     assert torch.equal(stored[own == 0], torch.full_like(stored[own == 0], -1.0))  # P_l kept the old value
     assert torch.equal(stored[own == 1], torch.full_like(stored[own == 1], 5.0))
+
+
+def test_a_first_write_fills_the_cells_it_cannot_see_with_the_mean_of_those_it_sees():
+    """A sample first written after the warm-up (``--salfmix-warmup-epochs 0``, a sample that ``drop_last``
+    left out of the warm-up epoch, a resume without a cache) gets pasted over before any measurement: the
+    cells under ``P_l`` have none. Left at the never-written 0 they would stay the least salient cells
+    for good. They read as the mean of the cells measured; later writes keep a cell's value as before."""
+    own = torch.ones(1, SIZE, SIZE)
+    own[0, 8:16, 8:16] = 0.0  # a pasted P_l: cells (4..7, 4..7) of the 16x16 map
+    saliency = 1.0 + torch.rand(1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    cache = SaliencyCache(1)
+    cache.write(torch.arange(1), IDENTITY[None], saliency, 0, own)
+    stored = cache.maps[0].float()
+    unseen = torch.zeros(16, 16, dtype=torch.bool)
+    unseen[4:8, 4:8] = True
+    measured_mean = stored[~unseen].mean()
+    assert torch.allclose(stored[unseen], measured_mean.expand(16), rtol=1e-2)
+    assert (
+        stored.min() < measured_mean < stored.max()
+    )  # the unseen cells are neither the minimum nor the maximum
+    cache.write(torch.arange(1), IDENTITY[None], torch.zeros(1, SIZE, SIZE), 1, torch.zeros(1, SIZE, SIZE))
+    assert torch.equal(cache.maps[0].float(), stored)  # written before: nothing seen, nothing changes
+
+
+def test_salfmix_on_cached_maps_does_not_paste_over_the_same_region_on_every_visit():
+    """Visits of one never-written sample without a warm-up, as the training loop runs them: read the map,
+    SalfMix, write the step's saliency (fresh random maps here) with the provenance. The first visit's
+    ``P_l`` is random (a constant map); it must not become the destination of every later visit (it did:
+    its cells stayed at 0)."""
+    cache = SaliencyCache(1)
+    salfmix = SalfMix(grid=4, ratio=0.25, generator=torch.Generator().manual_seed(1), warmup_epochs=0)
+    noise, x, destinations = torch.Generator().manual_seed(2), torch.rand(1, 3, SIZE, SIZE), []
+    for epoch in range(8):
+        salfmix(x, torch.zeros(1, dtype=torch.long), saliency=cache.read(torch.arange(1), IDENTITY[None]))
+        pasted = (salfmix.provenance[0] == 0).nonzero()  # P_l's pixels
+        destinations.append(tuple(pasted.min(dim=0).values.tolist()))  # its top-left corner
+        fresh = torch.rand(1, SIZE, SIZE, generator=noise)
+        cache.write(torch.arange(1), IDENTITY[None], fresh, epoch, salfmix.provenance)
+    assert len(set(destinations[1:])) > 1, destinations
 
 
 @pytest.mark.parametrize("mode", ["batch", "elem"])
@@ -155,8 +197,9 @@ def test_the_partners_box_of_cutmix_never_writes_and_mixup_moves_by_the_own_shar
     lam = mixup.provenance[:, 0, 0]
     torch.testing.assert_close(out, x * lam.view(-1, 1, 1, 1) + partner * (1 - lam.view(-1, 1, 1, 1)))
     cache = SaliencyCache(4)
+    cache.written_epoch.fill_(0)  # maps of 0 written before
     cache.write(
-        torch.arange(4), IDENTITY.expand(4, -1, -1, -1), torch.ones(4, SIZE, SIZE), 0, mixup.provenance
+        torch.arange(4), IDENTITY.expand(4, -1, -1, -1), torch.ones(4, SIZE, SIZE), 1, mixup.provenance
     )
     stored = cache.read(torch.arange(4), IDENTITY.expand(4, -1, -1, -1))[:, 0, 0]
     torch.testing.assert_close(stored, lam, atol=1e-2, rtol=0)  # 0 -> 1 by the own share (bfloat16)
