@@ -80,7 +80,7 @@ from .flags import (
     uses_grid,
     uses_saliency,
 )
-from .saliency import plain_module
+from .saliency import SaliencyPassError, plain_module
 
 __all__ = [
     "RUN_DEFAULTS",
@@ -1319,6 +1319,12 @@ def _parse_setup_and_train(task: Task, argv: Sequence[str] | None) -> int:
             prog,
             f"{one_line(e)}: training diverged (a lower --lr?); the checkpoints of the completed epochs "
             f"are in {folder}",
+        )
+    except SaliencyPassError as e:  # e.g. -b 1 at a low --saliency-scale: the completed epochs are saved
+        return report_error(
+            prog,
+            f"{one_line(e)}; with this script: --saliency-mode eval, a larger -b or --saliency-scale "
+            f"(checkpoints of the completed epochs in {folder})",
         )
     except DatasetError as e:  # an image or mask read during training: the completed epochs are saved
         return report_error(prog, f"{one_line(e)} (checkpoints of the completed epochs in {folder})")

@@ -30,6 +30,7 @@ from ._validation import IGNORE_INDEX, check_images, check_target
 from .targets import is_dense_target
 
 __all__ = [
+    "SaliencyPassError",
     "gradient_saliency",
     "lowres_gradient_saliency",
     "plain_module",
@@ -38,6 +39,12 @@ __all__ = [
 ]
 
 _MODES = ("train", "eval")
+
+
+class SaliencyPassError(ValueError):
+    """A saliency pass that the model cannot run on this batch, for a reason the caller can fix by its
+    settings (BatchNorm in training mode with one value per channel: a batch of 1, or a low-resolution pass
+    that leaves a 1x1 feature map). A ``ValueError``; the training scripts report it as one line."""
 
 
 def _optimized_module_type() -> type | None:
@@ -337,9 +344,10 @@ def _forward(module: nn.Module, x_in: torch.Tensor, mode: str) -> torch.Tensor:
     except ValueError as error:
         if "Expected more than 1 value per channel" not in str(error):
             raise
-        raise ValueError(
-            f"BatchNorm cannot normalise a batch of {x_in.shape[0]} sample in training mode: the saliency "
-            "pass of a batch of 1 needs saliency_mode='eval' (gradient_saliency(..., mode='eval'))"
+        raise SaliencyPassError(
+            f"BatchNorm cannot normalise a batch of {x_in.shape[0]} sample(s) of {tuple(x_in.shape[2:])} "
+            "pixels in training mode (one value per channel): the saliency pass needs saliency_mode='eval' "
+            "(gradient_saliency(..., mode='eval')), a larger batch or a larger image"
         ) from None
 
 

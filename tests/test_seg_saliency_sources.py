@@ -206,6 +206,20 @@ def test_bad_combinations_are_one_line_errors(tmp_path, capsys, flags, needle):
     assert not os.path.exists(folder)
 
 
+def test_a_saliency_pass_that_batchnorm_cannot_run_is_one_line_during_training(tmp_path, capsys):
+    """A batch of 1 at a saliency scale that leaves BatchNorm one value per channel (found by a review with
+    lraspp at --saliency-scale 0.25; tinyseg at 0.01 gives a 1x1 image): the error comes from inside the
+    training loop and was a traceback (exit 1); now one line naming the flags that fix it, exit 2."""
+    flags = ("--method", "salfmix", "--saliency-source", "lowres", "--saliency-scale", "0.01")
+    flags += ("--salfmix-warmup-epochs", "0")
+    rc = train_seg.main(
+        [*TINY, *flags, "--epochs", "1", "-b", "1", "--limit-train", "2", "--output", str(tmp_path)]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("train_seg.py: error: ") and err.count("\n") == 1, err
+    assert "BatchNorm" in err and "--saliency-mode eval" in err and "Traceback" not in err
+
+
 # -- precision flags: the same in both scripts ---------------------------------------------------------------
 
 
