@@ -9,13 +9,16 @@ Each checkpoint therefore holds the training set's :func:`dataset_fingerprint`:
 * ``size``: the number of training files (images; image/mask pairs for segmentation), or of samples for
   a data set without files (digits, CIFAR, synthetic scenes);
 * ``files_sha256``: the sha256 of the sorted file names relative to the data set's folder (so a moved
-  folder keeps its fingerprint); ``None`` for a data set without files.
+  folder keeps its fingerprint); ``None`` for a data set without files;
+* ``order_sha256``: the sha256 of the same names in the data set's order, the sample indices that per-file
+  state (the saliency cache) is kept by; ``None`` for a data set without files.
 
 :func:`check_resume_data` compares it with the data of the resumed run: another name, class list or size is
 refused (:class:`DataChangedError`, one line naming the checkpoint and what differs); other file names with
 the same size and classes are refused where the run keeps per-file state (the saliency cache) and a warning
-otherwise (images may have been re-encoded); a checkpoint without a fingerprint (an earlier version's)
-resumes with a note.
+otherwise (images may have been re-encoded); the same names in another order (a reordered
+``train.txt``) are refused where the run keeps per-file state; a checkpoint without a fingerprint (an
+earlier version's) resumes with a note.
 """
 
 from __future__ import annotations
@@ -82,16 +85,18 @@ def _classes(dataset: Any) -> list[str] | None:
 
 def dataset_fingerprint(dataset: Any, name: str) -> dict[str, Any]:
     """The fingerprint of training set ``dataset`` of kind ``name`` (see the module docstring): plain
-    values, ``{"name", "classes", "size", "files_sha256"}``."""
+    values, ``{"name", "classes", "size", "files_sha256", "order_sha256"}``."""
     files = _files(dataset)
-    digest = None
-    if files is not None:
-        digest = hashlib.sha256("\n".join(sorted(files)).encode("utf-8")).hexdigest()
+
+    def digest(names: list[str]) -> str | None:
+        return None if files is None else hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
+
     return {
         "name": name,
         "classes": _classes(dataset),
         "size": len(files) if files is not None else len(dataset),
-        "files_sha256": digest,
+        "files_sha256": digest(sorted(files or [])),
+        "order_sha256": digest(files or []),
     }
 
 
@@ -138,8 +143,8 @@ def check_resume_data(
             (--saliency-source cached)"); with it, other file names are refused instead of a warning.
 
     Raises:
-        DataChangedError: another data set, class list or number of files; other file names with
-            ``per_file_state``.
+        DataChangedError: another data set, class list or number of files; other file names, or the
+            same in another order, with ``per_file_state``.
     """
     saved = ckpt.get(FINGERPRINT_KEY)
     if not isinstance(saved, dict):
@@ -155,6 +160,13 @@ def check_resume_data(
         )
     old, new = saved.get("files_sha256"), current["files_sha256"]
     if old is None or new is None or old == new:
+        old_order, new_order = saved.get("order_sha256"), current.get("order_sha256")
+        if per_file_state and old_order is not None and new_order is not None and old_order != new_order:
+            raise DataChangedError(
+                f"the training files are listed in another order than for checkpoint {path!r} (the same "
+                f"{current['size']} names): {per_file_state} are kept by position; restore the order "
+                "(e.g. train.txt), or start a new run"
+            )
         return None
     what = (
         f"the training file names differ from those of checkpoint {path!r} (the same {current['size']} files "

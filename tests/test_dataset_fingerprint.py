@@ -216,3 +216,21 @@ def test_train_seg_resume_with_other_file_names_warns_once(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("file names") == 1 and "warning" in out, out
     assert [r["epoch"] for r in read_summary(tmp_path / "a")] == ["0", "1"]
+
+
+def test_train_seg_resume_of_a_cached_run_with_the_files_listed_in_another_order_is_refused(tmp_path, capsys):
+    """The saliency cache is indexed by a file's position in ``<root>/train.txt``: the same names in another
+    order would give each image another image's maps (found by a review: the run went on silently). Refused
+    for a cached run; a run without per-file state resumes."""
+    data = _seg_folder(tmp_path / "data")
+    names = [f"img{i}.png" for i in range(8)]
+    (data / "train.txt").write_text("\n".join(names) + "\n")
+    cached = ("--method", "salfmix", "--saliency-source", "cached", "--epochs", "1")
+    assert train_seg.main(_seg_argv(data, tmp_path, *cached)) == 0
+    (data / "train.txt").write_text("\n".join(names[1:] + names[:1]) + "\n")
+    before = _files(tmp_path / "a")
+    _fails(capsys, "train_seg.py", _seg_resume(data, tmp_path), "another order", "cached saliency")
+    assert _files(tmp_path / "a") == before
+    assert train_seg.main([*_seg_argv(data, tmp_path / "plain", "--epochs", "1")]) == 0
+    (data / "train.txt").write_text("\n".join(names) + "\n")
+    assert train_seg.main(_seg_resume(data, tmp_path / "plain")) == 0
