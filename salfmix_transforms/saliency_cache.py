@@ -31,7 +31,13 @@ Choices (the paper does not have a cache):
   constant 0 map, for which SalfMix picks random cells (its rule for constant maps): no extra pass. In a
   sample's first write the cells it cannot see take the mean of those it measures (not 0, which would keep
   a first, random ``P_l`` the least salient region for good: :meth:`SaliencyCache.apply_update`);
-* a sample whose gradient is not finite (a diverging step) is not written.
+* a sample whose gradient is not finite (a diverging step) is not written;
+* a write is relative: each sample's cell means are divided by their mean over the cells the write
+  measures. SalfMix uses only a map's ranking, which this keeps; but a map mixes cells of several writes
+  (those a view does not show, or that were pasted over, keep an older one) and the gradient's scale
+  changes between writes: fp16 AMP's loss scale (``GradScaler``, CUDA) doubles or halves, a converging
+  network's gradients shrink. Without it an older cell would look more or less salient than it is (after a
+  doubled loss scale, the ``P_l`` pasted over last time would look half as salient and be chosen again).
 """
 
 from __future__ import annotations
@@ -158,6 +164,13 @@ class ViewCells(NamedTuple):
     index: torch.Tensor
     valid: torch.Tensor
     resolution: int
+
+
+def _measured_mean(means: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1): each sample's mean cell value over the cells a write measures, weighted by ``confidence``
+    (the weights normalised first, so that huge finite values do not overflow)."""
+    seen = confidence.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+    return (confidence / seen * means).sum(dim=(1, 2), keepdim=True)
 
 
 class SaliencyCache:
@@ -297,6 +310,9 @@ class SaliencyCache:
         when ``None``); ``confidence``, the mean of ``own`` over those pixels (0 for a cell the view does
         not show). Samples whose saliency is not finite get confidence 0; ``own`` is clamped to [0, 1], a
         NaN share counts as 0. Separate from :meth:`apply_update` so that DDP can all-gather it.
+
+        Each sample's ``means`` are relative: divided by their mean over the cells measured (weighted by
+        ``confidence``), so that the scale of the gradient drops out (see the module docstring).
         """
         cells = self._located(coords)
         batch, cells_per_map = cells.index.shape[0], self.resolution * self.resolution
@@ -334,7 +350,8 @@ class SaliencyCache:
         own_pixels = cell_sums(weight)
         pixels = own_pixels if own is None else cell_sums(shown)
         means = weighted / own_pixels.clamp_min(1e-12)
-        return indices, means, own_pixels / pixels.clamp_min(1e-12)
+        confidence = own_pixels / pixels.clamp_min(1e-12)
+        return indices, means / _measured_mean(means, confidence).clamp_min(1e-30), confidence
 
     def apply_update(
         self, indices: torch.Tensor, means: torch.Tensor, confidence: torch.Tensor, epoch: int
@@ -359,10 +376,10 @@ class SaliencyCache:
         means = means.to(self.maps.device, torch.float32)
         confidence = confidence.to(self.maps.device, torch.float32).clamp(0.0, 1.0)
         old = self.maps[indices].float()
-        seen = confidence.sum(dim=(1, 2), keepdim=True)
-        first = (self.written_epoch[indices] < 0).view(-1, 1, 1) & (seen > 0)
-        measured = (confidence / seen.clamp(min=1e-12) * means).sum(dim=(1, 2), keepdim=True)  # no overflow
-        old = torch.where(first, measured, old)
+        first = (self.written_epoch[indices] < 0).view(-1, 1, 1) & (
+            confidence.sum(dim=(1, 2), keepdim=True) > 0
+        )
+        old = torch.where(first, _measured_mean(means, confidence), old)
         self.maps[indices] = (old + confidence * (means - old)).to(self.maps.dtype)
         touched = (confidence > 0).flatten(1).any(dim=1)  # (a where, not a mask: no host synchronisation)
         self.written_epoch[indices] = torch.where(touched, epoch, self.written_epoch[indices])

@@ -27,4 +27,5 @@ def test_a_map_of_tiny_gradients_keeps_its_most_and_least_salient_cells(scale):
     assert bool((stored > 0).all()), "the map underflowed to 0 (SalfMix would pick random cells)"
     assert int(stored.argmax()) == int(saliency.argmax()) and int(stored.argmin()) == int(saliency.argmin())
     assert torch.equal(stored[::2, ::2].flatten().argsort(), cells.flatten().argsort())  # every cell in order
-    torch.testing.assert_close(stored, saliency, rtol=1e-2, atol=0.0)  # 3 significant digits
+    relative = saliency / saliency.mean()  # as the cache stores a write of the whole view
+    torch.testing.assert_close(stored, relative, rtol=1e-2, atol=0.0)  # 3 significant digits
