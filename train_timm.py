@@ -322,8 +322,7 @@ class ClassificationTask(engine.Task):
             raise CheckpointError(f"checkpoint {path!r} has --width {saved_width}, not {args.width}")
 
     def unused_flags(self, args: argparse.Namespace) -> list[str]:
-        """The engine's (the augmentation's, ``--saliency-scale``), and ``--model-ema-decay`` without
-        ``--model-ema``."""
+        """The engine's (the augmentation's), and ``--model-ema-decay`` without ``--model-ema``."""
         ema_decay_unused = "model_ema_decay" in args.given_flags and not args.model_ema
         return super().unused_flags(args) + (["--model-ema-decay"] if ema_decay_unused else [])
 

@@ -204,8 +204,10 @@ class Task:
         """Refuse a checkpoint of another model configuration (raises :class:`CheckpointError`)."""
 
     def unused_flags(self, args: argparse.Namespace) -> list[str]:
-        """The tuning flags given that nothing reads (``flags.unused_tuning_flags``, ``--saliency-scale``)."""
-        return unused_tuning_flags(args) + saliency_sources.unused_saliency_flags(args)
+        """The tuning flags given that the method does not read (``flags.unused_tuning_flags``); the saliency
+        flags that the saliency source leaves unused get their own warning
+        (``saliency_sources.unused_saliency_flags``)."""
+        return unused_tuning_flags(args)
 
     # --- data and model ---
     def dataset_name(self, args: argparse.Namespace) -> str:
@@ -911,6 +913,8 @@ def setup(task: Task, args: argparse.Namespace, ckpt: dict[str, Any] | None = No
             "it" if len(unused) == 1 else "them",
             "; --model-ema-decay needs --model-ema" if "--model-ema-decay" in unused else "",
         )
+    for warning in saliency_sources.unused_saliency_flags(args) if is_primary(args) else ():
+        _logger.warning("warning: %s", warning)
     random_seed(args.seed, args.rank)
     run, fingerprint = _run_with_data(task, args, device)
     if ckpt is not None:

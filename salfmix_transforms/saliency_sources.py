@@ -77,9 +77,23 @@ def add_saliency_source_flags(
 
 
 def unused_saliency_flags(args: argparse.Namespace) -> list[str]:
-    """``--saliency-scale`` given without ``--saliency-source lowres`` (nothing reads it)."""
-    given = getattr(args, "given_flags", ())
-    return ["--saliency-scale"] if "saliency_scale" in given and args.saliency_source != "lowres" else []
+    """The warnings for saliency flags that the saliency source leaves unused: ``--saliency-scale`` without
+    ``--saliency-source lowres``; ``--saliency-mode`` with ``cached`` and no ``--saliency-refresh`` (the maps
+    come from the training step, no saliency pass runs)."""
+    given, source = getattr(args, "given_flags", ()), args.saliency_source
+    warnings = []
+    if "saliency_scale" in given and source != "lowres":
+        warnings.append(f"--saliency-scale given, but --saliency-source {source} does not use it (ignored)")
+    if (
+        getattr(args, "saliency_mode", None) is not None
+        and source == "cached"
+        and args.saliency_refresh is None
+    ):
+        warnings.append(
+            "--saliency-mode given, but --saliency-source cached without --saliency-refresh makes no "
+            "saliency pass (ignored)"
+        )
+    return warnings
 
 
 def check_saliency_source(args: argparse.Namespace) -> None:

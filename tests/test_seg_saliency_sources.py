@@ -183,10 +183,25 @@ def test_lowres_runs_the_pass_at_the_saliency_scale(tmp_path, monkeypatch, scale
     assert passes == [(8, 3, side, side)] * 2
 
 
-def test_a_saliency_scale_without_the_lowres_source_is_reported(tmp_path, caplog):
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (("--saliency-scale", "0.25"), "--saliency-scale given, but --saliency-source exact does not use it"),
+        (
+            ("--saliency-source", "cached", "--saliency-mode", "eval"),
+            "--saliency-mode given, but --saliency-source cached without --saliency-refresh makes no "
+            "saliency pass",
+        ),
+    ],
+    ids=["scale-without-lowres", "mode-with-cached"],
+)
+def test_a_saliency_flag_that_the_source_does_not_use_is_reported_once(tmp_path, caplog, flags, needle):
+    """The warning names the saliency source as the reason (not the method, which does take saliency); the
+    mode of a cached run without refresh was ignored silently (found by a review)."""
     with caplog.at_level("WARNING"):
-        assert _run(tmp_path, "--method", "salfmix", "--epochs", "1", "--saliency-scale", "0.25")[0] == 0
-    assert "--saliency-scale given, but" in caplog.text
+        assert _run(tmp_path, "--method", "salfmix", "--epochs", "1", *flags)[0] == 0
+    assert caplog.text.count(needle) == 1, caplog.text
+    assert "the salfmix run does not use" not in caplog.text
 
 
 @pytest.mark.parametrize(
