@@ -64,7 +64,10 @@ def add_saliency_source_flags(
         "by --saliency-scale",
     )
     g.add_argument(
-        "--saliency-scale", type=probability, default=0.5, help="down-scaling of --saliency-source lowres"
+        "--saliency-scale",
+        type=probability,
+        default=0.5,
+        help="down-scaling of --saliency-source lowres, in (0, 1] (default: 0.5)",
     )
     g.add_argument(
         "--saliency-refresh",
