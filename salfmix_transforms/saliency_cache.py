@@ -425,13 +425,16 @@ class SaliencyCache:
             "maps": self.maps.cpu(),
             "written_epoch": self.written_epoch.cpu(),
             "resolution": self.resolution,
+            "relative": True,  # the writes are relative (local_update); absent in caches saved before
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (a checkpoint's cache).
 
         Maps with NaN or inf values are dropped: they read as never written (SalfMix picks random cells until
-        the sample is next seen), with one warning saying how many.
+        the sample is next seen), with one warning saying how many. A cache saved before writes were
+        relative (no ``"relative"`` entry: absolute input gradients) has each written map divided by its
+        mean, so that its cells compare with those of later, relative writes.
 
         Raises:
             ValueError: a state that cannot be restored (not a dict, an entry missing, ``maps`` or
@@ -477,6 +480,9 @@ class SaliencyCache:
                 f"values in [{int(written.min())}, {int(written.max())}]"
             )
         finite = torch.isfinite(maps).flatten(1).all(dim=1).to(self.maps.device)
+        if not state.get("relative", False):
+            mean = maps.float().mean(dim=(1, 2), keepdim=True)
+            maps = torch.where(mean > 0, maps.float() / mean.clamp_min(1e-30), maps.float())
         self.maps.copy_(maps)
         self.written_epoch.copy_(written)
         dropped = int((~finite).sum())

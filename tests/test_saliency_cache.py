@@ -286,6 +286,24 @@ def test_state_dict_round_trip():
     assert torch.equal(again.maps, cache.maps) and torch.equal(again.written_epoch, cache.written_epoch)
 
 
+def test_a_cache_saved_before_writes_were_relative_is_made_relative_on_restore():
+    """A checkpoint from before relative writes holds absolute maps (input gradients ~1e-8): mixed with the
+    relative cells (~1) of the resumed run's writes, its cells that a view does not show would look ~0,
+    the least salient, and be pasted over again. Restored, each written map is divided by its mean."""
+    old = SaliencyCache(3)
+    old.maps[1] = (1e-8 * torch.arange(1.0, 257.0)).view(16, 16)
+    old.written_epoch[1] = 4
+    state = {key: value for key, value in old.state_dict().items() if key != "relative"}
+    restored = SaliencyCache(3)
+    restored.load_state_dict(state)
+    absolute = old.maps[1].float()
+    torch.testing.assert_close(restored.maps[1].float(), absolute / absolute.mean(), rtol=1e-2, atol=0.0)
+    assert torch.equal(restored.maps[[0, 2]], old.maps[[0, 2]])  # never written: still 0
+    again = SaliencyCache(3)
+    again.load_state_dict(restored.state_dict())  # today's format: as saved
+    assert torch.equal(again.maps, restored.maps)
+
+
 # -- DDP: every rank sees every write -------------------------------------------------------------------
 
 
