@@ -32,12 +32,12 @@ Choices (the paper does not have a cache):
   sample's first write the cells it cannot see take the mean of those it measures (not 0, which would keep
   a first, random ``P_l`` the least salient region for good: :meth:`SaliencyCache.apply_update`);
 * a sample whose gradient is not finite (a diverging step) is not written;
-* a write is relative: each sample's cell means are divided by their mean over the cells the write
-  measures. SalfMix uses only a map's ranking, which this keeps; but a map mixes cells of several writes
-  (those a view does not show, or that were pasted over, keep an older one) and the gradient's scale
-  changes between writes: fp16 AMP's loss scale (``GradScaler``, CUDA) doubles or halves, a converging
-  network's gradients shrink. Without it an older cell would look more or less salient than it is (after a
-  doubled loss scale, the ``P_l`` pasted over last time would look half as salient and be chosen again).
+* a write comes in at the level of the map it updates (:meth:`SaliencyCache.apply_update`): a map mixes
+  cells of several writes (those a view does not show, or that were pasted over, keep an older one), and
+  the gradient's scale changes between writes (fp16 AMP's loss scale, ``GradScaler`` on CUDA, doubles or
+  halves; a converging network's gradients shrink). Taken as they come, an older cell would look more or
+  less salient than it is (after a doubled loss scale, the ``P_l`` pasted over last time would look half
+  as salient and be chosen again). SalfMix uses only a map's ranking, which this keeps.
 """
 
 from __future__ import annotations
@@ -311,8 +311,9 @@ class SaliencyCache:
         not show). Samples whose saliency is not finite get confidence 0; ``own`` is clamped to [0, 1], a
         NaN share counts as 0. Separate from :meth:`apply_update` so that DDP can all-gather it.
 
-        Each sample's ``means`` are relative: divided by their mean over the cells measured (weighted by
-        ``confidence``), so that the scale of the gradient drops out (see the module docstring).
+        Each sample's ``means`` are relative (the saliency divided by its largest magnitude before the sums,
+        the means by their mean over the cells measured, weighted by ``confidence``): the gradient's scale
+        drops out, and :meth:`apply_update` brings the write to the level of the map it updates.
         """
         cells = self._located(coords)
         batch, cells_per_map = cells.index.shape[0], self.resolution * self.resolution
@@ -334,6 +335,9 @@ class SaliencyCache:
         if saliency.numel():  # one pass for each sample's extremes: a NaN or an inf anywhere shows there
             smallest, largest = torch.aminmax(saliency.flatten(1), dim=1)
             finite = (torch.isfinite(smallest) & torch.isfinite(largest)).view(-1, 1, 1)
+            peak = torch.maximum(smallest.abs(), largest.abs()).view(-1, 1, 1)
+            peak = torch.where(finite & (peak > 0), peak, 1.0)
+            saliency = saliency / peak  # in [-1, 1]: the cell sums neither overflow nor underflow
         shown = (cells.valid & finite).float()  # the pixels that may write: from the image, finite sample
         if own is not None:  # a share in [0, 1]: NaN is no share of the sample's own (no host check)
             own = own.to(shown.device, torch.float32).nan_to_num(0.0, 0.0, 0.0).clamp_(0.0, 1.0)
@@ -366,19 +370,30 @@ class SaliencyCache:
         show, or that only pasted pixels covered (``c = 0``), keeps its value; a blended cell (Mixup's
         ``lam``) moves part of the way. The samples whose write moved any cell are stamped with ``epoch``.
 
-        Choice: in a sample's first write, ``old`` is not the never-written 0 but the mean of the cells the
-        write measures (weighted by ``c``). A sample first written after the warm-up is pasted over before
-        any measurement; left at 0, the cells of that ``P_l`` would stay the map's minimum, never measured
-        again while pasted over, and SalfMix would paste over them on every later visit.
+        Choices (the cache's level is arbitrary: the gradient's scale drifts between writes, so only a map's
+        ranking means something):
+
+        * a later write comes in at the level of the map it updates: its means are scaled so that, over the
+          cells it measures (weighted by ``c``), their mean is the old map's there. A view that shows only
+          the object then ranks it above the older background cells it does not show, as one that shows
+          the whole image would, whatever the gradient's scale (fp16's loss scale, a converging network);
+        * a sample's first write sets the level, and every cell it shows at all (``c > 0``) is its own
+          measurement (a Mixup share would otherwise squeeze the cells onto a few bfloat16 steps); the cells
+          it cannot see take the mean of those it measures, not the never-written 0: a sample first written
+          after the warm-up is pasted over before any measurement, and at 0 the cells of that ``P_l`` would
+          stay the map's minimum, never measured again while pasted over, pasted over on every later visit.
         """
         epoch = check_non_negative_int(epoch, "epoch")
         indices = indices.to(self.maps.device, torch.long)
         means = means.to(self.maps.device, torch.float32)
         confidence = confidence.to(self.maps.device, torch.float32).clamp(0.0, 1.0)
         old = self.maps[indices].float()
-        first = (self.written_epoch[indices] < 0).view(-1, 1, 1) & (
-            confidence.sum(dim=(1, 2), keepdim=True) > 0
-        )
+        seen = confidence.sum(dim=(1, 2), keepdim=True) > 0
+        first = (self.written_epoch[indices] < 0).view(-1, 1, 1) & seen
+        confidence = torch.where(first, (confidence > 0).float(), confidence)
+        old_level, level = _measured_mean(old, confidence), _measured_mean(means, confidence)
+        aligned = ~first & (old_level > 0) & (level > 0)
+        means = means * torch.where(aligned, old_level / level.clamp_min(1e-30), 1.0)
         old = torch.where(first, _measured_mean(means, confidence), old)
         self.maps[indices] = (old + confidence * (means - old)).to(self.maps.dtype)
         touched = (confidence > 0).flatten(1).any(dim=1)  # (a where, not a mask: no host synchronisation)
@@ -481,8 +496,7 @@ class SaliencyCache:
             )
         finite = torch.isfinite(maps).flatten(1).all(dim=1).to(self.maps.device)
         if not state.get("relative", False):
-            mean = maps.float().mean(dim=(1, 2), keepdim=True)
-            maps = torch.where(mean > 0, maps.float() / mean.clamp_min(1e-30), maps.float())
+            maps = _relative_old_maps(maps.float(), written)
         self.maps.copy_(maps)
         self.written_epoch.copy_(written)
         dropped = int((~finite).sum())
@@ -494,6 +508,18 @@ class SaliencyCache:
                 "values: they are dropped (read as never written, rebuilt when the samples are next seen)",
                 stacklevel=2,
             )
+
+
+def _relative_old_maps(maps: torch.Tensor, written: torch.Tensor) -> torch.Tensor:
+    """Maps of a cache saved before writes were relative: each written map divided by the mean of its
+    nonzero cells, and its zero cells (never measured: the ``P_l`` of a first visit was left at 0 then, the
+    map's minimum for good) set to that mean, 1."""
+    measured = maps != 0
+    mean = (maps * measured).sum(dim=(1, 2), keepdim=True) / measured.sum(dim=(1, 2), keepdim=True).clamp_min(
+        1
+    )
+    rescale = (written.to(maps.device) >= 0).view(-1, 1, 1) & (mean > 0)
+    return torch.where(rescale, torch.where(measured, maps / mean.clamp_min(1e-30), 1.0), maps)
 
 
 def _describe(value: object) -> str:

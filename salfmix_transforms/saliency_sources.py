@@ -177,16 +177,23 @@ def cached_saliency(
     once for the read and the write, ``cache.locate(coords)``; a never-written sample reads a constant map:
     random cells); with
     ``--saliency-refresh K``, maps older than K epochs are replaced by the exact pass
-    (``gradient_saliency(run.model, ...)``, ``saliency_kwargs`` passed on: ``ignore_index=`` for masks)."""
+    (``gradient_saliency(run.model, ...)``, ``saliency_kwargs`` passed on: ``ignore_index=`` for masks) over
+    the stale samples, or over the whole batch when only one is stale and the pass runs in training mode
+    (BatchNorm cannot normalise one sample alone)."""
     from . import saliency
 
     maps = cache.read(index, coords)
     if run.args.saliency_refresh is None or salfmix_in_warmup(run.transform):
         return maps
     stale = cache.stale(index, epoch, run.args.saliency_refresh)
-    if bool(stale.any()):
-        mode = run.args.saliency_mode or "train"
-        maps[stale] = saliency.gradient_saliency(run.model, x[stale], y[stale], mode=mode, **saliency_kwargs)
+    count = int(stale.sum())  # the one host read of a step with --saliency-refresh
+    if count == 0:
+        return maps
+    mode = run.args.saliency_mode or "train"
+    # BatchNorm in training mode cannot normalise a single sample: its map from the pass over the batch
+    rows = stale if count > 1 or mode == "eval" else torch.ones_like(stale)
+    exact = saliency.gradient_saliency(run.model, x[rows], y[rows], mode=mode, **saliency_kwargs)
+    maps[stale] = exact if rows is stale else exact[stale]
     return maps
 
 

@@ -96,10 +96,10 @@ def test_a_hot_spot_seen_through_a_padded_crop_lands_where_expected_and_padding_
     cache.write(torch.tensor([0]), coords[None], saliency[None], epoch=3)
     stored = cache.read(torch.tensor([0]), IDENTITY[None])[0]
     expected = torch.zeros(SIZE, SIZE)
-    expected[0:8, 0:8] = 28 * 28 / 64  # relative to the mean over the 28x28 original pixels the view shows
+    expected[0:8, 0:8] = 7.0 * 28 * 28 / 64  # at the old level (7) over the 28x28 original pixels shown
     expected[SIZE - 4 :, :] = 7.0  # not in the view: kept
     expected[:, SIZE - 4 :] = 7.0
-    assert torch.equal(stored, expected)
+    torch.testing.assert_close(stored, expected, rtol=1e-2, atol=0.0)  # bfloat16
     assert float(cache.read(torch.tensor([0]), coords[None])[0, :4].abs().sum()) == 0.0  # padding reads 0
 
 
@@ -289,15 +289,19 @@ def test_state_dict_round_trip():
 def test_a_cache_saved_before_writes_were_relative_is_made_relative_on_restore():
     """A checkpoint from before relative writes holds absolute maps (input gradients ~1e-8): mixed with the
     relative cells (~1) of the resumed run's writes, its cells that a view does not show would look ~0,
-    the least salient, and be pasted over again. Restored, each written map is divided by its mean."""
+    the least salient, and be pasted over again. Restored, each written map is divided by the mean of its
+    measured (nonzero) cells, and its zero cells take that mean."""
     old = SaliencyCache(3)
     old.maps[1] = (1e-8 * torch.arange(1.0, 257.0)).view(16, 16)
+    old.maps[1, :2, :2] = 0.0  # never measured (a first visit's P_l was left at 0 then): the minimum for good
     old.written_epoch[1] = 4
     state = {key: value for key, value in old.state_dict().items() if key != "relative"}
     restored = SaliencyCache(3)
     restored.load_state_dict(state)
     absolute = old.maps[1].float()
-    torch.testing.assert_close(restored.maps[1].float(), absolute / absolute.mean(), rtol=1e-2, atol=0.0)
+    expected = absolute / absolute[absolute > 0].mean()
+    expected[:2, :2] = 1.0  # the mean of the measured cells
+    torch.testing.assert_close(restored.maps[1].float(), expected, rtol=1e-2, atol=0.0)
     assert torch.equal(restored.maps[[0, 2]], old.maps[[0, 2]])  # never written: still 0
     again = SaliencyCache(3)
     again.load_state_dict(restored.state_dict())  # today's format: as saved
@@ -597,3 +601,56 @@ def test_a_hand_built_view_outside_the_map_never_writes_into_another_samples_map
     with pytest.raises(ValueError, match="coords"):
         cache.write(torch.arange(2), ViewCells(index, cells.valid, 16), torch.ones(2, SIZE, SIZE), 0)
     assert not cache.maps.any() and cache.written_epoch.tolist() == [-1, -1]
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ranks = [t.flatten().argsort().argsort().double() for t in (a, b)]
+    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
+
+
+def test_partial_views_at_drifting_gradient_scales_keep_the_maps_ranking():
+    """Crops that show 8-32 pixels a side, written 30 times a map at gradient scales that drift by up to 2x
+    a write (fp16's loss scale, a converging network): the cells a view does not show keep older writes, so
+    each write must come in at the level of the map it updates (found by a review: writes relative to their
+    own mean ranked a crop over the object below older background cells, Spearman 0.83; unscaled writes
+    follow the drift)."""
+    gen = torch.Generator().manual_seed(0)
+    maps, truths = 20, []
+    cache = SaliencyCache(maps)
+    for sample in range(maps):
+        centre, width = torch.rand(2, generator=gen) * 16, 2.0 + 3.0 * float(torch.rand(1, generator=gen))
+        rows, cols = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+        blob = torch.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / (2 * width**2))
+        truth = 0.2 + blob + 0.01 * torch.rand(16, 16, generator=gen)  # an object on a background
+        truths.append(truth)
+        pixels = truth.repeat_interleave(2, 0).repeat_interleave(2, 1)  # 32x32, a cell is 2x2 pixels
+        for epoch in range(30):
+            h, w = (int(v) for v in torch.randint(8, 33, (2,), generator=gen))
+            top, left = (
+                int(torch.randint(0, 33 - h, (1,), generator=gen)),
+                int(torch.randint(0, 33 - w, (1,), generator=gen)),
+            )
+            drift = float(2.0 ** (2 * torch.rand(1, generator=gen) - 1)) * 1e-6
+            view = IDENTITY[:, top : top + h, left : left + w]
+            cache.write(
+                torch.tensor([sample]),
+                view[None],
+                drift * pixels[None, top : top + h, left : left + w],
+                epoch,
+            )
+    correlations = [_spearman(cache.maps[s].float(), truths[s]) for s in range(maps)]
+    assert min(correlations) > 0.95, correlations
+
+
+def test_a_first_write_blended_with_a_partner_keeps_the_contrast_of_its_cells():
+    """A first write through Mixup with lam = 0.05 (own share 5 % everywhere): stored as ``1 + lam (m - 1)``
+    the cells would collapse onto a few bfloat16 steps near 1 (13 distinct values of 256, found by a review).
+    In a first write every cell the sample shows at all is its own measurement."""
+    cells = 2.0 ** torch.linspace(0.0, 4.0, 256)
+    cells = cells[torch.randperm(256, generator=torch.Generator().manual_seed(0))].view(16, 16)
+    saliency = cells.repeat_interleave(2, 0).repeat_interleave(2, 1)[None]
+    cache = SaliencyCache(1)
+    cache.write(torch.tensor([0]), IDENTITY[None], saliency, 0, torch.full((1, SIZE, SIZE), 0.05))
+    stored = cache.maps[0].float()
+    assert int(stored.argmax()) == int(cells.argmax()) and int(stored.argmin()) == int(cells.argmin())
+    assert len(stored.unique()) > 200

@@ -264,6 +264,31 @@ def test_a_cache_write_does_not_depend_on_the_scale_of_the_gradient():
     torch.testing.assert_close(maps_after(1e4, 1e-3), maps_after(1.0, 1.0), rtol=1e-2, atol=0.0)
 
 
+def test_the_refresh_pass_of_a_single_stale_sample_runs_in_training_mode():
+    """``--saliency-refresh K`` runs the exact pass on the batch's stale samples; when only one is stale
+    (e.g. one that ``drop_last`` left out), BatchNorm in training mode cannot normalise it alone (found by a
+    review: the run would stop). Its map comes from the pass over the whole batch."""
+    from types import SimpleNamespace
+
+    from _batch_helpers import tiny_classifier
+
+    from salfmix_transforms import saliency_sources
+
+    cache = SaliencyCache(4)
+    cache.written_epoch.copy_(torch.tensor([5, 5, 0, 5]))  # sample 2 was last written 5 epochs ago
+    run = SimpleNamespace(
+        model=tiny_classifier(3, batchnorm=True),
+        transform=SimpleNamespace(in_warmup=False),
+        args=SimpleNamespace(saliency_refresh=1, saliency_mode=None),
+    )
+    # 1x1 images: one value per channel for BatchNorm, as a feature map pooled to 1x1 gives a real network
+    x, y = torch.rand(4, 3, 1, 1, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0])
+    coords = source_coordinates(1, 1).expand(4, -1, -1, -1)
+    maps = saliency_sources.cached_saliency(run, cache, x, y, torch.arange(4), coords, epoch=5)
+    assert bool((maps[2] > 0).any()) and bool(torch.isfinite(maps).all())
+    assert bool((maps[[0, 1, 3]] == 0).all())  # read from the cache (never measured: 0)
+
+
 # -- precision flags: the same in both scripts ---------------------------------------------------------------
 
 
