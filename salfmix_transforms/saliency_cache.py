@@ -440,16 +440,17 @@ class SaliencyCache:
             "maps": self.maps.cpu(),
             "written_epoch": self.written_epoch.cpu(),
             "resolution": self.resolution,
-            "relative": True,  # the writes are relative (local_update); absent in caches saved before
+            "relative": True,  # writes at the map's level (apply_update); absent before: absolute gradients
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (a checkpoint's cache).
 
         Maps with NaN or inf values are dropped: they read as never written (SalfMix picks random cells until
-        the sample is next seen), with one warning saying how many. A cache saved before writes were
-        relative (no ``"relative"`` entry: absolute input gradients) has each written map divided by its
-        mean, so that its cells compare with those of later, relative writes.
+        the sample is next seen), with one warning saying how many. A cache saved before writes came in at
+        the map's level (no ``"relative"`` entry: absolute input gradients, and the cells of a first
+        visit's ``P_l`` left at 0) has each written map divided by the mean of its nonzero cells and its
+        zero cells set to that mean (1).
 
         Raises:
             ValueError: a state that cannot be restored (not a dict, an entry missing, ``maps`` or
@@ -515,11 +516,11 @@ def _relative_old_maps(maps: torch.Tensor, written: torch.Tensor) -> torch.Tenso
     nonzero cells, and its zero cells (never measured: the ``P_l`` of a first visit was left at 0 then, the
     map's minimum for good) set to that mean, 1."""
     measured = maps != 0
-    mean = (maps * measured).sum(dim=(1, 2), keepdim=True) / measured.sum(dim=(1, 2), keepdim=True).clamp_min(
-        1
-    )
+    count = measured.sum(dim=(1, 2), keepdim=True).clamp_min(1)
+    mean = (maps * measured).sum(dim=(1, 2), keepdim=True) / count
     rescale = (written.to(maps.device) >= 0).view(-1, 1, 1) & (mean > 0)
-    return torch.where(rescale, torch.where(measured, maps / mean.clamp_min(1e-30), 1.0), maps)
+    relative = torch.where(measured, maps / mean.clamp_min(1e-30), 1.0)
+    return torch.where(rescale, relative, maps)
 
 
 def _describe(value: object) -> str:
