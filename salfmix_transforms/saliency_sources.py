@@ -84,19 +84,19 @@ def unused_saliency_flags(args: argparse.Namespace) -> list[str]:
     ``--saliency-source lowres``; ``--saliency-mode`` with ``cached`` and no ``--saliency-refresh`` (the maps
     come from the training step, no saliency pass runs)."""
     given, source = getattr(args, "given_flags", ()), args.saliency_source
-    warnings = []
+    lines = []
     if "saliency_scale" in given and source != "lowres":
-        warnings.append(f"--saliency-scale given, but --saliency-source {source} does not use it (ignored)")
+        lines.append(f"--saliency-scale given, but --saliency-source {source} does not use it (ignored)")
     if (
         getattr(args, "saliency_mode", None) is not None
         and source == "cached"
         and args.saliency_refresh is None
     ):
-        warnings.append(
+        lines.append(
             "--saliency-mode given, but --saliency-source cached without --saliency-refresh makes no "
             "saliency pass (ignored)"
         )
-    return warnings
+    return lines
 
 
 def check_saliency_source(args: argparse.Namespace) -> None:
