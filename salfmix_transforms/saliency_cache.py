@@ -394,7 +394,7 @@ class SaliencyCache:
         old_level, level = _measured_mean(old, confidence), _measured_mean(means, confidence)
         aligned = ~first & (old_level > 0) & (level > 0)
         means = means * torch.where(aligned, old_level / level.clamp_min(1e-30), 1.0)
-        old = torch.where(first, _measured_mean(means, confidence), old)
+        old = torch.where(first, level, old)  # a first write's means are not rescaled: its level as it is
         self.maps[indices] = (old + confidence * (means - old)).to(self.maps.dtype)
         touched = (confidence > 0).flatten(1).any(dim=1)  # (a where, not a mask: no host synchronisation)
         self.written_epoch[indices] = torch.where(touched, epoch, self.written_epoch[indices])

@@ -190,10 +190,10 @@ def cached_saliency(
     if count == 0:
         return maps
     mode = run.args.saliency_mode or "train"
-    # BatchNorm in training mode cannot normalise a single sample: its map from the pass over the batch
-    rows = stale if count > 1 or mode == "eval" else torch.ones_like(stale)
-    exact = saliency.gradient_saliency(run.model, x[rows], y[rows], mode=mode, **saliency_kwargs)
-    maps[stale] = exact if rows is stale else exact[stale]
+    if count > 1 or mode == "eval":
+        maps[stale] = saliency.gradient_saliency(run.model, x[stale], y[stale], mode=mode, **saliency_kwargs)
+    else:  # BatchNorm in training mode cannot normalise a single sample: its map from the whole batch's pass
+        maps[stale] = saliency.gradient_saliency(run.model, x, y, mode=mode, **saliency_kwargs)[stale]
     return maps
 
 
